@@ -1,0 +1,111 @@
+"""Decoding candidate frames with decord: a target fps, a cap of T_c candidates, real timestamps."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    num_frames: int
+    native_fps: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.native_fps
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """T candidate frames of a video: indices into the native frame sequence and their times."""
+
+    frame_indices: np.ndarray  # int64 [T]
+    timestamps_s: np.ndarray  # float64 [T]
+    info: VideoInfo
+
+
+def _open(path: str | Path, size: int | None = None):
+    import decord  # local import: decord's import is slow and not every caller decodes
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise VideoError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise VideoError(f"{path}: is a directory, not a video")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: empty file")
+    if not os.access(path, os.R_OK):
+        raise VideoError(f"{path}: not readable (permission denied)")
+    kwargs = {"num_threads": 1}
+    if size:
+        kwargs.update(width=size, height=size)
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), **kwargs)
+    except Exception as exc:  # decord raises DECORDError / RuntimeError with C++ text
+        raise VideoError(f"{path}: cannot decode ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if len(reader) == 0:
+        raise VideoError(f"{path}: the video has no frames")
+    return reader
+
+
+def probe(path: str | Path) -> VideoInfo:
+    reader = _open(path)
+    fps = float(reader.get_avg_fps()) or 1.0
+    return VideoInfo(str(path), len(reader), fps)
+
+
+def candidate_indices(num_frames: int, native_fps: float, fps: float, max_candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices sampled at `fps` (one per 1/fps seconds), uniformly thinned to at most max_candidates.
+
+    Returns (indices int64 [T], timestamps_s float64 [T]). Pure: no decoding.
+    """
+    if num_frames <= 0:
+        raise ValueError("num_frames must be positive")
+    if fps <= 0 or max_candidates <= 0:
+        raise ValueError("fps and max_candidates must be positive")
+    duration = num_frames / native_fps
+    times = np.arange(0.0, duration, 1.0 / fps)
+    idx = np.minimum(np.round(times * native_fps).astype(np.int64), num_frames - 1)
+    idx = np.unique(idx)
+    if len(idx) > max_candidates:
+        # Uniform thinning: the centres of max_candidates equal bins over the 1-fps grid.
+        pick = ((np.arange(max_candidates) + 0.5) * len(idx) / max_candidates).astype(np.int64)
+        idx = idx[pick]
+    return idx, idx / native_fps
+
+
+def candidates(path: str | Path, fps: float = 1.0, max_candidates: int = 128) -> Candidates:
+    info = probe(path)
+    idx, ts = candidate_indices(info.num_frames, info.native_fps, fps, max_candidates)
+    return Candidates(idx, ts, info)
+
+
+def read_frames(path: str | Path, frame_indices, size: int | None = None) -> np.ndarray:
+    """Decode the given native frame indices: uint8 [N, H, W, 3] (resized to size×size when given)."""
+    reader = _open(path, size)
+    frame_indices = [int(i) for i in frame_indices]
+    bad = [i for i in frame_indices if not 0 <= i < len(reader)]
+    if bad:
+        raise VideoError(f"{path}: frame indices out of range 0..{len(reader) - 1}: {bad[:5]}")
+    if not frame_indices:
+        raise VideoError(f"{path}: no frame indices requested")
+    try:
+        return reader.get_batch(frame_indices).asnumpy()
+    except Exception as exc:
+        raise VideoError(f"{path}: decoding failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+
+def decode_candidates(
+    path: str | Path, fps: float = 1.0, max_candidates: int = 128, size: int | None = None
+) -> tuple[np.ndarray, Candidates]:
+    """Decode the candidate frames of a video: (uint8 [T, H, W, 3], Candidates)."""
+    cands = candidates(path, fps, max_candidates)
+    return read_frames(path, cands.frame_indices, size), cands
