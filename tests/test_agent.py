@@ -1,0 +1,117 @@
+import math
+
+import pytest
+import torch
+
+from tspo_ray.agent import TemporalAgent, banded_attention, dense_window_attention, sinusoidal_positions
+
+
+def restated_scores(sd, frames, text, window, heads):
+    """An independent, loop-by-loop restatement of eq. 3 from the reference's weights."""
+    T, D = frames.shape
+    hd = D // heads
+    pe = torch.zeros(T, D, dtype=torch.float64)
+    for t in range(T):
+        for i in range(0, D, 2):
+            angle = (t / T) / (10000 ** (i / D))
+            pe[t, i] = math.sin(angle)
+            if i + 1 < D:
+                pe[t, i + 1] = math.cos(angle)
+    x = frames.double() + pe
+    lin = lambda name, v: v @ sd[f"{name}.weight"].double().T + sd[f"{name}.bias"].double()
+    q, k, v = (lin(f"selector.temporal.Self_{c}", x) for c in "qkv")
+    attended = torch.zeros(T, D, dtype=torch.float64)
+    for j in range(T):
+        lo, hi = max(0, j - window // 2), min(T - 1, j - window // 2 + window - 1)
+        for h in range(heads):
+            sl = slice(h * hd, (h + 1) * hd)
+            logits = torch.tensor([q[j, sl] @ k[n, sl] / math.sqrt(hd) for n in range(lo, hi + 1)])
+            w = torch.softmax(logits, 0)
+            attended[j, sl] = sum(w[n - lo] * v[n, sl] for n in range(lo, hi + 1))
+    hidden = torch.relu(lin("selector.mlp.0", attended))
+    enhanced = lin("selector.mlp.2", hidden) + frames.double()
+    cos = lambda a, b: (a @ b) / (a.norm(dim=-1) * b.norm())
+    return cos(enhanced, text.double()) + cos(frames.double(), text.double())
+
+
+def reference_checkpoint(dim, hidden, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.2
+    sd = {f"selector.temporal.Self_{c}.{leaf}": r(dim, dim) if leaf == "weight" else r(dim)
+          for c in "qkv" for leaf in ("weight", "bias")}
+    sd.update({"selector.temporal.ffn_o.weight": r(dim, dim), "selector.temporal.ffn_o.bias": r(dim),
+               "selector.mlp.0.weight": r(hidden, dim), "selector.mlp.0.bias": r(hidden),
+               "selector.mlp.2.weight": r(dim, hidden), "selector.mlp.2.bias": r(dim),
+               # the bundled CLIP's keys are ignored
+               "vision_model.embeddings.patch_embedding.weight": r(4, 3, 2, 2), "logit_scale": torch.tensor(1.0)})
+    return sd
+
+
+@pytest.mark.parametrize("T", [1, 5, 12, 13, 40])
+def test_agent_matches_independent_restatement(T):
+    dim, hidden = 32, 48
+    sd = reference_checkpoint(dim, hidden, seed=T)
+    agent = TemporalAgent.from_reference_state_dict(sd, window=12)
+    g = torch.Generator().manual_seed(100 + T)
+    frames, text = torch.randn(T, dim, generator=g), torch.randn(dim, generator=g)
+    got = agent(frames, text)
+    want = restated_scores(sd, frames, text, window=12, heads=8)
+    assert got.shape == (T,)
+    torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=0)
+
+
+def test_window_bounds_are_six_before_and_five_after():
+    # One-hot values reveal which frames each row attends to (zero query -> uniform weights over the window).
+    T, D = 20, 8
+    q = torch.zeros(T, D)
+    k = torch.zeros(T, D)
+    v = torch.zeros(T, D)
+    v[:, 0] = torch.arange(T, dtype=torch.float32)
+    out = banded_attention(q, k, v, heads=1, window=12)
+    for j in (0, 3, 10, 19):
+        lo, hi = max(0, j - 6), min(T - 1, j + 5)
+        assert out[j, 0].item() == pytest.approx(sum(range(lo, hi + 1)) / (hi - lo + 1), abs=1e-5)
+
+
+def test_banded_equals_dense_and_batches():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 50, 16, generator=g) for _ in range(3))
+    band = banded_attention(q, k, v, heads=4, window=12)
+    for b in range(2):
+        torch.testing.assert_close(band[b], dense_window_attention(q[b], k[b], v[b], 4, 12), atol=1e-5, rtol=1e-5)
+
+
+def test_reference_round_trip_and_errors():
+    sd = reference_checkpoint(16, 24)
+    agent = TemporalAgent.from_reference_state_dict(sd)
+    assert agent.hidden == 24 and agent.dim == 16
+    back = agent.to_reference_state_dict()
+    for key, value in back.items():
+        assert torch.equal(value, sd[key])
+    missing = {k: v for k, v in sd.items() if k != "selector.mlp.2.bias"}
+    with pytest.raises(KeyError, match="selector.mlp.2.bias"):
+        TemporalAgent.from_reference_state_dict(missing)
+    with pytest.raises(KeyError, match="selector.extra"):
+        TemporalAgent.from_reference_state_dict({**sd, "selector.extra.weight": torch.zeros(1)})
+
+
+def test_parameter_count_at_clip_l_width():
+    agent = TemporalAgent(768)
+    n = sum(p.numel() for p in agent.parameters())
+    # q, k, v and a D->D->D MLP; the reference checkpoint's unused ffn_o (590k) brings it to ~3.5M.
+    assert n == 3 * (768 * 768 + 768) + 2 * (768 * 768) + 768 + 768
+    assert 3.4e6 < n + 768 * 768 + 768 < 3.6e6
+
+
+def test_positions_are_normalised():
+    pe = sinusoidal_positions(4, 6)
+    assert pe[0, 0] == 0 and pe[0, 1] == 1
+    assert pe[2, 0].item() == pytest.approx(math.sin(0.5))
+    assert pe[2, 3].item() == pytest.approx(math.cos(0.5 / 10000 ** (2 / 6)))
+
+
+def test_every_parameter_gets_gradient():
+    agent = TemporalAgent(16, heads=4)
+    frames, text = torch.randn(30, 16), torch.randn(16)
+    agent(frames, text).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.parameters())
