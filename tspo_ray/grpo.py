@@ -1,0 +1,79 @@
+"""GRPO for the temporal agent: group-normalised advantages and the clipped importance-ratio surrogate.
+
+Pure functions over explicit numbers. The frozen MLLM only produces rewards, so the ratio involves the selection
+likelihood alone: ratio = exp(logp_new - logp_old), logp_old stored when the sets were sampled (possibly by an
+older policy version: the ratio and its clipping keep that correct).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Advantages:
+    values: torch.Tensor  # [N, G]
+    zero_variance: torch.Tensor  # bool [N]: groups whose G rewards are all equal (no learning signal)
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> Advantages:
+    """(r - mean_group) / (std_group + eps) over the G sets of each question: rewards [N, G].
+
+    std is the unbiased sample std (as in TRL's GRPO). Zero-variance groups get advantage exactly 0.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be [num_groups, G] with G >= 2, got {tuple(rewards.shape)}")
+    rewards = rewards.double()
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True)
+    zero = (rewards.max(dim=1).values - rewards.min(dim=1).values) == 0
+    adv = (rewards - mean) / (std + eps)
+    adv = torch.where(zero[:, None], torch.zeros_like(adv), adv)
+    return Advantages(adv.float(), zero)
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    loss: torch.Tensor
+    metrics: dict[str, float]
+
+
+def clipped_surrogate(
+    logp_new: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float = 0.2,
+    logp_ref: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> LossOutput:
+    """The clipped GRPO loss (to minimise) for S sampled sets.
+
+    logp_new, logp_old (and logp_ref): [S, m] likelihood terms of each set (m = 1 for the exact set likelihood,
+    m = T_s for per-frame ratios); advantages: [S]. Per term:
+        -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A),   ratio = exp(logp_new - logp_old),
+    averaged over all terms, plus kl_coef * KL(new || ref) by the k3 estimator exp(ref - new) - (ref - new) - 1.
+    """
+    if logp_new.shape != logp_old.shape:
+        raise ValueError(f"logp_new {tuple(logp_new.shape)} and logp_old {tuple(logp_old.shape)} differ")
+    adv = advantages.reshape(-1, 1).to(logp_new.dtype)
+    log_ratio = logp_new - logp_old.detach()
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
+    loss = -torch.minimum(unclipped, clipped).mean()
+    metrics = {}
+    if logp_ref is not None and kl_coef:
+        diff = logp_ref.detach() - logp_new
+        kl = (torch.exp(diff) - diff - 1).mean()
+        loss = loss + kl_coef * kl
+        metrics["kl_ref"] = float(kl.detach())
+    with torch.no_grad():
+        metrics.update(
+            clip_fraction=float(((ratio - 1).abs() > clip_eps).float().mean()),
+            # k3 estimate of KL(old || new), as logged by cleanrl / TRL
+            approx_kl=float(((ratio - 1) - log_ratio).mean()),
+            ratio_mean=float(ratio.mean()),
+            ratio_max=float(ratio.max()),
+        )
+    return LossOutput(loss, metrics)
