@@ -1,0 +1,309 @@
+"""One typed, validated config for every job: loaded from YAML, overridden from the command line (`a.b=value`).
+
+Each field carries a one-line docstring (the comment above it). An unknown key or a bad value raises ConfigError
+naming the field, e.g. `grpo.clip_eps: must be in (0, 1), got 1.5`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message starts with the dotted field name."""
+
+
+@dataclass
+class EncoderConfig:
+    # CLIP back end: "embedded" (the shipped tiny CLIP), "hf" (transformers CLIPModel) or "open_clip".
+    backend: str = "embedded"
+    # Model name or local dir (hf: dir or hub id; open_clip: architecture name).
+    model: str | None = None
+    # open_clip pretrained tag or local checkpoint path.
+    pretrained: str | None = None
+    # Torch device for encoding ("cpu", "cuda", "cuda:1").
+    device: str = "cpu"
+    # Frames encoded per forward pass.
+    batch_size: int = 64
+
+
+@dataclass
+class DataConfig:
+    # Folder holding the split JSONLs (video paths inside are relative to it).
+    root: str = "data/synthetic"
+    # Split file names under root.
+    train: str = "train.jsonl"
+    val: str = "val.jsonl"
+    test: str = "test.jsonl"
+    # Use at most this many training questions (None: all).
+    max_train_questions: int | None = None
+    # Evaluate on at most this many questions per split (None: all).
+    max_eval_questions: int | None = None
+
+
+@dataclass
+class FeatureConfig:
+    # Candidate sampling rate (frames per second) before thinning.
+    fps: float = 1.0
+    # T_c: the most candidate frames per video (uniformly thinned beyond).
+    max_candidates: int = 128
+    # Frames are resized to size x size inside the decoding worker (None: native size).
+    frame_size: int | None = 64
+    # Where the feature store lives; runs with the same (video, fps, T_c, encoder) share entries.
+    store: str = "outputs/features"
+    # The CLIP encoder that produces F_f and F_t.
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+
+@dataclass
+class AgentConfig:
+    # Attention window w (frames).
+    window: int = 12
+    # Attention heads.
+    heads: int = 8
+    # MLP hidden width (None: the feature dim).
+    hidden: int | None = None
+    # Start from this checkpoint (ours or the published TSPO-0.4B layout); None: random init.
+    init_checkpoint: str | None = None
+
+
+@dataclass
+class PolicyConfig:
+    # T_s for training rollouts: frames per sampled keyframe set.
+    num_frames: int = 8
+    # G: keyframe sets sampled per question.
+    group_size: int = 8
+    # Temperature at the first step.
+    tau_start: float = 0.025
+    # Temperature at the last step (linear annealing).
+    tau_end: float = 0.01
+    # Set likelihood: "plackett_luce" (exact, ratio per set) or "per_frame" (the reference's per-frame ratios).
+    likelihood: str = "plackett_luce"
+
+
+@dataclass
+class GRPOConfig:
+    # Adam learning rate.
+    lr: float = 5e-4
+    # PPO clip epsilon of the importance ratio.
+    clip_eps: float = 0.2
+    # Optimisation epochs over each batch of groups.
+    epochs: int = 2
+    # Weight of the k3 KL penalty to the initial agent (0: off).
+    kl_coef: float = 0.0
+    # Drop groups whose G rewards are all equal (they carry no signal).
+    filter_zero_variance: bool = True
+    # Gradient-norm clip (0: off).
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class AnswererConfig:
+    # "embedded" (tiny-CLIP answerer), "vllm" or "hf".
+    kind: str = "embedded"
+    # Back-end settings passed to the answerer factory (model path, engine limits, resources...).
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    # Learner steps; each consumes `questions_per_step` groups.
+    steps: int = 60
+    # Questions (groups) per learner step.
+    questions_per_step: int = 32
+    # Seed for data order, sampling and init.
+    seed: int = 0
+    # Decoupling: the learner accepts groups sampled by a policy at most this many versions old (0: synchronous).
+    max_lag: int = 1
+    # Answerer actors in the rollout pool.
+    num_answerers: int = 2
+    # CPUs per answerer actor.
+    answerer_cpus: float = 0.5
+    # Learner workers (Ray Train); GPUs per worker on a cluster.
+    num_learners: int = 1
+    learner_gpus: float = 0.0
+    # Write a checkpoint every N steps (and at the end).
+    checkpoint_every: int = 10
+    # Where checkpoints, results and plots go.
+    output_dir: str = "outputs/run"
+
+
+@dataclass
+class TrackingConfig:
+    # MLflow tracking URI (None: a local store under ./mlruns).
+    tracking_uri: str | None = None
+    # MLflow experiment name.
+    experiment: str = "tspo-ray"
+    # Run name (None: generated).
+    run_name: str | None = None
+    # Log to MLflow at all.
+    enabled: bool = True
+
+
+@dataclass
+class EvalConfig:
+    # T_s at evaluation.
+    num_frames: int = 8
+    # Selectors compared in the final table.
+    selectors: list[str] = field(default_factory=lambda: ["uniform", "clip-top-k", "agent"])
+    # Score-curve pictures to emit.
+    num_plots: int = 4
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    answerer: AnswererConfig = field(default_factory=AnswererConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, e.g. for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value and prefix not in ("answerer.settings",):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_dict())
+        return out
+
+
+# --- building and validating ---------------------------------------------------------------------------------------
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if hint is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads "3e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{key}: unknown option (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {message}")
+
+
+def validate(cfg: Config) -> Config:
+    from tspo_ray.policy import LIKELIHOODS, SELECTION_METHODS
+
+    _check(cfg.features.encoder.backend in ("embedded", "hf", "open_clip"), "features.encoder.backend",
+           f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
+    _check(cfg.features.fps > 0, "features.fps", f"must be > 0, got {cfg.features.fps}")
+    _check(cfg.features.max_candidates >= 1, "features.max_candidates", "must be >= 1")
+    _check(cfg.features.frame_size is None or cfg.features.frame_size >= 8, "features.frame_size", "must be >= 8")
+    _check(cfg.agent.window >= 1, "agent.window", f"must be >= 1, got {cfg.agent.window}")
+    _check(cfg.agent.heads >= 1, "agent.heads", f"must be >= 1, got {cfg.agent.heads}")
+    _check(cfg.policy.num_frames >= 1, "policy.num_frames", f"must be >= 1, got {cfg.policy.num_frames}")
+    _check(cfg.policy.group_size >= 2, "policy.group_size", f"GRPO needs G >= 2, got {cfg.policy.group_size}")
+    _check(cfg.policy.tau_start > 0 and cfg.policy.tau_end > 0, "policy.tau_start", "temperatures must be > 0")
+    _check(cfg.policy.likelihood in LIKELIHOODS, "policy.likelihood",
+           f"must be one of {', '.join(LIKELIHOODS)}, got {cfg.policy.likelihood!r}")
+    _check(cfg.grpo.lr > 0, "grpo.lr", f"must be > 0, got {cfg.grpo.lr}")
+    _check(0 < cfg.grpo.clip_eps < 1, "grpo.clip_eps", f"must be in (0, 1), got {cfg.grpo.clip_eps}")
+    _check(cfg.grpo.epochs >= 1, "grpo.epochs", f"must be >= 1, got {cfg.grpo.epochs}")
+    _check(cfg.grpo.kl_coef >= 0, "grpo.kl_coef", "must be >= 0")
+    _check(cfg.answerer.kind in ("embedded", "vllm", "hf"), "answerer.kind",
+           f"must be one of embedded, vllm, hf, got {cfg.answerer.kind!r}")
+    _check(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")
+    _check(cfg.train.questions_per_step >= 1, "train.questions_per_step", "must be >= 1")
+    _check(cfg.train.max_lag >= 0, "train.max_lag", f"must be >= 0, got {cfg.train.max_lag}")
+    _check(cfg.train.num_answerers >= 1, "train.num_answerers", "must be >= 1")
+    _check(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
+    for i, s in enumerate(cfg.eval.selectors):
+        _check(s in SELECTION_METHODS, f"eval.selectors[{i}]", f"unknown selector {s!r}; choose from {SELECTION_METHODS}")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"{text}: an override must look like section.key=value")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The default config, updated by a YAML file, then by `a.b=value` overrides (values parsed as YAML)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config: no such file {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config: {path} must hold a mapping")
+        raw = loaded
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{'.'.join(keys)}: {k} is not a section")
+        node[keys[-1]] = value
+    return validate(_build(Config, raw, ""))

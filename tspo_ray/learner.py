@@ -1,0 +1,80 @@
+"""The learner step: advantages over each group, then clipped GRPO epochs on the agent. No Ray here."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from tspo_ray import grpo, policy
+from tspo_ray.rollout import FeatureItem, Group
+
+
+def learner_step(
+    agent: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    items: Sequence[FeatureItem],
+    groups: Sequence[Group],
+    *,
+    tau: float,
+    likelihood: policy.LikelihoodKind,
+    clip_eps: float,
+    epochs: int,
+    current_version: int,
+    filter_zero_variance: bool = True,
+    kl_coef: float = 0.0,
+    ref_agent: torch.nn.Module | None = None,
+    max_grad_norm: float = 0.0,
+) -> dict[str, float]:
+    """One update on a batch of answered groups (items[i] belongs to groups[i]); returns the step's metrics."""
+    if len(items) != len(groups) or not groups:
+        raise ValueError("learner_step needs one item per group and at least one group")
+    rewards = torch.stack([g.rewards for g in groups])  # [N, G]
+    adv = grpo.group_advantages(rewards)
+    keep = [i for i in range(len(groups)) if not (filter_zero_variance and adv.zero_variance[i])]
+    metrics = {
+        "reward": float(rewards.mean()),
+        "r_answer": float(torch.stack([g.r_answer for g in groups]).mean()),
+        "r_temporal": float(torch.stack([g.r_temporal for g in groups]).mean()),
+        "zero_variance_fraction": float(adv.zero_variance.float().mean()),
+        "staleness": float(sum(current_version - g.version for g in groups) / len(groups)),
+        "parse_failure_rate": float(sum(g.parse_failures for g in groups) / rewards.numel()),
+        "tau": tau,
+        "groups_used": float(len(keep)),
+    }
+    metrics["accuracy"] = metrics["r_answer"]
+    if not keep:  # nothing to learn from: report the same keys so metric curves have no holes
+        with torch.no_grad():
+            entropy = torch.stack([policy.frame_entropy(agent(it.frame_features, it.text_feature) / tau) for it in items])
+        metrics.update(loss=0.0, clip_fraction=0.0, clip_fraction_first_epoch=0.0, approx_kl=0.0,
+                       ratio_mean=1.0, ratio_max=1.0, entropy=float(entropy.mean()))
+        return metrics
+    epoch_metrics: list[dict[str, float]] = []
+    for _ in range(epochs):
+        logp_new, logp_old, logp_ref, advantages, entropies = [], [], [], [], []
+        for i in keep:
+            item, group = items[i], groups[i]
+            logits = agent(item.frame_features, item.text_feature) / tau
+            logp_new.append(policy.set_logprob(logits, group.draws, likelihood))
+            logp_old.append(group.logp_old)
+            advantages.append(adv.values[i])
+            entropies.append(policy.frame_entropy(logits.detach()))
+            if ref_agent is not None and kl_coef:
+                with torch.no_grad():
+                    ref_logits = ref_agent(item.frame_features, item.text_feature) / tau
+                logp_ref.append(policy.set_logprob(ref_logits, group.draws, likelihood))
+        out = grpo.clipped_surrogate(
+            torch.cat(logp_new), torch.cat(logp_old), torch.cat(advantages), clip_eps,
+            logp_ref=torch.cat(logp_ref) if logp_ref else None, kl_coef=kl_coef,
+        )
+        optimizer.zero_grad()
+        out.loss.backward()
+        if max_grad_norm:
+            out.metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm))
+        optimizer.step()
+        out.metrics["loss"] = float(out.loss.detach())
+        out.metrics["entropy"] = float(torch.stack(entropies).mean())
+        epoch_metrics.append(out.metrics)
+    # Clip fraction and approx-KL are most telling on the last epoch (the first is on-policy when max_lag = 0).
+    metrics.update({k: v for k, v in epoch_metrics[-1].items()})
+    metrics["clip_fraction_first_epoch"] = epoch_metrics[0]["clip_fraction"]
+    return metrics
