@@ -1,0 +1,179 @@
+"""The feature store: CLIP features of each video's candidate frames and of question stems, shared between runs.
+
+A video's entry is keyed by (video identity, fps, T_c, frame size, encoder), where the identity is the resolved path
+plus size and modification time, so an edited file is re-encoded and two runs with the same settings share entries.
+Entries are single files written atomically; failures go to an errors table (errors.jsonl) with the reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from tspo_ray import video as video_io
+from tspo_ray.data.records import QARecord, write_jsonl_atomic
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that determines a video's features besides the file itself."""
+
+    fps: float
+    max_candidates: int
+    frame_size: int | None
+    encoder_name: str
+
+    def video_key(self, path: str | Path) -> str:
+        path = Path(path).resolve()
+        st = path.stat()
+        ident = f"{path}|{st.st_size}|{st.st_mtime_ns}|{self.fps}|{self.max_candidates}|{self.frame_size}|{self.encoder_name}"
+        return hashlib.sha1(ident.encode()).hexdigest()[:24]
+
+
+@dataclass
+class VideoFeatures:
+    frame_features: torch.Tensor  # float16 [T, D] (stored compactly; cast to float32 on use)
+    frame_indices: np.ndarray  # int64 [T]
+    timestamps_s: np.ndarray  # float64 [T]
+    duration_s: float
+    video: str
+
+    def to_payload(self) -> dict:
+        return {"frame_features": self.frame_features.half(), "frame_indices": torch.from_numpy(self.frame_indices),
+                "timestamps_s": torch.from_numpy(self.timestamps_s), "duration_s": self.duration_s, "video": self.video}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "VideoFeatures":
+        return cls(p["frame_features"], p["frame_indices"].numpy(), p["timestamps_s"].numpy(), p["duration_s"], p["video"])
+
+
+def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_size: int = 64) -> VideoFeatures:
+    """Decode the candidates (resized in this process) and encode them. Raises VideoError for unusable videos."""
+    frames, cands = video_io.decode_candidates(path, spec.fps, spec.max_candidates, spec.frame_size)
+    feats = encoder.encode_frames(frames, batch_size=batch_size)
+    return VideoFeatures(feats.float(), cands.frame_indices.astype(np.int64), cands.timestamps_s.astype(np.float64),
+                         cands.info.duration_s, str(path))
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FeatureStore:
+    """A folder of video feature files (videos/<key>.pt), question-stem features (text/<encoder>.pt), errors.jsonl."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def video_path(self, key: str) -> Path:
+        return self.root / "videos" / f"{key}.pt"
+
+    def has(self, key: str) -> bool:
+        return self.video_path(key).exists()
+
+    def put(self, key: str, feats: VideoFeatures) -> None:
+        _atomic_torch_save(feats.to_payload(), self.video_path(key))
+
+    def get(self, key: str) -> VideoFeatures:
+        return VideoFeatures.from_payload(torch.load(self.video_path(key), map_location="cpu", weights_only=False))
+
+    # --- question stems -------------------------------------------------------------------------------------------
+    def _text_path(self, encoder_name: str) -> Path:
+        slug = hashlib.sha1(encoder_name.encode()).hexdigest()[:16]
+        return self.root / "text" / f"{slug}.pt"
+
+    def text_features(self, encoder, questions: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Features of question stems, encoding only the ones not stored yet (single writer: the caller)."""
+        path = self._text_path(encoder.name)
+        cache: dict[str, torch.Tensor] = torch.load(path, weights_only=False) if path.exists() else {}
+        missing = sorted({q for q in questions if q not in cache})
+        if missing:
+            for start in range(0, len(missing), 256):
+                chunk = missing[start : start + 256]
+                for q, f in zip(chunk, encoder.encode_text(chunk).float()):
+                    cache[q] = f.clone()
+            _atomic_torch_save(cache, path)
+        return cache
+
+    # --- errors -------------------------------------------------------------------------------------------------
+    @property
+    def errors_path(self) -> Path:
+        return self.root / "errors.jsonl"
+
+    def errors(self) -> list[dict]:
+        if not self.errors_path.exists():
+            return []
+        return [json.loads(line) for line in self.errors_path.read_text().splitlines() if line.strip()]
+
+    def record_errors(self, new_errors: Sequence[dict]) -> None:
+        """Merge errors into the table (one row per video; a later success elsewhere does not erase history)."""
+        rows = {e["video"]: e for e in self.errors()}
+        rows.update({e["video"]: e for e in new_errors})
+        write_jsonl_atomic(self.errors_path, rows.values())
+
+
+def resolve_video(record: QARecord, data_root: str | Path) -> str:
+    """Record video paths are relative to the dataset folder (absolute paths are kept)."""
+    p = Path(record.video)
+    return str(p if p.is_absolute() else Path(data_root) / p)
+
+
+def extract_local(videos: Sequence[str], encoder, spec: FeatureSpec, store: FeatureStore,
+                  progress: bool = True) -> dict[str, int]:
+    """The single-process extraction loop (reference for the Ray Data pipeline): returns counts."""
+    from tqdm import tqdm
+
+    counts, errors = {"encoded": 0, "cached": 0, "failed": 0}, []
+    for path in tqdm(videos, desc="features", disable=not progress):
+        try:
+            key = spec.video_key(path)
+            if store.has(key):
+                counts["cached"] += 1
+                continue
+            store.put(key, compute_video_features(path, encoder, spec))
+            counts["encoded"] += 1
+        except (video_io.VideoError, OSError) as exc:
+            counts["failed"] += 1
+            errors.append({"video": str(path), "reason": str(exc)})
+    if errors:
+        store.record_errors(errors)
+    return counts
+
+
+def load_items(records: Sequence[QARecord], data_root: str | Path, store: FeatureStore, spec: FeatureSpec, encoder):
+    """FeatureItems for the records whose video features are in the store; the rest are returned as skipped."""
+    from tspo_ray.rollout import FeatureItem
+
+    text = store.text_features(encoder, (r.question for r in records))
+    items, skipped, by_video = [], [], {}
+    for rec in records:
+        path = resolve_video(rec, data_root)
+        try:
+            key = spec.video_key(path)
+        except OSError as exc:
+            skipped.append({"id": rec.id, "video": path, "reason": f"{path}: {exc.strerror or exc}"})
+            continue
+        if key not in by_video:
+            by_video[key] = store.get(key) if store.has(key) else None
+        feats = by_video[key]
+        if feats is None:
+            skipped.append({"id": rec.id, "video": path, "reason": "no features (see the feature store's errors table)"})
+            continue
+        items.append(FeatureItem(rec, feats.frame_features.float(), text[rec.question], feats.frame_indices,
+                                 feats.timestamps_s, path))
+    return items, skipped
