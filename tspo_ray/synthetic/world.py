@@ -70,7 +70,8 @@ def plan_video(video_id: str, rng: random.Random, min_s: float = 120, max_s: flo
     for combo in combos:
         if len(slots) >= n_hay:
             break
-        slots.extend([combo] * min(rng.randint(1, 4), n_hay - len(slots)))
+        # at most a third of the segments per object, so that no object must fill adjacent segments
+        slots.extend([combo] * min(rng.randint(1, min(4, max(1, n_hay // 3))), n_hay - len(slots)))
     order = _no_adjacent_repeats(slots, rng)
     needle_colour = rng.choice(hay_colours)
     needles = [(needle_shapes[0], needle_colour), (needle_shapes[1], unique_colour)]
