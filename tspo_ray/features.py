@@ -177,3 +177,29 @@ def load_items(records: Sequence[QARecord], data_root: str | Path, store: Featur
         items.append(FeatureItem(rec, feats.frame_features.float(), text[rec.question], feats.frame_indices,
                                  feats.timestamps_s, path))
     return items, skipped
+
+
+def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions: int | None = None,
+                  progress: bool = True):
+    """Records of a split -> features (extracted where missing) -> FeatureItems. Bad rows and videos are reported
+    in the returned `problems` list (and the store's errors table) and left out; the rest goes on."""
+    from tspo_ray.data.records import read_records
+
+    root = Path(cfg.data.root)
+    jsonl = root / getattr(cfg.data, split)
+    records, problems = read_records(jsonl, strict=False)
+    if max_questions:
+        records = records[:max_questions]
+    spec = FeatureSpec(cfg.features.fps, cfg.features.max_candidates, cfg.features.frame_size, encoder.name)
+    store = FeatureStore(cfg.features.store)
+    videos = list(dict.fromkeys(resolve_video(r, root) for r in records))
+    if use_ray:
+        from dataclasses import asdict
+
+        from tspo_ray.distributed.feature_pipeline import extract_with_ray
+
+        counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, progress=progress)
+    else:
+        counts = extract_local(videos, encoder, spec, store, progress=progress)
+    items, skipped = load_items(records, root, store, spec, encoder)
+    return items, problems + skipped, counts

@@ -64,3 +64,17 @@ class RunLogger:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
+
+    def log_model(self, agent, checkpoint_dir: str | Path) -> None:
+        """The trained agent as an MLflow PyTorch model, plus the raw checkpoint file it came from."""
+        import mlflow
+        import mlflow.pytorch
+
+        from tspo_ray.checkpoint import latest_checkpoint
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.pytorch.log_model(agent, name="agent", pip_requirements=["torch"])
+        latest = latest_checkpoint(checkpoint_dir)
+        if latest is not None:
+            self.log_artifact(latest, "checkpoint")

@@ -1,0 +1,87 @@
+"""Evaluate keyframe selectors on a dataset split with an answerer.
+
+    uv run python jobs/evaluate.py --split test --selectors uniform clip-top-k bin-max [--checkpoint outputs/run/checkpoints]
+
+Prints and writes the table (overall and per-family accuracy, mean R_T, parse failures, selection time), a JSON
+result file, and the selected frames per question (`selections.jsonl`: id, method, frame_indices, timestamps_s,
+scores) for reuse by other evaluators; `--plots N` draws N score-curve pictures for the agent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tspo_ray.answerers import build_answerer  # noqa: E402
+from tspo_ray.config import ConfigError, load_config  # noqa: E402
+from tspo_ray.data.records import write_jsonl_atomic, write_text_atomic  # noqa: E402
+from tspo_ray.encoders import load_encoder  # noqa: E402
+from tspo_ray.evaluation import evaluate_selector, format_table, summarise  # noqa: E402
+from tspo_ray.features import prepare_split  # noqa: E402
+from tspo_ray.policy import SELECTION_METHODS  # noqa: E402
+
+
+def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpoint: str | None = None,
+                   num_plots: int = 0, items=None, answerer=None, agent=None, progress: bool = True) -> dict:
+    """Evaluate selectors; writes results.json, table.md, selections.jsonl (and plots) under out_dir."""
+    if "agent" in selectors and agent is None:
+        if not checkpoint:
+            raise ConfigError("selectors: 'agent' needs --checkpoint (a run folder, checkpoint file or TSPO-0.4B weights)")
+        from tspo_ray.checkpoint import load_agent
+
+        agent = load_agent(checkpoint, window=cfg.agent.window, heads=cfg.agent.heads).eval()
+    problems = []
+    if items is None:
+        encoder = load_encoder(cfg.features.encoder)
+        items, problems, _ = prepare_split(cfg, split, encoder, max_questions=cfg.data.max_eval_questions,
+                                           progress=progress)
+    answerer = answerer or build_answerer(cfg.answerer.kind, cfg.answerer.settings)
+    k = cfg.eval.num_frames
+    results, selections = {}, []
+    for method in selectors:
+        rows = evaluate_selector(items, method, k, answerer, agent, progress=progress)
+        results[method] = summarise(rows)
+        selections.extend({key: r[key] for key in ("id", "method", "frame_indices", "timestamps_s", "scores",
+                                                  "predicted", "correct")} for r in rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"split": split, "num_frames": k, "answerer": answerer.name, "results": results,
+               "skipped": problems, "checkpoint": checkpoint}
+    write_text_atomic(out_dir / "results.json", json.dumps(payload, indent=2))
+    table = format_table(results)
+    write_text_atomic(out_dir / "table.md", table + "\n")
+    write_jsonl_atomic(out_dir / "selections.jsonl", selections)
+    if agent is not None and num_plots:
+        from tspo_ray.plots import plot_item
+
+        step = max(1, len(items) // num_plots)
+        for item in items[::step][:num_plots]:
+            plot_item(out_dir / "plots" / f"{item.key}.png", item, agent, k)
+    return payload
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="YAML config (default: the embedded world)")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ap.add_argument("--selectors", nargs="+", default=["uniform", "clip-top-k", "bin-max"], choices=SELECTION_METHODS)
+    ap.add_argument("--checkpoint", help="agent checkpoint (run folder, checkpoint file or TSPO-0.4B weights)")
+    ap.add_argument("--out", default="outputs/eval")
+    ap.add_argument("--plots", type=int, default=0, help="score-curve pictures to draw (needs the agent)")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_frames=8")
+    args = ap.parse_args()
+    try:
+        cfg = load_config(args.config, args.overrides)
+        payload = run_evaluation(cfg, args.split, args.selectors, Path(args.out), args.checkpoint, args.plots)
+    except (ConfigError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")
+    print(format_table(payload["results"]))
+    if payload["skipped"]:
+        print(f"{len(payload['skipped'])} questions skipped (see results.json 'skipped')")
+    print(f"wrote {args.out}/results.json, table.md, selections.jsonl")
+
+
+if __name__ == "__main__":
+    main()

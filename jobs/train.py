@@ -1,0 +1,171 @@
+"""Train a TSPO keyframe selector on Ray, then evaluate it against uniform and CLIP top-k on the test split.
+
+    uv run python jobs/train.py                                   # starts a local Ray, embedded world
+    ray job submit --working-dir . -- python jobs/train.py        # against a running cluster (ray start --head)
+    uv run python jobs/train.py --resume                          # continue from the latest checkpoint
+    uv run python jobs/train.py --config configs/embedded.yaml train.steps=80 --results outputs/results.json
+
+Ray Data extracts features; a rollout coordinator samples G keyframe sets per question and an answerer-actor pool
+scores them; a Ray Train learner applies the clipped GRPO update (rollouts up to train.max_lag versions ahead);
+MLflow holds one run with params, per-step metrics, the final table, score-curve pictures and the model.
+`--local` runs the same loop in one process without Ray.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tspo_ray.config import Config, ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="YAML config (default: the embedded world)")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
+    ap.add_argument("--results", help="write the final evaluation table as JSON here")
+    ap.add_argument("--local", action="store_true", help="single process, no Ray (the reference loop)")
+    ap.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # simulate an interruption (tests)
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=20 grpo.lr=1e-3")
+    return ap.parse_args(argv)
+
+
+def local_reward_fn(answerer):
+    """Rewards in-process: the same scoring the answerer actors do."""
+    from tspo_ray.distributed.answerer_pool import ScoreJob, score_answers
+    from tspo_ray.rollout import selected_frames
+
+    def reward(item, draws):
+        sets = tuple((tuple(i), tuple(t)) for i, t in selected_frames(item, draws))
+        job = ScoreJob(item.record, item.video_path, sets)
+        return score_answers(job, [a.option for a in answerer.answer(job.requests())])
+
+    return reward
+
+
+def train_local(cfg: Config, items, tracker) -> "torch.nn.Module":  # noqa: F821
+    from tspo_ray.answerers import build_answerer
+    from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from tspo_ray.trainer import LocalTrainer
+
+    log = (lambda step, m: tracker.log_metrics(m, step)) if tracker else None
+    trainer = LocalTrainer(items, local_reward_fn(build_answerer(cfg.answerer.kind, cfg.answerer.settings)), cfg, log)
+    ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
+    if latest_checkpoint(ckpt_dir) is not None and ARGS.resume:
+        trainer.load_state_dict(load_checkpoint(ckpt_dir))
+    from tqdm import tqdm
+
+    for _ in tqdm(range(trainer.step, cfg.train.steps), desc="train (local)"):
+        trainer.train_step()
+        if trainer.step % cfg.train.checkpoint_every == 0 or trainer.step == cfg.train.steps:
+            save_checkpoint(ckpt_dir, trainer.step, trainer.state_dict() | {"config": cfg.to_dict()})
+        if ARGS.stop_after and trainer.step >= ARGS.stop_after:
+            break
+    return trainer.agent
+
+
+def train_ray(cfg: Config, items, tracker) -> None:
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from tspo_ray.answerers import AnswererFactory
+    from tspo_ray.distributed.training import RolloutCoordinator, learner_loop
+    from tspo_ray.trainer import build_agent
+
+    dim = items[0].frame_features.shape[-1]
+    agent_config = build_agent(cfg, dim).config()
+    pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, cfg.answerer.settings),
+                   "num_actors": cfg.train.num_answerers, "num_cpus": cfg.train.answerer_cpus,
+                   "num_gpus": float(cfg.answerer.settings.get("num_gpus", 0.0))}
+    coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2)(RolloutCoordinator).remote(
+        items, agent_config, pool_kwargs, cfg.policy.group_size, cfg.policy.num_frames, cfg.policy.likelihood)
+    loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
+                   "resume": ARGS.resume, "stop_after_steps": ARGS.stop_after}
+    if tracker:
+        loop_config.update(mlflow_run_id=tracker.run_id, mlflow_tracking_uri=tracker.tracking_uri)
+    use_gpu = cfg.train.learner_gpus > 0
+    trainer = TorchTrainer(
+        learner_loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_learners, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": 1, **({"GPU": cfg.train.learner_gpus} if use_gpu else {})}),
+        run_config=RunConfig(name="learner", storage_path=str((Path(cfg.train.output_dir) / "ray_train").resolve())),
+    )
+    trainer.fit()
+    ray.kill(coordinator)
+
+
+def main(argv=None) -> int:
+    global ARGS
+    ARGS = parse_args(argv)
+    try:
+        cfg = load_config(ARGS.config, ARGS.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from tspo_ray.answerers import build_answerer
+    from tspo_ray.checkpoint import load_agent
+    from tspo_ray.encoders import load_encoder
+    from tspo_ray.evaluation import format_table
+    from tspo_ray.features import prepare_split
+    from tspo_ray.tracking import RunLogger
+
+    jobs_dir = Path(__file__).resolve().parent
+    sys.path.insert(0, str(jobs_dir))
+    from evaluate import run_evaluation
+
+    out = Path(cfg.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if not ARGS.local:
+        import ray
+
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": str(jobs_dir.parent)}}, ignore_reinit_error=True)
+    tracker = None
+    if cfg.tracking.enabled:
+        tracker = RunLogger.create(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.run_name,
+                                   params=cfg.flat(), tags={"mode": "local" if ARGS.local else "ray",
+                                                            "resumed": str(ARGS.resume)})
+        print(f"MLflow run {tracker.run_id} at {tracker.tracking_uri}")
+    encoder = load_encoder(cfg.features.encoder)
+    items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not ARGS.local,
+                                            max_questions=cfg.data.max_train_questions)
+    print(f"features: {counts}; {len(items)} training questions, {len(problems)} skipped")
+    if ARGS.local:
+        train_local(cfg, items, tracker)
+    else:
+        train_ray(cfg, items, tracker)
+    train_s = time.time() - t0
+    if ARGS.stop_after:
+        print(f"stopped after step {ARGS.stop_after} as asked")
+        if tracker:
+            tracker.finish("KILLED")
+        return 0
+    agent = load_agent(out / "checkpoints").eval()
+    payload = run_evaluation(cfg, "test", cfg.eval.selectors, out / "eval", agent=agent,
+                             answerer=build_answerer(cfg.answerer.kind, cfg.answerer.settings),
+                             num_plots=cfg.eval.num_plots, checkpoint=str(out / "checkpoints"))
+    table = format_table(payload["results"])
+    print(table)
+    summary = {"results": payload["results"], "train_seconds": round(train_s, 1), "config": cfg.to_dict()}
+    if ARGS.results:
+        from tspo_ray.data.records import write_text_atomic
+
+        write_text_atomic(ARGS.results, json.dumps(summary, indent=2))
+        print(f"wrote {ARGS.results}")
+    if tracker:
+        tracker.log_metrics({f"test/{m}/accuracy": r["accuracy"] for m, r in payload["results"].items()}, cfg.train.steps)
+        tracker.log_artifacts(out / "eval", "eval")
+        tracker.log_model(agent, out / "checkpoints")
+        tracker.finish()
+    return 0
+
+
+ARGS = None
+
+if __name__ == "__main__":
+    sys.exit(main())

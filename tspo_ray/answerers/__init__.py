@@ -1,0 +1,41 @@
+"""Answerers: one protocol (base.py), back ends built by name."""
+from __future__ import annotations
+
+from typing import Any
+
+from tspo_ray.answerers.base import Answer, AnswerRequest, Answerer
+
+KINDS = ("embedded", "vllm", "hf")
+
+
+def build_answerer(kind: str, settings: dict[str, Any] | None = None) -> Answerer:
+    """Build an answerer back end: "embedded" (tiny CLIP), "vllm" or "hf" (their own modules, imported lazily)."""
+    settings = dict(settings or {})
+    if kind == "embedded":
+        from tspo_ray.answerers.embedded import EmbeddedAnswerer
+        from tspo_ray.encoders import load_encoder
+
+        encoder = load_encoder(settings.pop("encoder", {"backend": "embedded"}))
+        return EmbeddedAnswerer(encoder, **settings)
+    if kind == "vllm":
+        from tspo_ray.answerers.vllm_answerer import VLLMAnswerer  # noqa: F401  (own issue)
+
+        return VLLMAnswerer.from_settings(settings)
+    if kind == "hf":
+        from tspo_ray.answerers.hf_answerer import HFAnswerer  # noqa: F401  (own issue)
+
+        return HFAnswerer.from_settings(settings)
+    raise ValueError(f"unknown answerer kind {kind!r}; choose one of {KINDS}")
+
+
+class AnswererFactory:
+    """A picklable zero-argument factory, so Ray actors build their own answerer where they run."""
+
+    def __init__(self, kind: str, settings: dict[str, Any] | None = None):
+        self.kind, self.settings = kind, dict(settings or {})
+
+    def __call__(self) -> Answerer:
+        return build_answerer(self.kind, self.settings)
+
+
+__all__ = ["Answer", "AnswerRequest", "Answerer", "build_answerer", "AnswererFactory", "KINDS"]

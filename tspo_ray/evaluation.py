@@ -1,0 +1,102 @@
+"""Evaluating keyframe selectors: select T_s frames per question, answer, score; tables and exported selections."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+import torch
+
+from tspo_ray import policy
+from tspo_ray.answerers.base import AnswerRequest
+from tspo_ray.rewards import answer_reward, temporal_reward
+from tspo_ray.rollout import FeatureItem
+
+
+def selector_scores(item: FeatureItem, method: str, agent=None) -> torch.Tensor | None:
+    """Per-candidate scores a method ranks by: the agent's S, CLIP's cos(F_f, F_t), or None (uniform)."""
+    if method == "uniform":
+        return None
+    if method == "agent":
+        if agent is None:
+            raise ValueError("the 'agent' selector needs an agent checkpoint")
+        with torch.no_grad():
+            return agent(item.frame_features, item.text_feature)
+    # clip-top-k and bin-max rank by the frozen CLIP similarity
+    return torch.nn.functional.cosine_similarity(item.frame_features, item.text_feature[None], dim=-1)
+
+
+def select_frames(item: FeatureItem, method: str, k: int, agent=None) -> dict:
+    """One selection result (DESIGN.md): candidate positions, native frame indices, timestamps, scores, timing."""
+    t0 = time.perf_counter()
+    scores = selector_scores(item, method, agent)
+    positions = policy.select(method, len(item.frame_indices), k, scores).tolist()
+    elapsed = time.perf_counter() - t0
+    return {
+        "id": item.key, "method": method, "positions": positions,
+        "frame_indices": [int(item.frame_indices[p]) for p in positions],
+        "timestamps_s": [round(float(item.timestamps_s[p]), 3) for p in positions],
+        "scores": [round(float(scores[p]), 5) for p in positions] if scores is not None else None,
+        "selection_ms": elapsed * 1000,
+    }
+
+
+def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answerer, agent=None,
+                      batch_size: int = 32, progress: bool = True) -> list[dict]:
+    """Rows per question: the selection plus the answer, correctness and R_T."""
+    from tqdm import tqdm
+
+    rows = []
+    bar = tqdm(total=len(items), desc=f"eval {method}", disable=not progress)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        selections = [select_frames(it, method, k, agent) for it in chunk]
+        requests = [
+            AnswerRequest(key=f"{it.key}:{method}", video=it.video_path, frame_indices=tuple(sel["frame_indices"]),
+                          timestamps_s=tuple(sel["timestamps_s"]), question=it.record.question,
+                          options=tuple(it.record.options), duration_s=it.record.duration_s)
+            for it, sel in zip(chunk, selections)
+        ]
+        answers = answerer.answer(requests)
+        for it, sel, ans in zip(chunk, selections, answers):
+            rec = it.record
+            rows.append({
+                **sel, "family": rec.family, "answer": rec.answer, "predicted": ans.option, "output": ans.text,
+                "correct": answer_reward(ans.option, rec.answer),
+                "r_temporal": temporal_reward(sel["timestamps_s"], rec.target_spans) if rec.target_spans else None,
+            })
+        bar.update(len(chunk))
+    bar.close()
+    return rows
+
+
+def summarise(rows: Iterable[dict]) -> dict:
+    """Overall and per-family accuracy, mean R_T, parse-failure rate, selection time, question count."""
+    rows = list(rows)
+    by_family: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_family[r["family"]].append(r)
+    acc = lambda rs: sum(r["correct"] for r in rs) / max(len(rs), 1)
+    r_t = [r["r_temporal"] for r in rows if r["r_temporal"] is not None]
+    return {
+        "questions": len(rows),
+        "accuracy": acc(rows),
+        "per_family": {f: {"accuracy": acc(rs), "questions": len(rs)} for f, rs in sorted(by_family.items())},
+        "mean_r_temporal": sum(r_t) / len(r_t) if r_t else None,
+        "parse_failure_rate": sum(r["predicted"] is None for r in rows) / max(len(rows), 1),
+        "selection_ms_per_question": sum(r["selection_ms"] for r in rows) / max(len(rows), 1),
+    }
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A plain-text table: one row per selector, accuracy overall and per family (in %), mean R_T."""
+    families = sorted({f for s in results.values() for f in s["per_family"]})
+    head = f"| {'selector':<11} | {'n':>4} | {'overall':>7} | " + " | ".join(f"{f:>16}" for f in families)
+    head += f" | {'mean R_T':>8} | {'parse fail':>10} | {'select ms':>9} |"
+    lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
+    for name, s in results.items():
+        fam = " | ".join(f"{100 * s['per_family'].get(f, {}).get('accuracy', float('nan')):>16.1f}" for f in families)
+        rt = f"{s['mean_r_temporal']:.3f}" if s["mean_r_temporal"] is not None else "-"
+        lines.append(f"| {name:<11} | {s['questions']:>4} | {100 * s['accuracy']:>7.1f} | {fam} | {rt:>8} | "
+                     f"{100 * s['parse_failure_rate']:>9.1f}% | {s['selection_ms_per_question']:>9.2f} |")
+    return "\n".join(lines)
