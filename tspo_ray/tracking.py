@@ -74,7 +74,7 @@ class RunLogger:
 
         mlflow.set_tracking_uri(self.tracking_uri)
         with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(agent, name="agent", pip_requirements=["torch"])
+            mlflow.pytorch.log_model(agent, name="agent", pip_requirements=["torch"], serialization_format="pickle")
         latest = latest_checkpoint(checkpoint_dir)
         if latest is not None:
             self.log_artifact(latest, "checkpoint")

@@ -98,12 +98,12 @@ def learner_loop(config: dict[str, Any]) -> None:
 
         ref_agent = copy.deepcopy(agent).requires_grad_(False)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.grpo.lr)
-    start = 0
+    start, history = 0, []  # history: the question ids of every step so far (what each step learned from)
     if config.get("resume") and latest_checkpoint(ckpt_dir) is not None:
         state = load_checkpoint(ckpt_dir)
         agent.load_state_dict(state["agent"])
         optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
+        start, history = state["step"], state["history"]
     plan = batch_plan(num_items, cfg.train.seed, cfg.train.questions_per_step, cfg.train.steps)
     p, g = cfg.policy, cfg.grpo
     tau_of = lambda s: policy.linear_tau(s, cfg.train.steps, p.tau_start, p.tau_end)
@@ -136,6 +136,7 @@ def learner_loop(config: dict[str, Any]) -> None:
         )
         learn_s = time.perf_counter() - t0
         step += 1
+        history.append([it.key for it in out["items"]])
         n = len(out["groups"])
         metrics.update(
             rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
@@ -148,7 +149,7 @@ def learner_loop(config: dict[str, Any]) -> None:
             save_checkpoint(ckpt_dir, step, {
                 "agent": agent.state_dict(), "agent_config": agent.config(), "optimizer": optimizer.state_dict(),
                 "tau": tau_of(step), "data_position": data_position(num_items, cfg, step),
-                "rng": torch.get_rng_state(), "config": cfg.to_dict(),
+                "rng": torch.get_rng_state(), "config": cfg.to_dict(), "history": history,
             })
         ray.train.report({k: float(v) for k, v in metrics.items()})
         if stop_after is not None and step >= stop_after:

@@ -1,0 +1,59 @@
+"""Evaluation: selections, summaries and the job's files."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tspo_ray.data.records import QARecord
+from tspo_ray.evaluation import format_table, select_frames, summarise
+from tspo_ray.rollout import FeatureItem
+
+
+def item():
+    frames = torch.eye(16)[:10] + 0.01
+    text = torch.eye(16)[3]
+    rec = QARecord("q1", "v.mp4", "What colour is the star?", ["red", "blue"], "A", "needle", [[3.0, 4.0]], 10.0,
+                   {"family": "needle_attribute"})
+    return FeatureItem(rec, frames, text, np.arange(10) * 2, np.arange(10, dtype=float), "v.mp4")
+
+
+def test_select_frames_methods():
+    it = item()
+    assert select_frames(it, "uniform", 2, None)["positions"] == [2, 7]
+    clip = select_frames(it, "clip-top-k", 1, None)
+    assert clip["positions"] == [3] and clip["frame_indices"] == [6] and clip["timestamps_s"] == [3.0]
+    with pytest.raises(ValueError, match="needs an agent"):
+        select_frames(it, "agent", 2, None)
+
+
+def test_summary_and_table():
+    rows = [
+        {"family": "a", "correct": 1.0, "r_temporal": 0.5, "predicted": "A", "selection_ms": 1.0},
+        {"family": "a", "correct": 0.0, "r_temporal": 0.0, "predicted": None, "selection_ms": 3.0},
+        {"family": "b", "correct": 1.0, "r_temporal": 1.0, "predicted": "B", "selection_ms": 2.0},
+    ]
+    s = summarise(rows)
+    assert s["questions"] == 3 and s["accuracy"] == pytest.approx(2 / 3)
+    assert s["per_family"] == {"a": {"accuracy": 0.5, "questions": 2}, "b": {"accuracy": 1.0, "questions": 1}}
+    assert s["mean_r_temporal"] == pytest.approx(0.5) and s["parse_failure_rate"] == pytest.approx(1 / 3)
+    table = format_table({"uniform": s})
+    assert "uniform" in table and "66.7" in table and "50.0" in table
+
+
+def test_evaluate_job_writes_results(tiny_world, tiny_hf_clip, tmp_path):
+    from evaluate import run_evaluation
+
+    from tspo_ray.config import load_config
+
+    enc = f"{{backend: hf, model: {tiny_hf_clip}}}"
+    cfg = load_config(overrides=[f"data.root={tiny_world}", f"features.encoder={enc}", f"features.store={tmp_path}/fs",
+                                 f"answerer.settings={{encoder: {enc}}}", "features.max_candidates=32"])
+    out = run_evaluation(cfg, "test", ["uniform", "clip-top-k", "bin-max"], tmp_path / "eval", progress=False)
+    assert set(out["results"]) == {"uniform", "clip-top-k", "bin-max"}
+    lines = (tmp_path / "eval" / "selections.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert {"id", "method", "frame_indices", "timestamps_s", "scores"} <= set(first)
+    assert len(first["frame_indices"]) == 8 and first["frame_indices"] == sorted(first["frame_indices"])
+    assert len(lines) == 3 * out["results"]["uniform"]["questions"]
+    assert "| uniform" in (tmp_path / "eval" / "table.md").read_text()
