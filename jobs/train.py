@@ -99,11 +99,28 @@ def train_ray(cfg: Config, items, tracker) -> None:
     ray.kill(coordinator)
 
 
+def ensure_embedded_world(cfg: Config) -> None:
+    """The embedded default builds its synthetic world on first use; other datasets must exist."""
+    from tspo_ray.config import DataConfig
+
+    root = Path(cfg.data.root)
+    if (root / cfg.data.train).exists():
+        return
+    if cfg.data.root != DataConfig().root:
+        raise ConfigError(f"data.root: {root / cfg.data.train} does not exist")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
+    from make_synthetic import build_world
+
+    print(f"building the embedded synthetic world in {root} (once)")
+    build_world(root, {"train": 140, "val": 16, "test": 60})
+
+
 def main(argv=None) -> int:
     global ARGS
     ARGS = parse_args(argv)
     try:
         cfg = load_config(ARGS.config, ARGS.overrides)
+        ensure_embedded_world(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,55 @@
+"""Ray Data feature extraction: decode each distinct video of a split once and CLIP-encode it into the store.
+
+    uv run python pipelines/extract_features.py --split train [--workers 2] [key=value config overrides]
+
+A second run reuses every stored entry. Videos that cannot be used are listed in <store>/errors.jsonl with the
+reason; the pipeline goes on with the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tspo_ray.config import ConfigError, load_config  # noqa: E402
+from tspo_ray.data.records import read_records  # noqa: E402
+from tspo_ray.distributed.feature_pipeline import extract_with_ray  # noqa: E402
+from tspo_ray.encoders import load_encoder  # noqa: E402
+from tspo_ray.features import FeatureSpec, FeatureStore, resolve_video  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config")
+    ap.add_argument("--split", default="train", choices=["train", "val", "test"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
+    import ray
+
+    ray.init(ignore_reinit_error=True)
+    root = Path(cfg.data.root)
+    records, problems = read_records(root / getattr(cfg.data, args.split), strict=False)
+    for p in problems:
+        print(f"skipped record: {p['reason']}")
+    videos = [resolve_video(r, root) for r in records]
+    encoder_name = load_encoder(cfg.features.encoder).name
+    spec = FeatureSpec(cfg.features.fps, cfg.features.max_candidates, cfg.features.frame_size, encoder_name)
+    store = FeatureStore(cfg.features.store)
+    counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, num_workers=args.workers,
+                              gpus_per_worker=args.gpus_per_worker)
+    print(f"{counts} -> {store.root}")
+    if counts["failed"]:
+        print(f"{counts['failed']} videos failed: see {store.errors_path}")
+
+
+if __name__ == "__main__":
+    main()
