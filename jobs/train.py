@@ -152,6 +152,10 @@ def main(argv=None) -> int:
     items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not ARGS.local,
                                             max_questions=cfg.data.max_train_questions)
     print(f"features: {counts}; {len(items)} training questions, {len(problems)} skipped")
+    if not items:
+        first = problems[0]["reason"] if problems else "the split is empty"
+        print(f"error: no usable training questions ({first})", file=sys.stderr)
+        return 1
     if ARGS.local:
         train_local(cfg, items, tracker)
     else:

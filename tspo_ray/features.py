@@ -78,7 +78,7 @@ class FeatureStore:
     """A folder of video feature files (videos/<key>.pt), question-stem features (text/<encoder>.pt), errors.jsonl."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(root).absolute()
 
     def video_path(self, key: str) -> Path:
         return self.root / "videos" / f"{key}.pt"
@@ -130,7 +130,8 @@ class FeatureStore:
 def resolve_video(record: QARecord, data_root: str | Path) -> str:
     """Record video paths are relative to the dataset folder (absolute paths are kept)."""
     p = Path(record.video)
-    return str(p if p.is_absolute() else Path(data_root) / p)
+    # absolute, so that Ray workers with another working directory find the file
+    return str(p if p.is_absolute() else (Path(data_root) / p).absolute())
 
 
 def extract_local(videos: Sequence[str], encoder, spec: FeatureSpec, store: FeatureStore,

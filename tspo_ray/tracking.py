@@ -8,8 +8,8 @@ from typing import Any
 
 
 def default_tracking_uri() -> str:
-    """A local store under ./mlruns unless MLFLOW_TRACKING_URI is set."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
+    """A local SQLite store (./mlflow.db, artifacts in ./mlruns) unless MLFLOW_TRACKING_URI is set."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 class RunLogger:
