@@ -1,0 +1,217 @@
+"""The Ray Serve keyframe-selection service over real HTTP: routes, validation, path rules, cache, and equality
+with the evaluation job's selections. One app on a local Ray serves the whole module."""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tspo_ray.serve.access import RequestError, resolve_video
+from tspo_ray.serve.cache import LRUCache
+
+
+# --- pure pieces -----------------------------------------------------------------------------------------------------
+
+def test_lru_cache_evicts_least_recently_used():
+    c = LRUCache(2)
+    c.put("a", 1)
+    c.put("b", 2)
+    assert c.get("a") == 1  # a is now the most recent
+    c.put("c", 3)
+    assert "b" not in c and c.get("a") == 1 and c.get("c") == 3
+    assert c.get("b") is None and (c.hits, c.misses) == (3, 1)
+
+
+def test_resolve_video_rules(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    (root / "v.mp4").write_bytes(b"x")
+    (outside / "secret.mp4").write_bytes(b"x")
+    (root / "link.mp4").symlink_to(outside / "secret.mp4")
+    assert resolve_video("v.mp4", [root]) == str((root / "v.mp4").resolve())
+    assert resolve_video(str(root / "v.mp4"), [root]) == str((root / "v.mp4").resolve())
+    for bad, status in [("../outside/secret.mp4", 403), ("link.mp4", 403), (str(outside / "secret.mp4"), 403),
+                        ("nope.mp4", 404), ("https://example.com/v.mp4", 403)]:
+        with pytest.raises(RequestError) as err:
+            resolve_video(bad, [root])
+        assert err.value.status == status, bad
+    with pytest.raises(RequestError, match="outside the allowed"):  # a second root does not launder an escape
+        resolve_video("link.mp4", [root, tmp_path / "other"])
+    assert resolve_video("https://example.com/v.mp4", [root], ["https"]) == "https://example.com/v.mp4"
+
+
+# --- the running service ---------------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A jobs/train.py-style checkpoint of a seeded random agent on the shipped tiny CLIP's dimension."""
+    import torch
+
+    from tspo_ray.agent import TemporalAgent
+    from tspo_ray.checkpoint import save_checkpoint
+    from tspo_ray.encoders import load_encoder
+
+    torch.manual_seed(3)
+    agent = TemporalAgent(load_encoder({"backend": "embedded"}).dim)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt"), 5, {"agent": agent.state_dict(),
+                                                                 "agent_config": agent.config()})
+
+
+@pytest.fixture(scope="module")
+def roots(tiny_world, tmp_path_factory) -> dict:
+    """A private root with a copied video, a corrupt file, a text file, and a symlink escaping to an outside video."""
+    base = tmp_path_factory.mktemp("serve")
+    root, outside = base / "videos", base / "outside"
+    root.mkdir(), outside.mkdir()
+    video = sorted(tiny_world.rglob("*.mp4"))[0]
+    shutil.copy(video, root / "clip.mp4")
+    shutil.copy(video, outside / "secret.mp4")
+    (root / "corrupt.mp4").write_bytes(os.urandom(4096))
+    (root / "notes.txt").write_text("not a video\n")
+    (root / "escape.mp4").symlink_to(outside / "secret.mp4")
+    return {"root": root, "outside": outside, "world": tiny_world}
+
+
+@pytest.fixture(scope="module")
+def service(ray_local, roots, checkpoint):
+    from ray import serve
+
+    from tspo_ray.serve.app import build_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = {"checkpoint": str(checkpoint), "video_roots": [str(roots["root"]), str(roots["world"])],
+                "max_body_bytes": 4096}
+    serve.run(build_app(settings), name="tspo-select", route_prefix="/")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+        yield http
+    serve.shutdown()
+
+
+def test_health_and_info(service, checkpoint):
+    assert service.get("/healthz").json()["status"] == "ok"
+    info = service.get("/").json()
+    assert info["agent"] == f"agent weights from {checkpoint}"
+    assert info["model_version"].startswith(checkpoint.name + "@")
+    assert info["encoder"].startswith("hf:tiny-clip@")
+    assert info["defaults"] == {"candidate_fps": 1.0, "max_candidates": 128, "frame_size": 64}
+
+
+def test_second_question_on_a_video_hits_the_cache(service):
+    first = service.post("/select", json={"video": "clip.mp4", "question": "When does the red star appear?",
+                                          "num_frames": 8, "max_candidates": 40})
+    assert first.status_code == 200, first.text
+    second = service.post("/select", json={"video": "clip.mp4", "question": "What colour is the square?",
+                                           "num_frames": 4, "method": "bin-max", "max_candidates": 40})
+    a, b = first.json(), second.json()
+    assert a["timings_ms"]["cache_hit"] == 0.0 and b["timings_ms"]["cache_hit"] == 1.0
+    assert b["timings_ms"]["decode_encode_ms"] < a["timings_ms"]["decode_encode_ms"]
+    assert len(a["frame_indices"]) == 8 and a["frame_indices"] == sorted(a["frame_indices"])
+    assert a["num_candidates"] == 40 and b["method"] == "bin-max" and len(b["scores"]) == 4
+
+
+def test_selection_equals_the_evaluation_job(service, tiny_world, checkpoint, tmp_path):
+    """Same features path (feature store), same checkpoint: the service returns exactly evaluate.py's frames."""
+    from tspo_ray.checkpoint import load_agent
+    from tspo_ray.config import load_config
+    from tspo_ray.encoders import load_encoder
+    from tspo_ray.evaluation import select_frames
+    from tspo_ray.features import prepare_split
+
+    cfg = load_config(overrides=[f"data.root={tiny_world}", f"features.store={tmp_path}/fs"])
+    items, _, _ = prepare_split(cfg, "test", load_encoder(cfg.features.encoder), progress=False)
+    agent = load_agent(checkpoint).eval()
+    by_video = {}
+    for it in items:  # one question per video keeps this quick
+        by_video.setdefault(it.video_path, it)
+    assert len(by_video) == 2
+    for it in by_video.values():
+        for method in ("agent", "clip-top-k", "bin-max", "uniform"):
+            want = select_frames(it, method, 8, agent)
+            got = service.post("/select", json={"video": it.video_path, "question": it.record.question,
+                                                "num_frames": 8, "method": method}).json()
+            assert got["frame_indices"] == want["frame_indices"], method
+            assert got["timestamps_s"] == want["timestamps_s"]
+            if want["scores"] is None:
+                assert got["scores"] is None
+            else:
+                assert got["scores"] == pytest.approx(want["scores"], abs=2e-5)
+
+
+def test_return_frames_gives_jpeg_thumbnails(service):
+    from PIL import Image
+
+    resp = service.post("/select", json={"video": "clip.mp4", "question": "Where is the blue circle?",
+                                         "num_frames": 3, "method": "uniform", "return_frames": True,
+                                         "max_candidates": 40}).json()
+    assert len(resp["frames_jpeg_b64"]) == 3 and resp["scores"] is None
+    img = Image.open(io.BytesIO(base64.b64decode(resp["frames_jpeg_b64"][0])))
+    assert img.format == "JPEG" and img.size == (128, 128)
+
+
+GOOD = {"video": "clip.mp4", "question": "When does the red star appear?", "num_frames": 4}
+
+BAD_REQUESTS = [
+    ({**GOOD, "video": "missing.mp4"}, 404, "missing.mp4"),
+    ({**GOOD, "video": "corrupt.mp4"}, 422, "corrupt.mp4"),
+    ({**GOOD, "video": "notes.txt"}, 422, "notes.txt"),
+    ({**GOOD, "question": "   "}, 422, "question must not be empty"),
+    ({**GOOD, "num_frames": 0}, 422, "num_frames"),
+    ({**GOOD, "num_frames": 257}, 422, "num_frames"),
+    ({**GOOD, "method": "best"}, 422, "method"),
+    ({**GOOD, "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
+    ({**GOOD, "video": "../outside/secret.mp4"}, 403, "outside the allowed video roots"),
+    ({**GOOD, "video": "escape.mp4"}, 403, "outside the allowed video roots"),
+    ({**GOOD, "video": "/etc/passwd"}, 403, "outside the allowed video roots"),
+    ({**GOOD, "video": "http://127.0.0.1/v.mp4"}, 403, "URL scheme 'http' is not allowed"),
+    ({"question": "q", "num_frames": 4}, 422, "video: Field required"),
+]
+
+
+@pytest.mark.parametrize("body,status,needle", BAD_REQUESTS, ids=[f"{s}-{n[:20]}" for _, s, n in BAD_REQUESTS])
+def test_bad_requests_get_clear_4xx(service, body, status, needle):
+    resp = service.post("/select", json=body)
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["message"] and resp.json()["error"]
+
+
+def test_malformed_and_oversized_bodies(service):
+    resp = service.post("/select", content=b"{not json", headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and "not valid JSON" in resp.json()["message"]
+    resp = service.post("/select", json=[1, 2])
+    assert resp.status_code == 400 and "JSON object" in resp.json()["message"]
+    resp = service.post("/select", json={**GOOD, "question": "x" * 5000})
+    assert resp.status_code == 413 and "exceeds the limit of 4096" in resp.json()["message"]
+
+
+def test_keeps_serving_after_bad_requests(service):
+    for body, _, _ in BAD_REQUESTS:
+        service.post("/select", json=body)
+    assert service.get("/healthz").status_code == 200
+    resp = service.post("/select", json={**GOOD, "max_candidates": 40})
+    assert resp.status_code == 200 and len(resp.json()["frame_indices"]) == 4
+
+
+def test_client(service):
+    from tspo_ray.serve.client import SelectClient, ServiceError
+
+    with SelectClient(str(service.base_url)) as client:
+        assert client.healthy()
+        sel = client.select("clip.mp4", "Where is the blue circle?", 5, method="clip-top-k", max_candidates=40)
+        assert len(sel["frame_indices"]) == 5 and sel["method"] == "clip-top-k"
+        with pytest.raises(ServiceError) as err:
+            client.select("../outside/secret.mp4", "q", 5)
+        assert err.value.status == 403 and err.value.kind == "forbidden"

@@ -1,0 +1,139 @@
+"""The Ray Serve app: one deployment (CLIP encoder + temporal agent + feature cache) behind a FastAPI ingress.
+
+    serve run configs/serve.yaml                      # or: uv run python jobs/serve.py --video-root DIR
+    POST /select   {video, question, num_frames, method?, candidate_fps?, max_candidates?, return_frames?}
+    GET  /healthz  liveness
+    GET  /         what is loaded (agent weights or random init, encoder, defaults, cache)
+
+Bad input never becomes a 500: every client error is a 4xx JSON {error, message}. Agent scoring of concurrent
+requests is grouped with @serve.batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+
+from tspo_ray.evaluation import select_frames
+from tspo_ray.serve.access import RequestError, resolve_video
+from tspo_ray.serve.schema import SelectRequest, SelectResponse
+from tspo_ray.serve.service import KeyframeService, ServeSettings
+
+log = logging.getLogger("tspo_ray.serve")
+api = FastAPI(title="tspo-ray keyframe selection")
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line per problem: 'field: reason' (pydantic's wording, e.g. 'Extra inputs are not permitted')."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_select(body: bytes) -> SelectRequest:
+    """Bytes of a POST /select body -> SelectRequest, or RequestError (400 not JSON, 422 invalid fields)."""
+    try:
+        raw = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, "bad_json", f"request body is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise RequestError(400, "bad_json", f"request body must be a JSON object, got {type(raw).__name__}")
+    try:
+        return SelectRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestError(422, "invalid_request", validation_message(exc)) from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes (checked on the header and while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, "too_large", f"request body of {declared} bytes exceeds the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "too_large", f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_response(exc: RequestError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status, content={"error": exc.kind, "message": exc.message})
+
+
+@serve.deployment(name="KeyframeSelector", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
+@serve.ingress(api)
+class KeyframeSelector:
+    """One replica: loads the encoder and agent once; serves /select, /healthz and /."""
+
+    def __init__(self, settings: dict[str, Any] | None = None):
+        self.settings = ServeSettings.from_dict(settings)
+        self.service = KeyframeService(self.settings)
+        self._select_batch.set_max_batch_size(self.settings.max_batch_size)
+        self._select_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        self.batch_sizes: list[int] = []
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok", "model_version": self.service.model_version}
+
+    @api.get("/")
+    async def info(self) -> dict:
+        recent = self.batch_sizes[-1000:]
+        return {**self.service.describe(),
+                "batching": {"max_batch_size": self.settings.max_batch_size, "batches": len(self.batch_sizes),
+                             "mean_batch_size": sum(recent) / len(recent) if recent else None}}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def _select_batch(self, jobs: list[tuple]) -> list[dict]:
+        """Selections of concurrent requests in one worker-thread call (the agent runs under no_grad)."""
+        self.batch_sizes.append(len(jobs))
+        agent = self.service.agent
+        return await asyncio.to_thread(lambda: [select_frames(item, m, k, agent) for item, m, k in jobs])
+
+    @api.post("/select")
+    async def select(self, request: Request):
+        try:
+            body = await read_body(request, self.settings.max_body_bytes)
+            return (await self._select(parse_select(body))).model_dump(exclude_none=False)
+        except RequestError as exc:
+            return error_response(exc)
+        except Exception:  # a bug, not bad input: log it, answer 500, keep serving
+            log.exception("select failed")
+            return JSONResponse(status_code=500, content={"error": "internal", "message": "internal server error"})
+
+    async def _select(self, req: SelectRequest) -> SelectResponse:
+        t0 = time.perf_counter()
+        s, svc = self.settings, self.service
+        location = resolve_video(req.video, s.video_roots, s.url_schemes)
+        fps = req.candidate_fps or s.fps
+        cap = req.max_candidates or s.max_candidates
+        feats, hit, feat_ms = await asyncio.to_thread(svc.video_features, location, fps, cap)
+        t1 = time.perf_counter()
+        text = await asyncio.to_thread(svc.text_feature, req.question)
+        t2 = time.perf_counter()
+        sel = await self._select_batch((svc.make_item(location, req.question, feats, text), req.method, req.num_frames))
+        t3 = time.perf_counter()
+        frames = await asyncio.to_thread(svc.thumbnails, location, sel["frame_indices"]) if req.return_frames else None
+        timings = {"decode_encode_ms": feat_ms, "cache_hit": float(hit), "text_ms": (t2 - t1) * 1000,
+                   "select_ms": (t3 - t2) * 1000, "total_ms": (time.perf_counter() - t0) * 1000}
+        return SelectResponse(frame_indices=sel["frame_indices"], timestamps_s=sel["timestamps_s"],
+                              scores=sel["scores"], method=req.method, model_version=svc.model_version,
+                              timings_ms={k: round(v, 3) for k, v in timings.items()},
+                              num_candidates=len(feats.frame_indices), frames_jpeg_b64=frames)
+
+
+def build_app(args: dict[str, Any] | None = None):
+    """Application builder for `serve run tspo_ray.serve.app:build_app` and serve configs (args = ServeSettings)."""
+    settings = ServeSettings.from_dict(args)
+    return KeyframeSelector.bind(settings.to_dict())

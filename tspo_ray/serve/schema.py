@@ -1,0 +1,61 @@
+"""Request and response models of the keyframe-selection API (unknown fields are rejected)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_FRAMES = 256
+Method = Literal["agent", "uniform", "clip-top-k", "bin-max"]
+
+
+class SelectRequest(BaseModel):
+    """POST /select: pick num_frames keyframes of a video for a question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: a path relative to (or inside) one of the service's video roots, or a URL of an allowed scheme
+    video: str = Field(min_length=1, max_length=4096)
+    #: the question stem (options are not needed for selection)
+    question: str = Field(max_length=4096)
+    #: T_s, the number of keyframes to return (fewer when the video has fewer candidates)
+    num_frames: int = Field(ge=1, le=MAX_FRAMES)
+    #: the selector; "agent" is the TSPO temporal agent
+    method: Method = "agent"
+    #: candidate sampling rate (frames per second); the service default when omitted
+    candidate_fps: float | None = Field(default=None, gt=0, le=30)
+    #: T_c, the cap on candidate frames; the service default when omitted
+    max_candidates: int | None = Field(default=None, ge=1, le=1024)
+    #: also return the selected frames as base64 JPEG thumbnails
+    return_frames: bool = False
+
+    @field_validator("question")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question must not be empty")
+        return v
+
+
+class SelectResponse(BaseModel):
+    """The selection: native frame indices and timestamps in temporal order, with the selector's scores."""
+
+    frame_indices: list[int]
+    timestamps_s: list[float]
+    #: the ranking scores of the selected frames (None for uniform, which does not score)
+    scores: list[float] | None
+    method: str
+    #: which agent weights (or "random-init") and encoder produced it
+    model_version: str
+    #: decode_encode_ms, text_ms, select_ms, total_ms, cache_hit (1.0 / 0.0)
+    timings_ms: dict[str, float]
+    num_candidates: int
+    #: base64 JPEG thumbnails of the selected frames (only with return_frames)
+    frames_jpeg_b64: list[str] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx answer: a short error kind and a message naming the input and the reason."""
+
+    error: str
+    message: str

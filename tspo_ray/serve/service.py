@@ -1,0 +1,185 @@
+"""The keyframe-selection core behind the HTTP app: encoder + agent, an LRU of per-video features, selection.
+
+No Ray here: the Serve deployment (app.py) is a thin shell around KeyframeService, so the logic runs and is tested
+in one process too. Selections go through tspo_ray.evaluation.select_frames on a FeatureItem, exactly as
+jobs/evaluate.py does, so the service and the evaluation job pick the same frames for the same checkpoint.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from tspo_ray import video as video_io
+from tspo_ray.data.records import QARecord
+from tspo_ray.features import FeatureSpec, VideoFeatures, compute_video_features
+from tspo_ray.rollout import FeatureItem
+from tspo_ray.serve.access import RequestError, url_scheme
+from tspo_ray.serve.cache import LRUCache
+
+
+@dataclass
+class ServeSettings:
+    """Everything a replica needs; passed to the deployment as a plain dict (serve config `args`)."""
+
+    #: agent weights: a jobs/train.py run folder or checkpoint file, or TSPO-0.4B weights; None = random agent
+    checkpoint: str | None = None
+    #: folders videos may be read from (relative request paths are looked up under them, in order)
+    video_roots: list[str] = field(default_factory=list)
+    #: URL schemes the service may open (e.g. ["https"]); none by default
+    url_schemes: list[str] = field(default_factory=list)
+    #: the CLIP encoder spec (tspo_ray.encoders.load_encoder)
+    encoder: dict = field(default_factory=lambda: {"backend": "embedded"})
+    #: default candidate rate and cap T_c (a request may override both)
+    fps: float = 1.0
+    max_candidates: int = 128
+    #: frames are resized to this square size before encoding (None = the encoder's own preprocessing only)
+    frame_size: int | None = 64
+    #: agent layout when loading TSPO-0.4B weights
+    window: int = 12
+    heads: int = 8
+    #: videos whose candidate features are kept in memory
+    cache_size: int = 64
+    #: largest accepted request body, in bytes
+    max_body_bytes: int = 16384
+    #: side of returned thumbnails (pixels)
+    thumbnail_size: int = 128
+    #: @serve.batch settings of agent scoring
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.005
+    #: seed of the random agent used when no checkpoint is given
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> "ServeSettings":
+        raw = dict(raw or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown serve settings {unknown}; known: {sorted(known)}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha1()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def load_selector_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Module, str, str]:
+    """(agent in eval mode, model_version, a sentence saying what was loaded)."""
+    from tspo_ray.agent import TemporalAgent
+    from tspo_ray.checkpoint import latest_checkpoint, load_agent
+
+    if not settings.checkpoint:
+        torch.manual_seed(settings.seed)
+        agent = TemporalAgent(dim, window=settings.window, heads=settings.heads)
+        return agent.eval(), f"random-init(seed={settings.seed})", "a freshly initialised agent (no checkpoint given)"
+    path = Path(settings.checkpoint)
+    agent = load_agent(path, window=settings.window, heads=settings.heads).eval()
+    if agent.dim != dim:
+        raise ValueError(f"{path}: agent feature dim {agent.dim} does not match the encoder's {dim}")
+    weights = (latest_checkpoint(path) or path) if path.is_dir() else path
+    return agent, f"{weights.name}@{_file_digest(weights)}", f"agent weights from {weights}"
+
+
+def feature_cache_key(location: str, fps: float, max_candidates: int, frame_size: int | None, encoder: str) -> tuple:
+    """(resolved path, size, mtime, fps, cap, frame size, encoder): an edited file gets a new key. URLs have no stat."""
+    if url_scheme(location) is not None:
+        return (location, None, None, fps, max_candidates, frame_size, encoder)
+    st = Path(location).stat()
+    return (location, st.st_size, st.st_mtime_ns, fps, max_candidates, frame_size, encoder)
+
+
+def jpeg_thumbnails(location: str, frame_indices: list[int], size: int) -> list[str]:
+    """Base64 JPEGs of the given native frames, resized to size×size."""
+    from PIL import Image
+
+    out = []
+    for frame in video_io.read_frames(location, frame_indices, size):
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=85)
+        out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+    return out
+
+
+class KeyframeService:
+    """Holds the encoder, the agent and the feature cache; every method is safe to call from worker threads."""
+
+    def __init__(self, settings: ServeSettings):
+        from tspo_ray.encoders import load_encoder
+
+        self.settings = settings
+        self.encoder = load_encoder(settings.encoder)
+        self.agent, self.model_version, self.agent_source = load_selector_agent(settings, self.encoder.dim)
+        self.features = LRUCache(settings.cache_size)
+        self.text = LRUCache(1024)
+        # one CLIP call at a time: concurrent torch calls only oversubscribe the replica's cores
+        self._encode_lock = threading.Lock()
+
+    def describe(self) -> dict:
+        s = self.settings
+        return {
+            "service": "tspo-ray keyframe selection", "model_version": self.model_version,
+            "agent": self.agent_source, "agent_config": self.agent.config(), "encoder": self.encoder.name,
+            "methods": ["agent", "uniform", "clip-top-k", "bin-max"],
+            "defaults": {"candidate_fps": s.fps, "max_candidates": s.max_candidates, "frame_size": s.frame_size},
+            "video_roots": s.video_roots, "url_schemes": s.url_schemes,
+            "cache": {"size": len(self.features), "capacity": s.cache_size, "hits": self.features.hits,
+                      "misses": self.features.misses},
+        }
+
+    def video_features(self, location: str, fps: float, max_candidates: int) -> tuple[VideoFeatures, bool, float]:
+        """(features, cache hit, decode+encode ms). Unusable videos raise RequestError 422 naming the file."""
+        t0 = time.perf_counter()
+        try:
+            key = feature_cache_key(location, fps, max_candidates, self.settings.frame_size, self.encoder.name)
+        except OSError as exc:
+            raise RequestError(404, "not_found", f"{location}: {exc.strerror or exc}") from None
+        cached = self.features.get(key)
+        if cached is not None:
+            return cached, True, (time.perf_counter() - t0) * 1000
+        spec = FeatureSpec(fps, max_candidates, self.settings.frame_size, self.encoder.name)
+        try:
+            with self._encode_lock:
+                feats = compute_video_features(location, self.encoder, spec)
+        except (video_io.VideoError, ValueError) as exc:
+            raise RequestError(422, "bad_video", str(exc)) from None
+        # stored in float16 like the feature store, so selections match jobs/evaluate.py bit for bit
+        feats.frame_features = feats.frame_features.half()
+        self.features.put(key, feats)
+        return feats, False, (time.perf_counter() - t0) * 1000
+
+    def text_feature(self, question: str) -> torch.Tensor:
+        cached = self.text.get(question)
+        if cached is None:
+            with self._encode_lock:
+                cached = self.encoder.encode_text([question]).float()[0].clone()
+            self.text.put(question, cached)
+        return cached
+
+    def make_item(self, location: str, question: str, feats: VideoFeatures, text: torch.Tensor) -> FeatureItem:
+        """The FeatureItem evaluation.select_frames works on (the record carries only what selection reads)."""
+        record = QARecord(id="request", video=location, question=question, options=["", ""], answer="A",
+                          duration_s=feats.duration_s)
+        return FeatureItem(record, feats.frame_features.float(), text, np.asarray(feats.frame_indices),
+                           np.asarray(feats.timestamps_s), location)
+
+    def thumbnails(self, location: str, frame_indices: list[int]) -> list[str]:
+        try:
+            return jpeg_thumbnails(location, frame_indices, self.settings.thumbnail_size)
+        except video_io.VideoError as exc:
+            raise RequestError(422, "bad_video", str(exc)) from None
