@@ -141,7 +141,14 @@ def main(argv=None) -> int:
     if not ARGS.local:
         import ray
 
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": str(jobs_dir.parent)}}, ignore_reinit_error=True)
+        import os
+
+        init_args = {"runtime_env": {"env_vars": {"PYTHONPATH": str(jobs_dir.parent)}}, "ignore_reinit_error": True}
+        if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+            # A local Ray on a small machine: the actors are light, so offer at least 4 logical CPUs
+            # (the learner, two answerers, the coordinator and the feature workers all fit).
+            init_args["num_cpus"] = max(4, os.cpu_count() or 1)
+        ray.init(**init_args)
     tracker = None
     if cfg.tracking.enabled:
         tracker = RunLogger.create(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.run_name,
