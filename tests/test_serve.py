@@ -215,3 +215,28 @@ def test_client(service):
         with pytest.raises(ServiceError) as err:
             client.select("../outside/secret.mp4", "q", 5)
         assert err.value.status == 403 and err.value.kind == "forbidden"
+
+
+def test_serve_config_and_job_settings(tmp_path):
+    """configs/serve.yaml passes Ray's own schema and its args are valid ServeSettings; jobs/serve.py checks roots."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve import parse_args, settings_from_args
+    from tspo_ray.serve.service import ServeSettings
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "serve.yaml").read_text())
+    app = ServeDeploySchema.model_validate(raw).applications[0]
+    assert app.import_path == "tspo_ray.serve.app:build_app"
+    dep = app.deployments[0]
+    assert dep.max_ongoing_requests > raw["applications"][0]["args"]["max_batch_size"]
+    assert dep.autoscaling_config["max_replicas"] >= dep.autoscaling_config["min_replicas"]
+    assert ServeSettings.from_dict(raw["applications"][0]["args"]).url_schemes == []
+    with pytest.raises(ValueError, match="unknown serve settings"):
+        ServeSettings.from_dict({"video_root": "x"})
+    s = settings_from_args(parse_args(["--video-root", str(tmp_path), "--encoder", "{backend: embedded}"]))
+    assert s["video_roots"] == [str(tmp_path.resolve())] and s["encoder"] == {"backend": "embedded"}
+    with pytest.raises(SystemExit, match="not a folder"):
+        settings_from_args(parse_args(["--video-root", str(tmp_path / "nope")]))
+    with pytest.raises(SystemExit, match="at least one --video-root"):
+        settings_from_args(parse_args([]))

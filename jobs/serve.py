@@ -1,0 +1,76 @@
+"""Start the keyframe-selection service on a local Ray (or a running cluster) and keep it up.
+
+    uv run python jobs/serve.py --checkpoint outputs/run/checkpoints --video-root data/synthetic
+    uv run python jobs/serve.py --video-root /data/videos --address auto --replicas 2 --port 8000
+
+Without --checkpoint the agent is freshly initialised (GET / says so). For `serve run` / `serve deploy` use
+configs/serve.yaml instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", help="run folder, checkpoint file or TSPO-0.4B weights (default: random agent)")
+    ap.add_argument("--video-root", action="append", default=[], help="folder videos may be read from (repeatable)")
+    ap.add_argument("--url-scheme", action="append", default=[], help="URL scheme videos may use, e.g. https")
+    ap.add_argument("--encoder", default="{backend: embedded}", help="encoder spec as YAML, e.g. '{backend: hf, model: DIR}'")
+    ap.add_argument("--fps", type=float, default=1.0, help="default candidate rate")
+    ap.add_argument("--max-candidates", type=int, default=128, help="default T_c")
+    ap.add_argument("--frame-size", type=int, default=64, help="frames are resized to this square before encoding")
+    ap.add_argument("--cache-size", type=int, default=64, help="videos kept in the feature LRU per replica")
+    ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--address", default=None, help="Ray address ('auto' for a running cluster; default: start one)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    return ap.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    import yaml
+
+    if not args.video_root and not args.url_scheme:
+        raise SystemExit("error: give at least one --video-root (or --url-scheme); the service reads nothing else")
+    for root in args.video_root:
+        if not Path(root).is_dir():
+            raise SystemExit(f"error: --video-root {root}: not a folder")
+    return {"checkpoint": args.checkpoint, "video_roots": [str(Path(r).resolve()) for r in args.video_root],
+            "url_schemes": args.url_scheme, "encoder": yaml.safe_load(args.encoder), "fps": args.fps,
+            "max_candidates": args.max_candidates, "frame_size": args.frame_size, "cache_size": args.cache_size}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    settings = settings_from_args(args)
+    import ray
+    from ray import serve
+
+    from tspo_ray.serve.app import KeyframeSelector, ServeSettings
+
+    root = str(Path(__file__).resolve().parents[1])
+    ray.init(address=args.address, runtime_env={"env_vars": {"PYTHONPATH": root}})
+    serve.start(http_options={"host": args.host, "port": args.port})
+    app = KeyframeSelector.options(num_replicas=args.replicas).bind(ServeSettings.from_dict(settings).to_dict())
+    serve.run(app, name="tspo-select", route_prefix="/")
+    print(json.dumps({"url": f"http://{args.host}:{args.port}", **settings}, indent=2))
+    print("serving; Ctrl-C to stop")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    serve.shutdown()
+
+
+if __name__ == "__main__":
+    main()
