@@ -1,4 +1,8 @@
-"""The QA record schema (DESIGN.md "Records") and atomic JSONL IO."""
+"""The QA record schema (DESIGN.md "Records") and atomic JSONL IO.
+
+A record's `video` is a path relative to the folder of the JSONL file that holds it (absolute paths are kept as
+they are); resolve_video_path turns it into a usable path.
+"""
 from __future__ import annotations
 
 import json
@@ -19,7 +23,7 @@ class RecordError(ValueError):
 @dataclass(frozen=True)
 class QARecord:
     id: str
-    video: str
+    video: str  # relative to the JSONL's folder, or absolute (resolve_video_path)
     question: str
     options: list[str]
     answer: str
@@ -109,6 +113,12 @@ def read_records(path: str | Path, strict: bool = True) -> tuple[list[QARecord],
     return records, errors
 
 
+def resolve_video_path(video: str | Path, jsonl_path: str | Path) -> Path:
+    """A record's video path made usable: absolute paths as they are, relative ones against the JSONL's folder."""
+    p = Path(video)
+    return p if p.is_absolute() else Path(jsonl_path).parent / p
+
+
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write rows to path via a temp file + rename so readers never see a half-written file."""
     write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
@@ -123,6 +133,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; written data is for every reader
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
