@@ -1,59 +1,142 @@
+"""tspo_ray.video: candidate sampling math (hand-computed), decoding real files, clear errors for bad files."""
+import json
 import os
 
+import av
 import numpy as np
 import pytest
 
 from tspo_ray import video
 
 
+def write_flat_video(path, values, fps=2, size=32, **container_options):
+    """A real MPEG-4 file whose frame i is a flat grey of brightness values[i]."""
+    with av.open(str(path), "w", options=container_options) as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width = s.height = size
+        s.pix_fmt = "yuv420p"
+        s.gop_size = 4
+        for v in values:
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), v, np.uint8), format="rgb24")
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
 def test_candidate_indices_hand_computed():
     # a 10 s video at 2 fps sampled at 1 fps: every other frame
     idx, ts = video.candidate_indices(20, 2.0, 1.0, 128)
     assert idx.tolist() == list(range(0, 20, 2)) and ts.tolist() == list(range(10))
-    # thinned to 4 candidates: centres of 4 equal bins over the 10 one-per-second frames
+    # thinned to 4: the centres of 4 equal bins over the 10 one-per-second frames -> positions 1, 3, 6, 8
     idx, ts = video.candidate_indices(20, 2.0, 1.0, 4)
     assert idx.tolist() == [2, 6, 12, 16] and ts.tolist() == [1.0, 3.0, 6.0, 8.0]
+    # a one-frame video has one candidate at t=0
     idx, ts = video.candidate_indices(1, 30.0, 1.0, 128)
     assert idx.tolist() == [0] and ts.tolist() == [0.0]
+    # 3 s at 25 fps sampled at 1 fps: frames 0, 25, 50
+    idx, ts = video.candidate_indices(75, 25.0, 1.0, 128)
+    assert idx.tolist() == [0, 25, 50] and ts.tolist() == [0.0, 1.0, 2.0]
+    # asking for more than the native rate gives every frame once, not duplicates
+    idx, _ = video.candidate_indices(4, 1.0, 2.0, 128)
+    assert idx.tolist() == [0, 1, 2, 3]
+    # 1.5 s at 2 fps (3 frames) at 1 fps: t = 0, 1 -> frames 0, 2
+    assert video.candidate_indices(3, 2.0, 1.0, 128)[0].tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("args", [(0, 2.0, 1.0, 4), (10, 0.0, 1.0, 4), (10, float("nan"), 1.0, 4),
+                                  (10, 2.0, 0.0, 4), (10, 2.0, 1.0, 0)])
+def test_candidate_indices_rejects_bad_arguments(args):
     with pytest.raises(ValueError):
-        video.candidate_indices(0, 2.0, 1.0, 4)
+        video.candidate_indices(*args)
 
 
-def test_decode_candidates(tiny_world):
+def test_probe_reports_the_written_frame_count_and_rate(tiny_world):
+    plans = [json.loads(line) for line in (tiny_world / "plans" / "train.jsonl").read_text().splitlines()]
+    for plan in plans:
+        info = video.probe(tiny_world / "videos" / f"{plan['video_id']}.mp4")
+        assert info.num_frames == plan["num_frames"] and info.native_fps == 2.0
+        assert info.duration_s == plan["duration_s"]
+
+
+def test_decode_candidates_shapes_and_timestamps(tiny_world):
     path = tiny_world / "videos" / "train-0000.mp4"
+    n = video.probe(path).num_frames
     frames, cands = video.decode_candidates(path, fps=1.0, max_candidates=16, size=32)
     assert frames.shape == (16, 32, 32, 3) and frames.dtype == np.uint8
-    assert cands.info.native_fps == 2.0 and 60 <= cands.info.duration_s <= 81
-    np.testing.assert_allclose(cands.timestamps_s, cands.frame_indices / 2.0)
-    assert np.all(np.diff(cands.frame_indices) > 0)
+    np.testing.assert_array_equal(cands.timestamps_s, cands.frame_indices / 2.0)
+    expected_idx, _ = video.candidate_indices(n, 2.0, 1.0, 16)
+    np.testing.assert_array_equal(cands.frame_indices, expected_idx)
+    # below the cap every second of the video is a candidate: t = 0, 1, 2, ...
+    frames, cands = video.decode_candidates(path, fps=1.0, max_candidates=1000)
+    assert frames.shape == (len(range(0, n, 2)), 128, 128, 3)
+    assert cands.timestamps_s.tolist() == [float(t) for t in range(len(frames))]
+
+
+def test_read_frames_returns_the_requested_frames_in_order(tmp_path):
+    path = write_flat_video(tmp_path / "ramp.mp4", [10 * i for i in range(12)])
+    frames = video.read_frames(path, [7, 0, 11, 3])
+    np.testing.assert_allclose(frames.reshape(4, -1).mean(1), [70, 0, 110, 30], atol=4)
+    for size in (8, 16, 20, 48, 64):  # decord's own resizing fails for 8, 16 and 48 px
+        small = video.read_frames(path, [5, 2], size=size)
+        assert small.shape == (2, size, size, 3)
+        np.testing.assert_allclose(small.reshape(2, -1).mean(1), [50, 20], atol=4)
+
+
+def test_one_frame_video(tmp_path):
+    path = write_flat_video(tmp_path / "one.mp4", [128])
+    frames, cands = video.decode_candidates(path)
+    assert cands.info.num_frames == 1 and cands.frame_indices.tolist() == [0] and frames.shape == (1, 32, 32, 3)
 
 
 def test_clear_errors_for_bad_files(tmp_path, tiny_world):
-    with pytest.raises(video.VideoError, match="no such file"):
+    good = tiny_world / "videos" / "train-0000.mp4"
+    with pytest.raises(video.VideoError, match="missing.mp4: no such file"):
         video.candidates(tmp_path / "missing.mp4")
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    with pytest.raises(video.VideoError, match="empty file"):
+    with pytest.raises(video.VideoError, match="empty.mp4: empty file"):
         video.candidates(empty)
     corrupt = tmp_path / "corrupt.mp4"
-    corrupt.write_bytes(os.urandom(4096))
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(video.VideoError, match="corrupt.mp4: cannot decode"):
         video.candidates(corrupt)
-    truncated = tmp_path / "truncated.mp4"
-    truncated.write_bytes((tiny_world / "videos" / "train-0000.mp4").read_bytes()[:2000])
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 100)
+    with pytest.raises(video.VideoError, match="notes.mp4: cannot decode"):
+        video.candidates(text)
+    truncated = tmp_path / "truncated.mp4"  # index (moov) at the end: cut off
+    truncated.write_bytes(good.read_bytes()[:2000])
     with pytest.raises(video.VideoError, match="truncated.mp4"):
         video.decode_candidates(truncated)
     with pytest.raises(video.VideoError, match="is a directory"):
         video.candidates(tmp_path)
-    with pytest.raises(video.VideoError, match="out of range"):
-        video.read_frames(tiny_world / "videos" / "train-0000.mp4", [0, 10**6])
+    with pytest.raises(video.VideoError, match=r"out of range 0\.\.\d+: \[1000000\]"):
+        video.read_frames(good, [0, 10**6])
+    with pytest.raises(video.VideoError, match="no frame indices"):
+        video.read_frames(good, [])
+
+
+def test_truncated_faststart_file_is_an_error_not_garbage(tmp_path):
+    # index at the front, frames cut off: the container opens but the frames are gone
+    full = write_flat_video(tmp_path / "full.mp4", list(range(0, 200)), movflags="faststart")
+    data = full.read_bytes()
+    assert data[4:8] == b"ftyp" and b"moov" in data[:64]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(video.VideoError, match="cut.mp4"):
+        video.decode_candidates(cut)
 
 
 def test_unreadable_file(tmp_path, tiny_world):
     if os.geteuid() == 0:
-        pytest.skip("running as root: file permissions are not enforced")
+        pytest.skip("running as root: file permissions are not enforced, so chmod 000 cannot make a file unreadable")
     p = tmp_path / "locked.mp4"
     p.write_bytes((tiny_world / "videos" / "train-0000.mp4").read_bytes())
     p.chmod(0)
-    with pytest.raises(video.VideoError, match="not readable"):
-        video.candidates(p)
+    try:
+        with pytest.raises(video.VideoError, match="locked.mp4: not readable"):
+            video.candidates(p)
+    finally:
+        p.chmod(0o644)

@@ -1,6 +1,7 @@
 """Decoding candidate frames with decord: a target fps, a cap of T_c candidates, real timestamps."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +58,10 @@ def _open(path: str | Path, size: int | None = None):
 
 
 def probe(path: str | Path) -> VideoInfo:
+    """Frame count and frame rate of a video (a container without a usable rate is read as 1 fps)."""
     reader = _open(path)
-    fps = float(reader.get_avg_fps()) or 1.0
-    return VideoInfo(str(path), len(reader), fps)
+    fps = float(reader.get_avg_fps())
+    return VideoInfo(str(path), len(reader), fps if math.isfinite(fps) and fps > 0 else 1.0)
 
 
 def candidate_indices(num_frames: int, native_fps: float, fps: float, max_candidates: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +71,8 @@ def candidate_indices(num_frames: int, native_fps: float, fps: float, max_candid
     """
     if num_frames <= 0:
         raise ValueError("num_frames must be positive")
+    if not (math.isfinite(native_fps) and native_fps > 0):
+        raise ValueError(f"native_fps must be a positive number, got {native_fps}")
     if fps <= 0 or max_candidates <= 0:
         raise ValueError("fps and max_candidates must be positive")
     duration = num_frames / native_fps
@@ -100,7 +104,21 @@ def read_frames(path: str | Path, frame_indices, size: int | None = None) -> np.
     try:
         return reader.get_batch(frame_indices).asnumpy()
     except Exception as exc:
-        raise VideoError(f"{path}: decoding failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        error = exc
+    if size:
+        # decord's resizing fails for some output sizes (e.g. 8, 16, 48 px from 128 px) with a buffer-size check:
+        # decode at the native size and resize here instead.
+        try:
+            return _resize(_open(path).get_batch(frame_indices).asnumpy(), size)
+        except Exception:
+            pass
+    raise VideoError(f"{path}: decoding failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+
+
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
 
 
 def decode_candidates(
