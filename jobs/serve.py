@@ -62,13 +62,15 @@ def main(argv=None) -> None:
     app = KeyframeSelector.options(num_replicas=args.replicas).bind(ServeSettings.from_dict(settings).to_dict())
     serve.run(app, name="tspo-select", route_prefix="/")
     print(json.dumps({"url": f"http://{args.host}:{args.port}", **settings}, indent=2))
-    print("serving; Ctrl-C to stop")
+    print("serving; Ctrl-C to stop", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
+        while not stop.wait(0.5):  # timed waits keep the main thread responsive to signals
+            pass
     except KeyboardInterrupt:
         pass
+    print("shutting down", flush=True)
     serve.shutdown()
 
 
