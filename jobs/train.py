@@ -25,7 +25,8 @@ from tspo_ray.config import Config, ConfigError, load_config  # noqa: E402
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="YAML config (default: the embedded world)")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "embedded.yaml"),
+                    help="YAML config (default: configs/embedded.yaml, the embedded world)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.output_dir")
     ap.add_argument("--results", help="write the final evaluation table as JSON here")
     ap.add_argument("--local", action="store_true", help="single process, no Ray (the reference loop)")
@@ -120,6 +121,8 @@ def main(argv=None) -> int:
     ARGS = parse_args(argv)
     try:
         cfg = load_config(ARGS.config, ARGS.overrides)
+        # absolute, because Ray Train workers run in their own working directory
+        cfg.train.output_dir = str(Path(cfg.train.output_dir).absolute())
         ensure_embedded_world(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
