@@ -240,3 +240,21 @@ def test_serve_config_and_job_settings(tmp_path):
         settings_from_args(parse_args(["--video-root", str(tmp_path / "nope")]))
     with pytest.raises(SystemExit, match="at least one --video-root"):
         settings_from_args(parse_args([]))
+
+
+def test_concurrent_first_requests_decode_a_video_once(roots):
+    """In-process service (no Ray): four threads ask for one uncached video; the encoder runs on it once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tspo_ray.serve.service import KeyframeService, ServeSettings
+
+    svc = KeyframeService(ServeSettings(video_roots=[str(roots["root"])]))
+    calls = []
+    encode = svc.encoder.encode_frames
+    svc.encoder.encode_frames = lambda frames, **kw: calls.append(len(frames)) or encode(frames, **kw)
+    path = str(roots["root"] / "clip.mp4")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: svc.video_features(path, 1.0, 24), range(4)))
+    assert calls == [24]
+    assert sorted(hit for _, hit, _ in results) == [False, True, True, True]
+    assert all(r[0] is results[0][0] for r in results)

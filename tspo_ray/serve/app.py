@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -81,7 +82,8 @@ class KeyframeSelector:
         self.service = KeyframeService(self.settings)
         self._select_batch.set_max_batch_size(self.settings.max_batch_size)
         self._select_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batches only
+        self.num_batches = 0
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -89,15 +91,16 @@ class KeyframeSelector:
 
     @api.get("/")
     async def info(self) -> dict:
-        recent = self.batch_sizes[-1000:]
+        recent = list(self.batch_sizes)
         return {**self.service.describe(),
-                "batching": {"max_batch_size": self.settings.max_batch_size, "batches": len(self.batch_sizes),
+                "batching": {"max_batch_size": self.settings.max_batch_size, "batches": self.num_batches,
                              "mean_batch_size": sum(recent) / len(recent) if recent else None}}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _select_batch(self, jobs: list[tuple]) -> list[dict]:
         """Selections of concurrent requests in one worker-thread call (the agent runs under no_grad)."""
         self.batch_sizes.append(len(jobs))
+        self.num_batches += 1
         agent = self.service.agent
         return await asyncio.to_thread(lambda: [select_frames(item, m, k, agent) for item, m, k in jobs])
 

@@ -26,6 +26,11 @@ class LRUCache:
             self.misses += 1
             return None
 
+    def peek(self, key: Hashable) -> Any | None:
+        """The entry without touching recency or the hit/miss counts."""
+        with self._lock:
+            return self._data.get(key)
+
     def put(self, key: Hashable, value: Any) -> None:
         if self.capacity == 0:
             return

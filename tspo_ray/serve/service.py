@@ -129,6 +129,8 @@ class KeyframeService:
         self.text = LRUCache(1024)
         # one CLIP call at a time: concurrent torch calls only oversubscribe the replica's cores
         self._encode_lock = threading.Lock()
+        self._inflight: dict[tuple, threading.Lock] = {}
+        self._inflight_guard = threading.Lock()
 
     def describe(self) -> dict:
         s = self.settings
@@ -152,6 +154,22 @@ class KeyframeService:
         cached = self.features.get(key)
         if cached is not None:
             return cached, True, (time.perf_counter() - t0) * 1000
+        # concurrent first requests for one video wait for a single decode+encode instead of repeating it
+        with self._inflight_guard:
+            key_lock = self._inflight.setdefault(key, threading.Lock())
+        try:
+            with key_lock:
+                done = self.features.peek(key)
+                if done is not None:
+                    return done, True, (time.perf_counter() - t0) * 1000
+                feats = self._compute(location, fps, max_candidates)
+                self.features.put(key, feats)
+        finally:
+            with self._inflight_guard:
+                self._inflight.pop(key, None)
+        return feats, False, (time.perf_counter() - t0) * 1000
+
+    def _compute(self, location: str, fps: float, max_candidates: int) -> VideoFeatures:
         spec = FeatureSpec(fps, max_candidates, self.settings.frame_size, self.encoder.name)
         try:
             with self._encode_lock:
@@ -160,8 +178,7 @@ class KeyframeService:
             raise RequestError(422, "bad_video", str(exc)) from None
         # stored in float16 like the feature store, so selections match jobs/evaluate.py bit for bit
         feats.frame_features = feats.frame_features.half()
-        self.features.put(key, feats)
-        return feats, False, (time.perf_counter() - t0) * 1000
+        return feats
 
     def text_feature(self, question: str) -> torch.Tensor:
         cached = self.text.get(question)
