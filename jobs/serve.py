@@ -23,7 +23,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--checkpoint", help="run folder, checkpoint file or TSPO-0.4B weights (default: random agent)")
     ap.add_argument("--video-root", action="append", default=[], help="folder videos may be read from (repeatable)")
     ap.add_argument("--url-scheme", action="append", default=[], help="URL scheme videos may use, e.g. https")
-    ap.add_argument("--encoder", default="{backend: embedded}", help="encoder spec as YAML, e.g. '{backend: hf, model: DIR}'")
+    ap.add_argument("--encoder", default="{backend: embedded}",
+                    help="encoder spec as YAML, e.g. '{backend: hf, model: DIR}'")
     ap.add_argument("--fps", type=float, default=1.0, help="default candidate rate")
     ap.add_argument("--max-candidates", type=int, default=128, help="default T_c")
     ap.add_argument("--frame-size", type=int, default=64, help="frames are resized to this square before encoding")
