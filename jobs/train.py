@@ -113,7 +113,7 @@ def ensure_embedded_world(cfg: Config) -> None:
     from make_synthetic import build_world
 
     print(f"building the embedded synthetic world in {root} (once)")
-    build_world(root, {"train": 140, "val": 16, "test": 60})
+    build_world(root, {"train": 130, "val": 18, "test": 45})
 
 
 def main(argv=None) -> int:
