@@ -9,7 +9,11 @@ from tspo_ray.config import ConfigError, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+JOB_CONFIGS = [p for p in sorted((ROOT / "configs").glob("*.yaml"))
+               if p.name != "serve.yaml" and not p.name.startswith("answerer_")]  # those follow other schemas
+
+
+@pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: p.name)
 def test_configs_validate(path):
     cfg = load_config(path)
     assert cfg.policy.group_size >= 2
