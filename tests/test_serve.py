@@ -258,3 +258,16 @@ def test_concurrent_first_requests_decode_a_video_once(roots):
     assert calls == [24]
     assert sorted(hit for _, hit, _ in results) == [False, True, True, True]
     assert all(r[0] is results[0][0] for r in results)
+
+
+def test_without_checkpoint_the_service_says_its_agent_is_random(tmp_path):
+    from tspo_ray.agent import TemporalAgent
+    from tspo_ray.checkpoint import save_checkpoint
+    from tspo_ray.serve.service import KeyframeService, ServeSettings
+
+    info = KeyframeService(ServeSettings()).describe()
+    assert info["model_version"] == "random-init(seed=0)" and "no checkpoint given" in info["agent"]
+    wrong = TemporalAgent(32, heads=8)
+    path = save_checkpoint(tmp_path, 1, {"agent": wrong.state_dict(), "agent_config": wrong.config()})
+    with pytest.raises(ValueError, match="does not match the encoder"):
+        KeyframeService(ServeSettings(checkpoint=str(path)))
