@@ -8,9 +8,12 @@ from tspo_ray.answerers.base import Answer, AnswerRequest, Answerer
 KINDS = ("embedded", "vllm", "hf")
 
 
-def build_answerer(kind: str, settings: dict[str, Any] | None = None) -> Answerer:
-    """Build an answerer back end: "embedded" (tiny CLIP), "vllm" or "hf" (their own modules, imported lazily)."""
-    settings = dict(settings or {})
+def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: Any) -> Answerer:
+    """Build an answerer back end: "embedded" (tiny CLIP), "vllm" or "hf" (their own modules, imported lazily).
+
+    Settings come as a mapping, as keywords (`build_answerer("vllm", model=..., num_frames=16)`), or both.
+    """
+    settings = {**(settings or {}), **more}
     if kind == "embedded":
         from tspo_ray.answerers.embedded import EmbeddedAnswerer
         from tspo_ray.encoders import load_encoder
@@ -18,11 +21,11 @@ def build_answerer(kind: str, settings: dict[str, Any] | None = None) -> Answere
         encoder = load_encoder(settings.pop("encoder", {"backend": "embedded"}))
         return EmbeddedAnswerer(encoder, **settings)
     if kind == "vllm":
-        from tspo_ray.answerers.vllm_answerer import VLLMAnswerer  # noqa: F401  (own issue)
+        from tspo_ray.answerers.vllm_answerer import VLLMAnswerer
 
         return VLLMAnswerer.from_settings(settings)
     if kind == "hf":
-        from tspo_ray.answerers.hf_answerer import HFAnswerer  # noqa: F401  (own issue)
+        from tspo_ray.answerers.hf_answerer import HFAnswerer
 
         return HFAnswerer.from_settings(settings)
     raise ValueError(f"unknown answerer kind {kind!r}; choose one of {KINDS}")

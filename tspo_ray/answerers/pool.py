@@ -1,0 +1,134 @@
+"""A pool of answerer actors: N Ray actors, each owning one answerer (vLLM, HF or embedded) built where it runs.
+
+`AnswererActorPool.answer(requests)` splits a batch into contiguous chunks (the G sets of a question stay
+together), one per idle actor, and returns one Answer per request in order. Answers are keyed by
+AnswerRequest.key: a chunk whose actor died (killed, out of memory, or exited because its engine died) is resent
+whole to the next idle actor while a fresh one replaces the dead, and an answer already held for a key is never
+replaced or counted again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from typing import Any, Callable, Sequence
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from tspo_ray.answerers.base import Answer, AnswerRequest
+from tspo_ray.answerers.errors import AnswererDied
+from tspo_ray.answerers.inputs import dedupe
+
+log = logging.getLogger(__name__)
+_DEAD = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class AnswererActor:
+    """Ray actor body: builds its answerer from a zero-argument factory, then answers batches."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self.answerer = factory()
+
+    def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
+        try:
+            return self.answerer.answer(requests)
+        except AnswererDied:
+            # The engine is gone and will not come back in this process: leave, so that the pool replaces us.
+            log.exception("answerer engine died; the actor exits")
+            ray.actor.exit_actor()
+
+    def name(self) -> str:
+        return self.answerer.name
+
+    def stats(self) -> dict[str, Any]:
+        return dict(getattr(self.answerer, "stats", {}))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def actor_options(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Ray resources for one actor of an answerer kind, from its settings (vLLM and HF configs carry them)."""
+    if kind == "vllm":
+        from tspo_ray.answerers.vllm_answerer import VLLMAnswererConfig
+
+        return VLLMAnswererConfig.from_dict(settings).actor_options()
+    if kind == "hf":
+        from tspo_ray.answerers.hf_answerer import HFAnswererConfig
+
+        return HFAnswererConfig.from_dict(settings).actor_options()
+    return {"num_cpus": float(settings.get("num_cpus", 1.0)), "num_gpus": float(settings.get("num_gpus", 0.0))}
+
+
+class AnswererActorPool:
+    """N answerer actors that replace themselves when they die; `answer` is idempotent per request key."""
+
+    def __init__(self, factory: Callable[[], Any], num_actors: int = 1, actor_options: dict[str, Any] | None = None,
+                 max_restarts: int = 3, max_requests_per_call: int | None = None):
+        if num_actors < 1:
+            raise ValueError(f"num_actors must be >= 1, got {num_actors}")
+        self._remote = ray.remote(AnswererActor).options(**(actor_options or {"num_cpus": 1}))
+        self.factory, self.max_restarts, self.max_per_call = factory, max_restarts, max_requests_per_call
+        self.actors = [self._remote.remote(factory) for _ in range(num_actors)]
+        self.restarts = 0
+
+    @classmethod
+    def for_kind(cls, kind: str, settings: dict[str, Any], num_actors: int = 1, **kwargs) -> "AnswererActorPool":
+        """A pool of `kind` answerers ("vllm", "hf", "embedded") with resources taken from their settings."""
+        from tspo_ray.answerers import AnswererFactory
+
+        return cls(AnswererFactory(kind, settings), num_actors, actor_options(kind, settings), **kwargs)
+
+    def ready(self) -> list[str]:
+        """Wait until every actor has built its answerer; their names. An actor that failed to start raises here."""
+        return ray.get([a.name.remote() for a in self.actors])
+
+    def stats(self) -> list[dict[str, Any]]:
+        return ray.get([a.stats.remote() for a in self.actors])
+
+    def _replace(self, slot: int, error: BaseException) -> None:
+        self.restarts += 1
+        if self.restarts > self.max_restarts:
+            raise RuntimeError(f"answerer actors died {self.restarts} times; giving up. Last error: {error}") from error
+        log.warning("answerer actor %d died (%s); starting a replacement", slot, type(error).__name__)
+        try:
+            ray.kill(self.actors[slot])
+        except Exception:  # already gone
+            pass
+        self.actors[slot] = self._remote.remote(self.factory)
+
+    def _chunks(self, n: int) -> list[range]:
+        size = self.max_per_call or -(-n // len(self.actors))
+        return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
+        """One Answer per request, in order. Chunks lost with a dead actor are resent (the actor is replaced)."""
+        unique = dedupe(requests)
+        if not unique:
+            return []
+        results: dict[str, Answer] = {}
+        queue = deque(self._chunks(len(unique)))
+        pending: dict[Any, tuple[int, range]] = {}
+        while queue or pending:
+            busy = {slot for slot, _ in pending.values()}
+            for slot in range(len(self.actors)):
+                if queue and slot not in busy:
+                    chunk = queue.popleft()
+                    pending[self.actors[slot].answer.remote([unique[i] for i in chunk])] = (slot, chunk)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            slot, chunk = pending.pop(done[0])
+            try:
+                answers = ray.get(done[0])
+            except _DEAD as exc:
+                self._replace(slot, exc)
+                queue.appendleft(chunk)
+                continue
+            for answer in answers:
+                results.setdefault(answer.key, answer)
+        return [results[r.key] for r in requests]
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
