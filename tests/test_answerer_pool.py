@@ -1,0 +1,104 @@
+"""The answerer actor pool on a real local Ray: order, chunking over actors, replacement after ray.kill and after an
+engine death, the restart limit, and keyed (idempotent) answers.
+
+The answerer inside the actors is a stand-in that echoes each key with its process id and can "lose its engine" on
+cue: the pool is generic over answerers, and a real engine cannot be made to die on cue here. The real vLLM engine
+goes through the same pool in test_vllm_answerer.py (including a replacement after ray.kill).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+
+from tspo_ray.answerers.base import Answer, AnswerRequest
+from tspo_ray.answerers.errors import AnswererDied
+
+HERE = Path(__file__).resolve().parent
+
+
+class EchoAnswerer:
+    """Answers "<key>@<pid>"; raises AnswererDied once (marker file) when a batch holds `die_on`."""
+
+    name = "echo"
+
+    def __init__(self, workdir: str, die_on: str | None = None, die_always: bool = False):
+        self.workdir, self.die_on, self.die_always = Path(workdir), die_on, die_always
+        self.stats = {"generate_calls": 0, "requests": 0}
+
+    def answer(self, requests):
+        keys = [r.key for r in requests]
+        marker = self.workdir / "died"
+        if self.die_on in keys and (self.die_always or not marker.exists()):
+            marker.touch()
+            raise AnswererDied("engine gone")
+        self.stats["generate_calls"] += 1
+        self.stats["requests"] += len(requests)
+        with open(self.workdir / "answered.txt", "a") as fh:
+            fh.writelines(f"{k}\n" for k in keys)
+        return [Answer(k, f"{k}@{os.getpid()}", None) for k in keys]
+
+
+def requests(n: int) -> list[AnswerRequest]:
+    return [AnswerRequest(f"q#{i}", "v.mp4", (i,), (float(i),), "Q?", ("a", "b")) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"  # workers from the venv, not re-synced by `uv run`
+    root = HERE.parent
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": f"{root}{os.pathsep}{HERE}"}})
+    yield ray
+    ray.shutdown()
+
+
+def make_pool(workdir, num_actors=2, max_restarts=2, **answerer_kwargs):
+    from tspo_ray.answerers.pool import AnswererActorPool
+
+    from test_answerer_pool import EchoAnswerer as Echo  # by module name, so the workers can import it
+
+    factory = functools.partial(Echo, str(workdir), **answerer_kwargs)
+    return AnswererActorPool(factory, num_actors=num_actors, actor_options={"num_cpus": 0.5},
+                             max_restarts=max_restarts)
+
+
+def test_answers_in_order_spread_over_actors_and_a_killed_actor_replaced(local_ray, tmp_path):
+    pool = make_pool(tmp_path)
+    reqs = requests(7)
+    answers = pool.answer(reqs + reqs[:2])  # repeated keys are answered once
+    assert [a.key for a in answers] == [r.key for r in reqs + reqs[:2]]
+    pids = {a.text.split("@")[1] for a in answers}
+    assert len(pids) == 2  # two contiguous chunks (4 + 3), one per actor
+    assert sorted((tmp_path / "answered.txt").read_text().split()) == sorted(r.key for r in reqs)
+    assert [s["requests"] for s in pool.stats()] == [4, 3]
+
+    local_ray.kill(pool.actors[0])
+    answers = pool.answer(requests(3))
+    assert pool.restarts == 1 and [a.key for a in answers] == ["q#0", "q#1", "q#2"]
+    pool.shutdown()
+
+
+def test_engine_death_makes_the_actor_exit_and_its_chunk_go_to_a_replacement(local_ray, tmp_path):
+    pool = make_pool(tmp_path, die_on="q#5")
+    pids = local_ray.get([a.pid.remote() for a in pool.actors])
+    answers = pool.answer(requests(8))  # chunks q#0-3 (actor 0) and q#4-7 (actor 1, whose engine dies)
+    assert pool.restarts == 1
+    assert [a.key for a in answers] == [f"q#{i}" for i in range(8)]
+    by_pid = {a.key: int(a.text.split("@")[1]) for a in answers}
+    assert by_pid["q#0"] == pids[0] and by_pid["q#5"] != pids[1]  # the lost chunk went to a live actor
+    assert local_ray.get(pool.actors[1].pid.remote()) not in pids  # and the dead one was replaced
+    # every key answered exactly once, the lost chunk included
+    assert sorted((tmp_path / "answered.txt").read_text().split()) == sorted(f"q#{i}" for i in range(8))
+    pool.shutdown()
+
+
+def test_gives_up_after_max_restarts(local_ray, tmp_path):
+    pool = make_pool(tmp_path, num_actors=1, max_restarts=1, die_on="q#0", die_always=True)
+    with pytest.raises(RuntimeError, match="answerer actors died 2 times; giving up"):
+        pool.answer(requests(2))
+    pool.shutdown()
