@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,10 @@ def requests(n: int) -> list[AnswerRequest]:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    import ray
+    sys.path.insert(0, str(HERE))
+    from local_ray import start_local_ray
 
-    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"  # workers from the venv, not re-synced by `uv run`
-    root = HERE.parent
-    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": f"{root}{os.pathsep}{HERE}"}})
+    ray = start_local_ray(num_cpus=2, extra_paths=(str(HERE),))  # the workers import EchoAnswerer from here
     yield ray
     ray.shutdown()
 

