@@ -1,10 +1,14 @@
 """Evaluate keyframe selectors on a dataset split with an answerer.
 
     uv run python jobs/evaluate.py --split test --selectors uniform clip-top-k bin-max [--checkpoint outputs/run/checkpoints]
+    uv run python jobs/evaluate.py --split test data.max_eval_questions=6 answerer.kind=vllm \
+        'answerer.settings={model: /path/to/qwen2_5_vl, num_frames: 8, probe_frame_hw: [128, 128]}'
 
 Prints and writes the table (overall and per-family accuracy, mean R_T, parse failures, selection time), a JSON
-result file, and the selected frames per question (`selections.jsonl`: id, method, frame_indices, timestamps_s,
-scores) for reuse by other evaluators; `--plots N` draws N score-curve pictures for the agent.
+result file, and the selected frames and the answer per question and selector (`selections.jsonl`: id, method,
+frame_indices, timestamps_s, scores, output (the answerer's raw text), predicted (the parsed option or null), error
+(why a request could not be answered, or null), answer (the correct option), correct) for reuse by other evaluators;
+`--plots N` draws N score-curve pictures for the agent. `data.max_eval_questions=N` evaluates the first N questions.
 """
 from __future__ import annotations
 
@@ -45,10 +49,13 @@ def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpo
         rows = evaluate_selector(items, method, k, answerer, agent, progress=progress)
         results[method] = summarise(rows)
         selections.extend({key: r[key] for key in ("id", "method", "frame_indices", "timestamps_s", "scores",
-                                                  "predicted", "correct")} for r in rows)
+                                                  "output", "predicted", "error", "answer", "correct")}
+                          for r in rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"split": split, "num_frames": k, "answerer": answerer.name, "results": results,
                "skipped": problems, "checkpoint": checkpoint}
+    if isinstance(getattr(answerer, "stats", None), dict):  # vLLM / HF: generate calls, requests, failed
+        payload["answerer_stats"] = dict(answerer.stats)
     write_text_atomic(out_dir / "results.json", json.dumps(payload, indent=2))
     table = format_table(results)
     write_text_atomic(out_dir / "table.md", table + "\n")

@@ -43,7 +43,8 @@ def select_frames(item: FeatureItem, method: str, k: int, agent=None) -> dict:
 
 def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answerer, agent=None,
                       batch_size: int = 32, progress: bool = True) -> list[dict]:
-    """Rows per question: the selection plus the answer, correctness and R_T."""
+    """Rows per question: the selection plus the answer (raw text `output`, parsed option `predicted` or None,
+    `error` where the answerer could not answer), correctness and R_T."""
     from tqdm import tqdm
 
     rows = []
@@ -62,7 +63,7 @@ def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answere
             rec = it.record
             rows.append({
                 **sel, "family": rec.family, "answer": rec.answer, "predicted": ans.option, "output": ans.text,
-                "correct": answer_reward(ans.option, rec.answer),
+                "error": ans.extra.get("error"), "correct": answer_reward(ans.option, rec.answer),
                 "r_temporal": temporal_reward(sel["timestamps_s"], rec.target_spans) if rec.target_spans else None,
             })
         bar.update(len(chunk))
