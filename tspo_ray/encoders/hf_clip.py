@@ -1,8 +1,15 @@
-"""CLIP through transformers' CLIPModel: a local folder or a hub id (TSPO-0.4B bundles CLIP-L/14 this way)."""
+"""CLIP through transformers' CLIPModel: a local folder or a hub id (TSPO-0.4B bundles CLIP-L/14 this way).
+
+Frames are resized and normalised here, in batches, from the numbers in the model's preprocessor_config.json
+(CLIP's resize-shortest-edge + centre-crop when the saved processor asks for it); when no image processor is
+saved (the shipped tiny CLIP), the whole frame is resized to the model's image_size and normalised with the
+saved mean/std, or CLIP's defaults.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -12,74 +19,141 @@ import torch.nn.functional as F
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def _normalisation(model_dir: str) -> tuple[tuple, tuple]:
-    cfg = Path(model_dir) / "preprocessor_config.json"
-    if cfg.exists():
-        raw = json.loads(cfg.read_text())
-        return tuple(raw.get("image_mean", CLIP_MEAN)), tuple(raw.get("image_std", CLIP_STD))
-    return CLIP_MEAN, CLIP_STD
+@dataclass(frozen=True)
+class ImageSettings:
+    """How raw frames become pixel_values: square resize (crop=None) or shortest-edge resize then centre crop."""
+
+    image_size: int
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    shortest_edge: int | None = None
+    crop: int | None = None
+
+
+def image_settings(processor_cfg: dict | None, image_size: int) -> ImageSettings:
+    """Settings from a preprocessor_config.json dict (None: no processor saved). Pure."""
+    if not processor_cfg:
+        return ImageSettings(image_size)
+    mean = tuple(processor_cfg.get("image_mean", CLIP_MEAN))
+    std = tuple(processor_cfg.get("image_std", CLIP_STD))
+    crop = processor_cfg.get("crop_size")
+    if processor_cfg.get("do_center_crop", crop is not None) and crop:
+        crop = crop.get("height", image_size) if isinstance(crop, dict) else int(crop)
+        size = processor_cfg.get("size", crop)
+        shortest = size.get("shortest_edge", crop) if isinstance(size, dict) else int(size)
+        return ImageSettings(image_size, mean, std, shortest, crop)
+    return ImageSettings(image_size, mean, std)
+
+
+def file_digest(path: str | Path, length: int = 10) -> str:
+    """A short SHA-1 of a file's bytes, so cache keys change when the weights do."""
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
 
 
 def weights_digest(model_dir: str) -> str:
-    """A short digest of the weights file, so cache keys change when the weights do."""
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    """The digest of a CLIP folder's weights file ("hub" when it has none)."""
+    for name in WEIGHT_FILES:
         p = Path(model_dir) / name
         if p.exists():
-            h = hashlib.sha1()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            return h.hexdigest()[:10]
+            return file_digest(p)
     return "hub"
 
 
+def _resolve(model: str, filename: str) -> str | None:
+    """A file of a local folder or of a hub id already in the local cache; None when there is none."""
+    local = Path(model) / filename
+    if Path(model).is_dir():
+        return str(local) if local.exists() else None
+    try:
+        from transformers.utils import cached_file
+
+        return cached_file(model, filename, local_files_only=True, _raise_exceptions_for_missing_entries=False)
+    except Exception:  # not cached / not a hub id: the caller falls back to defaults
+        return None
+
+
 class HFClipEncoder:
-    """FrameTextEncoder over a transformers CLIPModel; resizing and normalisation follow the model's config."""
+    """FrameTextEncoder over a transformers CLIPModel and its AutoTokenizer."""
 
     def __init__(self, model: str, device: str = "cpu", name: str | None = None):
         from transformers import AutoTokenizer, CLIPModel
 
-        local = Path(model).exists()
-        if not local and (model.startswith(("/", ".")) or model.endswith(("/",))):
+        model = str(model)
+        looks_local = model.startswith(("/", ".", "~")) or Path(model).exists()
+        if looks_local and not Path(model).is_dir():
             raise FileNotFoundError(f"CLIP model folder {model} does not exist")
-        self.model = CLIPModel.from_pretrained(model).to(device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.device = device
-        self.image_size = self.model.config.vision_config.image_size
-        mean, std = _normalisation(model) if local else (CLIP_MEAN, CLIP_STD)
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
-        self.dim = self.model.config.projection_dim
-        self.name = name or f"hf:{Path(model).name if local else model}@{weights_digest(model) if local else 'hub'}"
+        try:
+            clip = CLIPModel.from_pretrained(model)
+            tokenizer = AutoTokenizer.from_pretrained(model)
+        except OSError as exc:
+            raise OSError(f"cannot load CLIP model {model!r}: {str(exc).splitlines()[0]}") from exc
+        cfg_path = _resolve(model, "preprocessor_config.json")
+        processor_cfg = json.loads(Path(cfg_path).read_text()) if cfg_path else None
+        settings = image_settings(processor_cfg, clip.config.vision_config.image_size)
+        weights = next((p for f in WEIGHT_FILES if (p := _resolve(model, f))), None)
+        label = Path(model).name if looks_local else model
+        name = name or f"hf:{label}@{file_digest(weights) if weights else 'hub'}"
+        self._setup(clip, tokenizer, settings, name, device)
+
+    @classmethod
+    def from_parts(cls, clip, tokenizer, settings: ImageSettings, name: str, device: str = "cpu") -> "HFClipEncoder":
+        """Wrap an already-built CLIPModel (e.g. one being trained) behind the encoder interface."""
+        enc = cls.__new__(cls)
+        enc._setup(clip, tokenizer, settings, name, device)
+        return enc
+
+    def _setup(self, clip, tokenizer, settings: ImageSettings, name: str, device: str) -> None:
+        self.model = clip.to(device).eval()
+        self.tokenizer, self.settings, self.name, self.device = tokenizer, settings, name, device
+        self.dim = int(clip.config.projection_dim)
+        self.max_tokens = int(clip.config.text_config.max_position_embeddings)
+        self.mean = torch.tensor(settings.mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(settings.std, device=device).view(1, 3, 1, 1)
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> normalised float pixel_values [N, 3, S, S] on the encoder's device."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+        s = self.settings
+        if s.crop is not None:
+            h, w = x.shape[-2:]
+            scale = s.shortest_edge / min(h, w)
+            size = (max(s.crop, round(h * scale)), max(s.crop, round(w * scale)))
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+            top, left = (size[0] - s.crop) // 2, (size[1] - s.crop) // 2
+            x = x[..., top : top + s.crop, left : left + s.crop]
+        elif x.shape[-2:] != (s.image_size, s.image_size):
+            x = F.interpolate(x, size=(s.image_size, s.image_size), mode="bilinear", align_corners=False,
                               antialias=True)
         return (x - self.mean) / self.std
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be uint8 [N, H, W, 3], got shape {frames.shape}")
-        out = []
+        """uint8 [N, H, W, 3] RGB frames -> L2-normalised float32 [N, D] on CPU."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
+        out = [torch.zeros(0, self.dim)]
         for i in range(0, len(frames), batch_size):
             pixel_values = self.preprocess(frames[i : i + batch_size])
-            out.append(_features(self.model.get_image_features(pixel_values=pixel_values)))
-        return F.normalize(torch.cat(out).float(), dim=-1).cpu()
+            out.append(_features(self.model.get_image_features(pixel_values=pixel_values)).float().cpu())
+        return F.normalize(torch.cat(out), dim=-1)
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = list(texts)
+        """N strings -> L2-normalised float32 [N, D] on CPU."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return torch.zeros(0, self.dim)
-        max_len = self.model.config.text_config.max_position_embeddings
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
         tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
-        return F.normalize(_features(self.model.get_text_features(**tok)).float(), dim=-1).cpu()
+        return F.normalize(_features(self.model.get_text_features(**tok)).float().cpu(), dim=-1)
 
 
 def _features(output) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""CLIP through open_clip: an architecture name plus a pretrained tag or a local checkpoint file."""
+"""CLIP through open_clip: an architecture name plus a pretrained tag or a local checkpoint file.
+
+Frames go through the model's own eval transform (resize, centre crop, normalise), applied to whole batches of
+tensors: open_clip's transforms pass tensors through, except ToTensor, whose uint8 -> [0, 1] step is done here.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,44 +11,68 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import ToTensor
+
+from tspo_ray.encoders.hf_clip import file_digest
+
+
+def _is_path(pretrained: str) -> bool:
+    return pretrained.startswith(("/", ".", "~")) or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
 class OpenClipEncoder:
+    """FrameTextEncoder over an open_clip model, its tokenizer and its eval transform."""
+
     def __init__(self, model: str, pretrained: str | None = None, device: str = "cpu", name: str | None = None):
         import open_clip
 
-        if pretrained and (pretrained.startswith(("/", ".")) or pretrained.endswith((".pt", ".bin", ".safetensors"))):
-            if not Path(pretrained).exists():
+        if not model.startswith(("hf-hub:", "local-dir:")) and model not in open_clip.list_models():
+            raise ValueError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
+        tag = "random"
+        if pretrained and _is_path(pretrained):
+            path = Path(pretrained).expanduser()
+            if not path.is_file():
                 raise FileNotFoundError(f"open_clip checkpoint {pretrained} does not exist")
-        self.model, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=device)
+            pretrained, tag = str(path), f"{path.name}@{file_digest(path)}"
+        elif pretrained:
+            tag = pretrained
+        self.model, _, self.transform = open_clip.create_model_and_transforms(model, pretrained=pretrained,
+                                                                              device=device)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         self.device = device
-        size = self.model.visual.image_size
-        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        mean = getattr(self.model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
-        std = getattr(self.model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(device)).shape[-1])
-        self.name = name or f"open_clip:{model}:{Path(pretrained).name if pretrained else 'random'}"
+        self.name = name or f"open_clip:{model}:{tag}"
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> the model's normalised input [N, 3, S, S], through its eval transform."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2)  # uint8 stays uint8
+        converted = False
+        for t in self.transform.transforms:
+            if isinstance(t, ToTensor):  # open_clip's MaybeToTensor passes tensors through unscaled
+                x, converted = x.float() / 255.0, True
+            else:
+                if not converted and type(t).__name__ == "Normalize":
+                    x, converted = x.float() / 255.0, True
+                x = t(x)
+        return x if converted else x.float() / 255.0
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be uint8 [N, H, W, 3], got shape {frames.shape}")
-        out = []
+        """uint8 [N, H, W, 3] RGB frames -> L2-normalised float32 [N, D] on CPU."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
+        out = [torch.zeros(0, self.dim)]
         for i in range(0, len(frames), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch_size])).to(self.device)
-            x = x.permute(0, 3, 1, 2).float() / 255.0
-            x = F.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False, antialias=True)
-            out.append(self.model.encode_image((x.clamp(0, 1) - self.mean) / self.std))
-        return F.normalize(torch.cat(out).float(), dim=-1).cpu()
+            out.append(self.model.encode_image(self.preprocess(frames[i : i + batch_size])).float().cpu())
+        return F.normalize(torch.cat(out), dim=-1)
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        texts = list(texts)
+        """N strings -> L2-normalised float32 [N, D] on CPU."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return torch.zeros(0, self.dim)
-        return F.normalize(self.model.encode_text(self.tokenizer(texts).to(self.device)).float(), dim=-1).cpu()
+        return F.normalize(self.model.encode_text(self.tokenizer(texts).to(self.device)).float().cpu(), dim=-1)

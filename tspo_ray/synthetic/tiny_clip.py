@@ -1,34 +1,52 @@
-"""The tiny CLIP of the synthetic world: model config, word-level tokenizer, training data and evaluation.
+"""The tiny CLIP of the synthetic world: model config, word-level tokenizer, training frames, texts, loss, metrics.
 
-Texts are matched to frames by the attributes they name, so a batch may hold several true pairs for one text
-("a star" fits every frame with a star); the loss spreads each row's target over all its true pairs instead of
-treating them as negatives.
+Frames go through the same path as the videos' frames do at run time: rendered at 128 px, encoded with the
+videos' MPEG-4 codec, decoded by decord at the model's 64 px (tspo_ray.video.read_frames).
+
+Texts are matched to frames by the attributes they name. Each step scores every image of the batch against
+(a) the fixed set of short texts the system uses -- "a red star", "a star", "a red object" and every question stem
+filled with an object ("What colour is the star?", "How many times does a red star appear?") -- and (b) each
+image's canonical caption. A short text fits many frames ("a star" fits every frame with a star), so treating the
+other frames of the batch as negatives would push true pairs apart; the loss is multi-positive instead: each row's
+target is spread uniformly over all of its true pairs, in both directions (image->texts and text->images).
+
+That loss alone teaches the text tower to forget wording: "What appears right after the red star?", "... right
+before ..." and "How many times does a red star appear?" all have the same positives, so they collapse onto one
+vector (cosine 1.000), and a selector conditioned on F_t can no longer tell the question forms apart -- where a
+real CLIP's text tower keeps them distinct. A wording loss keeps them apart: every short text (the position stems
+included, which have no image positives) is classified into its form against learned form prototypes.
 """
 from __future__ import annotations
 
 import random
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from tspo_ray.synthetic import templates
+from tspo_ray.synthetic import templates, writer
 from tspo_ray.synthetic.render import BACKGROUNDS, COLOURS, SHAPES, Obj, caption, render_frame
 
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
 IMAGE_SIZE = 64
+RENDER_SIZE = 128  # the videos' frame size
+MAX_TOKENS = 24
+
+# A requirement is what a text states about a frame: ("obj", shape, colour), ("shape", s), ("colour", c), or
+# ("exact", frozenset of (shape, colour), background) for a full caption.
+Requirement = tuple
 
 
 def vocabulary() -> list[str]:
+    """Every word of the templates, the renderer's names and the captions, plus the special tokens."""
     words = set()
-    texts = list(templates.ALL_TEMPLATES) + ["a {colour} {shape} and a {colour} {shape} on a {colour} background",
-                                             "an empty background object"]
-    for t in texts:
+    for t in list(templates.ALL_TEMPLATES) + ["a {colour} {shape} and an empty background object on"]:
         words.update(t.replace("?", " ").replace("{", " ").replace("}", " ").lower().split())
     words.update(SHAPES, COLOURS, BACKGROUNDS)
-    words -= {"shape", "colour"} & set()  # template placeholders are also real words ("What shape ...")
     return SPECIALS + sorted(words) + ["?"]
 
 
@@ -45,16 +63,17 @@ def build_tokenizer():
         single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])]
     )
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                                   eos_token="[EOS]", model_max_length=24)
+                                   eos_token="[EOS]", model_max_length=MAX_TOKENS)
 
 
-def build_model(vocab_size: int, width: int = 128, layers: int = 3, projection: int = 64):
+def build_model(vocab_size: int, width: int = 96, layers: int = 6, projection: int = 64, text_layers: int = 2):
+    """A transformers CLIPModel: ViT with 8-px patches on 64-px frames, a small text transformer."""
     from transformers import CLIPConfig, CLIPModel
 
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=width * 2, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=24, pad_token_id=0, bos_token_id=2,
-                         eos_token_id=3),
+        text_config=dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=width * 2,
+                         num_hidden_layers=text_layers, num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
+                         pad_token_id=0, bos_token_id=2, eos_token_id=3),
         vision_config=dict(image_size=IMAGE_SIZE, patch_size=8, hidden_size=width, intermediate_size=width * 2,
                            num_hidden_layers=layers, num_attention_heads=4, num_channels=3),
         projection_dim=projection,
@@ -62,103 +81,206 @@ def build_model(vocab_size: int, width: int = 128, layers: int = 3, projection: 
     return CLIPModel(cfg)
 
 
+# --- frames -----------------------------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Scene:
     objects: tuple[Obj, ...]
     background: str
 
+    @property
+    def pairs(self) -> frozenset:
+        return frozenset((o.shape, o.colour) for o in self.objects)
 
-def random_scene(rng: random.Random) -> Scene:
-    n = 1 if rng.random() < 0.75 else 2
+
+def random_scene(rng: random.Random, p_single: float = 0.7) -> Scene:
+    """One or two distinct objects at random positions and scales (two objects are smaller, side by side)."""
+    n = 1 if rng.random() < p_single else 2
     objs, used = [], set()
     for i in range(n):
-        while True:
+        shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+        while (shape, colour) in used:
             shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
-            if (shape, colour) not in used:
-                break
         used.add((shape, colour))
-        x = rng.uniform(0.3, 0.7) if n == 1 else (rng.uniform(0.2, 0.35) if i == 0 else rng.uniform(0.65, 0.8))
-        scale = rng.uniform(0.18, 0.32) if n == 1 else rng.uniform(0.12, 0.18)
+        if n == 1:
+            x, scale = rng.uniform(0.3, 0.7), rng.uniform(0.18, 0.34)
+        else:
+            x, scale = (rng.uniform(0.2, 0.32) if i == 0 else rng.uniform(0.68, 0.8)), rng.uniform(0.13, 0.19)
         objs.append(Obj(shape, colour, x, rng.uniform(0.3, 0.7), scale))
     return Scene(tuple(objs), rng.choice(list(BACKGROUNDS)))
 
 
-def render_scene(scene: Scene, rng: random.Random, size: int = 128) -> np.ndarray:
-    """Rendered at the videos' size and downsampled as the encoder will, with noise and mild JPEG artefacts."""
-    arr = render_frame(list(scene.objects), scene.background, size, noise_seed=rng.randrange(1 << 30))
-    img = Image.fromarray(arr)
-    if rng.random() < 0.5:
-        import io
+def render_through_codec(scenes: Sequence[Scene], seed: int, qscale: int = writer.QSCALE, size: int = IMAGE_SIZE,
+                         progress: bool = False) -> np.ndarray:
+    """Render scenes at the videos' size, encode them as one clip with the world's codec (writer.py), decode with
+    decord at `size`: uint8 [N, size, size, 3], the pixels the encoder sees at run time."""
+    import av
+    from tqdm import tqdm
 
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=rng.randint(40, 90))
-        img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    return np.asarray(img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
+    from tspo_ray.video import read_frames
 
-
-# A text is (string, requirement); a requirement is a predicate over scenes.
-def texts_for(scene: Scene, rng: random.Random) -> tuple[str, tuple]:
-    """One text describing the scene, and the requirement it states (for the multi-positive targets)."""
-    o = rng.choice(scene.objects)
-    kind = rng.randrange(7)
-    if kind == 0:
-        return caption(list(scene.objects), scene.background), ("exact", frozenset((x.shape, x.colour) for x in scene.objects), scene.background)
-    if kind == 1:
-        return f"a {o.colour} {o.shape}", ("obj", o.shape, o.colour)
-    if kind == 2:
-        return f"a {o.shape}", ("shape", o.shape)
-    if kind == 3:
-        return f"a {o.colour} object", ("colour", o.colour)
-    if kind == 4:
-        return rng.choice([templates.NEEDLE_COLOUR]).format(shape=o.shape), ("shape", o.shape)
-    if kind == 5:
-        return templates.NEEDLE_SHAPE.format(colour=o.colour), ("colour", o.colour)
-    t = rng.choice([templates.RELATION_AFTER, templates.RELATION_BEFORE, templates.COUNTING])
-    return t.format(colour=o.colour, shape=o.shape), ("obj", o.shape, o.colour)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "frames.mp4"
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream(writer.CODEC, rate=2)
+            stream.width = stream.height = RENDER_SIZE
+            stream.pix_fmt = "yuv420p"
+            stream.gop_size = writer.GOP
+            stream.options = {"qscale": str(qscale)}
+            for i, s in enumerate(tqdm(scenes, desc="render frames", disable=not progress)):
+                arr = render_frame(list(s.objects), s.background, RENDER_SIZE, noise_seed=seed * 1_000_003 + i)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        return read_frames(path, range(len(scenes)), size)
 
 
-def satisfies(scene: Scene, req: tuple) -> bool:
-    pairs = {(x.shape, x.colour) for x in scene.objects}
+# --- texts ------------------------------------------------------------------------------------------------------
+
+def object_texts(shape: str, colour: str) -> list[str]:
+    """The texts that name one object: its name, and the question stems that ask about it."""
+    return [f"a {colour} {shape}", templates.RELATION_AFTER.format(colour=colour, shape=shape),
+            templates.RELATION_BEFORE.format(colour=colour, shape=shape),
+            templates.COUNTING.format(colour=colour, shape=shape)]
+
+
+# The wording of a short text, whatever object it names (see worded_texts).
+FORMS = ("name", "colour_of", "shape_of", "after", "before", "counting", "beginning", "end")
+OBJECT_FORMS = ("name", "after", "before", "counting")  # the forms of object_texts, in order
+
+
+def short_texts() -> list[tuple[str, Requirement]]:
+    """Every short text the system asks about one object, shape or colour, with the requirement it states."""
+    return [(t, r) for t, r, _ in worded_texts() if r[0] != "none"]
+
+
+def worded_texts() -> list[tuple[str, Requirement, str]]:
+    """Every short text with the requirement it states and its form (FORMS); the position stems name no object,
+    so no frame satisfies them ("none"), but they take part in the wording loss."""
+    out: list[tuple[str, Requirement, str]] = []
+    for s in SHAPES:
+        for c in COLOURS:
+            out += [(t, ("obj", s, c), f) for t, f in zip(object_texts(s, c), OBJECT_FORMS)]
+        out += [(f"a {s}", ("shape", s), "name"), (templates.NEEDLE_COLOUR.format(shape=s), ("shape", s), "colour_of")]
+    for c in COLOURS:
+        out += [(f"a {c} object", ("colour", c), "name"),
+                (templates.NEEDLE_SHAPE.format(colour=c), ("colour", c), "shape_of")]
+    out += [(templates.POSITION_BEGINNING, ("none",), "beginning"), (templates.POSITION_END, ("none",), "end")]
+    return out
+
+
+def caption_text(scene: Scene) -> tuple[str, Requirement]:
+    return caption(list(scene.objects), scene.background), ("exact", scene.pairs, scene.background)
+
+
+def satisfies(scene: Scene, req: Requirement) -> bool:
     if req[0] == "exact":
-        return pairs == req[1] and scene.background == req[2]
+        return scene.pairs == req[1] and scene.background == req[2]
     if req[0] == "obj":
-        return (req[1], req[2]) in pairs
+        return (req[1], req[2]) in scene.pairs
     if req[0] == "shape":
-        return any(s == req[1] for s, _ in pairs)
-    return any(c == req[1] for _, c in pairs)
+        return any(s == req[1] for s, _ in scene.pairs)
+    if req[0] == "colour":
+        return any(c == req[1] for _, c in scene.pairs)
+    if req[0] == "none":
+        return False
+    raise ValueError(f"unknown requirement {req!r}")
 
 
-def multi_positive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, positives: torch.Tensor,
-                        logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric contrastive loss with targets spread uniformly over each row's true pairs."""
-    logits = logit_scale.exp().clamp(max=100) * F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
+def positives_matrix(scenes: Sequence[Scene], reqs: Sequence[Requirement]) -> torch.Tensor:
+    """bool [images, texts]: which texts are true of which frames."""
+    return torch.tensor([[satisfies(s, r) for r in reqs] for s in scenes], dtype=torch.bool)
+
+
+def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Symmetric contrastive loss over logits [images, texts], each row's target uniform over its true pairs.
+
+    Rows (or columns) without any true pair in the batch are left out of their direction's mean.
+    """
     pos = positives.float()
-    i2t = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-    t2i = -(pos.T / pos.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(1).mean()
-    return (i2t + t2i) / 2
+
+    def direction(lg: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        n = p.sum(1)
+        keep = n > 0
+        ce = -(p[keep] / n[keep, None] * F.log_softmax(lg[keep], dim=1)).sum(1)
+        return ce.mean()
+
+    return (direction(logits, pos) + direction(logits.T, pos.T)) / 2
+
+
+class WordingHead(torch.nn.Module):
+    """Form prototypes for the wording loss (used in training only, not shipped)."""
+
+    def __init__(self, dim: int, temperature: float = 0.1):
+        super().__init__()
+        self.prototypes = torch.nn.Parameter(torch.randn(len(FORMS), dim) / dim ** 0.5)
+        self.temperature = temperature
+
+    def loss(self, text_embeds: torch.Tensor, forms: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each text's form from its cosine to the prototypes: at temperature 0.1 a confident
+        answer needs a margin of a few tenths of cosine, so forms stay visibly apart, not just separable."""
+        logits = F.normalize(text_embeds, dim=-1) @ F.normalize(self.prototypes, dim=-1).T / self.temperature
+        return F.cross_entropy(logits, forms)
 
 
 @torch.no_grad()
-def zero_shot_accuracy(encoder, num: int = 600, seed: int = 12345) -> dict[str, float]:
-    """Held-out renders (single object): pick the shape among 6 prompts, the colour among 6, and exact retrieval."""
+def wording_metrics(encoder) -> dict[str, float]:
+    """Mean cosine between texts naming the same object in different wordings (after vs before, after vs counting,
+    name vs after), and between the two position stems. 1.0 means the text tower cannot tell them apart."""
+    pairs = {"after_vs_before": (1, 2), "after_vs_counting": (1, 3), "name_vs_after": (0, 1)}
+    texts = [object_texts(s, c) for s in SHAPES for c in COLOURS]
+    feats = torch.stack([encoder.encode_text(t) for t in texts])  # [36, 4, D]
+    out = {k: round(float((feats[:, i] * feats[:, j]).sum(-1).mean()), 4) for k, (i, j) in pairs.items()}
+    pos = encoder.encode_text([templates.POSITION_BEGINNING, templates.POSITION_END])
+    out["beginning_vs_end"] = round(float(pos[0] @ pos[1]), 4)
+    return out
+
+
+# --- held-out metrics -------------------------------------------------------------------------------------------
+
+def held_out_set(num: int, seed: int) -> tuple[list[Scene], np.ndarray]:
+    """Single-object held-out frames (training distribution of positions and scales), through the codec."""
     rng = random.Random(seed)
-    scenes = []
-    for _ in range(num):
-        s = random_scene(rng)
-        scenes.append(Scene(s.objects[:1], s.background))
-    images = np.stack([render_scene(s, rng) for s in scenes])
-    img = encoder.encode_frames(images)
-    shape_txt = encoder.encode_text([f"a {s}" for s in SHAPES])
-    colour_txt = encoder.encode_text([f"a {c} object" for c in COLOURS])
-    names = [(s, c) for s in SHAPES for c in COLOURS]
-    obj_txt = encoder.encode_text([f"a {c} {s}" for s, c in names])
-    q_txt = encoder.encode_text([templates.NEEDLE_COLOUR.format(shape=s) for s in SHAPES])
-    shape_ok = colour_ok = obj_ok = q_ok = 0
-    for feat, sc in zip(img, scenes):
-        o = sc.objects[0]
-        shape_ok += SHAPES[int((shape_txt @ feat).argmax())] == o.shape
-        colour_ok += list(COLOURS)[int((colour_txt @ feat).argmax())] == o.colour
-        obj_ok += names[int((obj_txt @ feat).argmax())] == (o.shape, o.colour)
-        q_ok += SHAPES[int((q_txt @ feat).argmax())] == o.shape
-    return {"shape_accuracy": shape_ok / num, "colour_accuracy": colour_ok / num,
-            "object_retrieval_accuracy": obj_ok / num, "question_stem_shape_accuracy": q_ok / num, "num_renders": num}
+    scenes = [random_scene(rng, p_single=1.0) for _ in range(num)]
+    return scenes, render_through_codec(scenes, seed)
+
+
+@torch.no_grad()
+def zero_shot_metrics(encoder, scenes: Sequence[Scene], frames: np.ndarray) -> dict[str, float]:
+    """Zero-shot accuracy on single-object frames: the shape among 6 prompts ("a star"), the colour among 6
+    ("a red object"), the object among 36 ("a red star"); image->caption and caption->image retrieval among the
+    set's distinct captions; and how well each object's question stems rank frames showing it (ROC AUC)."""
+    img = encoder.encode_frames(frames)
+    shapes, colours = list(SHAPES), list(COLOURS)
+    truth_s = torch.tensor([shapes.index(s.objects[0].shape) for s in scenes])
+    truth_c = torch.tensor([colours.index(s.objects[0].colour) for s in scenes])
+    shape_acc = ((img @ encoder.encode_text([f"a {s}" for s in shapes]).T).argmax(1) == truth_s).float().mean()
+    colour_acc = ((img @ encoder.encode_text([f"a {c} object" for c in colours]).T).argmax(1) == truth_c).float().mean()
+    names = [(s, c) for s in shapes for c in colours]
+    truth_o = truth_s * len(colours) + truth_c
+    obj_acc = ((img @ encoder.encode_text([f"a {c} {s}" for s, c in names]).T).argmax(1) == truth_o).float().mean()
+    captions = sorted({caption_text(s)[0] for s in scenes})
+    own = torch.tensor([captions.index(caption_text(s)[0]) for s in scenes])
+    sims = img @ encoder.encode_text(captions).T  # [N, C]
+    i2t = (sims.argmax(1) == own).float().mean()
+    t2i = (own[sims.argmax(0)] == torch.arange(len(captions))).float().mean()
+    return {
+        "shape_accuracy": round(float(shape_acc), 4), "colour_accuracy": round(float(colour_acc), 4),
+        "object_accuracy": round(float(obj_acc), 4), "image_to_caption_accuracy": round(float(i2t), 4),
+        "caption_to_image_accuracy": round(float(t2i), 4), "num_captions": len(captions),
+        "question_stem_auc": round(stem_auc(encoder, scenes, img), 4), "num_frames": len(scenes),
+    }
+
+
+def stem_auc(encoder, scenes: Sequence[Scene], img: torch.Tensor) -> float:
+    """Mean ROC AUC over the object question stems: P(a frame showing the object scores above one that does not)."""
+    texts, reqs = zip(*[(t, r) for t, r in short_texts() if r[0] == "obj" and "?" in t])
+    sims = img @ encoder.encode_text(list(texts)).T
+    pos = positives_matrix(scenes, reqs)
+    aucs = []
+    for j in range(len(texts)):
+        p, n = sims[pos[:, j], j], sims[~pos[:, j], j]
+        if len(p) and len(n):
+            aucs.append(float((p[:, None] > n[None, :]).float().mean()))
+    return float(np.mean(aucs))
