@@ -1,0 +1,69 @@
+"""Fixed frame sets for measuring an answerer apart from any selector: gold, uniform and random.
+
+- gold: up to k native frames spread evenly over the frames inside the record's target spans (pooled, so longer
+  spans get more frames; relation questions get both spans, counting questions every occurrence);
+- uniform: k of the T_c 1-fps candidates, the centres of k equal bins (tspo_ray.policy's uniform baseline);
+- random: k candidates drawn without replacement, seeded by the record id.
+Target spans are read here, by the measurement; the answerer only receives the resulting frames.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from tspo_ray import video
+from tspo_ray.answerers.base import AnswerRequest
+from tspo_ray.data.records import QARecord
+
+METHODS = ("gold", "uniform", "random")
+
+
+def spread(n: int, k: int) -> np.ndarray:
+    """k indices into range(n) at the centres of k equal bins (all of them when n <= k). Pure."""
+    if n <= k:
+        return np.arange(n)
+    return ((np.arange(k) + 0.5) * n / k).astype(np.int64)
+
+
+def gold_indices(spans, num_frames: int, native_fps: float, k: int) -> np.ndarray:
+    """Native frame indices whose time lies inside any span, thinned evenly to at most k. Pure."""
+    times = np.arange(num_frames) / native_fps
+    inside = np.zeros(num_frames, dtype=bool)
+    for start, end in spans:
+        inside |= (times >= start) & (times <= end)
+    idx = np.flatnonzero(inside)
+    return idx[spread(len(idx), k)]
+
+
+def _seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
+
+
+def frame_set(record: QARecord, video_path: str | Path, method: str, k: int = 8, fps: float = 1.0,
+              max_candidates: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(native frame indices, timestamps_s) of one fixed frame set, in temporal order."""
+    if method == "gold":
+        info = video.probe(video_path)
+        idx = gold_indices(record.target_spans, info.num_frames, info.native_fps, k)
+        if not len(idx):
+            raise ValueError(f"record {record.id}: no frame of {video_path} lies inside its target spans")
+        return idx, idx / info.native_fps
+    cands = video.candidates(video_path, fps, max_candidates)
+    n = len(cands.frame_indices)
+    if method == "uniform":
+        pick = spread(n, k)
+    elif method == "random":
+        pick = np.sort(np.random.default_rng(_seed(record.id)).choice(n, size=min(k, n), replace=False))
+    else:
+        raise ValueError(f"unknown frame-set method {method!r}; choose one of {METHODS}")
+    return cands.frame_indices[pick], cands.timestamps_s[pick]
+
+
+def request_for(record: QARecord, video_path: str | Path, method: str, k: int = 8) -> AnswerRequest:
+    """The AnswerRequest an answerer gets for this record under a fixed frame set (no answer, no spans)."""
+    idx, ts = frame_set(record, video_path, method, k)
+    return AnswerRequest(key=f"{record.id}#{method}", video=str(video_path), frame_indices=tuple(int(i) for i in idx),
+                         timestamps_s=tuple(float(t) for t in ts), question=record.question,
+                         options=tuple(record.options), duration_s=record.duration_s)
