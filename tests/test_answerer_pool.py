@@ -1,5 +1,6 @@
 """The answerer actor pool on a real local Ray: order, chunking over actors, replacement after ray.kill and after an
-engine death, the restart limit, and keyed (idempotent) answers.
+engine death, the restart limit, and keyed (idempotent) answers; and the training pool (ScoreJobs to rewards) on
+top of it, through an engine death.
 
 The answerer inside the actors is a stand-in that echoes each key with its process id and can "lose its engine" on
 cue: the pool is generic over answerers, and a real engine cannot be made to die on cue here. The real vLLM engine
@@ -21,7 +22,8 @@ HERE = Path(__file__).resolve().parent
 
 
 class EchoAnswerer:
-    """Answers "<key>@<pid>"; raises AnswererDied once (marker file) when a batch holds `die_on`."""
+    """Answers "<key>@<pid>" with option A for even set numbers ("q#4"), B for odd; raises AnswererDied once
+    (marker file) when a batch holds `die_on`."""
 
     name = "echo"
 
@@ -39,7 +41,7 @@ class EchoAnswerer:
         self.stats["requests"] += len(requests)
         with open(self.workdir / "answered.txt", "a") as fh:
             fh.writelines(f"{k}\n" for k in keys)
-        return [Answer(k, f"{k}@{os.getpid()}", None) for k in keys]
+        return [Answer(k, f"{k}@{os.getpid()}", "AB"[int(k.split("#")[1].split(":")[0]) % 2]) for k in keys]
 
 
 def requests(n: int) -> list[AnswerRequest]:
@@ -56,14 +58,17 @@ def local_ray():
     ray.shutdown()
 
 
+def echo_factory(workdir, **answerer_kwargs):
+    from test_answerer_pool import EchoAnswerer as Echo  # by module name, so the workers can import it
+
+    return functools.partial(Echo, str(workdir), **answerer_kwargs)
+
+
 def make_pool(workdir, num_actors=2, max_restarts=2, **answerer_kwargs):
     from tspo_ray.answerers.pool import AnswererActorPool
 
-    from test_answerer_pool import EchoAnswerer as Echo  # by module name, so the workers can import it
-
-    factory = functools.partial(Echo, str(workdir), **answerer_kwargs)
-    return AnswererActorPool(factory, num_actors=num_actors, actor_options={"num_cpus": 0.5},
-                             max_restarts=max_restarts)
+    return AnswererActorPool(echo_factory(workdir, **answerer_kwargs), num_actors=num_actors,
+                             actor_options={"num_cpus": 0.5}, max_restarts=max_restarts)
 
 
 def test_answers_in_order_spread_over_actors_and_a_killed_actor_replaced(local_ray, tmp_path):
@@ -100,4 +105,30 @@ def test_gives_up_after_max_restarts(local_ray, tmp_path):
     pool = make_pool(tmp_path, num_actors=1, max_restarts=1, die_on="q#0", die_always=True)
     with pytest.raises(RuntimeError, match="answerer actors died 2 times; giving up"):
         pool.answer(requests(2))
+    pool.shutdown()
+
+
+def test_training_pool_engine_death_replaces_the_actor_and_scores_every_group_once(local_ray, tmp_path):
+    from tspo_ray.data.records import QARecord
+    from tspo_ray.distributed.answerer_pool import AnswererPool, ScoreJob
+
+    sets = tuple(((g, g + 1), (float(g), g + 0.5)) for g in range(4))  # set g at g s and g + 0.5 s
+    jobs = [ScoreJob(QARecord(f"q{j}", "v.mp4", "Q?", ["a", "b"], "A", "needle", [[0.0, 1.0]]), "v.mp4", sets)
+            for j in range(6)]
+    pool = AnswererPool(echo_factory(tmp_path, die_on="q3#2:2,3"), num_actors=2, num_cpus=0.5, jobs_per_call=1,
+                        max_restarts=2)
+    pids = local_ray.get([a.pid.remote() for a in pool.actors])
+    results = pool.score(jobs)  # the actor that gets q3 loses its engine, exits, and q3 goes to a live actor
+    assert pool.restarts == 1
+    new_pids = local_ray.get([a.pid.remote() for a in pool.actors])
+    dead = set(pids) - set(new_pids)
+    assert len(dead) == 1 and len(set(new_pids) - set(pids)) == 1  # exactly one actor replaced
+    assert len(results) == len(jobs)
+    for result, texts in results:
+        # R_A: A (right) for even sets; R_T: both frames in [0, 1] s for set 0, one of two for set 1
+        assert result.rewards.tolist() == [2.0, 0.5, 1.0, 0.0] and result.parse_failures == 0
+    assert not {int(t.split("@")[1]) for t in results[3][1]} & dead  # q3 came from a live actor
+    # every set of every group answered exactly once, the one lost with the dead engine included
+    assert sorted((tmp_path / "answered.txt").read_text().split()) == sorted(
+        r.key for job in jobs for r in job.requests())
     pool.shutdown()

@@ -1,15 +1,16 @@
 """A pool of answerer actors: N Ray actors, each owning one answerer (vLLM, HF or embedded) built where it runs.
 
-`AnswererActorPool.answer(requests)` splits a batch into contiguous chunks (the G sets of a question stay
-together), one per idle actor, and returns one Answer per request in order. Answers are keyed by
-AnswerRequest.key: a chunk whose actor died (killed, out of memory, or exited because its engine died) is resent
-whole to the next idle actor while a fresh one replaces the dead, and an answer already held for a key is never
-replaced or counted again.
+`AnswererActorPool.answer(requests)` splits a batch into contiguous chunks, one per idle actor, and returns one
+Answer per request in order; `answer_chunks` takes the chunks from the caller (the training pool keeps the G sets
+of a question in one chunk). Answers are keyed by AnswerRequest.key: a chunk whose actor died (killed, out of
+memory, or exited because its engine died) is resent whole to the next idle actor while a fresh one replaces the
+dead, and an answer already held for a key is never replaced or counted again.
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
 from typing import Any, Callable, Sequence
 
@@ -72,6 +73,7 @@ class AnswererActorPool:
         self.factory, self.max_restarts, self.max_per_call = factory, max_restarts, max_requests_per_call
         self.actors = [self._remote.remote(factory) for _ in range(num_actors)]
         self.restarts = 0
+        self._replacing = threading.Lock()  # the rollout coordinator calls the pool from several threads
 
     @classmethod
     def for_kind(cls, kind: str, settings: dict[str, Any], num_actors: int = 1, **kwargs) -> "AnswererActorPool":
@@ -87,46 +89,52 @@ class AnswererActorPool:
     def stats(self) -> list[dict[str, Any]]:
         return ray.get([a.stats.remote() for a in self.actors])
 
-    def _replace(self, slot: int, error: BaseException) -> None:
-        self.restarts += 1
-        if self.restarts > self.max_restarts:
-            raise RuntimeError(f"answerer actors died {self.restarts} times; giving up. Last error: {error}") from error
-        log.warning("answerer actor %d died (%s); starting a replacement", slot, type(error).__name__)
-        try:
-            ray.kill(self.actors[slot])
-        except Exception:  # already gone
-            pass
-        self.actors[slot] = self._remote.remote(self.factory)
-
-    def _chunks(self, n: int) -> list[range]:
-        size = self.max_per_call or -(-n // len(self.actors))
-        return [range(i, min(i + size, n)) for i in range(0, n, size)]
+    def _replace(self, slot: int, dead: Any, error: BaseException) -> None:
+        with self._replacing:
+            if self.actors[slot] is not dead:  # another caller saw the same death and replaced it already
+                return
+            self.restarts += 1
+            if self.restarts > self.max_restarts:
+                raise RuntimeError(
+                    f"answerer actors died {self.restarts} times; giving up. Last error: {error}") from error
+            log.warning("answerer actor %d died (%s); starting a replacement", slot, type(error).__name__)
+            try:
+                ray.kill(dead)
+            except Exception:  # already gone
+                pass
+            self.actors[slot] = self._remote.remote(self.factory)
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
-        """One Answer per request, in order. Chunks lost with a dead actor are resent (the actor is replaced)."""
+        """One Answer per request, in order; max_requests_per_call (default: an even split over the actors) each."""
         unique = dedupe(requests)
         if not unique:
             return []
+        size = self.max_per_call or -(-len(unique) // len(self.actors))
+        answers = self.answer_chunks([unique[i : i + size] for i in range(0, len(unique), size)])
+        return [answers[r.key] for r in requests]
+
+    def answer_chunks(self, chunks: Sequence[Sequence[AnswerRequest]]) -> dict[str, Answer]:
+        """Answers by key, one actor call per chunk. A chunk lost with a dead actor is resent (the actor replaced)."""
         results: dict[str, Answer] = {}
-        queue = deque(self._chunks(len(unique)))
-        pending: dict[Any, tuple[int, range]] = {}
+        queue = deque(chunk for chunk in chunks if chunk)
+        pending: dict[Any, tuple[int, Any, Sequence[AnswerRequest]]] = {}  # future -> (slot, actor, chunk)
         while queue or pending:
-            busy = {slot for slot, _ in pending.values()}
-            for slot in range(len(self.actors)):
+            busy = {slot for slot, _, _ in pending.values()}
+            for slot, actor in enumerate(self.actors):
                 if queue and slot not in busy:
                     chunk = queue.popleft()
-                    pending[self.actors[slot].answer.remote([unique[i] for i in chunk])] = (slot, chunk)
+                    pending[actor.answer.remote(list(chunk))] = (slot, actor, chunk)
             done, _ = ray.wait(list(pending), num_returns=1)
-            slot, chunk = pending.pop(done[0])
+            slot, actor, chunk = pending.pop(done[0])
             try:
                 answers = ray.get(done[0])
             except _DEAD as exc:
-                self._replace(slot, exc)
+                self._replace(slot, actor, exc)
                 queue.appendleft(chunk)
                 continue
             for answer in answers:
                 results.setdefault(answer.key, answer)
-        return [results[r.key] for r in requests]
+        return results
 
     def shutdown(self) -> None:
         for actor in self.actors:
