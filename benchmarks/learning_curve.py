@@ -1,0 +1,90 @@
+"""Learning curves of the temporal agent on the embedded world, for one or more config variants side by side.
+
+    uv run python benchmarks/learning_curve.py --steps 300 --every 50 \
+        --variant "policy.tau_start=0.1 policy.tau_end=0.05" --variant "policy.tau_start=0.3 policy.tau_end=0.1"
+
+Each variant trains a fresh agent with the single-process loop (tspo_ray.trainer.LocalTrainer, the loop the Ray job
+distributes; same seed, same data order) and is evaluated on the validation split every --every steps with
+deterministic top-T_s selection, next to the uniform and clip-top-k baselines. Prints one table per variant
+(overall and per-family accuracy, mean R_T, and the training-side zero-variance-group fraction) and, with --json,
+writes all figures. A variant is a space-separated list of config overrides on top of --config.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "jobs"))
+
+from tspo_ray.answerers import build_answerer  # noqa: E402
+from tspo_ray.config import load_config  # noqa: E402
+from tspo_ray.encoders import load_encoder  # noqa: E402
+from tspo_ray.evaluation import evaluate_selector, summarise  # noqa: E402
+from tspo_ray.features import prepare_split  # noqa: E402
+from tspo_ray.trainer import LocalTrainer  # noqa: E402
+
+
+def row(label: str, summary: dict, families: list[str], extra: str = "") -> str:
+    fam = summary["per_family"]
+    cells = "".join(f"{100 * fam[f]['accuracy']:>10.1f}" if f in fam else f"{'-':>10}" for f in families)
+    return f"{label:<22}{100 * summary['accuracy']:>9.1f}{cells}{summary['mean_r_temporal'] or 0:>8.2f}{extra}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "embedded.yaml"))
+    ap.add_argument("--variant", action="append", default=None, help="config overrides (repeatable)")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--every", type=int, default=50)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--json", help="write every figure here")
+    args = ap.parse_args()
+    variants = args.variant or [""]
+    base = load_config(args.config, [f"train.steps={args.steps}"])
+    encoder = load_encoder(base.features.encoder)
+    train_items, _, _ = prepare_split(base, "train", encoder)
+    eval_items, _, _ = prepare_split(base, args.split, encoder)
+    answerer = build_answerer(base.answerer.kind, base.answerer.settings)
+    from train import local_reward_fn
+
+    k = base.eval.num_frames
+    baselines = {m: summarise(evaluate_selector(eval_items, m, k, answerer, progress=False))
+                 for m in ("uniform", "clip-top-k")}
+    families = sorted(baselines["uniform"]["per_family"])
+    header = f"{'selector':<22}{'overall':>9}" + "".join(f"{f[:9]:>10}" for f in families) + f"{'R_T':>8}"
+    report = {"split": args.split, "questions": len(eval_items), "baselines": baselines, "variants": {}}
+    for variant in variants:
+        cfg = load_config(args.config, [f"train.steps={args.steps}", *variant.split()])
+        trainer = LocalTrainer(train_items, local_reward_fn(answerer), cfg)
+        lines, curve, zero_var, t0 = [], [], [], time.time()
+        for step in range(1, args.steps + 1):
+            zero_var.append(trainer.train_step()["zero_variance_fraction"])
+            if step % args.every == 0 or step == args.steps:
+                trainer.agent.eval()
+                with torch.no_grad():
+                    s = summarise(evaluate_selector(eval_items, "agent", k, answerer, trainer.agent, progress=False))
+                trainer.agent.train()
+                zv = sum(zero_var[-args.every:]) / len(zero_var[-args.every:])
+                curve.append({"step": step, "summary": s, "zero_variance_fraction": zv,
+                              "train_seconds": round(time.time() - t0, 1)})
+                lines.append(row(f"agent, step {step}", s, families, f"   zero-var {zv:.2f}"))
+                print(lines[-1], flush=True)
+        report["variants"][variant or "(config)"] = curve
+        print(f"\n{args.split} split, {len(eval_items)} questions, T_s={k}; variant: {variant or '(config as is)'}")
+        print(header)
+        for m, s in baselines.items():
+            print(row(m, s, families))
+        print("\n".join(lines) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
