@@ -9,6 +9,7 @@ against the stored old log-probs keeps the stale groups' update correct.
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -114,6 +115,13 @@ def learner_loop(config: dict[str, Any]) -> None:
 
         tracker = RunLogger.attach(config["mlflow_tracking_uri"], config["mlflow_run_id"])
 
+    # Ray Train logs every report whole (one long line per step); a short progress line every few steps instead.
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # that module names its logger by file
+    progress_every = max(1, cfg.train.steps // 30)
+    t_start = time.perf_counter()
+
     in_flight: collections.deque = collections.deque()
     next_batch, step = start, start
     while step < cfg.train.steps:
@@ -152,5 +160,10 @@ def learner_loop(config: dict[str, Any]) -> None:
                 "rng": torch.get_rng_state(), "config": cfg.to_dict(), "history": history,
             })
         ray.train.report({k: float(v) for k, v in metrics.items()})
+        if step % progress_every == 0 or step == cfg.train.steps:
+            print(f"step {step}/{cfg.train.steps}  reward {metrics['reward']:.3f}  accuracy {metrics['accuracy']:.3f}  "
+                  f"R_T {metrics['r_temporal']:.3f}  tau {metrics['tau']:.3f}  "
+                  f"zero-var {metrics['zero_variance_fraction']:.2f}  staleness {metrics['staleness']:.1f}  "
+                  f"{(step - start) / (time.perf_counter() - t_start):.2f} steps/s", flush=True)
         if stop_after is not None and step >= stop_after:
             break
