@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tspo_ray.encoders.base import encode_frames_in_batches
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -136,14 +138,9 @@ class HFClipEncoder:
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
         """uint8 [N, H, W, 3] RGB frames -> L2-normalised float32 [N, D] on CPU."""
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
-        out = [torch.zeros(0, self.dim)]
-        for i in range(0, len(frames), batch_size):
-            pixel_values = self.preprocess(frames[i : i + batch_size])
-            out.append(_features(self.model.get_image_features(pixel_values=pixel_values)).float().cpu())
-        return F.normalize(torch.cat(out), dim=-1)
+        return encode_frames_in_batches(
+            frames, batch_size, self.dim,
+            lambda batch: _features(self.model.get_image_features(pixel_values=self.preprocess(batch))))
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import ToTensor
 
+from tspo_ray.encoders.base import encode_frames_in_batches
 from tspo_ray.encoders.hf_clip import file_digest
 
 
@@ -61,13 +62,8 @@ class OpenClipEncoder:
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
         """uint8 [N, H, W, 3] RGB frames -> L2-normalised float32 [N, D] on CPU."""
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
-        out = [torch.zeros(0, self.dim)]
-        for i in range(0, len(frames), batch_size):
-            out.append(self.model.encode_image(self.preprocess(frames[i : i + batch_size])).float().cpu())
-        return F.normalize(torch.cat(out), dim=-1)
+        return encode_frames_in_batches(frames, batch_size, self.dim,
+                                        lambda batch: self.model.encode_image(self.preprocess(batch)))
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
