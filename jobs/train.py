@@ -151,12 +151,9 @@ def main(argv=None) -> int:
             # A local Ray on a small machine: the actors are light, so offer at least 4 logical CPUs
             # (the learner, two answerers, the coordinator and the feature workers all fit).
             init_args["num_cpus"] = max(4, os.cpu_count() or 1)
-            # Workers on this machine use this interpreter: Ray's `uv run` hook would re-create the environment
-            # in every worker (and, with UV_NO_SYNC set, start them without Ray installed).
-            from ray._private import ray_constants
+            from tspo_ray.distributed import run_local_workers_with_this_interpreter
 
-            os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-            ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
+            run_local_workers_with_this_interpreter()
         ray.init(**init_args)
     tracker = None
     if cfg.tracking.enabled:

@@ -14,11 +14,11 @@ def start_local_ray(num_cpus: int = 2, extra_paths: tuple[str, ...] = (), tries:
     Workers start from the venv's python, not through `uv run` (which would re-sync the environment at every
     worker start). Ray gives its raylet 30 s to register; on a busy machine that can run out, so it is retried.
     """
-    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"  # for workers; this process read it when ray was imported:
     import ray
-    from ray._private import ray_constants
 
-    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
+    from tspo_ray.distributed import run_local_workers_with_this_interpreter
+
+    run_local_workers_with_this_interpreter()
     path = os.pathsep.join([str(ROOT), *extra_paths])
     for attempt in range(1, tries + 1):
         try:
