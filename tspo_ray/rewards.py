@@ -1,41 +1,13 @@
-"""Option parsing and TSPO rewards (R_A, R_T and the paper's totals). Pure functions; no Ray, no models."""
+"""TSPO rewards (R_A, R_T and the paper's totals) and the option parsing R_A reads. Pure functions; no Ray, no models."""
 from __future__ import annotations
 
-import re
-import string
 from typing import Sequence
 
 import numpy as np
 
-# Explicit answer statements first ("The answer is B", "Answer: b", "option C"), then a letter that starts the
-# output ("B", "(B)", "B.", "B) text"), then a lone bracketed letter anywhere ("... (C) ...").
-_STATEMENT = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*[:\-]?\s*\(?([A-Za-z])\b\)?", re.IGNORECASE)
-_LEADING = re.compile(r"^\s*[\(\[]?([A-Za-z])(?:[\)\]\.:,]|\s|$)")
-_BRACKETED = re.compile(r"[\(\[]([A-Za-z])[\)\]]")
+from tspo_ray.answer_parsing import parse_option
 
-
-def parse_option(text: str, num_options: int) -> str | None:
-    """The option letter an answer names, or None when it names none of the valid letters.
-
-    Accepts "B", "(B)", "B.", "B) text", "The answer is B", "Answer: b". Lower-case letters count only in an
-    explicit statement or alone, so the article "a" in "a red star" is never read as option A.
-    """
-    if not isinstance(text, str):
-        return None
-    valid = string.ascii_uppercase[:num_options]
-    stripped = text.strip()
-    if len(stripped) == 1:
-        return stripped.upper() if stripped.upper() in valid else None
-    m = _STATEMENT.search(stripped)
-    if m and m.group(1).upper() in valid:
-        return m.group(1).upper()
-    m = _LEADING.match(stripped)
-    if m and m.group(1) in valid:  # upper case only: "a red star" must not parse as A
-        return m.group(1)
-    m = _BRACKETED.search(stripped)
-    if m and m.group(1).upper() in valid:
-        return m.group(1).upper()
-    return None
+__all__ = ["parse_option", "answer_reward", "temporal_reward", "total_reward"]
 
 
 def answer_reward(predicted: str | None, answer: str) -> float:
