@@ -55,9 +55,7 @@ def parse_option(text: str, num_options: int, options: Sequence[str] | None = No
         return None
     letters = string.ascii_uppercase[:num_options]
     texts = [_normal(o) for o in (options or [])][:num_options]
-    tagged = _ANSWER_TAG.findall(text)
-    body = tagged[-1] if tagged else (_THINK.sub(" ", text) if _THINK.sub("", text).strip() else text)
-    body = body.replace("**", "").replace("__", "").strip()
+    body = _answer_part(text).replace("**", "").replace("__", "").strip()
     if not body:
         return None
     m = _WHOLE.match(body)
@@ -68,6 +66,17 @@ def parse_option(text: str, num_options: int, options: Sequence[str] | None = No
         if found is not None:
             return found
     return None
+
+
+def _answer_part(text: str) -> str:
+    """The last <answer> tag's content; else the text after the reasoning (a <think> block, or everything up to
+    a closing </think> whose opening tag was in the prompt); the whole text when nothing follows the reasoning."""
+    tagged = _ANSWER_TAG.findall(text)
+    if tagged:
+        return tagged[-1]
+    after = _THINK.sub(" ", text)
+    after = re.split(r"</think>", after, flags=re.IGNORECASE)[-1]
+    return after if after.strip() else text
 
 
 # --------------------------------------------------------------------------------------------- evidence readers
