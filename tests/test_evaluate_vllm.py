@@ -51,7 +51,7 @@ def test_evaluate_job_with_the_vllm_answerer(tiny_world, tiny_hf_clip, tmp_path)
                                         "failed": 0}
 
     records, _ = read_records(tiny_world / "test.jsonl", strict=False)
-    options = {r.id: len(r.options) for r in records}
+    options = {r.id: r.options for r in records}
     answers = {r.id: r.answer for r in records}
     rows = [json.loads(line) for line in (out / "selections.jsonl").read_text().splitlines()]
     assert len(rows) == QUESTIONS * len(SELECTORS)
@@ -60,7 +60,8 @@ def test_evaluate_job_with_the_vllm_answerer(tiny_world, tiny_hf_clip, tmp_path)
     for r in rows:
         assert len(r["frame_indices"]) == 8 and r["frame_indices"] == sorted(r["frame_indices"])
         assert isinstance(r["output"], str) and r["error"] is None
-        assert r["predicted"] == parse_option(r["output"], options[r["id"]])  # a letter or None
+        opts = options[r["id"]]
+        assert r["predicted"] == parse_option(r["output"], len(opts), opts)  # a letter or None
         assert r["answer"] == answers[r["id"]] and r["correct"] == float(r["predicted"] == r["answer"])
         parse_failures[r["method"]] += r["predicted"] is None
     for m in SELECTORS:

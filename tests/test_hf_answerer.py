@@ -142,7 +142,7 @@ def test_hf_qwen_batches_the_sets_with_left_padding(qwen, video):
     tokens = {a.extra["num_frames"]: a.extra["prompt_tokens"] for a in batched}
     # 4 video tokens per temporal pair of 64 px frames: 2 frames 4 tokens, 4 frames 8, 6 frames 12
     assert (tokens[6] - tokens[4], tokens[4] - tokens[2]) == (4, 4)
-    assert all(a.option == parse_option(a.text, len(OPTIONS)) for a in batched)
+    assert all(a.option == parse_option(a.text, len(OPTIONS), OPTIONS) for a in batched)
 
 
 def test_hf_quarantines_bad_requests(qwen, video, tmp_path):

@@ -72,7 +72,7 @@ def test_all_sets_of_several_questions_in_one_generate_call(pool, video):
     assert after["requests"] - before["requests"] == len(reqs)
     assert [a.key for a in answers] == [r.key for r in reqs]
     for a in answers:
-        assert isinstance(a.text, str) and a.option == parse_option(a.text, len(OPTIONS))
+        assert isinstance(a.text, str) and a.option == parse_option(a.text, len(OPTIONS), OPTIONS)
         assert "error" not in a.extra
     # 64 px frames -> 56x56 (multiple of 28) -> 2x2 merged patches = 4 tokens per temporal pair of frames:
     # 4 frames cost 8 video tokens, 6 frames 12.

@@ -139,5 +139,5 @@ class HFAnswerer:
         texts = self.processor.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         lengths = enc["attention_mask"].sum(dim=1).tolist()
         return {item.key: inputs.to_answer(item.key, text, item.num_options,
-                                           {"prompt_tokens": int(n), "num_frames": len(item.frames)})
+                                           {"prompt_tokens": int(n), "num_frames": len(item.frames)}, item.options)
                 for item, text, n in zip(batch, texts, lengths)}

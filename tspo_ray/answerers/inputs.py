@@ -39,6 +39,8 @@ class Prepared:
     metadata: dict[str, Any]
     num_options: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the option texts, so an answer that names an option by its text counts
+    options: tuple[str, ...] = ()
 
 
 def video_metadata(frame_indices: Sequence[int], native_fps: float, total_frames: int, height: int,
@@ -119,13 +121,16 @@ def prepare(requests: Sequence[AnswerRequest], style: PromptStyle,
         for req in good:
             picked = frames[[row[int(i)] for i in req.frame_indices]]
             meta = video_metadata(req.frame_indices, info.native_fps, info.num_frames, picked.shape[1], picked.shape[2])
-            ready[req.key] = Prepared(req.key, _prompt(req, style, info), picked, meta, len(req.options))
+            ready[req.key] = Prepared(req.key, _prompt(req, style, info), picked, meta, len(req.options),
+                                   options=tuple(req.options))
     return [ready[r.key] for r in requests if r.key in ready], failed
 
 
-def to_answer(key: str, text: str, num_options: int, extra: dict[str, Any] | None = None) -> Answer:
-    """An Answer with the option parsed from the model's text."""
-    return Answer(key=key, text=text, option=parse_option(text, num_options), extra=dict(extra or {}))
+def to_answer(key: str, text: str, num_options: int, extra: dict[str, Any] | None = None,
+              options: Sequence[str] = ()) -> Answer:
+    """An Answer with the option parsed from the model's text (by letter, or by option text when given)."""
+    return Answer(key=key, text=text, option=parse_option(text, num_options, options or None),
+                  extra=dict(extra or {}))
 
 
 def failed_answer(key: str, reason: str) -> Answer:

@@ -329,7 +329,7 @@ class VLLMAnswerer:
     @staticmethod
     def _to_answer(item: inputs.Prepared, out) -> Answer:
         extra = {"prompt_tokens": len(out.prompt_token_ids), "num_frames": len(item.frames)}
-        return inputs.to_answer(item.key, out.outputs[0].text, item.num_options, extra)
+        return inputs.to_answer(item.key, out.outputs[0].text, item.num_options, extra, item.options)
 
 
 def remote_vllm_answerer(settings: dict[str, Any]):
