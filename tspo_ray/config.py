@@ -251,7 +251,7 @@ def _check(ok: bool, where: str, message: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    from tspo_ray.policy import LIKELIHOODS, SELECTION_METHODS
+    from tspo_ray.policy import LIKELIHOODS, SELECTORS
 
     _check(cfg.features.encoder.backend in ("embedded", "hf", "open_clip"), "features.encoder.backend",
            f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
@@ -281,7 +281,7 @@ def validate(cfg: Config) -> Config:
     _check(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
     for i, s in enumerate(cfg.eval.selectors):
-        _check(s in SELECTION_METHODS, f"eval.selectors[{i}]", f"unknown selector {s!r}; choose from {SELECTION_METHODS}")
+        _check(s in SELECTORS, f"eval.selectors[{i}]", f"unknown selector {s!r}; choose from {', '.join(SELECTORS)}")
     return cfg
 
 
