@@ -72,6 +72,9 @@ class AgentConfig:
     hidden: int | None = None
     # Start from this checkpoint (ours or the published TSPO-0.4B layout); None: random init.
     init_checkpoint: str | None = None
+    # The selection method the "agent" selector uses with this agent (saved with every checkpoint's config):
+    # top-k (the reference's default), bin-max (its Video-MME choice), aks or top-k+edges.
+    inference_mode: str = "top-k"
 
 
 @dataclass
@@ -251,7 +254,7 @@ def _check(ok: bool, where: str, message: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    from tspo_ray.policy import LIKELIHOODS, SELECTORS
+    from tspo_ray.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS
 
     _check(cfg.features.encoder.backend in ("embedded", "hf", "open_clip"), "features.encoder.backend",
            f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
@@ -261,6 +264,8 @@ def validate(cfg: Config) -> Config:
     _check(cfg.features.min_candidates is None or cfg.features.min_candidates >= 1, "features.min_candidates",
            "must be >= 1 or null")
     _check(cfg.features.frame_size is None or cfg.features.frame_size >= 8, "features.frame_size", "must be >= 8")
+    _check(cfg.agent.inference_mode in SELECTION_METHODS and cfg.agent.inference_mode != "uniform",
+           "agent.inference_mode", f"must be one of top-k, bin-max, aks, top-k+edges, got {cfg.agent.inference_mode!r}")
     _check(cfg.agent.window >= 1, "agent.window", f"must be >= 1, got {cfg.agent.window}")
     _check(cfg.agent.heads >= 1, "agent.heads", f"must be >= 1, got {cfg.agent.heads}")
     _check(cfg.policy.num_frames >= 1, "policy.num_frames", f"must be >= 1, got {cfg.policy.num_frames}")
