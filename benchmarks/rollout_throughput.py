@@ -59,7 +59,7 @@ def main() -> None:
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
     from tspo_ray.distributed.training import RolloutCoordinator
     from tspo_ray.encoders import load_encoder
-    from tspo_ray.features import FeatureSpec, FeatureStore, extract_local, prepare_split, resolve_video
+    from tspo_ray.features import FeatureStore, extract_local, feature_spec, prepare_split, resolve_video
 
     cfg = load_config(overrides=args.overrides)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
@@ -77,7 +77,7 @@ def main() -> None:
 
     records = [r for r in items][: args.videos * 10]
     videos = list(dict.fromkeys(resolve_video(r.record, cfg.data.root) for r in records))[: args.videos]
-    spec = FeatureSpec(cfg.features.fps, cfg.features.max_candidates, cfg.features.frame_size, encoder.name)
+    spec = feature_spec(cfg, encoder.name)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         extract_local(videos, encoder, spec, FeatureStore(Path(tmp) / "local"), progress=False)

@@ -1,6 +1,6 @@
 """Evaluate keyframe selectors on a dataset split with an answerer.
 
-    uv run python jobs/evaluate.py --split test --selectors uniform clip-top-k bin-max [--checkpoint outputs/run/checkpoints]
+    uv run python jobs/evaluate.py --split test --selectors uniform clip:top-k clip:aks agent:bin-max [--checkpoint outputs/run/checkpoints]
     uv run python jobs/evaluate.py --split test data.max_eval_questions=6 answerer.kind=vllm \
         'answerer.settings={model: /path/to/qwen2_5_vl, num_frames: 8, probe_frame_hw: [128, 128]}'
 
@@ -25,18 +25,20 @@ from tspo_ray.data.records import write_jsonl_atomic, write_text_atomic  # noqa:
 from tspo_ray.encoders import load_encoder  # noqa: E402
 from tspo_ray.evaluation import evaluate_selector, format_table, summarise  # noqa: E402
 from tspo_ray.features import prepare_split  # noqa: E402
-from tspo_ray.policy import SELECTION_METHODS  # noqa: E402
+from tspo_ray.policy import SELECTORS, parse_selector  # noqa: E402
 
 
 def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpoint: str | None = None,
                    num_plots: int = 0, items=None, answerer=None, agent=None, progress: bool = True) -> dict:
     """Evaluate selectors; writes results.json, table.md, selections.jsonl (and plots) under out_dir."""
-    if "agent" in selectors and agent is None:
+    inference_mode = cfg.agent.inference_mode
+    if any(parse_selector(s)[0] == "agent" for s in selectors) and agent is None:
         if not checkpoint:
-            raise ConfigError("selectors: 'agent' needs --checkpoint (a run folder, checkpoint file or TSPO-0.4B weights)")
-        from tspo_ray.checkpoint import load_agent
+            raise ConfigError("selectors: the agent scorer needs --checkpoint (a run folder, checkpoint file or "
+                              "TSPO-0.4B folder)")
+        from tspo_ray.selector import load_selector_agent
 
-        agent = load_agent(checkpoint, window=cfg.agent.window, heads=cfg.agent.heads).eval()
+        agent, inference_mode = load_selector_agent(checkpoint, window=cfg.agent.window, heads=cfg.agent.heads)
     problems = []
     if items is None:
         encoder = load_encoder(cfg.features.encoder)
@@ -46,7 +48,7 @@ def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpo
     k = cfg.eval.num_frames
     results, selections = {}, []
     for method in selectors:
-        rows = evaluate_selector(items, method, k, answerer, agent, progress=progress)
+        rows = evaluate_selector(items, method, k, answerer, agent, progress=progress, inference_mode=inference_mode)
         results[method] = summarise(rows)
         selections.extend({key: r[key] for key in ("id", "method", "frame_indices", "timestamps_s", "scores",
                                                   "output", "predicted", "error", "answer", "correct")}
@@ -73,7 +75,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML config (default: the embedded world)")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ap.add_argument("--selectors", nargs="+", default=["uniform", "clip-top-k", "bin-max"], choices=SELECTION_METHODS)
+    ap.add_argument("--selectors", nargs="+", default=["uniform", "clip-top-k", "bin-max"], choices=SELECTORS,
+                    metavar="SELECTOR", help=f"SCORER:METHOD or an alias: {', '.join(SELECTORS)}")
     ap.add_argument("--checkpoint", help="agent checkpoint (run folder, checkpoint file or TSPO-0.4B weights)")
     ap.add_argument("--out", default="outputs/eval")
     ap.add_argument("--plots", type=int, default=0, help="score-curve pictures to draw (needs the agent)")

@@ -18,7 +18,7 @@ from tspo_ray.config import ConfigError, load_config  # noqa: E402
 from tspo_ray.data.records import read_records  # noqa: E402
 from tspo_ray.distributed.feature_pipeline import extract_with_ray  # noqa: E402
 from tspo_ray.encoders import load_encoder  # noqa: E402
-from tspo_ray.features import FeatureSpec, FeatureStore, resolve_video  # noqa: E402
+from tspo_ray.features import FeatureStore, feature_spec, resolve_video  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
         print(f"skipped record: {p['reason']}")
     videos = [resolve_video(r, root) for r in records]
     encoder_name = load_encoder(cfg.features.encoder).name
-    spec = FeatureSpec(cfg.features.fps, cfg.features.max_candidates, cfg.features.frame_size, encoder_name)
+    spec = feature_spec(cfg, encoder_name)
     store = FeatureStore(cfg.features.store)
     counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, num_workers=args.workers,
                               gpus_per_worker=args.gpus_per_worker)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tspo_ray.data.records import QARecord
+from tspo_ray.agent import TemporalAgent
 from tspo_ray.evaluation import format_table, select_frames, summarise
 from tspo_ray.rollout import FeatureItem
 
@@ -23,8 +24,18 @@ def test_select_frames_methods():
     assert select_frames(it, "uniform", 2, None)["positions"] == [2, 7]
     clip = select_frames(it, "clip-top-k", 1, None)
     assert clip["positions"] == [3] and clip["frame_indices"] == [6] and clip["timestamps_s"] == [3.0]
-    with pytest.raises(ValueError, match="needs an agent"):
+    with pytest.raises(ValueError, match="needs agent weights"):
         select_frames(it, "agent", 2, None)
+    # SCORER:METHOD names and the agent's recorded inference mode
+    torch.manual_seed(0)
+    agent = TemporalAgent(16, window=4, heads=4).eval()
+    for method in ("top-k", "bin-max", "aks", "top-k+edges"):
+        got = select_frames(it, f"agent:{method}", 4, agent)
+        assert got["method"] == f"agent:{method}" and len(got["positions"]) <= 4
+        assert select_frames(it, "agent", 4, agent, inference_mode=method)["positions"] == got["positions"]
+    assert select_frames(it, "clip:top-k+edges", 3, None)["positions"] == [0, 3, 9]
+    with pytest.raises(ValueError, match="unknown selector"):
+        select_frames(it, "clip:best", 2, None)
 
 
 def test_summary_and_table():

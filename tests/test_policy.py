@@ -87,25 +87,121 @@ def test_deterministic_selectors():
     assert policy.select_topk(scores, 3).tolist() == [1, 3, 7]
     assert policy.select_uniform(8, 4).tolist() == [1, 3, 5, 7]
     assert policy.select_uniform(128, 8).tolist() == [8, 24, 40, 56, 72, 88, 104, 120]
+    # centres round(i * 7 / 3) = 0, 2, 5, 7; bins {0,1} {2,3} {4,5,6} {7} (ties to the earlier centre)
+    assert policy.bin_centres(8, 4) == [0, 2, 5, 7]
+    assert policy.nearest_centre(8, [0, 2, 5, 7]).tolist() == [0, 0, 1, 1, 2, 2, 2, 3]
     assert policy.select_binmax(scores, 4).tolist() == [1, 3, 5, 7]
     assert policy.select_binmax(scores, 2).tolist() == [1, 7]
     assert policy.select_topk(scores[:2], 5).tolist() == [0, 1]
     assert policy.select_uniform(1, 8).tolist() == [0]
     assert policy.select("bin-max", 8, 4, scores).tolist() == [1, 3, 5, 7]
+    # the first and the last frame, then the best two of frames 1..6 (0.9 at 1, 0.8 at 3)
+    assert policy.select_topk_edges(scores, 4).tolist() == [0, 1, 3, 7]
+    assert policy.select("top-k+edges", 8, 2, scores).tolist() == [0, 7]
+    assert policy.select_topk_edges(scores, 1).tolist() == [0]
+    assert policy.select_topk_edges(scores[:3], 5).tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="unknown selection method"):
         policy.select("best", 8, 4, scores)
     with pytest.raises(ValueError, match="needs scores"):
-        policy.select("agent", 8, 4, None)
+        policy.select("top-k", 8, 4, None)
+    with pytest.raises(ValueError, match="takes no parameters"):
+        policy.select("top-k", 8, 4, scores, t1=0.3)
 
 
-def test_binmax_brute_force_on_uneven_bins():
+def reference_binmax(scores, k):
+    """The reference's bin-max, restated literally: uniform integer centres, argmin per position, argmax per slot."""
+    T = len(scores)
+    k = min(T, k)
+    centres = [T - 1] if k == 1 else [round(i * ((T - 1) / (k - 1))) for i in range(k)]
+    slots = torch.tensor([torch.argmin(torch.abs(x - torch.tensor(centres))) for x in torch.arange(T)])
+    picks, start = [], 0
+    for cluster in torch.unique(slots):
+        slot = scores[slots == cluster]
+        picks.append(start + int(slot.argmax()))
+        start += len(slot)
+    return picks
+
+
+def test_binmax_matches_the_reference_restatement():
     g = torch.Generator().manual_seed(0)
-    for T, k in [(10, 3), (13, 4), (7, 7), (128, 8)]:
+    for T, k in [(10, 3), (13, 4), (7, 7), (128, 8), (300, 64), (65, 64), (9, 1), (1000, 17)]:
         scores = torch.randn(T, generator=g)
         got = policy.select_binmax(scores, k).tolist()
-        edges = [round(b * T / k) for b in range(k + 1)]
-        want = [max(range(edges[b], edges[b + 1]), key=lambda i: scores[i].item()) for b in range(k)]
-        assert got == want
+        assert got == reference_binmax(scores, k)
+        assert got == sorted(got) and len(got) == min(T, k)
+
+
+def reference_aks(score, k, t1, t2, all_depth):
+    """The reference's AKS (recursive meanstd + per-segment heapq top), restated literally on numpy float32."""
+    import heapq
+
+    import numpy as np
+
+    score = np.asarray(score, dtype=np.float32)
+    if len(score) < k:
+        return list(range(len(score)))
+
+    def meanstd(segs):
+        keep, split = [], []
+        for s, fn, depth in segs:
+            top = [s[t] for t in heapq.nlargest(k, range(len(s)), s.__getitem__)]
+            if np.mean(top) - np.mean(s) > t1 and np.std(s) > t2:
+                keep.append((s, fn, depth))
+            elif depth < all_depth:
+                h = len(s) // 2
+                split += [(s[:h], fn[:h], depth + 1), (s[h:], fn[h:], depth + 1)]
+            else:
+                keep.append((s, fn, depth))
+        return keep + (meanstd(split) if split else [])
+
+    norm = (score - np.min(score)) / (np.max(score) - np.min(score))
+    out = []
+    for s, fn, depth in meanstd([(norm, list(range(len(score))), 0)]):
+        out += [fn[t] for t in heapq.nlargest(int(k / 2**depth), range(len(s)), s.__getitem__)]
+    return sorted(out)
+
+
+def test_aks_hand_computed():
+    scores = torch.tensor([0.0, 0.2, 0.9, 1.0, 0.1, 0.1, 0.1, 0.1])
+    # whole video: mean of the top 4 (0.55) - mean (0.3125) = 0.2375 > 0.2: kept, its top 4 (ties to the earlier)
+    assert policy.select_aks(scores, 4, t1=0.2, all_depth=2).tolist() == [1, 2, 3, 4]
+    # t1 = 0.3: halved twice (a 4-frame half has top-4 mean = mean); each 2-frame quarter gives its top int(4/4)=1
+    assert policy.select_aks(scores, 4, t1=0.3, all_depth=2).tolist() == [1, 3, 4, 6]
+    # spread-out evidence: two halves, one frame each, where top-k would take frames 0 and 1
+    halves = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    assert policy.select_aks(halves, 2, t1=0.6, all_depth=1).tolist() == [0, 4]
+    assert policy.select("aks", 8, 2, halves, t1=0.6, all_depth=1).tolist() == [0, 4]
+    # fewer candidates than k: all of them; constant scores do not divide by zero
+    assert policy.select_aks(scores[:3], 4).tolist() == [0, 1, 2]
+    assert policy.select_aks(torch.zeros(16), 4, all_depth=1).tolist() == [0, 1, 8, 9]
+
+
+def test_aks_matches_the_reference_restatement():
+    g = torch.Generator().manual_seed(1)
+    for T, k, setting in [(200, 16, "longvideobench"), (500, 64, "videomme"), (1000, 64, "longvideobench"),
+                          (64, 64, "videomme"), (97, 8, "videomme")]:
+        for shape in ("noise", "peaks"):
+            scores = torch.randn(T, generator=g)
+            if shape == "peaks":
+                scores[torch.randint(0, T, (3,), generator=g)] += 6.0
+            params = policy.AKS_SETTINGS[setting]
+            got = policy.select_aks(scores, k, **params).tolist()
+            assert got == reference_aks(scores.numpy(), k, **params)
+            assert len(set(got)) == len(got) <= k
+
+
+def test_selector_names():
+    assert policy.parse_selector("clip:bin-max") == ("clip", "bin-max")
+    assert policy.parse_selector("agent:aks") == ("agent", "aks")
+    assert policy.parse_selector("agent:top-k+edges") == ("agent", "top-k+edges")
+    assert policy.parse_selector("clip-top-k") == ("clip", "top-k")
+    assert policy.parse_selector("bin-max") == ("clip", "bin-max")
+    assert policy.parse_selector("uniform") == (None, "uniform")
+    assert policy.parse_selector("agent") == ("agent", None)
+    for bad in ("clip", "agent:best", "siglip:top-k", "clip:uniform", ""):
+        with pytest.raises(ValueError, match="unknown selector .*clip:bin-max"):
+            policy.parse_selector(bad)
+    assert set(policy.SELECTORS) >= {"uniform", "clip-top-k", "bin-max", "agent", "clip:aks", "agent:top-k"}
 
 
 def test_linear_tau_schedule():

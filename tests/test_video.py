@@ -29,9 +29,12 @@ def test_candidate_indices_hand_computed():
     # a 10 s video at 2 fps sampled at 1 fps: every other frame
     idx, ts = video.candidate_indices(20, 2.0, 1.0, 128)
     assert idx.tolist() == list(range(0, 20, 2)) and ts.tolist() == list(range(10))
-    # thinned to 4: the centres of 4 equal bins over the 10 one-per-second frames -> positions 1, 3, 6, 8
+    # capped at 4: as upstream, floor(linspace(0, 19, 4)) over ALL native frames = 0, 6.33, 12.67, 19
     idx, ts = video.candidate_indices(20, 2.0, 1.0, 4)
-    assert idx.tolist() == [2, 6, 12, 16] and ts.tolist() == [1.0, 3.0, 6.0, 8.0]
+    assert idx.tolist() == [0, 6, 12, 19] and ts.tolist() == [0.0, 3.0, 6.0, 9.5]
+    # no cap (evaluation): the whole grid, whatever its length
+    idx, _ = video.candidate_indices(16_384 * 30, 30.0)
+    assert len(idx) == 16_384 and idx[-1] == 16_383 * 30
     # a one-frame video has one candidate at t=0
     idx, ts = video.candidate_indices(1, 30.0, 1.0, 128)
     assert idx.tolist() == [0] and ts.tolist() == [0.0]
@@ -43,6 +46,32 @@ def test_candidate_indices_hand_computed():
     assert idx.tolist() == [0, 1, 2, 3]
     # 1.5 s at 2 fps (3 frames) at 1 fps: t = 0, 1 -> frames 0, 2
     assert video.candidate_indices(3, 2.0, 1.0, 128)[0].tolist() == [0, 2]
+
+
+def test_candidate_grid_is_the_reference_round_native_fps_step():
+    # 29.97 fps: every round(29.97) = 30th frame; timestamps are the true times index / 29.97
+    idx, ts = video.candidate_indices(300, 29.97)
+    assert idx.tolist() == list(range(0, 300, 30))
+    np.testing.assert_allclose(ts, np.arange(0, 300, 30) / 29.97)
+    # Python's round, half to even, as upstream: 2.5 fps -> every 2nd frame, 3.5 fps -> every 4th
+    assert video.grid_step(2.5) == 2 and video.grid_step(3.5) == 4 and video.grid_step(23.976) == 24
+    # below 1 fps upstream's step would be 0 (0.4 fps) or stays 1 (0.7 fps): here every frame, never a crash
+    assert video.grid_step(0.4) == 1 and video.grid_step(0.7) == 1
+    assert video.candidate_indices(5, 0.4)[0].tolist() == [0, 1, 2, 3, 4]
+    # another rate: 2 fps from 30 fps is every 15th frame
+    assert video.candidate_indices(61, 30.0, fps=2.0)[0].tolist() == [0, 15, 30, 45, 60]
+
+
+def test_training_cap_resamples_long_and_short_grids_like_the_reference():
+    # 20 s at 30 fps: a 20-frame grid, shorter than 50 -> 128 frames from linspace(0, 599, 128)
+    idx, ts = video.candidate_indices(600, 30.0, 1.0, max_candidates=128, min_candidates=50)
+    assert len(idx) == 128 and idx.tolist() == np.linspace(0, 599, 128).astype(int).tolist()
+    assert idx[:3].tolist() == [0, 4, 9] and idx[-1] == 599
+    # 100 s: 100 grid frames, between 50 and 128 -> kept as they are
+    assert video.candidate_indices(3000, 30.0, 1.0, 128, 50)[0].tolist() == list(range(0, 3000, 30))
+    # 300 s: longer than 128 -> re-sampled over the native frames
+    idx, _ = video.candidate_indices(9000, 30.0, 1.0, 128, 50)
+    assert len(idx) == 128 and idx[0] == 0 and idx[-1] == 8999
 
 
 @pytest.mark.parametrize("args", [(0, 2.0, 1.0, 4), (10, 0.0, 1.0, 4), (10, float("nan"), 1.0, 4),

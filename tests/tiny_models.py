@@ -210,3 +210,51 @@ def write_ramp_video(path: str | Path, num_frames: int = 20, size: int = 64, fps
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def build_clip_tokenizer(model_max_length: int = 32):
+    """A real CLIPTokenizer (byte-level BPE with CLIP's </w> word ends) over a byte alphabet and a few merges."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    alphabet = ByteLevel.alphabet()
+    vocab = {c: i for i, c in enumerate(sorted(alphabet))}
+    vocab.update({f"{c}</w>": len(vocab) + i for i, c in enumerate(sorted(alphabet))})
+    merges = [("t", "h"), ("th", "e</w>"), ("o", "n"), ("s", "t")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def build_tspo_layout(out: str | Path, seed: int = 0, dim: int = 32, image_size: int = 32) -> Path:
+    """A folder in the published TSPO-0.4B layout, tiny and random: a transformers CLIPModel saved with
+    save_pretrained in bf16 safetensors, the selector's `selector.*` tensors (ffn_o included, as upstream saves it)
+    in the same safetensors file, and the CLIP processor files (preprocessor_config.json, tokenizer) beside it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    out = Path(out)
+    tok = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=image_size, patch_size=8),
+        projection_dim=dim)
+    CLIPModel(config).to(torch.bfloat16).save_pretrained(out)
+    weights = out / "model.safetensors"
+    state = load_file(str(weights))
+    for name in ("temporal.Self_q", "temporal.Self_k", "temporal.Self_v", "temporal.ffn_o", "mlp.0", "mlp.2"):
+        layer = torch.nn.Linear(dim, dim)
+        state[f"selector.{name}.weight"] = layer.weight.detach().to(torch.bfloat16)
+        state[f"selector.{name}.bias"] = (torch.randn(dim) * 0.1).to(torch.bfloat16)
+    save_file(state, str(weights), metadata={"format": "pt"})
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

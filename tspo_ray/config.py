@@ -48,10 +48,12 @@ class DataConfig:
 
 @dataclass
 class FeatureConfig:
-    # Candidate sampling rate (frames per second) before thinning.
+    # Candidate sampling rate: every round(native_fps / fps)-th native frame (fps 1 = the reference's 1-fps grid).
     fps: float = 1.0
-    # T_c: the most candidate frames per video (uniformly thinned beyond).
-    max_candidates: int = 128
+    # T_c: the most candidate frames per video (re-sampled evenly over the video beyond); null = the whole grid.
+    max_candidates: int | None = 128
+    # With max_candidates: grids shorter than this are re-sampled to max_candidates too (the reference trains with 50).
+    min_candidates: int | None = None
     # Frames are resized to size x size inside the decoding worker (None: native size).
     frame_size: int | None = 64
     # Where the feature store lives; runs with the same (video, fps, T_c, encoder) share entries.
@@ -70,6 +72,9 @@ class AgentConfig:
     hidden: int | None = None
     # Start from this checkpoint (ours or the published TSPO-0.4B layout); None: random init.
     init_checkpoint: str | None = None
+    # The selection method the "agent" selector uses with this agent (saved with every checkpoint's config):
+    # top-k (the reference's default), bin-max (its Video-MME choice), aks or top-k+edges.
+    inference_mode: str = "top-k"
 
 
 @dataclass
@@ -249,13 +254,18 @@ def _check(ok: bool, where: str, message: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    from tspo_ray.policy import LIKELIHOODS, SELECTION_METHODS
+    from tspo_ray.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS
 
     _check(cfg.features.encoder.backend in ("embedded", "hf", "open_clip"), "features.encoder.backend",
            f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
     _check(cfg.features.fps > 0, "features.fps", f"must be > 0, got {cfg.features.fps}")
-    _check(cfg.features.max_candidates >= 1, "features.max_candidates", "must be >= 1")
+    _check(cfg.features.max_candidates is None or cfg.features.max_candidates >= 1, "features.max_candidates",
+           "must be >= 1 or null (no cap)")
+    _check(cfg.features.min_candidates is None or cfg.features.min_candidates >= 1, "features.min_candidates",
+           "must be >= 1 or null")
     _check(cfg.features.frame_size is None or cfg.features.frame_size >= 8, "features.frame_size", "must be >= 8")
+    _check(cfg.agent.inference_mode in SELECTION_METHODS and cfg.agent.inference_mode != "uniform",
+           "agent.inference_mode", f"must be one of top-k, bin-max, aks, top-k+edges, got {cfg.agent.inference_mode!r}")
     _check(cfg.agent.window >= 1, "agent.window", f"must be >= 1, got {cfg.agent.window}")
     _check(cfg.agent.heads >= 1, "agent.heads", f"must be >= 1, got {cfg.agent.heads}")
     _check(cfg.policy.num_frames >= 1, "policy.num_frames", f"must be >= 1, got {cfg.policy.num_frames}")
@@ -276,7 +286,7 @@ def validate(cfg: Config) -> Config:
     _check(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
     for i, s in enumerate(cfg.eval.selectors):
-        _check(s in SELECTION_METHODS, f"eval.selectors[{i}]", f"unknown selector {s!r}; choose from {SELECTION_METHODS}")
+        _check(s in SELECTORS, f"eval.selectors[{i}]", f"unknown selector {s!r}; choose from {', '.join(SELECTORS)}")
     return cfg
 
 

@@ -1,48 +1,25 @@
 """Evaluating keyframe selectors: select T_s frames per question, answer, score; tables and exported selections."""
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-import torch
-
-from tspo_ray import policy
 from tspo_ray.answerers.base import AnswerRequest
 from tspo_ray.rewards import answer_reward, temporal_reward
 from tspo_ray.rollout import FeatureItem
+from tspo_ray.selector import select_from_features
 
 
-def selector_scores(item: FeatureItem, method: str, agent=None) -> torch.Tensor | None:
-    """Per-candidate scores a method ranks by: the agent's S, CLIP's cos(F_f, F_t), or None (uniform)."""
-    if method == "uniform":
-        return None
-    if method == "agent":
-        if agent is None:
-            raise ValueError("the 'agent' selector needs an agent checkpoint")
-        with torch.no_grad():
-            return agent(item.frame_features, item.text_feature)
-    # clip-top-k and bin-max rank by the frozen CLIP similarity
-    return torch.nn.functional.cosine_similarity(item.frame_features, item.text_feature[None], dim=-1)
-
-
-def select_frames(item: FeatureItem, method: str, k: int, agent=None) -> dict:
-    """One selection result (DESIGN.md): candidate positions, native frame indices, timestamps, scores, timing."""
-    t0 = time.perf_counter()
-    scores = selector_scores(item, method, agent)
-    positions = policy.select(method, len(item.frame_indices), k, scores).tolist()
-    elapsed = time.perf_counter() - t0
-    return {
-        "id": item.key, "method": method, "positions": positions,
-        "frame_indices": [int(item.frame_indices[p]) for p in positions],
-        "timestamps_s": [round(float(item.timestamps_s[p]), 3) for p in positions],
-        "scores": [round(float(scores[p]), 5) for p in positions] if scores is not None else None,
-        "selection_ms": elapsed * 1000,
-    }
+def select_frames(item: FeatureItem, method: str, k: int, agent=None, inference_mode: str = "top-k",
+                  **params) -> dict:
+    """One selection result for a FeatureItem, through the selector API's feature-level path (one code path for
+    evaluation, Serve and export): positions, native frame indices, timestamps, scores, timing."""
+    return select_from_features(item.frame_features, item.text_feature, item.frame_indices, item.timestamps_s, k,
+                                method, agent, inference_mode, key=item.key, **params)
 
 
 def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answerer, agent=None,
-                      batch_size: int = 32, progress: bool = True) -> list[dict]:
+                      batch_size: int = 32, progress: bool = True, inference_mode: str = "top-k") -> list[dict]:
     """Rows per question: the selection plus the answer (raw text `output`, parsed option `predicted` or None,
     `error` where the answerer could not answer), correctness and R_T."""
     from tqdm import tqdm
@@ -51,7 +28,7 @@ def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answere
     bar = tqdm(total=len(items), desc=f"eval {method}", disable=not progress)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        selections = [select_frames(it, method, k, agent) for it in chunk]
+        selections = [select_frames(it, method, k, agent, inference_mode) for it in chunk]
         requests = [
             AnswerRequest(key=f"{it.key}:{method}", video=it.video_path, frame_indices=tuple(sel["frame_indices"]),
                           timestamps_s=tuple(sel["timestamps_s"]), question=it.record.question,

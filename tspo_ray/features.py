@@ -26,14 +26,17 @@ class FeatureSpec:
     """Everything that determines a video's features besides the file itself."""
 
     fps: float
-    max_candidates: int
+    max_candidates: int | None
     frame_size: int | None
     encoder_name: str
+    min_candidates: int | None = None
 
     def video_key(self, path: str | Path) -> str:
         path = Path(path).resolve()
         st = path.stat()
         ident = f"{path}|{st.st_size}|{st.st_mtime_ns}|{self.fps}|{self.max_candidates}|{self.frame_size}|{self.encoder_name}"
+        if self.min_candidates:
+            ident += f"|min{self.min_candidates}"
         return hashlib.sha1(ident.encode()).hexdigest()[:24]
 
 
@@ -56,7 +59,8 @@ class VideoFeatures:
 
 def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_size: int = 64) -> VideoFeatures:
     """Decode the candidates (resized in this process) and encode them. Raises VideoError for unusable videos."""
-    frames, cands = video_io.decode_candidates(path, spec.fps, spec.max_candidates, spec.frame_size)
+    frames, cands = video_io.decode_candidates(path, spec.fps, spec.max_candidates, spec.frame_size,
+                                               spec.min_candidates)
     feats = encoder.encode_frames(frames, batch_size=batch_size)
     return VideoFeatures(feats.float(), cands.frame_indices.astype(np.int64), cands.timestamps_s.astype(np.float64),
                          cands.info.duration_s, str(path))
@@ -127,6 +131,12 @@ class FeatureStore:
         write_jsonl_atomic(self.errors_path, rows.values())
 
 
+def feature_spec(cfg, encoder_name: str) -> FeatureSpec:
+    """The store spec of a config's features section."""
+    f = cfg.features
+    return FeatureSpec(f.fps, f.max_candidates, f.frame_size, encoder_name, f.min_candidates)
+
+
 def resolve_video(record: QARecord, data_root: str | Path) -> str:
     """Record video paths are relative to the dataset folder (absolute paths are kept)."""
     p = Path(record.video)
@@ -191,7 +201,7 @@ def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions
     records, problems = read_records(jsonl, strict=False)
     if max_questions:
         records = records[:max_questions]
-    spec = FeatureSpec(cfg.features.fps, cfg.features.max_candidates, cfg.features.frame_size, encoder.name)
+    spec = feature_spec(cfg, encoder.name)
     store = FeatureStore(cfg.features.store)
     videos = list(dict.fromkeys(resolve_video(r, root) for r in records))
     if use_ray:

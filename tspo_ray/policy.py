@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 
 LikelihoodKind = Literal["plackett_luce", "per_frame"]
 LIKELIHOODS = ("plackett_luce", "per_frame")
-SELECTION_METHODS = ("agent", "clip-top-k", "uniform", "bin-max")
 
 
 def effective_k(num_candidates: int, k: int) -> int:
@@ -87,7 +87,33 @@ def frame_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
-# --- deterministic selectors (inference); all return indices in temporal order ------------------------------------
+# --- deterministic selection (inference): a scorer (clip | agent) times a method -------------------------------------
+#
+# Every method returns candidate positions in temporal order. Selectors are named SCORER:METHOD ("clip:bin-max",
+# "agent:aks"), plus "uniform", which needs no scores.
+
+SCORERS = ("clip", "agent")
+SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "uniform")
+#: old names kept: "agent" is the agent with the inference method recorded in its checkpoint (method None here)
+SELECTOR_ALIASES = {"uniform": (None, "uniform"), "clip-top-k": ("clip", "top-k"), "bin-max": ("clip", "bin-max"),
+                    "agent": ("agent", None)}
+SELECTORS = tuple(SELECTOR_ALIASES) + tuple(
+    f"{scorer}:{method}" for scorer in SCORERS for method in SELECTION_METHODS if method != "uniform")
+#: the reference's AKS settings per benchmark (t2 = -100 disables the spread test)
+AKS_SETTINGS = {"longvideobench": {"t1": 0.2, "t2": -100.0, "all_depth": 3},
+                "videomme": {"t1": 0.8, "t2": -100.0, "all_depth": 5}}
+
+
+def parse_selector(name: str) -> tuple[str | None, str | None]:
+    """'clip:bin-max' -> ('clip', 'bin-max'); aliases as in SELECTOR_ALIASES (scorer None: no scores needed,
+    method None: the agent's default inference method). Unknown names raise ValueError listing the valid ones."""
+    if name in SELECTOR_ALIASES:
+        return SELECTOR_ALIASES[name]
+    scorer, sep, method = str(name).partition(":")
+    if sep and scorer in SCORERS and method in SELECTION_METHODS and method != "uniform":
+        return scorer, method
+    raise ValueError(f"unknown selector {name!r}; choose one of {', '.join(SELECTORS)}")
+
 
 def select_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The top-k scoring frames, in temporal order."""
@@ -101,27 +127,103 @@ def select_uniform(num_candidates: int, k: int) -> torch.Tensor:
     return ((torch.arange(k, dtype=torch.float64) + 0.5) * num_candidates / k).long()
 
 
-def bin_edges(num_candidates: int, k: int) -> torch.Tensor:
-    """Edges of k near-equal bins over num_candidates frames: [k + 1], first 0, last num_candidates."""
-    return torch.round(torch.arange(k + 1, dtype=torch.float64) * num_candidates / k).long()
+def bin_centres(num_candidates: int, k: int) -> list[int]:
+    """The reference's k evenly spaced centres over positions 0..T-1: round(i * (T-1) / (k-1)) with Python's
+    round (half to even); one centre sits on the last position."""
+    if k == 1:
+        return [num_candidates - 1]
+    step = (num_candidates - 1) / (k - 1)
+    return [round(i * step) for i in range(k)]
+
+
+def nearest_centre(num_candidates: int, centres: list[int]) -> torch.Tensor:
+    """Bin of every position: the nearest centre, the earlier one on a tie (the reference's argmin): [T] long."""
+    c = torch.tensor(centres, dtype=torch.long)
+    x = torch.arange(num_candidates)
+    right = torch.searchsorted(c, x).clamp(max=len(c) - 1)  # first centre >= x
+    left = (right - 1).clamp(min=0)
+    take_left = (x - c[left]).abs() <= (c[right] - x).abs()
+    return torch.where(take_left, left, right)
 
 
 def select_binmax(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The best-scoring frame of each of k equal temporal bins (spreads the selection over the video)."""
+    """The reference's bin-max: positions go to the nearest of k evenly spaced centres; the best-scoring position of
+    each non-empty bin is kept (the first one on a tie)."""
     k = effective_k(scores.shape[-1], k)
-    edges = bin_edges(scores.shape[-1], k)
-    return torch.stack([edges[b] + scores[edges[b] : edges[b + 1]].argmax() for b in range(k)])
+    bins = nearest_centre(scores.shape[-1], bin_centres(scores.shape[-1], k))
+    # bins are contiguous runs: their bounds come from where the bin id changes
+    change = torch.nonzero(bins[1:] != bins[:-1]).flatten() + 1
+    bounds = [0, *change.tolist(), len(bins)]
+    return torch.tensor([a + int(scores[a:b].argmax()) for a, b in zip(bounds[:-1], bounds[1:])])
 
 
-def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None = None) -> torch.Tensor:
-    """Dispatch a selection method by name ("agent" and "clip-top-k" are top-k of their scores)."""
+def select_topk_edges(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The first and the last candidate plus the top k-2 of the others, in temporal order."""
+    T = scores.shape[-1]
+    k = effective_k(T, k)
+    if k == T:
+        return torch.arange(T)
+    if k <= 2:
+        return torch.tensor([0, T - 1][:k])
+    inner = scores[1:-1].topk(k - 2).indices + 1
+    return torch.cat([torch.tensor([0]), inner.sort().values, torch.tensor([T - 1])])
+
+
+def _stable_top(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n largest values, ties to the earlier index (as heapq.nlargest, which the reference uses)."""
+    return np.argsort(-values, kind="stable")[:n]
+
+
+def aks_segments(normalised: np.ndarray, k: int, t1: float, t2: float, all_depth: int) -> list[tuple[int, int, int]]:
+    """Adaptive Keyframe Sampling's split: (start, end, depth) of the kept segments, in temporal order.
+
+    A segment is kept when (mean of its top-k scores - its mean) > t1 and its std > t2 (k is the whole budget at
+    every depth, as upstream); otherwise it is halved (first half len // 2) until depth all_depth, where it is kept.
+    """
+    kept, todo = [], [(0, len(normalised), 0)]
+    while todo:
+        start, end, depth = todo.pop()
+        if end <= start:  # halving a 1-frame segment leaves an empty half
+            continue
+        seg = normalised[start:end]
+        top_mean = seg[_stable_top(seg, k)].mean()
+        if (top_mean - seg.mean() > t1 and seg.std() > t2) or depth >= all_depth:
+            kept.append((start, end, depth))
+        else:
+            mid = start + (end - start) // 2
+            todo += [(mid, end, depth + 1), (start, mid, depth + 1)]
+    return sorted(kept)
+
+
+def select_aks(scores: torch.Tensor, k: int, t1: float = 0.2, t2: float = -100.0, all_depth: int = 3) -> torch.Tensor:
+    """Adaptive Keyframe Sampling as the reference runs it: min-max normalise the scores once, split (aks_segments),
+    take the top int(k / 2**depth) of each kept segment. Nothing fills the shortfall when a segment is shorter than
+    its share: like upstream, fewer than k frames may come back. Defaults: the LongVideoBench settings."""
+    T = scores.shape[-1]
+    if T <= k:
+        return torch.arange(effective_k(T, k))
+    # float32 as the reference (confidence.float().numpy()); constant scores normalise to 0, not NaN
+    s = scores.detach().float().cpu().numpy()
+    span = s.max() - s.min()
+    normalised = (s - s.min()) / span if span > 0 else np.zeros_like(s)
+    picks = [start + _stable_top(normalised[start:end], int(k / 2**depth))
+             for start, end, depth in aks_segments(normalised, k, t1, t2, all_depth)]
+    return torch.from_numpy(np.sort(np.concatenate(picks))).long()
+
+
+def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None = None, **params) -> torch.Tensor:
+    """Candidate positions chosen by a method (SELECTION_METHODS); params go to aks (t1, t2, all_depth)."""
     if method == "uniform":
         return select_uniform(num_candidates, k)
     if method not in SELECTION_METHODS:
         raise ValueError(f"unknown selection method {method!r}; choose one of {SELECTION_METHODS}")
     if scores is None or scores.shape[-1] != num_candidates:
         raise ValueError(f"method {method!r} needs scores for all {num_candidates} candidates")
-    return select_binmax(scores, k) if method == "bin-max" else select_topk(scores, k)
+    if params and method != "aks":
+        raise ValueError(f"method {method!r} takes no parameters, got {sorted(params)}")
+    if method == "aks":
+        return select_aks(scores, k, **params)
+    return {"top-k": select_topk, "bin-max": select_binmax, "top-k+edges": select_topk_edges}[method](scores, k)
 
 
 def linear_tau(step: int, total_steps: int, tau_start: float = 0.025, tau_end: float = 0.01) -> float:

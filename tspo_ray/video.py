@@ -1,4 +1,5 @@
-"""Decoding candidate frames with decord: a target fps, a cap of T_c candidates, real timestamps."""
+"""Decoding candidate frames with decord: the reference's 1-fps grid (or another rate), an optional cap T_c, real
+timestamps."""
 from __future__ import annotations
 
 import math
@@ -64,31 +65,50 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(str(path), len(reader), fps if math.isfinite(fps) and fps > 0 else 1.0)
 
 
-def candidate_indices(num_frames: int, native_fps: float, fps: float, max_candidates: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices sampled at `fps` (one per 1/fps seconds), uniformly thinned to at most max_candidates.
+#: the reference's training cap T_c and the grid length below which it also re-samples to T_c frames
+TRAIN_MAX_CANDIDATES = 128
+TRAIN_MIN_CANDIDATES = 50
 
-    Returns (indices int64 [T], timestamps_s float64 [T]). Pure: no decoding.
+
+def grid_step(native_fps: float, fps: float = 1.0) -> int:
+    """Native frames between two candidates: round(native_fps / fps), at least 1.
+
+    The reference takes every round(native_fps)-th frame for its 1-fps grid (29.97 fps -> every 30th frame).
+    Python's round (half to even) is kept, so 2.5 fps -> every 2nd frame as upstream; below 0.5 fps upstream's
+    step would be 0 (a crash), here every frame is a candidate.
+    """
+    if not (math.isfinite(native_fps) and native_fps > 0):
+        raise ValueError(f"native_fps must be a positive number, got {native_fps}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    return max(1, round(native_fps / fps))
+
+
+def candidate_indices(num_frames: int, native_fps: float, fps: float = 1.0, max_candidates: int | None = None,
+                      min_candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate frames of a video on the reference's grid: every grid_step(native_fps, fps)-th native frame.
+
+    With max_candidates (training: 128) a grid longer than max_candidates, or shorter than min_candidates
+    (training: 50), is replaced, as upstream does, by max_candidates frames spread evenly over ALL native frames:
+    floor(linspace(0, num_frames - 1, max_candidates)) (indices repeat when the video has fewer frames).
+    max_candidates=None keeps the whole grid (evaluation: every 1-fps frame, thousands for hour-long videos).
+
+    Returns (indices int64 [T], timestamps_s float64 [T] = index / native_fps). Pure: no decoding.
     """
     if num_frames <= 0:
         raise ValueError("num_frames must be positive")
-    if not (math.isfinite(native_fps) and native_fps > 0):
-        raise ValueError(f"native_fps must be a positive number, got {native_fps}")
-    if fps <= 0 or max_candidates <= 0:
-        raise ValueError("fps and max_candidates must be positive")
-    duration = num_frames / native_fps
-    times = np.arange(0.0, duration, 1.0 / fps)
-    idx = np.minimum(np.round(times * native_fps).astype(np.int64), num_frames - 1)
-    idx = np.unique(idx)
-    if len(idx) > max_candidates:
-        # Uniform thinning: the centres of max_candidates equal bins over the 1-fps grid.
-        pick = ((np.arange(max_candidates) + 0.5) * len(idx) / max_candidates).astype(np.int64)
-        idx = idx[pick]
+    if max_candidates is not None and max_candidates <= 0:
+        raise ValueError(f"max_candidates must be positive or None, got {max_candidates}")
+    idx = np.arange(0, num_frames, grid_step(native_fps, fps), dtype=np.int64)
+    if max_candidates is not None and (len(idx) > max_candidates or len(idx) < (min_candidates or 0)):
+        idx = np.linspace(0, num_frames - 1, max_candidates).astype(np.int64)
     return idx, idx / native_fps
 
 
-def candidates(path: str | Path, fps: float = 1.0, max_candidates: int = 128) -> Candidates:
+def candidates(path: str | Path, fps: float = 1.0, max_candidates: int | None = None,
+               min_candidates: int | None = None) -> Candidates:
     info = probe(path)
-    idx, ts = candidate_indices(info.num_frames, info.native_fps, fps, max_candidates)
+    idx, ts = candidate_indices(info.num_frames, info.native_fps, fps, max_candidates, min_candidates)
     return Candidates(idx, ts, info)
 
 
@@ -122,8 +142,9 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def decode_candidates(
-    path: str | Path, fps: float = 1.0, max_candidates: int = 128, size: int | None = None
+    path: str | Path, fps: float = 1.0, max_candidates: int | None = None, size: int | None = None,
+    min_candidates: int | None = None,
 ) -> tuple[np.ndarray, Candidates]:
-    """Decode the candidate frames of a video: (uint8 [T, H, W, 3], Candidates)."""
-    cands = candidates(path, fps, max_candidates)
+    """Decode the candidate frames of a video: (uint8 [T, H, W, 3], Candidates); see candidate_indices."""
+    cands = candidates(path, fps, max_candidates, min_candidates)
     return read_frames(path, cands.frame_indices, size), cands

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from tspo_ray.answerers.base import Answer, AnswerRequest
 from tspo_ray.rewards import parse_option
@@ -184,7 +185,8 @@ class EmbeddedAnswerer:
         """Text features, cached: option statements repeat across the G sets of a question."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._text]
         if missing:
-            self._text.update(zip(missing, self.encoder.encode_text(missing)))
+            # encoders return raw CLIP features: unit-normalise so that dot products are cosines
+            self._text.update(zip(missing, F.normalize(self.encoder.encode_text(missing), dim=-1)))
         return torch.stack([self._text[t] for t in texts])
 
     def _frame_features(self, requests: Sequence[AnswerRequest]) -> list[torch.Tensor]:
@@ -208,7 +210,7 @@ class EmbeddedAnswerer:
             except VideoError as exc:
                 raise VideoError(f"{exc} ({self._naming(video, requests)})") from None
             keys += [(video, version[video], i) for i in idx]
-        fresh = dict(zip(keys, self.encoder.encode_frames(np.concatenate(frames)))) if frames else {}
+        fresh = dict(zip(keys, F.normalize(self.encoder.encode_frames(np.concatenate(frames)), dim=-1))) if frames else {}
         feature = lambda key: fresh[key] if key in fresh else self._frames[key]
         out = [torch.stack([feature((r.video, version[r.video], int(i))) for i in r.frame_indices]) for r in requests]
         self._frames.update(fresh)

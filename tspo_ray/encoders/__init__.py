@@ -52,10 +52,10 @@ def load_encoder(spec: Any = None) -> FrameTextEncoder:
     EncoderConfig). Unknown back ends and missing fields raise ValueError; missing files FileNotFoundError."""
     s = EncoderSpec.parse(spec)
     if s.backend == "embedded":
-        from tspo_ray.encoders.hf_clip import HFClipEncoder, weights_digest
+        from tspo_ray.encoders.hf_clip import FEATURE_KIND, HFClipEncoder, weights_digest
 
         path = s.model or embedded_clip_dir()
-        return HFClipEncoder(path, device=s.device, name=f"hf:tiny-clip@{weights_digest(path)[:8]}")
+        return HFClipEncoder(path, device=s.device, name=f"hf:tiny-clip@{weights_digest(path)[:8]}{FEATURE_KIND}")
     if s.backend == "hf":
         from tspo_ray.encoders.hf_clip import HFClipEncoder
 

@@ -22,6 +22,8 @@ from tspo_ray.encoders.base import encode_frames_in_batches
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: appended to every encoder name (the feature-store key): features are raw projected CLIP features
+FEATURE_KIND = ":raw"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ def _resolve(model: str, filename: str) -> str | None:
 class HFClipEncoder:
     """FrameTextEncoder over a transformers CLIPModel and its AutoTokenizer."""
 
-    def __init__(self, model: str, device: str = "cpu", name: str | None = None):
+    def __init__(self, model: str, device: str = "cpu", name: str | None = None, exact_processor: bool = False):
+        """exact_processor: preprocess frames with the saved CLIP image processor itself (PIL resize and crop, frame
+        by frame, as the TSPO reference does) instead of the batched torch resize; needs preprocessor_config.json."""
         from transformers import AutoTokenizer, CLIPModel
 
         model = str(model)
@@ -92,7 +96,7 @@ class HFClipEncoder:
         if looks_local and not Path(model).is_dir():
             raise FileNotFoundError(f"CLIP model folder {model} does not exist")
         try:
-            clip = CLIPModel.from_pretrained(model)
+            clip = CLIPModel.from_pretrained(model, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(model)
         except OSError as exc:
             raise OSError(f"cannot load CLIP model {model!r}: {str(exc).splitlines()[0]}") from exc
@@ -101,8 +105,13 @@ class HFClipEncoder:
         settings = image_settings(processor_cfg, clip.config.vision_config.image_size)
         weights = next((p for f in WEIGHT_FILES if (p := _resolve(model, f))), None)
         label = Path(model).name if looks_local else model
-        name = name or f"hf:{label}@{file_digest(weights) if weights else 'hub'}"
+        name = name or f"hf:{label}@{file_digest(weights) if weights else 'hub'}{FEATURE_KIND}"
         self._setup(clip, tokenizer, settings, name, device)
+        if exact_processor:
+            if not cfg_path:
+                raise FileNotFoundError(f"{model}: exact_processor needs a saved preprocessor_config.json")
+            self.image_processor = reference_image_processor(str(Path(cfg_path).parent))
+            self.name += ":pil"
 
     @classmethod
     def from_parts(cls, clip, tokenizer, settings: ImageSettings, name: str, device: str = "cpu") -> "HFClipEncoder":
@@ -116,11 +125,17 @@ class HFClipEncoder:
         self.tokenizer, self.settings, self.name, self.device = tokenizer, settings, name, device
         self.dim = int(clip.config.projection_dim)
         self.max_tokens = int(clip.config.text_config.max_position_embeddings)
+        self.image_processor = None
         self.mean = torch.tensor(settings.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(settings.std, device=device).view(1, 3, 1, 1)
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> normalised float pixel_values [N, 3, S, S] on the encoder's device."""
+        if self.image_processor is not None:
+            from PIL import Image
+
+            images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+            return self.image_processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         s = self.settings
         if s.crop is not None:
@@ -137,20 +152,30 @@ class HFClipEncoder:
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-        """uint8 [N, H, W, 3] RGB frames -> L2-normalised float32 [N, D] on CPU."""
+        """uint8 [N, H, W, 3] RGB frames -> raw projected float32 [N, D] on CPU."""
         return encode_frames_in_batches(
             frames, batch_size, self.dim,
             lambda batch: _features(self.model.get_image_features(pixel_values=self.preprocess(batch))))
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """N strings -> L2-normalised float32 [N, D] on CPU."""
+        """N strings -> raw projected float32 [N, D] on CPU."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return torch.zeros(0, self.dim)
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
         tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
-        return F.normalize(_features(self.model.get_text_features(**tok)).float().cpu(), dim=-1)
+        return _features(self.model.get_text_features(**tok)).float().cpu()
+
+
+def reference_image_processor(folder: str):
+    """The CLIP image processor saved in a folder, on PIL as transformers 4.x's CLIPImageProcessor (which the TSPO
+    reference pins) ran it; transformers 5 names that back end CLIPImageProcessorPil."""
+    try:
+        from transformers import CLIPImageProcessorPil as processor_class
+    except ImportError:  # transformers 4.x: CLIPImageProcessor is the PIL one
+        from transformers import CLIPImageProcessor as processor_class
+    return processor_class.from_pretrained(folder)
 
 
 def _features(output) -> torch.Tensor:

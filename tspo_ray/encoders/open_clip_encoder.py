@@ -10,11 +10,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.transforms import ToTensor
 
 from tspo_ray.encoders.base import encode_frames_in_batches
-from tspo_ray.encoders.hf_clip import file_digest
+from tspo_ray.encoders.hf_clip import FEATURE_KIND, file_digest
 
 
 def _is_path(pretrained: str) -> bool:
@@ -44,7 +43,7 @@ class OpenClipEncoder:
         self.device = device
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(device)).shape[-1])
-        self.name = name or f"open_clip:{model}:{tag}"
+        self.name = name or f"open_clip:{model}:{tag}{FEATURE_KIND}"
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> the model's normalised input [N, 3, S, S], through its eval transform."""
@@ -61,14 +60,14 @@ class OpenClipEncoder:
 
     @torch.inference_mode()
     def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> torch.Tensor:
-        """uint8 [N, H, W, 3] RGB frames -> L2-normalised float32 [N, D] on CPU."""
+        """uint8 [N, H, W, 3] RGB frames -> raw projected float32 [N, D] on CPU."""
         return encode_frames_in_batches(frames, batch_size, self.dim,
                                         lambda batch: self.model.encode_image(self.preprocess(batch)))
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """N strings -> L2-normalised float32 [N, D] on CPU."""
+        """N strings -> raw projected float32 [N, D] on CPU."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return torch.zeros(0, self.dim)
-        return F.normalize(self.model.encode_text(self.tokenizer(texts).to(self.device)).float().cpu(), dim=-1)
+        return self.model.encode_text(self.tokenizer(texts).to(self.device)).float().cpu()

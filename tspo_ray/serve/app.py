@@ -101,8 +101,8 @@ class KeyframeSelector:
         """Selections of concurrent requests in one worker-thread call (the agent runs under no_grad)."""
         self.batch_sizes.append(len(jobs))
         self.num_batches += 1
-        agent = self.service.agent
-        return await asyncio.to_thread(lambda: [select_frames(item, m, k, agent) for item, m, k in jobs])
+        agent, mode = self.service.agent, self.service.inference_mode
+        return await asyncio.to_thread(lambda: [select_frames(item, m, k, agent, mode) for item, m, k in jobs])
 
     @api.post("/select")
     async def select(self, request: Request):

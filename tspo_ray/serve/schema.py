@@ -1,12 +1,9 @@
 """Request and response models of the keyframe-selection API (unknown fields are rejected)."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_FRAMES = 256
-Method = Literal["agent", "uniform", "clip-top-k", "bin-max"]
 
 
 class SelectRequest(BaseModel):
@@ -20,14 +17,23 @@ class SelectRequest(BaseModel):
     question: str = Field(max_length=4096)
     #: T_s, the number of keyframes to return (fewer when the video has fewer candidates)
     num_frames: int = Field(ge=1, le=MAX_FRAMES)
-    #: the selector; "agent" is the TSPO temporal agent
-    method: Method = "agent"
+    #: the selector, SCORER:METHOD (clip|agent x top-k|bin-max|aks|top-k+edges) or uniform, clip-top-k, bin-max;
+    #: "agent" is the TSPO temporal agent with its recorded inference method
+    method: str = Field(default="agent", max_length=64)
     #: candidate sampling rate (frames per second); the service default when omitted
     candidate_fps: float | None = Field(default=None, gt=0, le=30)
     #: T_c, the cap on candidate frames; the service default when omitted
     max_candidates: int | None = Field(default=None, ge=1, le=1024)
     #: also return the selected frames as base64 JPEG thumbnails
     return_frames: bool = False
+
+    @field_validator("method")
+    @classmethod
+    def _known_selector(cls, v: str) -> str:
+        from tspo_ray.policy import parse_selector
+
+        parse_selector(v)  # ValueError names the valid selectors
+        return v
 
     @field_validator("question")
     @classmethod

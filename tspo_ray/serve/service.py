@@ -1,7 +1,8 @@
 """The keyframe-selection core behind the HTTP app: encoder + agent, an LRU of per-video features, selection.
 
 No Ray here: the Serve deployment (app.py) is a thin shell around KeyframeService, so the logic runs and is tested
-in one process too. Selections go through tspo_ray.evaluation.select_frames on a FeatureItem, exactly as
+in one process too. Selections go through tspo_ray.evaluation.select_frames (the selector API's feature-level path)
+on a FeatureItem, exactly as
 jobs/evaluate.py does, so the service and the evaluation job pick the same frames for the same checkpoint.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from tspo_ray import video as video_io
 from tspo_ray.data.records import QARecord
 from tspo_ray.features import FeatureSpec, VideoFeatures, compute_video_features
+from tspo_ray.policy import SELECTORS
 from tspo_ray.rollout import FeatureItem
 from tspo_ray.serve.access import RequestError, url_scheme
 from tspo_ray.serve.cache import LRUCache
@@ -38,9 +40,9 @@ class ServeSettings:
     url_schemes: list[str] = field(default_factory=list)
     #: the CLIP encoder spec (tspo_ray.encoders.load_encoder)
     encoder: dict = field(default_factory=lambda: {"backend": "embedded"})
-    #: default candidate rate and cap T_c (a request may override both)
+    #: default candidate rate and cap T_c (a request may override both; None = every frame of the 1-fps grid)
     fps: float = 1.0
-    max_candidates: int = 128
+    max_candidates: int | None = 128
     #: frames are resized to this square size before encoding (None = the encoder's own preprocessing only)
     frame_size: int | None = 64
     #: agent layout when loading TSPO-0.4B weights
@@ -79,24 +81,26 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:10]
 
 
-def load_selector_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Module, str, str]:
-    """(agent in eval mode, model_version, a sentence saying what was loaded)."""
+def load_serving_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Module, str, str, str]:
+    """(agent in eval mode, its inference mode, model_version, a sentence saying what was loaded)."""
     from tspo_ray.agent import TemporalAgent
-    from tspo_ray.checkpoint import latest_checkpoint, load_agent
+    from tspo_ray.checkpoint import latest_checkpoint
+    from tspo_ray.selector import load_selector_agent
 
     if not settings.checkpoint:
         torch.manual_seed(settings.seed)
         agent = TemporalAgent(dim, window=settings.window, heads=settings.heads)
-        return agent.eval(), f"random-init(seed={settings.seed})", "a freshly initialised agent (no checkpoint given)"
+        return (agent.eval(), "top-k", f"random-init(seed={settings.seed})",
+                "a freshly initialised agent (no checkpoint given)")
     path = Path(settings.checkpoint)
-    agent = load_agent(path, window=settings.window, heads=settings.heads).eval()
+    agent, mode = load_selector_agent(path, window=settings.window, heads=settings.heads)
     if agent.dim != dim:
         raise ValueError(f"{path}: agent feature dim {agent.dim} does not match the encoder's {dim}")
     weights = (latest_checkpoint(path) or path) if path.is_dir() else path
-    return agent, f"{weights.name}@{_file_digest(weights)}", f"agent weights from {weights}"
+    return agent, mode, f"{weights.name}@{_file_digest(weights)}", f"agent weights from {weights}"
 
 
-def feature_cache_key(location: str, fps: float, max_candidates: int, frame_size: int | None, encoder: str) -> tuple:
+def feature_cache_key(location: str, fps: float, max_candidates: int | None, frame_size: int | None, encoder: str) -> tuple:
     """(resolved path, size, mtime, fps, cap, frame size, encoder): an edited file gets a new key. URLs have no stat."""
     if url_scheme(location) is not None:
         return (location, None, None, fps, max_candidates, frame_size, encoder)
@@ -124,7 +128,8 @@ class KeyframeService:
 
         self.settings = settings
         self.encoder = load_encoder(settings.encoder)
-        self.agent, self.model_version, self.agent_source = load_selector_agent(settings, self.encoder.dim)
+        self.agent, self.inference_mode, self.model_version, self.agent_source = load_serving_agent(
+            settings, self.encoder.dim)
         self.features = LRUCache(settings.cache_size)
         self.text = LRUCache(1024)
         # one CLIP call at a time: concurrent torch calls only oversubscribe the replica's cores
@@ -137,14 +142,14 @@ class KeyframeService:
         return {
             "service": "tspo-ray keyframe selection", "model_version": self.model_version,
             "agent": self.agent_source, "agent_config": self.agent.config(), "encoder": self.encoder.name,
-            "methods": ["agent", "uniform", "clip-top-k", "bin-max"],
+            "methods": list(SELECTORS), "inference_mode": self.inference_mode,
             "defaults": {"candidate_fps": s.fps, "max_candidates": s.max_candidates, "frame_size": s.frame_size},
             "video_roots": s.video_roots, "url_schemes": s.url_schemes,
             "cache": {"size": len(self.features), "capacity": s.cache_size, "hits": self.features.hits,
                       "misses": self.features.misses},
         }
 
-    def video_features(self, location: str, fps: float, max_candidates: int) -> tuple[VideoFeatures, bool, float]:
+    def video_features(self, location: str, fps: float, max_candidates: int | None) -> tuple[VideoFeatures, bool, float]:
         """(features, cache hit, decode+encode ms). Unusable videos raise RequestError 422 naming the file."""
         t0 = time.perf_counter()
         try:
@@ -169,7 +174,7 @@ class KeyframeService:
                 self._inflight.pop(key, None)
         return feats, False, (time.perf_counter() - t0) * 1000
 
-    def _compute(self, location: str, fps: float, max_candidates: int) -> VideoFeatures:
+    def _compute(self, location: str, fps: float, max_candidates: int | None) -> VideoFeatures:
         spec = FeatureSpec(fps, max_candidates, self.settings.frame_size, self.encoder.name)
         try:
             with self._encode_lock:

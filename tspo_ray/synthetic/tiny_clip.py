@@ -224,10 +224,24 @@ class WordingHead(torch.nn.Module):
         return F.cross_entropy(logits, forms)
 
 
+class UnitFeatures:
+    """An encoder view whose features are unit-normalised (encoders return raw CLIP features; metrics use cosines)."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def encode_text(self, texts) -> torch.Tensor:
+        return F.normalize(self.encoder.encode_text(texts), dim=-1)
+
+    def encode_frames(self, frames, batch_size: int = 64) -> torch.Tensor:
+        return F.normalize(self.encoder.encode_frames(frames, batch_size=batch_size), dim=-1)
+
+
 @torch.no_grad()
 def wording_metrics(encoder) -> dict[str, float]:
     """Mean cosine between texts naming the same object in different wordings (after vs before, after vs counting,
     name vs after), and between the two position stems. 1.0 means the text tower cannot tell them apart."""
+    encoder = UnitFeatures(encoder)
     pairs = {"after_vs_before": (1, 2), "after_vs_counting": (1, 3), "name_vs_after": (0, 1)}
     texts = [object_texts(s, c) for s in SHAPES for c in COLOURS]
     feats = torch.stack([encoder.encode_text(t) for t in texts])  # [36, 4, D]
@@ -251,6 +265,7 @@ def zero_shot_metrics(encoder, scenes: Sequence[Scene], frames: np.ndarray) -> d
     """Zero-shot accuracy on single-object frames: the shape among 6 prompts ("a star"), the colour among 6
     ("a red object"), the object among 36 ("a red star"); image->caption and caption->image retrieval among the
     set's distinct captions; and how well each object's question stems rank frames showing it (ROC AUC)."""
+    encoder = UnitFeatures(encoder)
     img = encoder.encode_frames(frames)
     shapes, colours = list(SHAPES), list(COLOURS)
     truth_s = torch.tensor([shapes.index(s.objects[0].shape) for s in scenes])
@@ -276,7 +291,7 @@ def zero_shot_metrics(encoder, scenes: Sequence[Scene], frames: np.ndarray) -> d
 def stem_auc(encoder, scenes: Sequence[Scene], img: torch.Tensor) -> float:
     """Mean ROC AUC over the object question stems: P(a frame showing the object scores above one that does not)."""
     texts, reqs = zip(*[(t, r) for t, r in short_texts() if r[0] == "obj" and "?" in t])
-    sims = img @ encoder.encode_text(list(texts)).T
+    sims = F.normalize(img, dim=-1) @ F.normalize(encoder.encode_text(list(texts)), dim=-1).T
     pos = positives_matrix(scenes, reqs)
     aucs = []
     for j in range(len(texts)):

@@ -1,0 +1,217 @@
+"""The public keyframe-selector API: a CLIP encoder, an optional temporal agent, and the selection methods.
+
+    sel = KeyframeSelector.from_pretrained("TSPO-0.4B")             # the published layout (CLIP + selector.*)
+    sel = KeyframeSelector.from_pretrained("outputs/run/checkpoints")  # a tspo-ray run (encoder from its config)
+    sel = KeyframeSelector.from_pretrained("clip-vit-large-patch14")   # a CLIP alone: clip:* and uniform only
+    S = sel.scores(frames_uint8, "What colour is the car?")           # eq. 3, before the temperature
+    out = sel.select("video.mp4", "What colour is the car?", k=64, method="agent:top-k")
+
+Selection over precomputed features (`select_from_features`, `select_positions`) is the one code path that
+evaluation, Serve and export share, so the same checkpoint picks the same frames everywhere.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tspo_ray import policy
+from tspo_ray import video as video_io
+
+#: frames decoded and encoded at a time by select(): 16k candidates of a 720p video never sit in memory at once
+DECODE_CHUNK = 256
+
+
+def clip_scores(frame_features: torch.Tensor, text_feature: torch.Tensor) -> torch.Tensor:
+    """cos(F_f, F_t) per candidate: [T, D], [D] -> [T]."""
+    return F.cosine_similarity(frame_features, text_feature[None], dim=-1)
+
+
+def selector_scores(frame_features: torch.Tensor, text_feature: torch.Tensor, scorer: str | None,
+                    agent=None) -> torch.Tensor | None:
+    """The scores a scorer ranks by: the agent's S (eq. 3, before the temperature), CLIP's cosine, or None."""
+    if scorer is None:
+        return None
+    if scorer == "clip":
+        return clip_scores(frame_features, text_feature)
+    if scorer == "agent":
+        if agent is None:
+            raise ValueError("the agent scorer needs agent weights (a tspo-ray checkpoint or a TSPO-0.4B folder); "
+                             "this selector has a CLIP only: use clip:* or uniform")
+        with torch.no_grad():
+            return agent(frame_features, text_feature)
+    raise ValueError(f"unknown scorer {scorer!r}; choose one of {policy.SCORERS}")
+
+
+def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, selector: str, k: int, agent=None,
+                     inference_mode: str = "top-k", **params) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(candidate positions in temporal order, the scores of all candidates or None) for a selector name."""
+    scorer, method = policy.parse_selector(selector)
+    method = method or inference_mode
+    scores = selector_scores(frame_features, text_feature, scorer, agent)
+    positions = policy.select(method, frame_features.shape[0], k, scores, **params)
+    return positions, scores
+
+
+def selection_record(key: str, selector: str, positions: torch.Tensor, scores: torch.Tensor | None,
+                     frame_indices, timestamps_s, elapsed_s: float) -> dict:
+    """One selection result (DESIGN.md): positions, native frame indices, timestamps, scores, timing."""
+    positions = positions.tolist()
+    return {
+        "id": key, "method": selector, "positions": positions,
+        "frame_indices": [int(frame_indices[p]) for p in positions],
+        "timestamps_s": [round(float(timestamps_s[p]), 3) for p in positions],
+        "scores": [round(float(scores[p]), 5) for p in positions] if scores is not None else None,
+        "selection_ms": elapsed_s * 1000,
+    }
+
+
+def select_from_features(frame_features: torch.Tensor, text_feature: torch.Tensor, frame_indices, timestamps_s,
+                         k: int, method: str = "agent", agent=None, inference_mode: str = "top-k",
+                         key: str = "", **params) -> dict:
+    """Select k of T candidates from their features: the selection record of `selection_record`."""
+    t0 = time.perf_counter()
+    positions, scores = select_positions(frame_features.float(), text_feature.float(), method, k, agent,
+                                         inference_mode, **params)
+    return selection_record(key, method, positions, scores, frame_indices, timestamps_s, time.perf_counter() - t0)
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def reference_selector_state(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The `selector.*` tensors of a TSPO-0.4B-layout folder, read with safetensors only (no pickles)."""
+    from safetensors import safe_open
+
+    state = {}
+    for file in _safetensors_files(Path(folder)):
+        with safe_open(str(file), framework="pt", device="cpu") as fh:
+            state.update({k: fh.get_tensor(k) for k in fh.keys() if k.startswith("selector.")})
+    return state
+
+
+def _is_clip_folder(folder: Path) -> bool:
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("model_type") == "clip"
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
+    """(agent in eval mode, its inference mode) from a TSPO-0.4B-layout folder, a TSPO-0.4B state dict file or a
+    tspo-ray checkpoint (file or run folder; the mode is the one its config recorded, top-k when absent)."""
+    from tspo_ray.agent import TemporalAgent
+    from tspo_ray.checkpoint import load_agent, load_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint or model folder")
+    if path.is_dir() and _is_clip_folder(path):
+        state = reference_selector_state(path)
+        if not state:
+            raise ValueError(f"{path}: a CLIP folder without selector.* weights; the agent scorer is unavailable")
+        return TemporalAgent.from_reference_state_dict(state, window=window, heads=heads).eval(), "top-k"
+    meta: dict = {}
+    if path.suffix != ".safetensors":
+        try:
+            meta = load_checkpoint(path)
+        except (EOFError, RuntimeError) as exc:
+            raise ValueError(f"{path}: not a tspo-ray checkpoint, CLIP or TSPO-0.4B folder ({exc})") from None
+    config = meta.get("config") or {}
+    mode = meta.get("inference_mode") or config.get("agent", {}).get("inference_mode") or "top-k"
+    return load_agent(path, window=window, heads=heads).eval(), mode
+
+
+class KeyframeSelector:
+    """CLIP encoder + (optional) temporal agent: scores candidates and selects keyframes (see the module doc)."""
+
+    def __init__(self, encoder, agent=None, inference_mode: str = "top-k", source: str = ""):
+        if agent is not None and agent.dim != encoder.dim:
+            raise ValueError(f"agent feature dim {agent.dim} does not match the encoder's {encoder.dim}")
+        self.encoder, self.agent = encoder, agent.eval() if agent is not None else None
+        self.inference_mode, self.source = inference_mode, source
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", encoder: Any = None, window: int = 12,
+                        heads: int = 8) -> "KeyframeSelector":
+        """A TSPO-0.4B-layout folder (CLIPModel + selector.* keys + CLIPProcessor files), a CLIP folder alone, or a
+        tspo-ray checkpoint (run folder or file; its encoder comes from `encoder` or the checkpoint's config)."""
+        from tspo_ray.agent import TemporalAgent
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such checkpoint or model folder")
+        if path.is_dir() and _is_clip_folder(path):
+            from tspo_ray.encoders.hf_clip import HFClipEncoder
+
+            clip = HFClipEncoder(str(path), device=device, exact_processor=(path / "preprocessor_config.json").exists())
+            state = reference_selector_state(path)
+            if not state:
+                return cls(clip, None, source=f"CLIP {path} (no selector weights)")
+            agent = TemporalAgent.from_reference_state_dict(state, window=window, heads=heads)
+            return cls(clip, agent, source=f"TSPO-0.4B layout {path}")
+        return cls._from_checkpoint(path, device, encoder, window, heads)
+
+    @classmethod
+    def _from_checkpoint(cls, path: Path, device: str, encoder: Any, window: int, heads: int) -> "KeyframeSelector":
+        from tspo_ray.checkpoint import load_checkpoint
+        from tspo_ray.encoders import load_encoder
+
+        agent, mode = load_selector_agent(path, window, heads)
+        if encoder is None and path.suffix != ".safetensors":
+            encoder = (load_checkpoint(path).get("config") or {}).get("features", {}).get("encoder")
+        if encoder is None:
+            raise ValueError(f"{path}: the checkpoint names no encoder; pass encoder={{'backend': ..., 'model': ...}}")
+        if isinstance(encoder, dict):
+            encoder = load_encoder({**encoder, "device": device})
+        elif not hasattr(encoder, "encode_frames"):
+            encoder = load_encoder(encoder)
+        return cls(encoder, agent, inference_mode=mode, source=f"tspo-ray checkpoint {path}")
+
+    # --- scoring and selection ---------------------------------------------------------------------------------
+    def features(self, frames: np.ndarray, question: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw F_f [T, D], raw F_t [D]) of uint8 frames [T, H, W, 3] and a question stem (no options)."""
+        return self.encoder.encode_frames(frames).float(), self.encoder.encode_text([question])[0].float()
+
+    def scores(self, frames: np.ndarray, question: str, scorer: str = "agent") -> torch.Tensor:
+        """S of eq. 3 before the temperature (scorer "agent"), or cos(F_f, F_t) (scorer "clip"): [T]."""
+        if scorer == "agent" and self.agent is None:
+            selector_scores(torch.zeros(1, 1), torch.zeros(1), "agent", None)  # raises the clear error
+        return selector_scores(*self.features(frames, question), scorer, self.agent)
+
+    def select_from_features(self, frame_features: torch.Tensor, text_feature: torch.Tensor, frame_indices,
+                             timestamps_s, k: int, method: str = "agent", key: str = "", **params) -> dict:
+        """select_from_features with this selector's agent and inference mode."""
+        return select_from_features(frame_features, text_feature, frame_indices, timestamps_s, k, method,
+                                    self.agent, self.inference_mode, key, **params)
+
+    def encode_video(self, video: str | Path, fps: float = 1.0, max_candidates: int | None = None,
+                     frame_size: int | None = None) -> tuple[torch.Tensor, video_io.Candidates]:
+        """Raw features of a video's candidate frames (decoded and encoded DECODE_CHUNK frames at a time)."""
+        cands = video_io.candidates(video, fps, max_candidates)
+        chunks = [self.encoder.encode_frames(video_io.read_frames(video, cands.frame_indices[i:i + DECODE_CHUNK],
+                                                                  frame_size))
+                  for i in range(0, len(cands.frame_indices), DECODE_CHUNK)]
+        return torch.cat(chunks).float(), cands
+
+    def select(self, video: str | Path, question: str, k: int, method: str = "agent", fps: float = 1.0,
+               max_candidates: int | None = None, frame_size: int | None = None, **params) -> dict:
+        """Keyframes of a video file for a question: native frame_indices, timestamps_s and scores of the k frames
+        (in temporal order), chosen among the candidates on the 1-fps grid (all of them by default)."""
+        policy.parse_selector(method)  # a bad name fails before any decoding
+        feats, cands = self.encode_video(video, fps, max_candidates, frame_size)
+        text = self.encoder.encode_text([question])[0].float()
+        out = self.select_from_features(feats, text, cands.frame_indices, cands.timestamps_s, k, method,
+                                        key=str(video), **params)
+        return {**out, "num_candidates": len(cands.frame_indices)}
