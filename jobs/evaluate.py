@@ -23,7 +23,8 @@ from tspo_ray.answerers import build_answerer  # noqa: E402
 from tspo_ray.config import ConfigError, load_config  # noqa: E402
 from tspo_ray.data.records import write_jsonl_atomic, write_text_atomic  # noqa: E402
 from tspo_ray.encoders import load_encoder  # noqa: E402
-from tspo_ray.evaluation import evaluate_selector, format_table, summarise  # noqa: E402
+from tspo_ray.evaluation import (AllRequestsRejected, check_answered, evaluate_selector, format_table,  # noqa: E402
+                                 summarise)
 from tspo_ray.features import prepare_split  # noqa: E402
 from tspo_ray.policy import SELECTION_METHODS  # noqa: E402
 
@@ -47,6 +48,7 @@ def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpo
     results, selections = {}, []
     for method in selectors:
         rows = evaluate_selector(items, method, k, answerer, agent, progress=progress)
+        check_answered(method, rows)
         results[method] = summarise(rows)
         selections.extend({key: r[key] for key in ("id", "method", "frame_indices", "timestamps_s", "scores",
                                                   "output", "predicted", "error", "answer", "correct")}
@@ -82,7 +84,7 @@ def main() -> None:
     try:
         cfg = load_config(args.config, args.overrides)
         payload = run_evaluation(cfg, args.split, args.selectors, Path(args.out), args.checkpoint, args.plots)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, AllRequestsRejected) as exc:
         sys.exit(f"error: {exc}")
     print(format_table(payload["results"]))
     if payload["skipped"]:
