@@ -41,10 +41,10 @@ def test_export_mlvu_and_lvbench_ids(tmp_path):
     export_frame_idx("mlvu", tmp_path / "mlvu.json", {"Q0": [3, 1]}, tmp_path / "o" / "mlvu.json")
     assert json.loads((tmp_path / "o" / "mlvu.json").read_text())[0]["frame_idx"] == [1.0, 3.0]
     lines = [{"key": "Cm73ma6Ibcs", "type": "cartoon", "qa": [
-        {"uid": 55, "question": "What year?\n(A) 1636\n(B) 1633", "answer": "B", "question_type": ["key information retrieval"],
-         "time_reference": "00:15-00:19"},
-        {"uid": 56, "question": "Weather?\n(A) Cloudy\n(B) Snowy", "answer": "B", "question_type": ["event understanding"],
-         "time_reference": "00:20-00:25"}]}]
+        {"uid": 55, "question": "What year?\n(A) 1636\n(B) 1633", "answer": "B",
+         "question_type": ["key information retrieval"], "time_reference": "00:15-00:19"},
+        {"uid": 56, "question": "Weather?\n(A) Cloudy\n(B) Snowy", "answer": "B",
+         "question_type": ["event understanding"], "time_reference": "00:20-00:25"}]}]
     (tmp_path / "video_info.meta.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     counts = export_frame_idx("lvbench", tmp_path / "video_info.meta.jsonl", {"Cm73ma6Ibcs56": [40]},
                               tmp_path / "o" / "video_info.meta.jsonl")
@@ -154,7 +154,8 @@ def test_benchmark_job_on_real_videos_selects_answers_and_exports(tiny_world, ti
         exported = json.loads((out / "frame_idx" / selector / "lvb_val.json").read_text())
         for row, rec in zip(exported, records):
             picked = done[(selector, rec.id)]
-            assert row["frame_idx"] == [float(i) for i in sorted(picked["frame_indices"])] and len(row["frame_idx"]) == 8
+            assert row["frame_idx"] == [float(i) for i in sorted(picked["frame_indices"])]
+            assert len(row["frame_idx"]) == 8
             assert picked["output"] is not None and picked["answer_error"] is None
         entry = summary["selectors"][selector]
         assert entry["answered"] == len(records) and 0 <= entry["accuracy"] <= 1 and entry["failed"] == []

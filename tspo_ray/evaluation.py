@@ -72,7 +72,7 @@ def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answere
 
 
 class AllRequestsRejected(RuntimeError):
-    """The answerer answered none of a selector's questions: an accuracy of 0 would be a set-up failure, not a result."""
+    """The answerer answered none of a selector's questions: an accuracy of 0 would be a set-up failure."""
 
 
 def check_answered(method: str, rows: Sequence[dict]) -> None:
