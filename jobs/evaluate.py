@@ -9,6 +9,12 @@ result file, and the selected frames and the answer per question and selector (`
 frame_indices, timestamps_s, scores, output (the answerer's raw text), predicted (the parsed option or null), error
 (why a request could not be answered, or null), answer (the correct option), correct) for reuse by other evaluators;
 `--plots N` draws N score-curve pictures for the agent. `data.max_eval_questions=N` evaluates the first N questions.
+
+A benchmark in its own format, exported for lmms-eval (the annotation file written back with `frame_idx` per question,
+under OUT/frame_idx/<selector>/; resumable: finished questions are kept in OUT/partial.jsonl):
+
+    uv run python jobs/evaluate.py --benchmark longvideobench --annotations lvb_val.json --videos /data/lvb/videos \
+        --selectors agent --checkpoint /models/TSPO-0.4B --out outputs/lvb eval.num_frames=64 [--answer]
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ from tspo_ray.answerers import build_answerer  # noqa: E402
 from tspo_ray.config import ConfigError, load_config  # noqa: E402
 from tspo_ray.data.records import write_jsonl_atomic, write_text_atomic  # noqa: E402
 from tspo_ray.encoders import load_encoder  # noqa: E402
-from tspo_ray.evaluation import evaluate_selector, format_table, summarise  # noqa: E402
+from tspo_ray.evaluation import (AllRequestsRejected, check_answered, evaluate_selector, format_table,  # noqa: E402
+                                 summarise)
 from tspo_ray.features import prepare_split  # noqa: E402
 from tspo_ray.policy import SELECTORS, parse_selector  # noqa: E402
 
@@ -49,6 +56,7 @@ def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpo
     results, selections = {}, []
     for method in selectors:
         rows = evaluate_selector(items, method, k, answerer, agent, progress=progress, inference_mode=inference_mode)
+        check_answered(method, rows)
         results[method] = summarise(rows)
         selections.extend({key: r[key] for key in ("id", "method", "frame_indices", "timestamps_s", "scores",
                                                   "output", "predicted", "error", "answer", "correct")}
@@ -80,17 +88,42 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="agent checkpoint (run folder, checkpoint file or TSPO-0.4B weights)")
     ap.add_argument("--out", default="outputs/eval")
     ap.add_argument("--plots", type=int, default=0, help="score-curve pictures to draw (needs the agent)")
+    ap.add_argument("--benchmark", help="a benchmark in its own format (longvideobench, mlvu, videomme, lvbench)")
+    ap.add_argument("--annotations", help="--benchmark: its annotation file (e.g. lvb_val.json)")
+    ap.add_argument("--videos", help="--benchmark: the folder its video paths are relative to")
+    ap.add_argument("--answer", action="store_true", help="--benchmark: also answer with the config's answerer")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_frames=8")
     args = ap.parse_args()
+    if args.benchmark:
+        return benchmark_main(args)
     try:
         cfg = load_config(args.config, args.overrides)
         payload = run_evaluation(cfg, args.split, args.selectors, Path(args.out), args.checkpoint, args.plots)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, AllRequestsRejected) as exc:
         sys.exit(f"error: {exc}")
     print(format_table(payload["results"]))
     if payload["skipped"]:
         print(f"{len(payload['skipped'])} questions skipped (see results.json 'skipped')")
     print(f"wrote {args.out}/results.json, table.md, selections.jsonl")
+
+
+def benchmark_main(args) -> None:
+    from tspo_ray.benchmark_eval import BenchmarkRunError, run_benchmark_job
+    from tspo_ray.data.frame_idx_export import ExportError
+
+    if not args.annotations:
+        sys.exit("error: --benchmark needs --annotations (the benchmark's annotation file)")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        summary = run_benchmark_job(cfg, args.benchmark, args.annotations, args.videos, args.selectors, args.out,
+                                    checkpoint=args.checkpoint, answer=args.answer)
+    except (ConfigError, FileNotFoundError, AllRequestsRejected, BenchmarkRunError, ExportError) as exc:
+        sys.exit(f"error: {exc}")
+    for selector, entry in summary["selectors"].items():
+        acc = f", accuracy {100 * entry['accuracy']:.1f}%" if "accuracy" in entry else ""
+        print(f"{selector}: {entry['exported']}/{entry['questions']} questions with frame_idx, "
+              f"{len(entry['failed'])} failed{acc} -> {entry['frame_idx_file']}")
+    print(f"wrote {args.out}/summary.json")
 
 
 if __name__ == "__main__":

@@ -75,25 +75,24 @@ def train_ray(cfg: Config, items, tracker) -> None:
     from ray.train.torch import TorchTrainer
 
     from tspo_ray.answerers import AnswererFactory
+    from tspo_ray.distributed.placement import answerer_actor_options, learner_scaling
     from tspo_ray.distributed.training import RolloutCoordinator, learner_loop
     from tspo_ray.trainer import build_agent
 
     dim = items[0].frame_features.shape[-1]
     agent_config = build_agent(cfg, dim).config()
+    actor = answerer_actor_options(cfg)
     pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, cfg.answerer.settings),
-                   "num_actors": cfg.train.num_answerers, "num_cpus": cfg.train.answerer_cpus,
-                   "num_gpus": float(cfg.answerer.settings.get("num_gpus", 0.0))}
+                   "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
+                   "resources": actor.get("resources")}
     coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2)(RolloutCoordinator).remote(
         items, agent_config, pool_kwargs, cfg.policy.group_size, cfg.policy.num_frames, cfg.policy.likelihood)
     loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
                    "resume": ARGS.resume, "stop_after_steps": ARGS.stop_after}
     if tracker:
         loop_config.update(mlflow_run_id=tracker.run_id, mlflow_tracking_uri=tracker.tracking_uri)
-    use_gpu = cfg.train.learner_gpus > 0
     trainer = TorchTrainer(
-        learner_loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.train.num_learners, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": 1, **({"GPU": cfg.train.learner_gpus} if use_gpu else {})}),
+        learner_loop, train_loop_config=loop_config, scaling_config=ScalingConfig(**learner_scaling(cfg)),
         run_config=RunConfig(name="learner", storage_path=str((Path(cfg.train.output_dir) / "ray_train").resolve())),
     )
     trainer.fit()
@@ -130,7 +129,7 @@ def main(argv=None) -> int:
     from tspo_ray.answerers import build_answerer
     from tspo_ray.checkpoint import load_agent
     from tspo_ray.encoders import load_encoder
-    from tspo_ray.evaluation import format_table
+    from tspo_ray.evaluation import AllRequestsRejected, format_table
     from tspo_ray.features import prepare_split
     from tspo_ray.tracking import RunLogger
 
@@ -180,9 +179,15 @@ def main(argv=None) -> int:
             tracker.finish("KILLED")
         return 0
     agent = load_agent(out / "checkpoints").eval()
-    payload = run_evaluation(cfg, "test", cfg.eval.selectors, out / "eval", agent=agent,
-                             answerer=build_answerer(cfg.answerer.kind, cfg.answerer.settings),
-                             num_plots=cfg.eval.num_plots, checkpoint=str(out / "checkpoints"))
+    try:
+        payload = run_evaluation(cfg, "test", cfg.eval.selectors, out / "eval", agent=agent,
+                                 answerer=build_answerer(cfg.answerer.kind, cfg.answerer.settings),
+                                 num_plots=cfg.eval.num_plots, checkpoint=str(out / "checkpoints"))
+    except AllRequestsRejected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if tracker:
+            tracker.finish("FAILED")
+        return 1
     table = format_table(payload["results"])
     print(table)
     summary = {"results": payload["results"], "train_seconds": round(train_s, 1), "config": cfg.to_dict()}

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tspo_ray.config import ConfigError, load_config  # noqa: E402
 from tspo_ray.data.records import read_records  # noqa: E402
-from tspo_ray.distributed.feature_pipeline import extract_with_ray  # noqa: E402
+from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray  # noqa: E402
 from tspo_ray.encoders import load_encoder  # noqa: E402
 from tspo_ray.features import FeatureStore, feature_spec, resolve_video  # noqa: E402
 
@@ -25,8 +25,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config")
     ap.add_argument("--split", default="train", choices=["train", "val", "test"])
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ap.add_argument("--workers", type=int, help="encoder actors (default: features.workers)")
+    ap.add_argument("--gpus-per-worker", type=float, help="GPUs per encoder actor (default: from the config)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     try:
@@ -44,8 +44,12 @@ def main() -> None:
     encoder_name = load_encoder(cfg.features.encoder).name
     spec = feature_spec(cfg, encoder_name)
     store = FeatureStore(cfg.features.store)
-    counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, num_workers=args.workers,
-                              gpus_per_worker=args.gpus_per_worker)
+    actor_kwargs = extract_kwargs(cfg)
+    if args.workers is not None:
+        actor_kwargs["num_workers"] = args.workers
+    if args.gpus_per_worker is not None:
+        actor_kwargs["gpus_per_worker"] = args.gpus_per_worker
+    counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, **actor_kwargs)
     print(f"{counts} -> {store.root}")
     if counts["failed"]:
         print(f"{counts['failed']} videos failed: see {store.errors_path}")

@@ -1,16 +1,25 @@
-"""Shipped configs load and validate; the cluster launcher file passes Ray's own schema."""
+"""Shipped configs load and validate and can run where cluster.yaml puts them; the cluster launcher file passes
+Ray's own schema. The Ray options are checked as computed (tspo_ray.distributed.placement), so no GPU is needed."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tspo_ray.config import ConfigError, load_config
+from tspo_ray.answerers import accepted_frames
+from tspo_ray.config import ConfigError, is_cuda, load_config
+from tspo_ray.distributed.placement import answerer_actor_options, encoder_actor_options, learner_scaling
 
 ROOT = Path(__file__).resolve().parents[1]
+JOB_CONFIGS = [p for p in sorted((ROOT / "configs").glob("*.yaml")) if p.name != "serve.yaml"]  # serve: Ray Serve's
+REAL_MODEL_CONFIGS = [p for p in JOB_CONFIGS if p.name != "embedded.yaml"]
+NODE_TYPES = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
 
 
-JOB_CONFIGS = [p for p in sorted((ROOT / "configs").glob("*.yaml"))
-               if p.name != "serve.yaml" and not p.name.startswith("answerer_")]  # those follow other schemas
+def fits_a_node(cpus: float, gpus: float, custom: dict) -> list[str]:
+    """The cluster.yaml node types that offer an actor's CPUs, GPUs and custom resources."""
+    return [name for name, t in NODE_TYPES.items()
+            if t["resources"].get("CPU", 0) >= cpus and t["resources"].get("GPU", 0) >= gpus
+            and all(t["resources"].get(k, 0) >= v for k, v in custom.items())]
 
 
 @pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: p.name)
@@ -40,3 +49,79 @@ def test_overrides_and_errors(tmp_path):
             load_config(overrides=[bad])
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: p.name)
+def test_config_frames_devices_and_resources(path):
+    cfg = load_config(path)
+    limit = accepted_frames(cfg.answerer.kind, cfg.answerer.settings)
+    if limit is not None:
+        assert cfg.eval.num_frames <= limit and cfg.policy.num_frames <= limit
+    enc = encoder_actor_options(cfg)
+    assert (enc["num_gpus"] > 0) == is_cuda(cfg.features.encoder.device)
+    learner = learner_scaling(cfg)
+    assert learner["num_workers"] == 1
+    assert learner["use_gpu"] == (cfg.train.learner_device == "cuda") == ("GPU" in learner["resources_per_worker"])
+    ans = answerer_actor_options(cfg)
+    if path.name == "embedded.yaml":  # runs on a laptop: no GPU, no custom resource anywhere
+        assert enc["num_gpus"] == ans["num_gpus"] == 0 and not learner["use_gpu"]
+        assert "resources" not in enc and "resources" not in ans and set(learner["resources_per_worker"]) == {"CPU"}
+
+
+@pytest.mark.parametrize("path", REAL_MODEL_CONFIGS, ids=lambda p: p.name)
+def test_real_model_configs_land_on_their_cluster_yaml_nodes(path):
+    cfg = load_config(path)
+    assert cfg.eval.num_frames == 64 and accepted_frames(cfg.answerer.kind, cfg.answerer.settings) >= 64
+    assert cfg.features.encoder.device == "cuda" and cfg.train.learner_device == "cuda"
+    enc, ans, learner = encoder_actor_options(cfg), answerer_actor_options(cfg), learner_scaling(cfg)
+    assert 0 < enc["num_gpus"] <= 1 and learner["use_gpu"] and ans["num_gpus"] >= 1
+    assert fits_a_node(enc["num_cpus"], enc["num_gpus"], enc["resources"]) == ["head"]
+    assert fits_a_node(ans["num_cpus"], ans["num_gpus"], ans["resources"]) == ["rollout"]
+    per = dict(learner["resources_per_worker"])
+    assert fits_a_node(per.pop("CPU"), per.pop("GPU"), per) == ["learner"]
+    # the encoder actors share the head's GPU and its encoder label without one waiting on the other
+    head = NODE_TYPES["head"]["resources"]
+    assert enc["concurrency"] * enc["num_gpus"] <= head["GPU"]
+    assert enc["concurrency"] * enc["resources"]["encoder"] <= head["encoder"]
+    rollout = NODE_TYPES["rollout"]["resources"]
+    assert rollout["rollout"] // ans["resources"]["rollout"] == rollout["GPU"] // ans["num_gpus"]
+
+
+def test_answerer_must_accept_the_frame_counts():
+    mismatch = ["answerer.kind=vllm", "answerer.settings={model: Qwen/Qwen2.5-VL-7B-Instruct, num_frames: 16}",
+                "eval.num_frames=64", "policy.num_frames=16"]
+    with pytest.raises(ConfigError, match=r"^eval.num_frames: 64 frames.*answerer.settings.num_frames=16"):
+        load_config(overrides=mismatch)
+    with pytest.raises(ConfigError, match=r"^policy.num_frames: 32 frames.*answerer.settings.num_frames=16"):
+        load_config(overrides=mismatch[:2] + ["eval.num_frames=8", "policy.num_frames=32"])
+    with pytest.raises(ConfigError, match=r"^eval.num_frames: 64 .*answerer.settings.num_frames=16"):  # default 16
+        load_config(overrides=["answerer.kind=hf", "answerer.settings={model: m}", "eval.num_frames=64"])
+    with pytest.raises(ConfigError, match=r"^eval.num_frames: 64 .*answerer.settings.num_frames=32"):
+        load_config(ROOT / "configs" / "clip_l14_qwen2_5_vl_7b.yaml", ["answerer.settings.num_frames=32"])
+    with pytest.raises(ConfigError, match=r"^answerer.settings.bogus: unknown vllm"):  # settings checked at load
+        load_config(overrides=["answerer.kind=vllm", "answerer.settings={model: m, bogus: 1}"])
+    assert load_config(overrides=mismatch[:2] + ["eval.num_frames=16"]).eval.num_frames == 16
+    assert load_config(overrides=["eval.num_frames=500"]).eval.num_frames == 500  # the embedded answerer: no limit
+
+
+def test_placement_fields_are_checked():
+    for bad, field in [
+        (["train.learner_gpus=1"], "train.learner_gpus: reserves 1.0 GPU"),
+        (["train.learner_device=cuda"], "train.learner_gpus: must be > 0 when train.learner_device is cuda"),
+        (["train.learner_device=gpu"], "train.learner_device"),
+        (["train.num_learners=2"], "train.num_learners: must be 1"),
+        (["features.worker_gpus=0.5"], "features.worker_gpus: reserves GPUs"),
+        (["features.encoder.device=cuda", "features.worker_gpus=0"], "features.worker_gpus: must be > 0"),
+        (["features.worker_resources={GPU: 1}"], "features.worker_resources: custom resource names only"),
+        (["train.answerer_resources={rollout: 0}"], "train.answerer_resources.rollout: must be a number > 0"),
+        (["train.learner_resources={learner: yes}"], "train.learner_resources.learner"),
+    ]:
+        with pytest.raises(ConfigError, match="^" + field):
+            load_config(overrides=bad)
+    cfg = load_config(overrides=["features.encoder.device=cuda:1", "features.workers=3",
+                                 "train.answerer_resources={rollout: 1}", "train.learner_device=cuda",
+                                 "train.learner_gpus=0.25", "train.learner_resources={learner: 1}"])
+    assert encoder_actor_options(cfg) == {"concurrency": 3, "num_cpus": 1.0, "num_gpus": 1.0}  # CUDA: 1 by default
+    assert answerer_actor_options(cfg) == {"num_cpus": 0.5, "num_gpus": 0.0, "resources": {"rollout": 1.0}}
+    assert learner_scaling(cfg) == {"num_workers": 1, "use_gpu": True,
+                                    "resources_per_worker": {"CPU": 1.0, "GPU": 0.25, "learner": 1.0}}

@@ -68,3 +68,30 @@ def test_evaluate_job_writes_results(tiny_world, tiny_hf_clip, tmp_path):
     assert len(first["frame_indices"]) == 8 and first["frame_indices"] == sorted(first["frame_indices"])
     assert len(lines) == 3 * out["results"]["uniform"]["questions"]
     assert "| uniform" in (tmp_path / "eval" / "table.md").read_text()
+
+
+def test_evaluation_fails_when_the_answerer_rejects_every_request(tiny_world, tiny_hf_clip, tmp_path):
+    """A real tiny Qwen2.5-VL answerer sized for 4 frames, asked about 8: every request is rejected before the model
+    runs. The job must stop with the reason instead of reporting 0% accuracy."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from evaluate import run_evaluation
+    from tiny_models import build_tiny_qwen2_5_vl
+
+    from tspo_ray.answerers import build_answerer
+    from tspo_ray.config import load_config
+    from tspo_ray.evaluation import AllRequestsRejected, check_answered
+
+    enc = f"{{backend: hf, model: {tiny_hf_clip}}}"
+    cfg = load_config(overrides=[f"data.root={tiny_world}", f"features.encoder={enc}", f"features.store={tmp_path}/fs",
+                                 "features.max_candidates=32", "data.max_eval_questions=3", "eval.num_frames=8"])
+    answerer = build_answerer("hf", model=str(build_tiny_qwen2_5_vl(tmp_path / "qwen")), num_frames=4, max_tokens=2,
+                              dtype="float32")
+    with pytest.raises(AllRequestsRejected, match=r"selector uniform: the answerer rejected all 3 requests.*"
+                                                  r"8 frames, more than num_frames=4"):
+        run_evaluation(cfg, "test", ["uniform"], tmp_path / "eval", answerer=answerer, progress=False)
+    assert not (tmp_path / "eval" / "results.json").exists()  # no table of zeros left behind
+    check_answered("uniform", [{"error": "x"}, {"error": None}])  # one answered question is a result
+    check_answered("uniform", [])

@@ -81,3 +81,19 @@ def test_cursor_covers_each_epoch_once_and_resumes_mid_epoch():
     assert sorted(seen + rest[:1]) == list(range(7))
     again = DataCursor.from_state_dict(state)
     assert again.next_batch(4) == rest
+
+
+def test_batch_to_device_moves_every_tensor_the_update_reads():
+    from tspo_ray.learner import batch_to_device
+    from tspo_ray.rollout import Group
+
+    items = toy_items(2, seed=3)
+    groups = [Group(it.key, torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 2), 0.1, 0, torch.ones(4),
+                    torch.ones(4), torch.zeros(4)) for it in items]
+    moved_items, moved_groups = batch_to_device(items, groups, "meta")  # a device other than the CPU, on any machine
+    for it in moved_items:
+        assert it.frame_features.device.type == it.text_feature.device.type == "meta"
+    for g in moved_groups:
+        assert {t.device.type for t in (g.draws, g.logp_old, g.rewards, g.r_answer, g.r_temporal)} == {"meta"}
+    assert items[0].frame_features.device.type == "cpu" and groups[0].draws.device.type == "cpu"  # inputs untouched
+    assert moved_items[0].record is items[0].record and moved_groups[0].tau == 0.1

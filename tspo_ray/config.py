@@ -60,6 +60,14 @@ class FeatureConfig:
     store: str = "outputs/features"
     # The CLIP encoder that produces F_f and F_t.
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # Ray Data encoder actors (each loads the encoder once).
+    workers: int = 2
+    # CPUs per encoder actor.
+    worker_cpus: float = 1.0
+    # GPUs per encoder actor, fractions allowed (None: 1 when features.encoder.device is CUDA, else 0).
+    worker_gpus: float | None = None
+    # Custom Ray resources per encoder actor, e.g. {encoder: 0.5} to land on cluster.yaml's head node ({}: none).
+    worker_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,11 +135,18 @@ class TrainConfig:
     max_lag: int = 1
     # Answerer actors in the rollout pool.
     num_answerers: int = 2
-    # CPUs per answerer actor.
+    # CPUs per answerer actor (its GPUs are answerer.settings.num_gpus).
     answerer_cpus: float = 0.5
-    # Learner workers (Ray Train); GPUs per worker on a cluster.
+    # Custom Ray resources per answerer actor, e.g. {rollout: 1} for cluster.yaml's rollout nodes ({}: none).
+    answerer_resources: dict[str, float] = field(default_factory=dict)
+    # Learner workers (Ray Train); only 1 is supported (no data-parallel learner).
     num_learners: int = 1
+    # Torch device of the agent in the learner: "cpu", or "cuda" (the GPU Ray Train assigns; needs learner_gpus > 0).
+    learner_device: str = "cpu"
+    # GPUs reserved for the learner worker (> 0 exactly when learner_device is cuda).
     learner_gpus: float = 0.0
+    # Custom Ray resources for the learner worker, e.g. {learner: 1} for cluster.yaml's learner node ({}: none).
+    learner_resources: dict[str, float] = field(default_factory=dict)
     # Write a checkpoint every N steps (and at the end).
     checkpoint_every: int = 10
     # Where checkpoints, results and plots go.
@@ -287,7 +302,68 @@ def validate(cfg: Config) -> Config:
     _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
     for i, s in enumerate(cfg.eval.selectors):
         _check(s in SELECTORS, f"eval.selectors[{i}]", f"unknown selector {s!r}; choose from {', '.join(SELECTORS)}")
+    _validate_placement(cfg)
+    _validate_answerer_frames(cfg)
     return cfg
+
+
+def is_cuda(device: str) -> bool:
+    """Whether a torch device string names a CUDA device ("cuda", "cuda:1")."""
+    return device == "cuda" or device.startswith("cuda:")
+
+
+def _check_resources(mapping: dict, where: str) -> None:
+    for name, amount in mapping.items():
+        _check(isinstance(name, str) and name not in ("CPU", "GPU", "memory", "object_store_memory"), where,
+               f"custom resource names only (CPU and GPU have their own fields), got {name!r}")
+        _check(isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount > 0, f"{where}.{name}",
+               f"must be a number > 0, got {amount!r}")
+
+
+def _validate_placement(cfg: Config) -> None:
+    """Ray resources: every reservation is used (a GPU is reserved exactly where the code runs on CUDA)."""
+    f, t = cfg.features, cfg.train
+    _check(f.workers >= 1, "features.workers", f"must be >= 1, got {f.workers}")
+    _check(f.worker_cpus > 0, "features.worker_cpus", f"must be > 0, got {f.worker_cpus}")
+    if f.worker_gpus is not None:
+        if is_cuda(f.encoder.device):
+            _check(f.worker_gpus > 0, "features.worker_gpus", f"must be > 0 when features.encoder.device is "
+                   f"{f.encoder.device!r} (the encoder actors need a GPU), got {f.worker_gpus}")
+        else:
+            _check(f.worker_gpus == 0, "features.worker_gpus", f"reserves GPUs that the encoder does not use: "
+                   f"features.encoder.device is {f.encoder.device!r}; set it to cuda or worker_gpus to 0")
+    _check_resources(f.worker_resources, "features.worker_resources")
+    _check_resources(t.answerer_resources, "train.answerer_resources")
+    _check_resources(t.learner_resources, "train.learner_resources")
+    _check(t.answerer_cpus > 0, "train.answerer_cpus", f"must be > 0, got {t.answerer_cpus}")
+    _check(t.num_learners == 1, "train.num_learners", "must be 1: the learner is a single Ray Train worker "
+           f"(data-parallel learners are not implemented), got {t.num_learners}")
+    _check(t.learner_device in ("cpu", "cuda"), "train.learner_device",
+           f"must be cpu or cuda (Ray Train picks the GPU), got {t.learner_device!r}")
+    _check(t.learner_gpus >= 0, "train.learner_gpus", f"must be >= 0, got {t.learner_gpus}")
+    if t.learner_device == "cuda":
+        _check(t.learner_gpus > 0, "train.learner_gpus", "must be > 0 when train.learner_device is cuda, got "
+               f"{t.learner_gpus}")
+    else:
+        _check(t.learner_gpus == 0, "train.learner_gpus", f"reserves {t.learner_gpus} GPU(s) that the learner does "
+               "not use: train.learner_device is cpu; set train.learner_device=cuda or train.learner_gpus=0")
+
+
+def _validate_answerer_frames(cfg: Config) -> None:
+    """The answerer must accept every frame count it will be asked about: T_s of training and of evaluation."""
+    from tspo_ray.answerers import accepted_frames
+
+    try:
+        limit = accepted_frames(cfg.answerer.kind, cfg.answerer.settings)
+    except ValueError as exc:  # bad settings name their field (answerer.settings.<name>)
+        raise ConfigError(str(exc)) from None
+    if limit is None:
+        return
+    for where, frames in (("eval.num_frames", cfg.eval.num_frames), ("policy.num_frames", cfg.policy.num_frames)):
+        _check(frames <= limit, where,
+               f"{frames} frames per question, but answerer.settings.num_frames={limit} is the most the "
+               f"{cfg.answerer.kind} answerer accepts (it would reject every request); raise "
+               f"answerer.settings.num_frames to at least {frames} or lower {where}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

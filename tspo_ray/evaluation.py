@@ -48,6 +48,18 @@ def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answere
     return rows
 
 
+class AllRequestsRejected(RuntimeError):
+    """The answerer answered none of a selector's questions: an accuracy of 0 would be a set-up failure."""
+
+
+def check_answered(method: str, rows: Sequence[dict]) -> None:
+    """Raise AllRequestsRejected when every row of a selector carries an answerer error."""
+    if rows and all(r.get("error") for r in rows):
+        raise AllRequestsRejected(
+            f"selector {method}: the answerer rejected all {len(rows)} requests, so there is no accuracy to report; "
+            f"first reason: {rows[0]['error']}")
+
+
 def summarise(rows: Iterable[dict]) -> dict:
     """Overall and per-family accuracy, mean R_T, parse-failure rate, selection time, question count."""
     rows = list(rows)

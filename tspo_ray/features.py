@@ -207,9 +207,10 @@ def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions
     if use_ray:
         from dataclasses import asdict
 
-        from tspo_ray.distributed.feature_pipeline import extract_with_ray
+        from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray
 
-        counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, progress=progress)
+        counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, progress=progress,
+                                  **extract_kwargs(cfg))
     else:
         counts = extract_local(videos, encoder, spec, store, progress=progress)
     items, skipped = load_items(records, root, store, spec, encoder)

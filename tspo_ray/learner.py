@@ -1,12 +1,24 @@
 """The learner step: advantages over each group, then clipped GRPO epochs on the agent. No Ray here."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
 
 from tspo_ray import grpo, policy
 from tspo_ray.rollout import FeatureItem, Group
+
+
+def batch_to_device(items: Sequence[FeatureItem], groups: Sequence[Group],
+                    device: torch.device | str) -> tuple[list[FeatureItem], list[Group]]:
+    """The tensors the update reads (features, draws, old log-probs, rewards) on the agent's device."""
+    move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+    items = [dataclasses.replace(it, frame_features=move(it.frame_features), text_feature=move(it.text_feature))
+             for it in items]
+    groups = [dataclasses.replace(g, draws=move(g.draws), logp_old=move(g.logp_old), rewards=move(g.rewards),
+                                  r_answer=move(g.r_answer), r_temporal=move(g.r_temporal)) for g in groups]
+    return items, groups
 
 
 def learner_step(

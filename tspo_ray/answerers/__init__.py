@@ -31,6 +31,27 @@ def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: An
     raise ValueError(f"unknown answerer kind {kind!r}; choose one of {KINDS}")
 
 
+def parse_settings(kind: str, settings: dict[str, Any] | None):
+    """The typed settings of a model back end ("vllm", "hf"), validated; None for the embedded answerer.
+    Raises ConfigError naming the field (answerer.settings.<name>) without loading any model."""
+    if kind == "vllm":
+        from tspo_ray.answerers.vllm_answerer import VLLMAnswererConfig
+
+        return VLLMAnswererConfig.from_dict(dict(settings or {}))
+    if kind == "hf":
+        from tspo_ray.answerers.hf_answerer import HFAnswererConfig
+
+        return HFAnswererConfig.from_dict(dict(settings or {}))
+    return None
+
+
+def accepted_frames(kind: str, settings: dict[str, Any] | None) -> int | None:
+    """The most frames one request may carry: the model back ends size their inputs (and vLLM its engine limits)
+    for settings.num_frames and reject larger requests; the embedded answerer takes any number (None)."""
+    parsed = parse_settings(kind, settings)
+    return None if parsed is None else parsed.num_frames
+
+
 class AnswererFactory:
     """A picklable zero-argument factory, so Ray actors build their own answerer where they run."""
 
@@ -41,4 +62,5 @@ class AnswererFactory:
         return build_answerer(self.kind, self.settings)
 
 
-__all__ = ["Answer", "AnswerRequest", "Answerer", "build_answerer", "AnswererFactory", "KINDS"]
+__all__ = ["Answer", "AnswerRequest", "Answerer", "build_answerer", "AnswererFactory", "KINDS", "accepted_frames",
+           "parse_settings"]

@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tspo_ray.answerers import inputs, prompts
-
-
-class ConfigError(ValueError):
-    """An invalid answerer setting; the message names the field (answerer.settings.<name>)."""
+from tspo_ray.config import ConfigError  # an invalid answerer setting: the message names answerer.settings.<name>
 
 
 def settings_from_dict(cls: type, raw: Any, kind: str):

@@ -47,11 +47,14 @@ def score_answers(job: ScoreJob, options: Sequence[str | None]) -> RewardResult:
 
 
 class AnswererPool(AnswererActorPool):
-    """N answerer actors that score whole groups: `jobs_per_call` jobs (all their sets) per batched answer call."""
+    """N answerer actors that score whole groups: `jobs_per_call` jobs (all their sets) per batched answer call.
+    Each actor asks Ray for num_cpus, num_gpus and the custom `resources` (e.g. cluster.yaml's {rollout: 1})."""
 
     def __init__(self, answerer_factory: Callable[[], Any], num_actors: int, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, jobs_per_call: int = 4, max_restarts: int = 10):
-        super().__init__(answerer_factory, num_actors, {"num_cpus": num_cpus, "num_gpus": num_gpus}, max_restarts)
+                 num_gpus: float = 0.0, jobs_per_call: int = 4, max_restarts: int = 10,
+                 resources: dict[str, float] | None = None):
+        options = {"num_cpus": num_cpus, "num_gpus": num_gpus} | ({"resources": dict(resources)} if resources else {})
+        super().__init__(answerer_factory, num_actors, options, max_restarts)
         self.jobs_per_call = jobs_per_call
 
     def score(self, jobs: Sequence[ScoreJob]) -> list[tuple[RewardResult, list[str]]]:

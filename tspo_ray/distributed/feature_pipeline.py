@@ -12,6 +12,15 @@ import numpy as np
 from tspo_ray.features import FeatureSpec, FeatureStore, compute_video_features
 
 
+def extract_kwargs(cfg) -> dict:
+    """extract_with_ray's actor keywords from a Config (see placement.encoder_actor_options)."""
+    from tspo_ray.distributed.placement import encoder_actor_options
+
+    opts = encoder_actor_options(cfg)
+    return {"num_workers": opts["concurrency"], "cpus_per_worker": opts["num_cpus"],
+            "gpus_per_worker": opts["num_gpus"], "resources": opts.get("resources")}
+
+
 class EncodeVideos:
     """A Ray Data callable class: one encoder per actor, one video per row."""
 
@@ -36,8 +45,11 @@ class EncodeVideos:
 
 def extract_with_ray(videos: Sequence[str], encoder_spec: dict, spec: FeatureSpec, store: FeatureStore,
                      num_workers: int = 2, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-                     progress: bool = True) -> dict[str, int]:
-    """Encode the videos not in the store yet; returns counts and records failures in the errors table."""
+                     resources: dict[str, float] | None = None, progress: bool = True) -> dict[str, int]:
+    """Encode the videos not in the store yet; returns counts and records failures in the errors table.
+
+    Each encoder actor asks Ray for cpus_per_worker CPUs, gpus_per_worker GPUs (give it one, or a fraction, when the
+    encoder's device is CUDA: Ray hides the GPUs of actors that did not ask) and the custom `resources`."""
     import ray
     from tqdm import tqdm
 
@@ -60,6 +72,7 @@ def extract_with_ray(videos: Sequence[str], encoder_spec: dict, spec: FeatureSpe
             fn_constructor_kwargs={"encoder_spec": encoder_spec, "feature_spec": spec, "store_root": str(store.root)},
             batch_size=1, concurrency=num_workers, num_cpus=cpus_per_worker,
             **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
+            **({"resources": dict(resources)} if resources else {}),
         )
         for row in tqdm(ds.iter_rows(), total=len(rows), desc="encode videos", disable=not progress):
             if row["status"] == "encoded":

@@ -22,7 +22,7 @@ from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint, save_checkpo
 from tspo_ray.config import Config, _build, validate
 from tspo_ray.data.cursor import DataCursor
 from tspo_ray.distributed.answerer_pool import AnswererPool, ScoreJob
-from tspo_ray.learner import learner_step
+from tspo_ray.learner import batch_to_device, learner_step
 from tspo_ray.rollout import FeatureItem, sample_group, selected_frames
 from tspo_ray.trainer import build_agent
 
@@ -81,6 +81,24 @@ class RolloutCoordinator:
         return slot
 
 
+def learner_device(cfg: Config) -> torch.device:
+    """The agent's device in the learner: the GPU Ray Train assigned to this worker when train.learner_device is
+    cuda (ScalingConfig use_gpu, see placement.learner_scaling), else the CPU."""
+    if cfg.train.learner_device != "cuda":
+        return torch.device("cpu")
+    import ray.train.torch
+
+    device = ray.train.torch.get_device()
+    if device.type != "cuda":
+        raise RuntimeError(f"train.learner_device is cuda but Ray Train gave the learner {device} (no GPU visible)")
+    return device
+
+
+def cpu_state(agent: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the agent's weights (for the rollout coordinator and checkpoints)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in agent.state_dict().items()}
+
+
 def learner_loop(config: dict[str, Any]) -> None:
     """Ray Train's train_loop_per_worker: the TSPO learner, driving the rollout pipeline."""
     import ray.train
@@ -92,7 +110,8 @@ def learner_loop(config: dict[str, Any]) -> None:
     stop_after = config.get("stop_after_steps")  # simulates an interruption in tests
 
     torch.manual_seed(cfg.train.seed)
-    agent = build_agent(cfg, dim)
+    device = learner_device(cfg)
+    agent = build_agent(cfg, dim).to(device)
     ref_agent = None
     if cfg.grpo.kl_coef:
         import copy
@@ -103,7 +122,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     if config.get("resume") and latest_checkpoint(ckpt_dir) is not None:
         state = load_checkpoint(ckpt_dir)
         agent.load_state_dict(state["agent"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])  # Adam moves its state to the parameters' device
         start, history = state["step"], state["history"]
     plan = batch_plan(num_items, cfg.train.seed, cfg.train.questions_per_step, cfg.train.steps)
     p, g = cfg.policy, cfg.grpo
@@ -127,7 +146,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     while step < cfg.train.steps:
         # Top up the pipeline with the current weights: batches up to step + max_lag.
         while next_batch < cfg.train.steps and next_batch <= step + cfg.train.max_lag:
-            weights = ray.put({k: v.detach().clone() for k, v in agent.state_dict().items()})
+            weights = ray.put(cpu_state(agent))  # the coordinator samples on CPU
             fut = coordinator.rollout.remote(plan[next_batch], step, weights, tau_of(next_batch),
                                              batch_seed(cfg.train.seed, next_batch))
             in_flight.append((next_batch, fut))
@@ -137,8 +156,9 @@ def learner_loop(config: dict[str, Any]) -> None:
         out = ray.get(fut)
         waited = time.perf_counter() - t_wait
         t0 = time.perf_counter()
+        items, groups = batch_to_device(out["items"], out["groups"], device)
         metrics = learner_step(
-            agent, optimizer, out["items"], out["groups"], tau=tau_of(step), likelihood=p.likelihood,
+            agent, optimizer, items, groups, tau=tau_of(step), likelihood=p.likelihood,
             clip_eps=g.clip_eps, epochs=g.epochs, current_version=step, filter_zero_variance=g.filter_zero_variance,
             kl_coef=g.kl_coef, ref_agent=ref_agent, max_grad_norm=g.max_grad_norm,
         )
@@ -155,7 +175,7 @@ def learner_loop(config: dict[str, Any]) -> None:
             tracker.log_metrics(metrics, step)
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             save_checkpoint(ckpt_dir, step, {
-                "agent": agent.state_dict(), "agent_config": agent.config(), "optimizer": optimizer.state_dict(),
+                "agent": cpu_state(agent), "agent_config": agent.config(), "optimizer": optimizer.state_dict(),
                 "tau": tau_of(step), "data_position": data_position(num_items, cfg, step),
                 "rng": torch.get_rng_state(), "config": cfg.to_dict(), "history": history,
             })
