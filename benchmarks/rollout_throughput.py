@@ -56,13 +56,14 @@ def main() -> None:
 
     from tspo_ray.answerers import AnswererFactory
     from tspo_ray.config import load_config
+    from tspo_ray.distributed import init_ray
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
     from tspo_ray.distributed.training import RolloutCoordinator
     from tspo_ray.encoders import load_encoder
     from tspo_ray.features import FeatureStore, extract_local, feature_spec, prepare_split, resolve_video
 
     cfg = load_config(overrides=args.overrides)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    init_ray("local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     encoder = load_encoder(cfg.features.encoder)
     items, _, _ = prepare_split(cfg, "train", encoder, progress=False)
     pool = {"answerer_factory": AnswererFactory("embedded"), "num_actors": 2, "num_cpus": 0.5}

@@ -88,18 +88,16 @@ def payload_streams(videos: list[str], num_frames: int, seed: int = 0):
 
 
 def start_service(video_root: str, checkpoint: str | None, replicas: int) -> str:
-    import ray
     from ray import serve
 
+    from tspo_ray.distributed import init_ray
     from tspo_ray.serve.app import KeyframeSelector
     from tspo_ray.serve.service import ServeSettings
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    root = str(Path(__file__).resolve().parents[1])
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": root}})
+    init_ray("local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = ServeSettings(checkpoint=checkpoint, video_roots=[str(Path(video_root).resolve())], cache_size=512)
     serve.run(KeyframeSelector.options(num_replicas=replicas).bind(settings.to_dict()), name="tspo-select",

@@ -52,13 +52,12 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     settings = settings_from_args(args)
-    import ray
     from ray import serve
 
+    from tspo_ray.distributed import init_ray
     from tspo_ray.serve.app import KeyframeSelector, ServeSettings
 
-    root = str(Path(__file__).resolve().parents[1])
-    ray.init(address=args.address, runtime_env={"env_vars": {"PYTHONPATH": root}})
+    init_ray(args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
     app = KeyframeSelector.options(num_replicas=args.replicas).bind(ServeSettings.from_dict(settings).to_dict())
     serve.run(app, name="tspo-select", route_prefix="/")

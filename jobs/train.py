@@ -141,19 +141,13 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if not ARGS.local:
-        import ray
-
         import os
 
-        init_args = {"runtime_env": {"env_vars": {"PYTHONPATH": str(jobs_dir.parent)}}, "ignore_reinit_error": True}
-        if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
-            # A local Ray on a small machine: the actors are light, so offer at least 4 logical CPUs
-            # (the learner, two answerers, the coordinator and the feature workers all fit).
-            init_args["num_cpus"] = max(4, os.cpu_count() or 1)
-            from tspo_ray.distributed import run_local_workers_with_this_interpreter
+        from tspo_ray.distributed import init_ray
 
-            run_local_workers_with_this_interpreter()
-        ray.init(**init_args)
+        # A local Ray on a small machine: the actors are light, so offer at least 4 logical CPUs
+        # (the learner, two answerers, the coordinator and the feature workers all fit). Ignored for a cluster.
+        init_ray(num_cpus=max(4, os.cpu_count() or 1), ignore_reinit_error=True)
     tracker = None
     if cfg.tracking.enabled:
         tracker = RunLogger.create(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.run_name,

@@ -33,9 +33,9 @@ def main() -> None:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
-    import ray
+    from tspo_ray.distributed import init_ray
 
-    ray.init(ignore_reinit_error=True)
+    init_ray(ignore_reinit_error=True)
     root = Path(cfg.data.root)
     records, problems = read_records(root / getattr(cfg.data, args.split), strict=False)
     for p in problems:

@@ -41,9 +41,8 @@ def tiny_hf_clip(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    import ray
+    from tspo_ray.distributed import init_ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray = init_ray("local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     yield ray
     ray.shutdown()

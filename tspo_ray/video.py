@@ -55,7 +55,21 @@ def _open(path: str | Path, size: int | None = None):
         raise VideoError(f"{path}: cannot decode ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if len(reader) == 0:
         raise VideoError(f"{path}: the video has no frames")
+    declared = _declared_frame_count(path)
+    if declared > len(reader):
+        raise VideoError(f"{path}: truncated: the container lists {declared} frames but only {len(reader)} are present")
     return reader
+
+
+def _declared_frame_count(path: str) -> int:
+    """The frame count the container's index states (0 when it states none); reads the header only."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            return max((int(s.frames or 0) for s in container.streams.video), default=0)
+    except Exception:  # an unreadable header is reported by the decoder itself
+        return 0
 
 
 def probe(path: str | Path) -> VideoInfo:
