@@ -180,15 +180,36 @@ def load_items(records: Sequence[QARecord], data_root: str | Path, store: Featur
     return items, skipped
 
 
-def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions: int | None = None,
-                  progress: bool = True):
-    """Records of a split -> features (extracted where missing) -> FeatureItems. Bad rows and videos are reported
-    in the returned `problems` list (and the store's errors table) and left out; the rest goes on."""
+class NoUsableQuestions(ValueError):
+    """A split left no question to work on; the message lists why each was skipped."""
+
+
+def split_records(cfg, split: str) -> tuple[list[QARecord], list[dict]]:
+    """The records of a split and the malformed lines skipped (data.on_bad_record: skip), or RecordError listing
+    every bad line (stop, the default). A split file outside data.root is refused unless data.allow_outside_root:
+    its videos would be looked up under the root and silently missed."""
+    from tspo_ray.config import ConfigError
     from tspo_ray.data.records import read_records
 
     root = Path(cfg.data.root)
     jsonl = root / getattr(cfg.data, split)
-    records, problems = read_records(jsonl, strict=False)
+    real_root, real_jsonl = root.resolve(), jsonl.resolve()
+    if not cfg.data.allow_outside_root and real_root not in real_jsonl.parents:
+        raise ConfigError(f"data.{split}: {jsonl} is outside data.root {root}, whose folder its video paths are read "
+                          f"against; put it under the root, set data.root to its folder, or set "
+                          f"data.allow_outside_root: true")
+    if not jsonl.is_file():
+        raise ConfigError(f"data.{split}: {jsonl} does not exist")
+    return read_records(jsonl, strict=cfg.data.on_bad_record == "stop", root=root,
+                        allow_outside_root=cfg.data.allow_outside_root)
+
+
+def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions: int | None = None,
+                  progress: bool = True):
+    """Records of a split -> features (extracted where missing) -> FeatureItems. Bad rows and videos are reported
+    in the returned `problems` list (and the store's errors table) and left out; the rest goes on."""
+    root = Path(cfg.data.root)
+    records, problems = split_records(cfg, split)
     if max_questions:
         records = records[:max_questions]
     spec = FeatureSpec(cfg.features.fps, cfg.features.max_candidates, cfg.features.frame_size, encoder.name)
