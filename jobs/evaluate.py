@@ -26,6 +26,7 @@ from tspo_ray.encoders import load_encoder  # noqa: E402
 from tspo_ray.evaluation import evaluate_selector, format_table, summarise  # noqa: E402
 from tspo_ray.features import NoUsableQuestions, prepare_split  # noqa: E402
 from tspo_ray.policy import SELECTION_METHODS  # noqa: E402
+from tspo_ray.safe_files import UnsafeFileError  # noqa: E402
 
 
 def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpoint: str | None = None,
@@ -85,7 +86,7 @@ def main() -> None:
     try:
         cfg = load_config(args.config, args.overrides)
         payload = run_evaluation(cfg, args.split, args.selectors, Path(args.out), args.checkpoint, args.plots)
-    except (ConfigError, FileNotFoundError, RecordError, NoUsableQuestions) as exc:
+    except (ConfigError, FileNotFoundError, RecordError, NoUsableQuestions, UnsafeFileError) as exc:
         sys.exit(f"error: {exc}")
     print(format_table(payload["results"]) + format_skipped(payload["skipped"]))
     print(f"wrote {args.out}/results.json, table.md, selections.jsonl")
