@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tspo_ray.answerers import build_answerer  # noqa: E402
 from tspo_ray.config import ConfigError, load_config  # noqa: E402
-from tspo_ray.data.records import write_jsonl_atomic, write_text_atomic  # noqa: E402
+from tspo_ray.data.records import RecordError, format_skipped, write_jsonl_atomic, write_text_atomic  # noqa: E402
 from tspo_ray.encoders import load_encoder  # noqa: E402
 from tspo_ray.evaluation import (AllRequestsRejected, check_answered, evaluate_selector, format_table,  # noqa: E402
                                  summarise)
-from tspo_ray.features import prepare_split  # noqa: E402
+from tspo_ray.features import NoUsableQuestions, prepare_split  # noqa: E402
 from tspo_ray.policy import SELECTORS, parse_selector  # noqa: E402
+from tspo_ray.safe_files import UnsafeFileError  # noqa: E402
 
 
 def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpoint: str | None = None,
@@ -51,6 +52,9 @@ def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpo
         encoder = load_encoder(cfg.features.encoder)
         items, problems, _ = prepare_split(cfg, split, encoder, max_questions=cfg.data.max_eval_questions,
                                            progress=progress)
+        if not items:
+            raise NoUsableQuestions(f"no usable questions in the {split} split"
+                                    + (format_skipped(problems) if problems else " (the split is empty)"))
     answerer = answerer or build_answerer(cfg.answerer.kind, cfg.answerer.settings)
     k = cfg.eval.num_frames
     results, selections = {}, []
@@ -67,7 +71,7 @@ def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpo
     if isinstance(getattr(answerer, "stats", None), dict):  # vLLM / HF: generate calls, requests, failed
         payload["answerer_stats"] = dict(answerer.stats)
     write_text_atomic(out_dir / "results.json", json.dumps(payload, indent=2))
-    table = format_table(results)
+    table = format_table(results) + format_skipped(problems)
     write_text_atomic(out_dir / "table.md", table + "\n")
     write_jsonl_atomic(out_dir / "selections.jsonl", selections)
     if agent is not None and num_plots:
@@ -99,11 +103,10 @@ def main() -> None:
     try:
         cfg = load_config(args.config, args.overrides)
         payload = run_evaluation(cfg, args.split, args.selectors, Path(args.out), args.checkpoint, args.plots)
-    except (ConfigError, FileNotFoundError, AllRequestsRejected) as exc:
+    except (ConfigError, FileNotFoundError, RecordError, NoUsableQuestions, UnsafeFileError,
+            AllRequestsRejected) as exc:
         sys.exit(f"error: {exc}")
-    print(format_table(payload["results"]))
-    if payload["skipped"]:
-        print(f"{len(payload['skipped'])} questions skipped (see results.json 'skipped')")
+    print(format_table(payload["results"]) + format_skipped(payload["skipped"]))
     print(f"wrote {args.out}/results.json, table.md, selections.jsonl")
 
 

@@ -127,10 +127,12 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from tspo_ray.answerers import build_answerer
-    from tspo_ray.checkpoint import load_agent
+    from tspo_ray.checkpoint import check_resumable, load_agent
+    from tspo_ray.data.records import RecordError, format_skipped
     from tspo_ray.encoders import load_encoder
     from tspo_ray.evaluation import AllRequestsRejected, format_table
     from tspo_ray.features import prepare_split
+    from tspo_ray.safe_files import UnsafeFileError
     from tspo_ray.tracking import RunLogger
 
     jobs_dir = Path(__file__).resolve().parent
@@ -155,12 +157,21 @@ def main(argv=None) -> int:
                                                             "resumed": str(ARGS.resume)})
         print(f"MLflow run {tracker.run_id} at {tracker.tracking_uri}")
     encoder = load_encoder(cfg.features.encoder)
-    items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not ARGS.local,
-                                            max_questions=cfg.data.max_train_questions)
+    try:
+        if ARGS.resume:
+            check_resumable(out / "checkpoints")
+        items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not ARGS.local,
+                                                max_questions=cfg.data.max_train_questions)
+    except (ConfigError, RecordError, UnsafeFileError) as exc:  # RecordError lists every malformed line
+        print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, RecordError):
+            print("fix these lines, or set data.on_bad_record=skip to train without them", file=sys.stderr)
+        return 1
     print(f"features: {counts}; {len(items)} training questions, {len(problems)} skipped")
+    if problems:
+        print(format_skipped(problems).lstrip("\n"))
     if not items:
-        first = problems[0]["reason"] if problems else "the split is empty"
-        print(f"error: no usable training questions ({first})", file=sys.stderr)
+        print("error: no usable training questions" + ("" if problems else " (the split is empty)"), file=sys.stderr)
         return 1
     if ARGS.local:
         train_local(cfg, items, tracker)

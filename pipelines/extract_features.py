@@ -15,10 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tspo_ray.config import ConfigError, load_config  # noqa: E402
-from tspo_ray.data.records import read_records  # noqa: E402
 from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray  # noqa: E402
 from tspo_ray.encoders import load_encoder  # noqa: E402
-from tspo_ray.features import FeatureStore, feature_spec, resolve_video  # noqa: E402
+from tspo_ray.features import FeatureStore, feature_spec, resolve_video, split_records  # noqa: E402
 
 
 def main() -> None:
@@ -31,13 +30,14 @@ def main() -> None:
     args = ap.parse_args()
     try:
         cfg = load_config(args.config, args.overrides)
+        cfg.data.on_bad_record = "skip"  # extraction lists bad lines and encodes the rest
+        records, problems = split_records(cfg, args.split)
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     from tspo_ray.distributed import init_ray
 
     init_ray(ignore_reinit_error=True)
     root = Path(cfg.data.root)
-    records, problems = read_records(root / getattr(cfg.data, args.split), strict=False)
     for p in problems:
         print(f"skipped record: {p['reason']}")
     videos = [resolve_video(r, root) for r in records]

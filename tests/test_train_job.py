@@ -42,7 +42,9 @@ def test_train_job_end_to_end_and_exact_resume(ray_local, tiny_world, tiny_hf_cl
         assert len(client.get_metric_history(run.info.run_id, key)) == 4, key
     assert max(m.value for m in client.get_metric_history(run.info.run_id, "staleness")) <= 1
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"eval", "checkpoint"} <= artifacts
+    assert {"eval", "checkpoint", "agent"} <= artifacts
+    model_files = {a.path for a in client.list_artifacts(run.info.run_id, "agent")}
+    assert model_files == {"agent/agent.safetensors", "agent/agent_config.json"}  # safe formats, no pickle
 
     # interrupted after 2 steps, then resumed: same data order, same step count
     broken = tmp_path / "broken"

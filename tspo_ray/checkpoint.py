@@ -1,14 +1,18 @@
 """Atomic training checkpoints: agent, optimizer, step, tau schedule, data position, RNG states, config.
 
-Each checkpoint is one file written to a temp name and renamed; `latest.json` (also written atomically) names the
-newest, so a crash mid-write never leaves a half checkpoint behind or a pointer to one.
+Each checkpoint is one safetensors file (tensors) whose header holds the rest as JSON (tspo_ray.safe_files), written
+to a temp name and renamed; `latest.json` (also written atomically) names the newest, so a crash mid-write never
+leaves a half checkpoint behind or a pointer to one. Nothing is ever unpickled: checkpoints of the earlier pickle
+format (.pt) are refused with the command that converts them once:
+
+    python -m tspo_ray.checkpoint convert OLD.pt NEW.safetensors
 """
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import random
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +21,19 @@ import torch
 
 from tspo_ray.agent import TemporalAgent
 from tspo_ray.data.records import write_text_atomic
+from tspo_ray.safe_files import (STRUCTURE_KEY, UnsafeFileError, looks_like_pickle, read_payload, read_tensors,
+                                 write_payload)
 
 LATEST = "latest.json"
+SUFFIX = ".safetensors"
+
+
+class OldFormatError(UnsafeFileError):
+    """A checkpoint in the earlier pickle format: refused, with the converter command in the message."""
 
 
 def rng_state() -> dict[str, Any]:
+    """torch, numpy and python RNG states (a tensor, a tuple with an array, a tuple of ints: all stored exactly)."""
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
 
@@ -32,18 +44,10 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(directory: str | Path, step: int, payload: dict[str, Any]) -> Path:
-    """Write payload (tensors, state dicts, plain values) as checkpoint-<step>.pt and point latest.json at it."""
+    """Write payload (tensors, state dicts, plain values) as checkpoint-<step>.safetensors; point latest.json at it."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"checkpoint-{step:06d}.pt"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"step": step, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = directory / f"checkpoint-{step:06d}{SUFFIX}"
+    write_payload(path, {"step": step, **payload})
     write_text_atomic(directory / LATEST, json.dumps({"step": step, "file": path.name}))
     return path
 
@@ -52,7 +56,28 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     pointer = Path(directory) / LATEST
     if not pointer.exists():
         return None
-    return Path(directory) / json.loads(pointer.read_text())["file"]
+    try:
+        name = json.loads(pointer.read_text())["file"]
+    except (ValueError, KeyError, TypeError):
+        raise UnsafeFileError(f"{pointer}: not a checkpoint pointer ({{\"step\": N, \"file\": NAME}})") from None
+    if not isinstance(name, str) or Path(name).name != name:  # a bare file name in this folder, nothing else
+        raise UnsafeFileError(f"{pointer}: names {name!r}, not a file in {directory}")
+    return Path(directory) / name
+
+
+def _refuse_old_format(path: Path) -> None:
+    if path.suffix in (".pt", ".pth", ".bin") or looks_like_pickle(path):
+        raise OldFormatError(
+            f"{path}: a checkpoint in the earlier pickle format, which is no longer loaded because unpickling can run "
+            f"code. Convert it once (tensors and plain values only; anything else is refused):\n"
+            f"    python -m tspo_ray.checkpoint convert {path} {path.with_suffix(SUFFIX)}")
+
+
+def check_resumable(directory: str | Path) -> None:
+    """OldFormatError/UnsafeFileError before a job starts when the checkpoint it would resume from is refused."""
+    found = latest_checkpoint(directory)
+    if found is not None and found.exists():
+        _refuse_old_format(found)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -64,21 +89,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = found
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    _refuse_old_format(path)
+    return read_payload(path)
+
+
+def published_selector_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The `selector.*` tensors of TSPO-0.4B-layout weights: a .safetensors file, or a save_pretrained folder of
+    them (the bundled CLIP's tensors are not read)."""
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        _refuse_old_format(f)
+        state.update(read_tensors(f, keep=lambda k: k.startswith("selector."))[0])
+    return state
 
 
 def load_agent(path: str | Path, window: int = 12, heads: int = 8) -> TemporalAgent:
-    """An agent from one of our checkpoints (file or run dir), or from a TSPO-0.4B-layout state dict.
+    """An agent from one of our checkpoints (file or run dir), or from TSPO-0.4B-layout weights (safetensors only).
 
-    Our checkpoints hold {"agent": state_dict, "agent_config": {...}}; a published checkpoint is a flat state dict
-    (.pt/.bin/.safetensors) whose selector keys start with "selector.".
+    Our checkpoints hold {"agent": state_dict, "agent_config": {...}}; published weights are a flat state dict
+    whose selector keys start with "selector." (a .safetensors file or a save_pretrained folder).
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return TemporalAgent.from_reference_state_dict(load_file(str(path)), window=window, heads=heads)
-    ckpt = load_checkpoint(path)
+    is_run_dir = path.is_dir() and (path / LATEST).exists()
+    if not is_run_dir and (path.is_dir() or path.suffix == SUFFIX):
+        if path.is_file() and STRUCTURE_KEY in read_tensors(path, keep=lambda k: False)[1]:
+            ckpt = load_checkpoint(path)  # one of ours, addressed by file
+        else:
+            state = published_selector_weights(path)
+            if not state:
+                raise ValueError(f"{path}: no checkpoint ({LATEST}) and no TSPO-0.4B selector.* weights")
+            return TemporalAgent.from_reference_state_dict(state, window=window, heads=heads)
+    else:
+        ckpt = load_checkpoint(path)
     if "agent" in ckpt and "agent_config" in ckpt:
         agent = TemporalAgent(**ckpt["agent_config"])
         agent.load_state_dict(ckpt["agent"])
@@ -86,3 +129,44 @@ def load_agent(path: str | Path, window: int = 12, heads: int = 8) -> TemporalAg
     if any(k.startswith("selector.") for k in ckpt):
         return TemporalAgent.from_reference_state_dict(ckpt, window=window, heads=heads)
     raise ValueError(f"{path}: neither a tspo-ray checkpoint nor a TSPO-0.4B state dict")
+
+
+def convert(old: str | Path, new: str | Path) -> Path:
+    """Rewrite an earlier .pt checkpoint (or a flat .pt/.bin state dict) as safetensors + JSON. Loads with
+    weights_only=True, so a file holding anything but tensors and plain containers is refused, never run."""
+    import pickle
+
+    old, new = Path(old), Path(new)
+    if new.suffix != SUFFIX:
+        raise ValueError(f"{new}: the converted file must end in {SUFFIX}")
+    try:
+        payload = torch.load(old, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeFileError(
+            f"{old}: refused: it holds objects other than tensors and plain containers, which could only be read by "
+            f"running code from the file ({first}). Re-create it from its source instead.") from None
+    write_payload(new, payload)
+    return new
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tspo_ray.checkpoint", description="checkpoint utilities")
+    sub = ap.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="rewrite an earlier pickle (.pt) checkpoint as safetensors + JSON, once")
+    conv.add_argument("old")
+    conv.add_argument("new")
+    args = ap.parse_args(argv)
+    try:
+        out = convert(args.old, args.new)
+    except (UnsafeFileError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    if (Path(args.old).parent / LATEST).exists():
+        print(f"(a run folder's {LATEST} still names the old file: point it at {out.name} to resume from it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,6 +44,10 @@ class DataConfig:
     max_train_questions: int | None = None
     # Evaluate on at most this many questions per split (None: all).
     max_eval_questions: int | None = None
+    # A malformed record: "stop" lists every bad line and fails the job; "skip" lists them and goes on without them.
+    on_bad_record: str = "stop"
+    # Allow split files and video paths outside data.root (absolute paths, `..`, symlinks leading out).
+    allow_outside_root: bool = False
 
 
 @dataclass
@@ -273,6 +277,8 @@ def validate(cfg: Config) -> Config:
 
     _check(cfg.features.encoder.backend in ("embedded", "hf", "open_clip"), "features.encoder.backend",
            f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
+    _check(cfg.data.on_bad_record in ("stop", "skip"), "data.on_bad_record",
+           f"must be one of stop, skip, got {cfg.data.on_bad_record!r}")
     _check(cfg.features.fps > 0, "features.fps", f"must be > 0, got {cfg.features.fps}")
     _check(cfg.features.max_candidates is None or cfg.features.max_candidates >= 1, "features.max_candidates",
            "must be >= 1 or null (no cap)")

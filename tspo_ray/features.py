@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -19,6 +17,7 @@ import torch
 
 from tspo_ray import video as video_io
 from tspo_ray.data.records import QARecord, write_jsonl_atomic
+from tspo_ray.safe_files import UnsafeFileError, read_tensors, write_tensors_atomic
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,16 @@ class VideoFeatures:
     duration_s: float
     video: str
 
-    def to_payload(self) -> dict:
-        return {"frame_features": self.frame_features.half(), "frame_indices": torch.from_numpy(self.frame_indices),
-                "timestamps_s": torch.from_numpy(self.timestamps_s), "duration_s": self.duration_s, "video": self.video}
+    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        tensors = {"frame_features": self.frame_features.half(),
+                   "frame_indices": torch.from_numpy(self.frame_indices),
+                   "timestamps_s": torch.from_numpy(self.timestamps_s)}
+        return tensors, {"duration_s": repr(float(self.duration_s)), "video": self.video}
 
     @classmethod
-    def from_payload(cls, p: dict) -> "VideoFeatures":
-        return cls(p["frame_features"], p["frame_indices"].numpy(), p["timestamps_s"].numpy(), p["duration_s"], p["video"])
+    def from_tensors(cls, t: dict[str, torch.Tensor], meta: dict[str, str]) -> "VideoFeatures":
+        return cls(t["frame_features"], t["frame_indices"].numpy(), t["timestamps_s"].numpy(),
+                   float(meta["duration_s"]), meta["video"])
 
 
 def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_size: int = 64) -> VideoFeatures:
@@ -66,52 +68,62 @@ def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_s
                          cands.info.duration_s, str(path))
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FeatureStore:
-    """A folder of video feature files (videos/<key>.pt), question-stem features (text/<encoder>.pt), errors.jsonl."""
+    """A folder of video feature files (videos/<key>.safetensors), question-stem features
+    (text/<encoder>.safetensors) and errors.jsonl. Only safetensors are read: entries of the earlier pickle format
+    (.pt) are ignored (so re-encoded), and a file that is not valid safetensors is refused, never unpickled."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).absolute()
 
     def video_path(self, key: str) -> Path:
-        return self.root / "videos" / f"{key}.pt"
+        return self.root / "videos" / f"{key}.safetensors"
 
     def has(self, key: str) -> bool:
         return self.video_path(key).exists()
 
     def put(self, key: str, feats: VideoFeatures) -> None:
-        _atomic_torch_save(feats.to_payload(), self.video_path(key))
+        write_tensors_atomic(self.video_path(key), *feats.to_tensors())
 
     def get(self, key: str) -> VideoFeatures:
-        return VideoFeatures.from_payload(torch.load(self.video_path(key), map_location="cpu", weights_only=False))
+        """The stored features, or UnsafeFileError naming the file when it is not a valid entry."""
+        path = self.video_path(key)
+        tensors, meta = read_tensors(path)
+        try:
+            return VideoFeatures.from_tensors(tensors, meta)
+        except (KeyError, ValueError) as exc:
+            raise UnsafeFileError(f"{path}: not a feature-store entry (missing {exc}); "
+                                  "delete it to re-encode") from None
 
     # --- question stems -------------------------------------------------------------------------------------------
     def _text_path(self, encoder_name: str) -> Path:
         slug = hashlib.sha1(encoder_name.encode()).hexdigest()[:16]
-        return self.root / "text" / f"{slug}.pt"
+        return self.root / "text" / f"{slug}.safetensors"
+
+    def _read_text(self, path: Path) -> dict[str, torch.Tensor]:
+        if not path.exists():
+            return {}
+        tensors, meta = read_tensors(path)
+        try:
+            questions = json.loads(meta["questions"])
+            feats = tensors["features"]
+            assert isinstance(questions, list) and len(questions) == len(feats)
+        except (KeyError, ValueError, AssertionError):
+            raise UnsafeFileError(f"{path}: not a question-feature file; delete it to re-encode") from None
+        return dict(zip(questions, feats))
 
     def text_features(self, encoder, questions: Iterable[str]) -> dict[str, torch.Tensor]:
         """Features of question stems, encoding only the ones not stored yet (single writer: the caller)."""
         path = self._text_path(encoder.name)
-        cache: dict[str, torch.Tensor] = torch.load(path, weights_only=False) if path.exists() else {}
+        cache = self._read_text(path)
         missing = sorted({q for q in questions if q not in cache})
         if missing:
             for start in range(0, len(missing), 256):
                 chunk = missing[start : start + 256]
                 for q, f in zip(chunk, encoder.encode_text(chunk).float()):
                     cache[q] = f.clone()
-            _atomic_torch_save(cache, path)
+            write_tensors_atomic(path, {"features": torch.stack(list(cache.values()))},
+                                 {"questions": json.dumps(list(cache))})
         return cache
 
     # --- errors -------------------------------------------------------------------------------------------------
@@ -180,25 +192,50 @@ def load_items(records: Sequence[QARecord], data_root: str | Path, store: Featur
             skipped.append({"id": rec.id, "video": path, "reason": f"{path}: {exc.strerror or exc}"})
             continue
         if key not in by_video:
-            by_video[key] = store.get(key) if store.has(key) else None
+            try:  # a string: why there are no features
+                by_video[key] = (store.get(key) if store.has(key)
+                                 else "no features (see the feature store's errors table)")
+            except UnsafeFileError as exc:
+                by_video[key] = str(exc)
         feats = by_video[key]
-        if feats is None:
-            skipped.append({"id": rec.id, "video": path, "reason": "no features (see the feature store's errors table)"})
+        if isinstance(feats, str):
+            skipped.append({"id": rec.id, "video": path, "reason": f"{rec.video}: {feats}"})
             continue
         items.append(FeatureItem(rec, feats.frame_features.float(), text[rec.question], feats.frame_indices,
                                  feats.timestamps_s, path))
     return items, skipped
 
 
-def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions: int | None = None,
-                  progress: bool = True):
-    """Records of a split -> features (extracted where missing) -> FeatureItems. Bad rows and videos are reported
-    in the returned `problems` list (and the store's errors table) and left out; the rest goes on."""
+class NoUsableQuestions(ValueError):
+    """A split left no question to work on; the message lists why each was skipped."""
+
+
+def split_records(cfg, split: str) -> tuple[list[QARecord], list[dict]]:
+    """The records of a split and the malformed lines skipped (data.on_bad_record: skip), or RecordError listing
+    every bad line (stop, the default). A split file outside data.root is refused unless data.allow_outside_root:
+    its videos would be looked up under the root and silently missed."""
+    from tspo_ray.config import ConfigError
     from tspo_ray.data.records import read_records
 
     root = Path(cfg.data.root)
     jsonl = root / getattr(cfg.data, split)
-    records, problems = read_records(jsonl, strict=False)
+    real_root, real_jsonl = root.resolve(), jsonl.resolve()
+    if not cfg.data.allow_outside_root and real_root not in real_jsonl.parents:
+        raise ConfigError(f"data.{split}: {jsonl} is outside data.root {root}, whose folder its video paths are read "
+                          f"against; put it under the root, set data.root to its folder, or set "
+                          f"data.allow_outside_root: true")
+    if not jsonl.is_file():
+        raise ConfigError(f"data.{split}: {jsonl} does not exist")
+    return read_records(jsonl, strict=cfg.data.on_bad_record == "stop", root=root,
+                        allow_outside_root=cfg.data.allow_outside_root)
+
+
+def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions: int | None = None,
+                  progress: bool = True):
+    """Records of a split -> features (extracted where missing) -> FeatureItems. Bad rows and videos are reported
+    in the returned `problems` list (and the store's errors table) and left out; the rest goes on."""
+    root = Path(cfg.data.root)
+    records, problems = split_records(cfg, split)
     if max_questions:
         records = records[:max_questions]
     spec = feature_spec(cfg, encoder.name)

@@ -66,15 +66,20 @@ class RunLogger:
         self.client.set_terminated(self.run_id, status)
 
     def log_model(self, agent, checkpoint_dir: str | Path) -> None:
-        """The trained agent as an MLflow PyTorch model, plus the raw checkpoint file it came from."""
-        import mlflow
-        import mlflow.pytorch
+        """The trained agent as artifacts under agent/: its weights as safetensors and its config as JSON (never a
+        pickle: `TemporalAgent(**json) + load_state_dict(safetensors)` rebuilds it), plus the checkpoint it came from."""
+        import json
+        import tempfile
 
         from tspo_ray.checkpoint import latest_checkpoint
+        from tspo_ray.safe_files import write_tensors_atomic
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(agent, name="agent", pip_requirements=["torch"], serialization_format="pickle")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "agent"
+            write_tensors_atomic(folder / "agent.safetensors", agent.state_dict(),
+                                 {"agent_config": json.dumps(agent.config())})
+            (folder / "agent_config.json").write_text(json.dumps(agent.config(), indent=2) + "\n")
+            self.log_artifacts(folder, "agent")
         latest = latest_checkpoint(checkpoint_dir)
         if latest is not None:
             self.log_artifact(latest, "checkpoint")

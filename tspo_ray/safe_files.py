@@ -1,0 +1,138 @@
+"""Files that never run code when read: tensors in safetensors, everything else as JSON in the file's header.
+
+A payload (nested dicts, lists, tuples, tensors, numpy arrays, numbers, strings) is split into its tensors, stored
+as safetensors, and its structure, stored as JSON under the metadata key "tspo_ray" of the same file, so one atomic
+rename publishes both. Tuples, non-string dict keys and numpy arrays are tagged in the JSON, so optimizer and RNG
+states come back exactly as they were saved. Files are written 0644 via a temp file and a rename.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+STRUCTURE_KEY = "tspo_ray"
+# torch.save writes a zip archive (PK..) or, in its legacy form, a raw pickle (protocol 2+ starts with 0x80)
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+class UnsafeFileError(ValueError):
+    """A file that is not safetensors (e.g. a pickle) or not a valid one; the message names it and says what to do."""
+
+
+def looks_like_pickle(path: str | Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return any(head.startswith(m) for m in _PICKLE_MAGIC)
+
+
+# --- payload <-> (JSON structure, tensors) ----------------------------------------------------------------------
+
+def split_payload(obj: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(JSON-able structure, tensors by name): the inverse of join_payload."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def enc(x: Any, where: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            name = f"t{len(tensors)}"
+            tensors[name] = x.detach().cpu().contiguous().clone()  # clone: safetensors refuses shared storage
+            return {"__tensor__": name}
+        if isinstance(x, np.ndarray):
+            return {"__ndarray__": x.tolist(), "dtype": str(x.dtype), "shape": list(x.shape)}
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, tuple):
+            return {"__tuple__": [enc(v, f"{where}[{i}]") for i, v in enumerate(x)]}
+        if isinstance(x, list):
+            return [enc(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        if isinstance(x, dict):
+            if all(isinstance(k, str) and not k.startswith("__") for k in x):
+                return {k: enc(v, f"{where}.{k}") for k, v in x.items()}
+            return {"__items__": [[enc(k, where), enc(v, f"{where}[{k!r}]")] for k, v in x.items()]}
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(f"{where}: cannot store a {type(x).__name__} safely (tensors, arrays, numbers, strings, "
+                        "lists, tuples and dicts only)")
+
+    return enc(obj, "payload"), tensors
+
+
+def join_payload(structure: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    def dec(x: Any) -> Any:
+        if isinstance(x, list):
+            return [dec(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if "__tensor__" in x:
+            return tensors[x["__tensor__"]]
+        if "__ndarray__" in x:
+            return np.asarray(x["__ndarray__"], dtype=np.dtype(x["dtype"])).reshape(x["shape"])
+        if "__tuple__" in x:
+            return tuple(dec(v) for v in x["__tuple__"])
+        if "__items__" in x:
+            return {_hashable(dec(k)): dec(v) for k, v in x["__items__"]}
+        return {k: dec(v) for k, v in x.items()}
+
+    return dec(structure)
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
+
+
+# --- files ------------------------------------------------------------------------------------------------------
+
+def write_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor],
+                         metadata: dict[str, str] | None = None) -> None:
+    """Tensors (and string metadata) as a safetensors file, written to a temp name, made 0644, then renamed."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; these files are for every reader
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_tensors(path: str | Path, keep: Callable[[str], bool] | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file (only names `keep` accepts); UnsafeFileError for anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            names = [k for k in fh.keys() if keep is None or keep(k)]
+            return {k: fh.get_tensor(k) for k in names}, dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        kind = "a pickle, which is never loaded because unpickling can run code" if looks_like_pickle(path) \
+            else f"not a valid safetensors file ({exc})"
+        raise UnsafeFileError(f"{path}: {kind}") from None
+
+
+def write_payload(path: str | Path, payload: Any) -> None:
+    structure, tensors = split_payload(payload)
+    write_tensors_atomic(path, tensors, {STRUCTURE_KEY: json.dumps(structure)})
+
+
+def read_payload(path: str | Path) -> Any:
+    tensors, metadata = read_tensors(path)
+    if STRUCTURE_KEY not in metadata:
+        raise UnsafeFileError(f"{path}: a safetensors file without tspo-ray's structure (metadata {STRUCTURE_KEY!r})")
+    try:
+        return join_payload(json.loads(metadata[STRUCTURE_KEY]), tensors)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UnsafeFileError(f"{path}: its structure does not match its tensors ({exc})") from None
