@@ -161,7 +161,7 @@ def _rewrite_lines(tmp_path, name, lineno, new_line):
      "'correct_choice' = 7 is not an option index"),
     ("longvideobench", "lvb_val.json", lambda rs: rs[2].pop("video_path"), "kj3Po7zUeyw_0",
      "missing field 'video_path'"),
-    ("mlvu", "mlvu.json", lambda rs: rs[0].update(answer="F"), "Q0", "'answer' 'F' is not one of"),
+    ("mlvu", "mlvu.json", lambda rs: rs[0].update(answer="F"), "Q0", "'answer' \"F\" is not one of"),
     ("mlvu", "mlvu.json", lambda rs: rs[3].update(question="What did I put in the orange trashcan"), "Q761",
      "no options"),
     ("videomme", "videomme.json", lambda rs: rs[0]["options"].__setitem__(1, "Candles."), "001-1",
