@@ -41,9 +41,8 @@ def tiny_hf_clip(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    import ray
+    from local_ray import start_local_ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray = start_local_ray(num_cpus=4)  # retried when the raylet is slow to register on a busy machine
     yield ray
     ray.shutdown()
