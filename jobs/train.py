@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
     jobs_dir = Path(__file__).resolve().parent
     sys.path.insert(0, str(jobs_dir))
-    from evaluate import run_evaluation
+    from tspo_ray.evaluation_job import run_evaluation
 
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)

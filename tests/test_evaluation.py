@@ -53,7 +53,7 @@ def test_summary_and_table():
 
 
 def test_evaluate_job_writes_results(tiny_world, tiny_hf_clip, tmp_path):
-    from evaluate import run_evaluation
+    from tspo_ray.evaluation_job import run_evaluation
 
     from tspo_ray.config import load_config
 
@@ -77,7 +77,7 @@ def test_evaluation_fails_when_the_answerer_rejects_every_request(tiny_world, ti
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from evaluate import run_evaluation
+    from tspo_ray.evaluation_job import run_evaluation
     from tiny_models import build_tiny_qwen2_5_vl
 
     from tspo_ray.answerers import build_answerer

@@ -131,7 +131,7 @@ def _world_copy(tiny_world: Path, tmp_path: Path, extra_lines: list[str]) -> Pat
 
 
 def test_evaluation_lists_skipped_questions_and_refuses_splits_outside_the_root(tiny_world, tmp_path):
-    from evaluate import run_evaluation
+    from tspo_ray.evaluation_job import run_evaluation
 
     from tspo_ray.config import ConfigError, load_config
     from tspo_ray.features import NoUsableQuestions

@@ -5,8 +5,9 @@ Every finished question is appended to `partial.jsonl` in the output folder (one
 so a killed run resumes without redoing finished questions; a torn last line is dropped. `run.json` pins the
 settings of the folder: a restart with other settings is refused rather than mixed in.
 
-Selection and answering come in as callables, so this module owns only the run: the job (jobs/evaluate.py) builds
-them from the feature store, the config's selectors and answerer.
+Selection and answering come in as callables, so this module owns only the run: the job (tspo_ray/benchmark_job.py)
+builds them from the feature store, the config's selectors and answerer. With answers, accuracy is broken down as
+each benchmark's own table does it (tspo_ray/benchmark_breakdown.py) into summary.json and table.md.
 """
 from __future__ import annotations
 
@@ -16,31 +17,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tspo_ray.data.frame_idx_export import ExportError, export_frame_idx, frame_idx_value
-from tspo_ray.data.records import QARecord, write_text_atomic
+from tspo_ray.benchmark_breakdown import breakdown, format_breakdown_table
+from tspo_ray.data.frame_idx_export import EXPORTABLE, ExportError, export_frame_idx, frame_idx_value
+from tspo_ray.data.records import QARecord, RecordError, write_text_atomic
 
 #: a selection: {"frame_indices": [...], "timestamps_s": [...], "scores": [...] or None, "video": the path to answer
 #: from}; raises ValueError for a question it cannot serve (no features, unreadable video), recorded with the reason
 SelectFn = Callable[[QARecord, str], dict]
 #: answers for a chunk of (record, selection) pairs: one {"predicted", "output", "error"} dict per pair, in order
 AnswerFn = Callable[[Sequence[tuple[QARecord, dict]]], list[dict]]
+#: called after each chunk is recorded, with the chunk's rows (progress reporting; tests interrupt a run here)
+ChunkHook = Callable[[list[dict]], None]
 
 
 class BenchmarkRunError(RuntimeError):
     """A benchmark run that cannot go on (settings differ from the folder's run, no records); names the reason."""
 
 
-def load_benchmark_records(name: str, annotations: str | Path, video_root: str | Path | None) -> list[QARecord]:
-    """The benchmark's questions as QARecords, ids being the benchmark's own question ids.
+def load_benchmark_records(name: str, annotations: str | Path, video_root: str | Path | None,
+                           answer: bool = True) -> list[QARecord]:
+    """The benchmark's questions as QARecords (tspo_ray.data.benchmarks.load), ids being its own question ids.
 
-    SEAM: the importers (tspo_ray.data.benchmarks.load(name, annotations, video_root) -> list[QARecord]) plug in here.
-    """
+    `tsv` and `tspo10k` have no annotation JSON of their own to write frame_idx into: they run only to answer
+    (accuracy), so without `answer` they are refused here, before any work."""
+    from tspo_ray.data.benchmarks import FORMATS, load
+
+    if name not in FORMATS:
+        raise BenchmarkRunError(f"--benchmark {name!r}: unknown benchmark; known: {', '.join(sorted(FORMATS))}")
+    if name not in EXPORTABLE and not answer:
+        raise BenchmarkRunError(f"--benchmark {name}: its files have no annotation JSON of their own to write "
+                                f"frame_idx into (frame_idx export: {', '.join(EXPORTABLE)}); add --answer to "
+                                "report accuracy only")
     try:
-        from tspo_ray.data.benchmarks import load  # noqa: PLC0415 (an optional module until the importers land)
-    except ImportError:
-        raise BenchmarkRunError(f"--benchmark {name}: this build has no benchmark importers "
-                                "(tspo_ray.data.benchmarks.load)") from None
-    return load(name, annotations, video_root)
+        return load(name, annotations, video_root)
+    except RecordError as exc:
+        raise BenchmarkRunError(str(exc)) from None
 
 
 class PartialResults:
@@ -105,6 +116,11 @@ class BenchmarkRun:
         else:
             write_text_atomic(path, json.dumps(pinned, indent=2, sort_keys=True))
 
+    @property
+    def exports(self) -> bool:
+        """Whether the benchmark's own file is written back with frame_idx (tsv / tspo10k: accuracy only)."""
+        return self.name in EXPORTABLE
+
     def frame_idx_path(self, selector: str) -> Path:
         """Where a selector's export goes: the benchmark file's own name, under frame_idx/<selector>/."""
         return self.out_dir / "frame_idx" / selector.replace(":", "_") / self.annotations.name
@@ -124,7 +140,7 @@ def _selection_row(record: QARecord, selector: str, select: SelectFn) -> dict:
 
 
 def run_benchmark(run: BenchmarkRun, records: Sequence[QARecord], select: SelectFn, answer: AnswerFn | None = None,
-                  chunk_size: int = 16, progress: bool = True) -> dict:
+                  chunk_size: int = 16, progress: bool = True, on_chunk: ChunkHook | None = None) -> dict:
     """Select (and answer) every question not finished yet, appending each chunk to partial.jsonl; then write the
     frame_idx export per selector and summary.json. Returns the summary."""
     from tqdm import tqdm
@@ -134,7 +150,8 @@ def run_benchmark(run: BenchmarkRun, records: Sequence[QARecord], select: Select
     run.out_dir.mkdir(parents=True, exist_ok=True)
     run.pin_settings()
     done = run.partial.load()
-    todo = [(s, r) for s in run.selectors for r in records if (s, r.id) not in done]
+    # question-major: the selectors of one question run together, so a video's features are read once
+    todo = [(s, r) for r in records for s in run.selectors if (s, r.id) not in done]
     bar = tqdm(total=len(run.selectors) * len(records), initial=len(run.selectors) * len(records) - len(todo),
                desc=f"{run.name}", unit="q", disable=not progress)
     for start in range(0, len(todo), chunk_size):
@@ -146,6 +163,8 @@ def run_benchmark(run: BenchmarkRun, records: Sequence[QARecord], select: Select
         run.partial.append(rows)
         done.update({(row["selector"], row["id"]): row for row in rows})
         bar.update(len(rows))
+        if on_chunk is not None:
+            on_chunk(rows)
     bar.close()
     return write_outputs(run, records, done)
 
@@ -167,88 +186,26 @@ def _answer_rows(chunk: Sequence[tuple[str, QARecord]], rows: list[dict], answer
 
 
 def write_outputs(run: BenchmarkRun, records: Sequence[QARecord], done: dict[tuple[str, str], dict]) -> dict:
-    """The frame_idx export of every selector and summary.json (counts, failures, accuracy where answered)."""
+    """The frame_idx export of every selector, summary.json (counts, failures, the accuracy breakdown where
+    answered) and table.md (the breakdown table, when answered)."""
     summary: dict[str, Any] = {"benchmark": run.name, "questions": len(records), "selectors": {}}
+    results = {}
     for selector in run.selectors:
         rows = [done[(selector, r.id)] for r in records]
-        picked = {row["id"]: row["frame_indices"] for row in rows if row["error"] is None}
-        counts = export_frame_idx(run.name, run.annotations, picked, run.frame_idx_path(selector))
-        entry = {"frame_idx_file": str(run.frame_idx_path(selector)), **counts,
-                 "failed": [row["error"] for row in rows if row["error"] is not None]}
-        answered = [row for row in rows if "correct" in row]
-        if answered:
-            entry["accuracy"] = sum(row["correct"] for row in answered) / len(answered)
-            entry["answered"] = len(answered)
+        entry: dict[str, Any] = {"failed": [row["error"] for row in rows if row["error"] is not None]}
+        if run.exports:
+            picked = {row["id"]: row["frame_indices"] for row in rows if row["error"] is None}
+            counts = export_frame_idx(run.name, run.annotations, picked, run.frame_idx_path(selector))
+            entry.update(frame_idx_file=str(run.frame_idx_path(selector)), **counts)
+        else:
+            entry.update(frame_idx_file=None, questions=len(rows), exported=0, empty=len(rows))
+        if any("correct" in row for row in rows):
+            results[selector] = breakdown(run.name, rows)
+            entry.update(accuracy=results[selector]["overall"], answered=results[selector]["answered"],
+                         breakdown=results[selector])
         summary["selectors"][selector] = entry
+    if results:
+        summary["table"] = format_breakdown_table(run.name, results)
+        write_text_atomic(run.out_dir / "table.md", summary["table"] + "\n")
     write_text_atomic(run.out_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
-
-
-# --- the job: selection from the feature store, answers from the config's answerer ------------------------------------
-
-def _answer_fn(answerer) -> AnswerFn:
-    from tspo_ray.answerers.base import AnswerRequest
-
-    def answer(pairs: Sequence[tuple[QARecord, dict]]) -> list[dict]:
-        requests = [AnswerRequest(key=f"{rec.id}:{row['selector']}", video=row["video"],
-                                  frame_indices=tuple(row["frame_indices"]), timestamps_s=tuple(row["timestamps_s"]),
-                                  question=rec.question, options=tuple(rec.options), duration_s=rec.duration_s)
-                    for rec, row in pairs]
-        return [{"predicted": a.option, "output": a.text, "error": a.extra.get("error")}
-                for a in answerer.answer(requests)]
-
-    return answer
-
-
-def run_benchmark_job(cfg, name: str, annotations: str | Path, videos: str | Path | None, selectors: list[str],
-                      out_dir: str | Path, checkpoint: str | None = None, answer: bool = False,
-                      records: Sequence[QARecord] | None = None, progress: bool = True) -> dict:
-    """`jobs/evaluate.py --benchmark`: the benchmark's records, features for their videos, selection by each
-    selector, optionally answers, and the frame_idx export; resumable in out_dir."""
-    from dataclasses import asdict
-
-    from tspo_ray.config import ConfigError
-    from tspo_ray.data.frame_idx_export import MAX_EXPORTED_FRAMES
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.evaluation import select_frames
-    from tspo_ray.features import FeatureSpec, FeatureStore, extract_local, load_items, resolve_video
-
-    k = cfg.eval.num_frames
-    if k > MAX_EXPORTED_FRAMES:
-        raise ConfigError(f"eval.num_frames: the frame_idx export holds at most {MAX_EXPORTED_FRAMES} frames, got {k}")
-    if records is None:
-        records = load_benchmark_records(name, annotations, videos)
-    root = Path(videos) if videos else Path(annotations).parent
-    # SEAM: the selector API (KeyframeSelector over all 1-fps candidates) replaces this feature-store selection.
-    encoder = load_encoder(cfg.features.encoder)
-    spec = FeatureSpec(cfg.features.fps, cfg.features.max_candidates, cfg.features.frame_size, encoder.name)
-    store = FeatureStore(cfg.features.store)
-    extract_local(list(dict.fromkeys(resolve_video(r, root) for r in records)), encoder, spec, store, progress=progress)
-    items, skipped = load_items(records, root, store, spec, encoder)
-    by_id = {it.key: it for it in items}
-    reasons = {s["id"]: s["reason"] for s in skipped}
-    agent = None
-    if any(s == "agent" for s in selectors):
-        if not checkpoint:
-            raise ConfigError("selectors: 'agent' needs --checkpoint")
-        from tspo_ray.checkpoint import load_agent
-
-        agent = load_agent(checkpoint, window=cfg.agent.window, heads=cfg.agent.heads).eval()
-
-    def select(record: QARecord, selector: str) -> dict:
-        item = by_id.get(record.id)
-        if item is None:
-            raise ValueError(reasons.get(record.id, "no features"))
-        return select_frames(item, selector, k, agent) | {"video": item.video_path}
-
-    answer_fn = None
-    settings: dict[str, Any] = {"checkpoint": checkpoint, "encoder": asdict(cfg.features.encoder),
-                                "fps": cfg.features.fps, "max_candidates": cfg.features.max_candidates,
-                                "frame_size": cfg.features.frame_size}
-    if answer:
-        from tspo_ray.answerers import build_answerer
-
-        answer_fn = _answer_fn(build_answerer(cfg.answerer.kind, cfg.answerer.settings))
-        settings["answerer"] = {"kind": cfg.answerer.kind, "settings": cfg.answerer.settings}
-    run = BenchmarkRun(name, Path(annotations), Path(out_dir), list(selectors), k, settings)
-    return run_benchmark(run, records, select, answer_fn, progress=progress)

@@ -170,13 +170,26 @@ class TrackingConfig:
 
 
 @dataclass
+class AKSConfig:
+    # Adaptive Keyframe Sampling (the aks selection method). Split a segment further unless the mean of its top
+    # scores exceeds its mean by more than t1 (on min-max normalised scores)...
+    t1: float = 0.2
+    # ... and its score std exceeds t2 (-100: the reference's "never binding").
+    t2: float = -100.0
+    # The deepest split. The reference: t1 0.2 / depth 3 on LongVideoBench, t1 0.8 / depth 5 on Video-MME.
+    all_depth: int = 3
+
+
+@dataclass
 class EvalConfig:
     # T_s at evaluation.
     num_frames: int = 8
-    # Selectors compared in the final table.
+    # Selectors compared in the final table (jobs/evaluate.py --benchmark: the default --selectors).
     selectors: list[str] = field(default_factory=lambda: ["uniform", "clip-top-k", "agent"])
     # Score-curve pictures to emit.
     num_plots: int = 4
+    # Settings of the aks selection method.
+    aks: AKSConfig = field(default_factory=AKSConfig)
 
 
 @dataclass
@@ -306,6 +319,7 @@ def validate(cfg: Config) -> Config:
     _check(cfg.train.num_answerers >= 1, "train.num_answerers", "must be >= 1")
     _check(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
+    _check(cfg.eval.aks.all_depth >= 0, "eval.aks.all_depth", f"must be >= 0, got {cfg.eval.aks.all_depth}")
     for i, s in enumerate(cfg.eval.selectors):
         _check(s in SELECTORS, f"eval.selectors[{i}]", f"unknown selector {s!r}; choose from {', '.join(SELECTORS)}")
     _validate_placement(cfg)

@@ -59,11 +59,17 @@ class VideoFeatures:
                    float(meta["duration_s"]), meta["video"])
 
 
+#: candidates decoded at a time: an uncapped grid (16k frames of a 720p hour) never sits in memory at once
+DECODE_CHUNK = 256
+
+
 def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_size: int = 64) -> VideoFeatures:
-    """Decode the candidates (resized in this process) and encode them. Raises VideoError for unusable videos."""
-    frames, cands = video_io.decode_candidates(path, spec.fps, spec.max_candidates, spec.frame_size,
-                                               spec.min_candidates)
-    feats = encoder.encode_frames(frames, batch_size=batch_size)
+    """Decode the candidates (resized in this process, DECODE_CHUNK at a time) and encode them. Raises VideoError
+    for unusable videos."""
+    cands = video_io.candidates(path, spec.fps, spec.max_candidates, spec.min_candidates)
+    idx = cands.frame_indices
+    feats = torch.cat([encoder.encode_frames(video_io.read_frames(path, idx[i : i + DECODE_CHUNK], spec.frame_size),
+                                             batch_size=batch_size) for i in range(0, len(idx), DECODE_CHUNK)])
     return VideoFeatures(feats.float(), cands.frame_indices.astype(np.int64), cands.timestamps_s.astype(np.float64),
                          cands.info.duration_s, str(path))
 
