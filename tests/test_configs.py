@@ -11,7 +11,8 @@ from tspo_ray.distributed.placement import answerer_actor_options, encoder_actor
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_CONFIGS = [p for p in sorted((ROOT / "configs").glob("*.yaml")) if p.name != "serve.yaml"]  # serve: Ray Serve's
-REAL_MODEL_CONFIGS = [p for p in JOB_CONFIGS if p.name != "embedded.yaml"]
+BENCH_CONFIGS = [p for p in JOB_CONFIGS if p.name.startswith("bench_")]  # jobs/evaluate.py --benchmark: no training
+REAL_MODEL_CONFIGS = [p for p in JOB_CONFIGS if p.name != "embedded.yaml" and p not in BENCH_CONFIGS]
 NODE_TYPES = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
 
 
@@ -125,3 +126,25 @@ def test_placement_fields_are_checked():
     assert answerer_actor_options(cfg) == {"num_cpus": 0.5, "num_gpus": 0.0, "resources": {"rollout": 1.0}}
     assert learner_scaling(cfg) == {"num_workers": 1, "use_gpu": True,
                                     "resources_per_worker": {"CPU": 1.0, "GPU": 0.25, "learner": 1.0}}
+
+
+#: the reference's evaluation per benchmark: its default selector and AKS's published settings (t1, all_depth)
+BENCH_SETTINGS = {"longvideobench": ("agent:top-k", 0.2, 3), "videomme": ("agent:bin-max", 0.8, 5),
+                  "mlvu": ("agent:top-k", 0.8, 5), "lvbench": ("agent:top-k", 0.8, 5)}
+
+
+def test_benchmark_configs_follow_the_reference_and_can_run():
+    assert sorted(p.stem.removeprefix("bench_") for p in BENCH_CONFIGS) == sorted(BENCH_SETTINGS)
+    for path in BENCH_CONFIGS:
+        cfg = load_config(path)
+        selector, t1, depth = BENCH_SETTINGS[path.stem.removeprefix("bench_")]
+        assert cfg.eval.num_frames == 64 and cfg.eval.selectors[0] == selector, path.name
+        assert (cfg.eval.aks.t1, cfg.eval.aks.t2, cfg.eval.aks.all_depth) == (t1, -100.0, depth), path.name
+        assert cfg.features.max_candidates is None  # every 1-fps candidate, as the reference evaluates
+        # TSPO-0.4B: its CLIP encodes, its selector.* weights score
+        assert "TSPO-0.4B" in cfg.features.encoder.model and cfg.agent.init_checkpoint == cfg.features.encoder.model
+        assert cfg.answerer.kind == "vllm" and accepted_frames(cfg.answerer.kind, cfg.answerer.settings) >= 64
+        assert any(m in cfg.answerer.settings["model"].lower() for m in ("qwen2.5-vl-7b", "llava-video-7b"))
+        enc = encoder_actor_options(cfg)
+        assert cfg.features.encoder.device == "cuda" and 0 < enc["num_gpus"] <= 1
+        assert fits_a_node(enc["num_cpus"], enc["num_gpus"], enc["resources"]) == ["head"]
