@@ -1,6 +1,7 @@
 """The frame_idx export (the benchmark's own file written back, as lmms-eval adaptations read it) and the resumable
 benchmark run. Fixtures follow the real files' layouts (LongVideoBench lvb_val.json, MLVU mlvu.json, LVBench
-video_info.meta.jsonl); the QARecords are written here as the importers would produce them."""
+video_info.meta.jsonl); the QARecords are written here as the importers would produce them. The whole job on each
+benchmark's fixture: tests/test_benchmark_job.py."""
 import json
 
 import pytest
@@ -130,33 +131,3 @@ def test_failed_questions_export_empty_and_are_reported(tmp_path):
     entry = summary["selectors"]["uniform"]
     assert entry["failed"] == ["vid1_0: vid1.mp4: cannot read the file"] and entry["empty"] == 1
     assert [r["frame_idx"] for r in json.loads(run.frame_idx_path("uniform").read_text())] == [[3.0, 7.0], []]
-
-
-def test_benchmark_job_on_real_videos_selects_answers_and_exports(tiny_world, tiny_hf_clip, tmp_path):
-    """The job path: features of real video files (tiny CLIP), two selectors, the embedded answerer, the export."""
-    from tspo_ray.benchmark_eval import run_benchmark_job
-    from tspo_ray.config import load_config
-    from tspo_ray.data.records import read_records
-
-    records, _ = read_records(tiny_world / "test.jsonl")
-    ann = tmp_path / "lvb_val.json"
-    ann.write_text(json.dumps([{"id": r.id, "video_path": r.video, "question": r.question, "candidates": r.options,
-                                "correct_choice": "ABCDEFGH".index(r.answer), "duration_group": 60} for r in records]))
-    enc = f"{{backend: hf, model: {tiny_hf_clip}}}"
-    cfg = load_config(overrides=[f"features.encoder={enc}", f"features.store={tmp_path}/fs", "eval.num_frames=8",
-                                 f"answerer.settings={{encoder: {enc}}}", "features.max_candidates=32"])
-    out = tmp_path / "out"
-    summary = run_benchmark_job(cfg, "longvideobench", ann, tiny_world, ["uniform", "clip-top-k"], out, answer=True,
-                                records=records, progress=False)
-    done = PartialResults(out / "partial.jsonl").load()
-    assert len(done) == 2 * len(records)
-    for selector in ("uniform", "clip-top-k"):
-        exported = json.loads((out / "frame_idx" / selector / "lvb_val.json").read_text())
-        for row, rec in zip(exported, records):
-            picked = done[(selector, rec.id)]
-            assert row["frame_idx"] == [float(i) for i in sorted(picked["frame_indices"])]
-            assert len(row["frame_idx"]) == 8
-            assert picked["output"] is not None and picked["answer_error"] is None
-        entry = summary["selectors"][selector]
-        assert entry["answered"] == len(records) and 0 <= entry["accuracy"] <= 1 and entry["failed"] == []
-    assert json.loads((out / "summary.json").read_text()) == summary

@@ -140,9 +140,11 @@ def _selection_row(record: QARecord, selector: str, select: SelectFn) -> dict:
 
 
 def run_benchmark(run: BenchmarkRun, records: Sequence[QARecord], select: SelectFn, answer: AnswerFn | None = None,
-                  chunk_size: int = 16, progress: bool = True, on_chunk: ChunkHook | None = None) -> dict:
+                  chunk_size: int = 16, progress: bool = True, on_chunk: ChunkHook | None = None,
+                  notes: dict | None = None) -> dict:
     """Select (and answer) every question not finished yet, appending each chunk to partial.jsonl; then write the
-    frame_idx export per selector and summary.json. Returns the summary."""
+    frame_idx export per selector and summary.json (with `notes`, e.g. this run's feature counts). Returns the
+    summary."""
     from tqdm import tqdm
 
     if not records:
@@ -166,7 +168,7 @@ def run_benchmark(run: BenchmarkRun, records: Sequence[QARecord], select: Select
         if on_chunk is not None:
             on_chunk(rows)
     bar.close()
-    return write_outputs(run, records, done)
+    return write_outputs(run, records, done, notes)
 
 
 def _answer_rows(chunk: Sequence[tuple[str, QARecord]], rows: list[dict], answer: AnswerFn,
@@ -185,10 +187,11 @@ def _answer_rows(chunk: Sequence[tuple[str, QARecord]], rows: list[dict], answer
                        correct=float(g.get("predicted") == rows[i]["answer"]))
 
 
-def write_outputs(run: BenchmarkRun, records: Sequence[QARecord], done: dict[tuple[str, str], dict]) -> dict:
+def write_outputs(run: BenchmarkRun, records: Sequence[QARecord], done: dict[tuple[str, str], dict],
+                  notes: dict | None = None) -> dict:
     """The frame_idx export of every selector, summary.json (counts, failures, the accuracy breakdown where
     answered) and table.md (the breakdown table, when answered)."""
-    summary: dict[str, Any] = {"benchmark": run.name, "questions": len(records), "selectors": {}}
+    summary: dict[str, Any] = {"benchmark": run.name, "questions": len(records), **(notes or {}), "selectors": {}}
     results = {}
     for selector in run.selectors:
         rows = [done[(selector, r.id)] for r in records]

@@ -141,7 +141,7 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
     spec = benchmark_feature_spec(cfg, encoder.name)
     store = FeatureStore(cfg.features.store)
     paths = list(dict.fromkeys(resolve_video(r, root) for r in records))
-    extract_benchmark_features(cfg, paths, spec, store, encoder, use_ray=use_ray, progress=progress)
+    counts = extract_benchmark_features(cfg, paths, spec, store, encoder, use_ray=use_ray, progress=progress)
     text = store.text_features(encoder, (r.question for r in records))
     aks = asdict(cfg.eval.aks)
     select = StoreSelection(store, spec, text, root, k, agent, inference_mode, aks)
@@ -156,4 +156,4 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
         settings["answerer"] = {"kind": cfg.answerer.kind, "settings": cfg.answerer.settings}
     run = BenchmarkRun(name, Path(annotations), Path(out_dir), list(selectors), k, settings)
     return run_benchmark(run, records, select, answer_with, chunk_size=chunk_size, progress=progress,
-                         on_chunk=on_chunk)
+                         on_chunk=on_chunk, notes={"features": {"pipeline": "ray" if use_ray else "local", **counts}})
