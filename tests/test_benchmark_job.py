@@ -108,6 +108,7 @@ def test_benchmark_job_end_to_end(name, bench, ray_local, tmp_path, monkeypatch,
     for s in ("uniform", selector):
         entry = summary["selectors"][s]
         assert entry["questions"] == entry["exported"] == len(records) and entry["failed"] == []
+        assert entry["unmatched"] == 0  # every record id is a question id of the file (LVBench: key + uid)
         exported = exported_questions(name, out / "frame_idx" / s.replace(":", "_") / file)
         assert len(exported) == len(records)
         for rec, question in zip(records, exported):
