@@ -174,7 +174,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(bench, tmp_path):
         s: {**whole["selectors"][s], "frame_idx_file": resumed["selectors"][s]["frame_idx_file"]} for s in selectors}
 
 
-def test_tsv_runs_for_accuracy_only_and_is_refused_without_answers(bench, ray_local, tmp_path, monkeypatch, capsys):
+def test_tsv_runs_for_accuracy_only_and_is_refused_without_answers(bench, tmp_path, monkeypatch, capsys):
     annotations = FIXTURES / "VideoMME.tsv"
     videos = video_folder(bench, "tsv", annotations)
     args = ["--benchmark", "tsv", "--annotations", str(annotations), "--videos", str(videos), "--selectors", "uniform",
@@ -186,3 +186,25 @@ def test_tsv_runs_for_accuracy_only_and_is_refused_without_answers(bench, ray_lo
     entry = summary["selectors"]["uniform"]
     assert entry["frame_idx_file"] is None and not (tmp_path / "out" / "frame_idx").exists()
     assert entry["answered"] == summary["questions"] == len(load("tsv", annotations)) and "uniform" in capsys.readouterr().out
+
+
+def test_missing_video_and_malformed_file_are_reported_by_record(bench, tmp_path, monkeypatch):
+    annotations = FIXTURES / "lvb_val.json"
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    names = list(dict.fromkeys(r.video for r in load("longvideobench", annotations)))
+    for name, clip in zip(names[1:], bench["clips"]):  # the first question's video is missing
+        (videos / name).symlink_to(clip)
+    out = tmp_path / "out"
+    run_cli(monkeypatch, ["--benchmark", "longvideobench", "--annotations", str(annotations), "--videos", str(videos),
+                          "--selectors", "uniform", "--out", str(out), "--local", *overrides(bench)])
+    entry = json.loads((out / "summary.json").read_text())["selectors"]["uniform"]
+    assert entry["exported"] == 2 and entry["empty"] == 1 and len(entry["failed"]) == 1
+    assert entry["failed"][0].startswith("86CxyhFV9MI_0: ") and "86CxyhFV9MI.mp4" in entry["failed"][0]
+    assert json.loads((out / "frame_idx" / "uniform" / "lvb_val.json").read_text())[0]["frame_idx"] == []
+    bad = tmp_path / "lvb_val.json"
+    bad.write_text(json.dumps([{**json.loads(annotations.read_text())[0], "correct_choice": 9}]))
+    with pytest.raises(SystemExit, match=r"^error: .*lvb_val.json \[record 0\] \(id='86CxyhFV9MI_0'\): "
+                                         r"'correct_choice' = 9"):
+        run_cli(monkeypatch, ["--benchmark", "longvideobench", "--annotations", str(bad), "--out", str(tmp_path / "o2"),
+                              "--local", *overrides(bench)])
