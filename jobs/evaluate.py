@@ -23,7 +23,6 @@ questions are kept in OUT/partial.jsonl, so a killed run redone with the same co
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
