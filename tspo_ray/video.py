@@ -7,7 +7,6 @@ returns the nearest keyframe for each candidate.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
