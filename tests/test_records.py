@@ -101,7 +101,8 @@ def test_video_symlink_leading_out_of_the_root(tmp_path):
     (root / "videos" / "dir").symlink_to(outside, target_is_directory=True)
     (root / "videos" / "loop.mp4").symlink_to(root / "videos" / "loop.mp4")
     rows = [{**GOOD, "id": "a", "video": "videos/link.mp4"}, {**GOOD, "id": "b", "video": "videos/dir/v.mp4"},
-            {**GOOD, "id": "c", "video": str(root / "videos" / "inside.mp4")}, {**GOOD, "id": "d", "video": "videos/loop.mp4"}]
+            {**GOOD, "id": "c", "video": str(root / "videos" / "inside.mp4")},
+            {**GOOD, "id": "d", "video": "videos/loop.mp4"}]
     path = root / "split.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     records, errors = read_records(path, strict=False)
