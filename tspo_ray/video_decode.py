@@ -10,8 +10,10 @@ nearest keyframe, reporting how far that is in time.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,18 +51,51 @@ def _open(path: str):
     import av
 
     check_video_file(path)
-    try:
-        container = av.open(path)
-    except Exception as exc:  # av.error.InvalidDataError and friends carry FFmpeg's text
-        raise VideoError(f"{path}: cannot decode (not a readable video container: {_reason(exc)})") from None
+    with ffmpeg_messages() as messages:
+        try:
+            container = av.open(path)
+        except Exception as exc:  # av.error.InvalidDataError and friends
+            raise VideoError(f"{path}: cannot decode (not a readable video container: "
+                             f"{_reason(exc, messages)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: the file has no video stream")
     return container
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+# What FFmpeg's terse errors mean for the person holding the file.
+_HINTS = {
+    "moov atom not found": "the MP4 index is missing: the file is incomplete or was never finalised",
+    "partial file": "the file ends early: it was cut short",
+    "Invalid NAL unit size": "the H.264 stream is damaged",
+    "error while decoding MB": "the picture data is damaged",
+    "could not find codec parameters": "the stream's codec parameters are unreadable",
+}
+_LOG_LEVEL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def ffmpeg_messages():
+    """Collect FFmpeg's own error lines (e.g. "moov atom not found") while decoding in this thread: PyAV's exceptions
+    only say "Invalid data found when processing input", and FFmpeg logging is off by default."""
+    import av.logging
+
+    with _LOG_LEVEL_LOCK:
+        if av.logging.get_level() is None:
+            av.logging.set_level(av.logging.ERROR)
+            av.logging.set_skip_repeated(False)  # the same failure in the next file must be reported too
+    with av.logging.Capture(local=True) as logs:
+        yield logs
+
+
+def _reason(exc: Exception, messages=()) -> str:
+    """The most specific reason available: FFmpeg's last error line (with a hint), else the exception's text."""
+    lines = [str(m[2]).strip() for m in messages if len(m) >= 3 and str(m[2]).strip()]
+    if lines:
+        last = lines[-1][:200]
+        hint = next((h for key, h in _HINTS.items() if key in last), None)
+        return f"{last} ({hint})" if hint else last
+    text = getattr(exc, "strerror", None) or (str(exc).splitlines()[0][:200] if str(exc) else "")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -91,11 +126,12 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def _decoded(container, stream, path: str):
-    """Frames in presentation order; a decoding error becomes a VideoError naming the file."""
-    try:
-        yield from container.decode(stream)
-    except Exception as exc:
-        raise VideoError(f"{path}: decoding failed ({_reason(exc)})") from None
+    """Frames in presentation order; a decoding error becomes a VideoError naming the file and FFmpeg's reason."""
+    with ffmpeg_messages() as messages:
+        try:
+            yield from container.decode(stream)
+        except Exception as exc:
+            raise VideoError(f"{path}: decoding failed ({_reason(exc, messages)})") from None
 
 
 def _convert(frame, size: int | None) -> np.ndarray:
