@@ -1,63 +1,65 @@
-"""Selection time per question over precomputed features, as the benchmark job runs it (select_from_features):
-T candidates of D=768 (CLIP-L/14, TSPO-0.4B's width), k=64, for each selector, side by side in one run.
+"""Selection time per question from precomputed features, for each selector, at T candidates (agent D=768).
 
-    uv run python benchmarks/selection_time.py [--lengths 4096 16384] [--repeats 5] [--threads 2]
+    uv run python benchmarks/selection_time.py --candidates 4096 16384 --k 64 --repeats 3
 
-The agent has random weights (time does not depend on them). Medians of `repeats` after one warm-up. Features come
-from the store as float16 and are cast to float32 inside the selection, as in the job; decoding and encoding are
-not included (they are the feature pipeline's, paid once per video).
+Random raw features stand in for CLIP-L/14 outputs (time does not depend on their values); the agent is a random
+TemporalAgent at D=768, w=12, 8 heads. Each figure is the median over repeats of one select_from_features call
+(scoring + selection), single process, on CPU.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
-SELECTORS = ("uniform", "clip:top-k", "agent:top-k", "agent:bin-max", "agent:aks", "agent:top-k+edges")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from tspo_ray.agent import TemporalAgent  # noqa: E402
+from tspo_ray.policy import AKS_SETTINGS  # noqa: E402
+from tspo_ray.selector import select_from_features  # noqa: E402
+
+SELECTORS = ["uniform", "clip:top-k", "clip:bin-max", "clip:aks", "agent:top-k", "agent:bin-max", "agent:aks",
+             "agent:top-k+edges"]
+
+
+def time_one(selector: str, feats, text, idx, ts, k: int, agent, repeats: int) -> float:
+    params = AKS_SETTINGS["longvideobench"] if selector.endswith(":aks") else {}
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        select_from_features(feats, text, idx, ts, k, selector, agent, **params)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384])
-    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--candidates", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--k", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--selectors", nargs="+", default=SELECTORS)
     args = ap.parse_args()
-
-    import numpy as np
-    import torch
-
-    from tspo_ray.agent import TemporalAgent
-    from tspo_ray.selector import select_from_features
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     agent = TemporalAgent(args.dim).eval()
-    times: dict[str, dict[int, float]] = {s: {} for s in SELECTORS}
-    for T in args.lengths:
-        feats, text = torch.randn(T, args.dim).half(), torch.randn(args.dim)
+    rows = {}
+    for T in args.candidates:
+        feats, text = torch.randn(T, args.dim) * 0.5, torch.randn(args.dim) * 0.5
         idx = np.arange(T, dtype=np.int64) * 30
-        ts = np.arange(T, dtype=np.float64)
-        for selector in SELECTORS:
-            params = {"t1": 0.2, "t2": -100.0, "all_depth": 3} if selector.endswith(":aks") else {}
-            run = lambda: select_from_features(feats, text, idx, ts, args.k, selector, agent, **params)  # noqa: E731
-            run()  # warm-up
-            samples = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                out = run()
-                samples.append(time.perf_counter() - t0)
-            assert len(out["frame_indices"]) <= args.k
-            times[selector][T] = statistics.median(samples)
-    print(f"torch threads {torch.get_num_threads()}, CPU cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}; "
-          f"D={args.dim}, k={args.k}, median of {args.repeats}")
-    print("| selector | " + " | ".join(f"T={T:,}" for T in args.lengths) + " |")
-    print("|---|" + "---:|" * len(args.lengths))
-    for selector in SELECTORS:
-        print(f"| {selector} | " + " | ".join(f"{1000 * times[selector][T]:.1f} ms" for T in args.lengths) + " |")
+        ts = idx / 30.0
+        rows[T] = {s: time_one(s, feats, text, idx, ts, args.k, agent, args.repeats) for s in args.selectors}
+    print(f"selection time per question (ms, median of {args.repeats}), k={args.k}, D={args.dim}, "
+          f"torch threads={torch.get_num_threads()}")
+    head = f"| {'selector':<18} | " + " | ".join(f"T={T:>6}" for T in args.candidates) + " |"
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for s in args.selectors:
+        print(f"| {s:<18} | " + " | ".join(f"{rows[T][s]:>8.1f}" for T in args.candidates) + " |")
 
 
 if __name__ == "__main__":

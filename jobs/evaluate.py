@@ -57,8 +57,12 @@ def main() -> None:
     ap.add_argument("--answer", action="store_true", help="--benchmark: also answer with the config's answerer")
     ap.add_argument("--local", action="store_true",
                     help="--benchmark: extract features in this process instead of Ray Data (small runs, tests)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="decode videos that failed before again (by default their recorded reason stands)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_frames=8")
     args = ap.parse_args()
+    if args.retry_failed:
+        args.overrides.append("features.retry_failed=true")
     if args.benchmark:
         return benchmark_main(args)
     try:

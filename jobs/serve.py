@@ -36,6 +36,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def absolute_local_paths(encoder: dict) -> dict:
+    """The encoder spec with its local model/checkpoint paths made absolute (hub names and URLs stay as given)."""
+    out = dict(encoder)
+    for key in ("model", "pretrained"):
+        value = out.get(key)
+        if isinstance(value, str) and "://" not in value and Path(value).exists():
+            out[key] = str(Path(value).resolve())
+    return out
+
+
 def settings_from_args(args: argparse.Namespace) -> dict:
     import yaml
 
@@ -44,8 +54,17 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     for root in args.video_root:
         if not Path(root).is_dir():
             raise SystemExit(f"error: --video-root {root}: not a folder")
-    return {"checkpoint": args.checkpoint, "video_roots": [str(Path(r).resolve()) for r in args.video_root],
-            "url_schemes": args.url_scheme, "encoder": yaml.safe_load(args.encoder), "fps": args.fps,
+    checkpoint = None
+    if args.checkpoint:
+        if not Path(args.checkpoint).exists():
+            raise SystemExit(f"error: --checkpoint {args.checkpoint}: no such file or folder")
+        checkpoint = str(Path(args.checkpoint).resolve())
+    encoder = yaml.safe_load(args.encoder)
+    if not isinstance(encoder, dict):
+        raise SystemExit(f"error: --encoder {args.encoder!r}: expected a mapping, e.g. '{{backend: embedded}}'")
+    # Replicas run in Ray's copy of the working directory: every local path must be absolute before deployment.
+    return {"checkpoint": checkpoint, "video_roots": [str(Path(r).resolve()) for r in args.video_root],
+            "url_schemes": args.url_scheme, "encoder": absolute_local_paths(encoder), "fps": args.fps,
             "max_candidates": args.max_candidates, "frame_size": args.frame_size, "cache_size": args.cache_size}
 
 

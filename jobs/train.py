@@ -31,8 +31,13 @@ def parse_args(argv=None):
     ap.add_argument("--results", help="write the final evaluation table as JSON here")
     ap.add_argument("--local", action="store_true", help="single process, no Ray (the reference loop)")
     ap.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # simulate an interruption (tests)
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="decode videos that failed before again (by default their recorded reason stands)")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=20 grpo.lr=1e-3")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.retry_failed:
+        args.overrides.append("features.retry_failed=true")
+    return args
 
 
 def local_reward_fn(answerer):

@@ -26,8 +26,12 @@ def main() -> None:
     ap.add_argument("--split", default="train", choices=["train", "val", "test"])
     ap.add_argument("--workers", type=int, help="encoder actors (default: features.workers)")
     ap.add_argument("--gpus-per-worker", type=float, help="GPUs per encoder actor (default: from the config)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="decode videos that failed before again (by default their recorded reason stands)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    if args.retry_failed:
+        args.overrides.append("features.retry_failed=true")
     try:
         cfg = load_config(args.config, args.overrides)
         cfg.data.on_bad_record = "skip"  # extraction lists bad lines and encodes the rest
@@ -49,10 +53,14 @@ def main() -> None:
         actor_kwargs["num_workers"] = args.workers
     if args.gpus_per_worker is not None:
         actor_kwargs["gpus_per_worker"] = args.gpus_per_worker
-    counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, **actor_kwargs)
+    counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store,
+                              retry_failed=cfg.features.retry_failed, **actor_kwargs)
     print(f"{counts} -> {store.root}")
     if counts["failed"]:
         print(f"{counts['failed']} videos failed: see {store.errors_path}")
+    if counts.get("known_bad"):
+        print(f"{counts['known_bad']} videos failed in an earlier run and were not decoded again "
+              f"(see {store.errors_path}; --retry-failed tries them)")
 
 
 if __name__ == "__main__":

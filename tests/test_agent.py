@@ -115,3 +115,31 @@ def test_every_parameter_gets_gradient():
     frames, text = torch.randn(30, 16), torch.randn(16)
     agent(frames, text).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.parameters())
+
+
+@pytest.mark.parametrize("T,window", [(1, 12), (7, 12), (31, 12), (33, 12), (100, 5), (70, 1), (90, 40), (65, 13)])
+def test_blocked_band_equals_dense_in_values_and_gradients(T, window):
+    # lengths around the block size (32), windows wider than a block, odd windows, a window of one frame
+    g = torch.Generator().manual_seed(T * 100 + window)
+    q, k, v = (torch.randn(T, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    band = banded_attention(q, k, v, heads=2, window=window)
+    dense = dense_window_attention(q, k, v, 2, window)
+    torch.testing.assert_close(band, dense, atol=1e-10, rtol=0)
+    upstream = torch.randn(T, 16, generator=g, dtype=torch.float64)
+    grads_band = torch.autograd.grad((band * upstream).sum(), (q, k, v))
+    grads_dense = torch.autograd.grad((dense * upstream).sum(), (q, k, v))
+    for got, want in zip(grads_band, grads_dense):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+
+def test_agent_trains_after_scoring_under_inference_mode():
+    # the cached positions and band mask are first built under inference_mode, then used with autograd
+    torch.manual_seed(3)
+    agent = TemporalAgent(16, window=12, heads=4)
+    frames, text = torch.randn(45, 16), torch.randn(16)
+    with torch.inference_mode():
+        before = agent(frames, text)
+    scores = agent(frames, text)
+    scores.sum().backward()
+    torch.testing.assert_close(scores.detach(), before)
+    assert agent.query.weight.grad is not None and agent.query.weight.grad.abs().sum() > 0

@@ -47,21 +47,3 @@ def test_store_key_changes_with_settings_and_file(tiny_world, tmp_path):
     before = a.video_key(copy)
     os.utime(copy, ns=(1, 1))
     assert a.video_key(copy) != before
-
-
-def test_uncapped_grid_is_decoded_in_chunks_with_the_same_features(tmp_path, monkeypatch):
-    """An evaluation grid (no cap: thousands of frames) is decoded DECODE_CHUNK frames at a time; the chunked features
-    equal one decode of every candidate."""
-    import tspo_ray.features as features
-    from tests.tiny_models import write_ramp_video
-    from tspo_ray import video as video_io
-
-    path = write_ramp_video(tmp_path / "ramp.mp4", num_frames=20, fps=2)
-    encoder = load_encoder()
-    spec = FeatureSpec(1.0, None, 32, encoder.name)
-    frames, cands = video_io.decode_candidates(path, 1.0, None, 32)
-    whole = encoder.encode_frames(frames)
-    monkeypatch.setattr(features, "DECODE_CHUNK", 3)  # 10 candidates: chunks of 3, 3, 3, 1
-    chunked = features.compute_video_features(path, encoder, spec)
-    assert list(chunked.frame_indices) == list(range(0, 20, 2)) == list(cands.frame_indices)
-    assert torch.allclose(chunked.frame_features, whole.float(), atol=1e-5)

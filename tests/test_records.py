@@ -101,7 +101,8 @@ def test_video_symlink_leading_out_of_the_root(tmp_path):
     (root / "videos" / "dir").symlink_to(outside, target_is_directory=True)
     (root / "videos" / "loop.mp4").symlink_to(root / "videos" / "loop.mp4")
     rows = [{**GOOD, "id": "a", "video": "videos/link.mp4"}, {**GOOD, "id": "b", "video": "videos/dir/v.mp4"},
-            {**GOOD, "id": "c", "video": str(root / "videos" / "inside.mp4")}, {**GOOD, "id": "d", "video": "videos/loop.mp4"}]
+            {**GOOD, "id": "c", "video": str(root / "videos" / "inside.mp4")},
+            {**GOOD, "id": "d", "video": "videos/loop.mp4"}]
     path = root / "split.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     records, errors = read_records(path, strict=False)
@@ -172,3 +173,20 @@ def test_evaluate_job_exits_non_zero_without_usable_questions(tmp_path, monkeypa
     message = str(exit_.value.code)  # sys.exit(text): printed to stderr, exit status 1
     assert message.startswith("error: no usable questions in the test split") and "q1: " in message
     assert "missing.mp4" in message
+
+
+def test_train_job_stops_on_bad_records_and_lists_them_all(tiny_world, tmp_path, capsys):
+    from train import main
+
+    root = tmp_path / "world"
+    root.mkdir()
+    good = (tiny_world / "train.jsonl").read_text()
+    (root / "train.jsonl").write_text(good + "{oops\n" + json.dumps({**GOOD, "id": "x", "duration_s": "abc"}) + "\n")
+    n = len(good.splitlines())
+    code = main(["--local", f"data.root={root}", f"features.store={tmp_path}/fs", "tracking.enabled=false",
+                 f"train.output_dir={tmp_path}/run"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"2 malformed records in {root / 'train.jsonl'}" in err
+    assert f"train.jsonl:{n + 1}: not valid JSON" in err and f"train.jsonl:{n + 2}: id 'x': 'duration_s'" in err
+    assert "data.on_bad_record=skip" in err

@@ -82,6 +82,9 @@ def roots(tiny_world, tmp_path_factory) -> dict:
     (root / "corrupt.mp4").write_bytes(os.urandom(4096))
     (root / "notes.txt").write_text("not a video\n")
     (root / "escape.mp4").symlink_to(outside / "secret.mp4")
+    (root / "loop.mp4").symlink_to(root / "loop.mp4")  # ELOOP
+    (root / "a").symlink_to(root / "b")  # a loop through two links
+    (root / "b").symlink_to(root / "a")
     return {"root": root, "outside": outside, "world": tiny_world}
 
 
@@ -94,7 +97,7 @@ def service(ray_local, roots, checkpoint):
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = {"checkpoint": str(checkpoint), "video_roots": [str(roots["root"]), str(roots["world"])],
-                "max_body_bytes": 4096}
+                "max_body_bytes": 16384}
     serve.run(build_app(settings), name="tspo-select", route_prefix="/")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
         yield http
@@ -104,7 +107,7 @@ def service(ray_local, roots, checkpoint):
 def test_health_and_info(service, checkpoint):
     assert service.get("/healthz").json()["status"] == "ok"
     info = service.get("/").json()
-    assert info["agent"] == f"agent weights from {checkpoint}"
+    assert info["agent"] == f"agent weights from {checkpoint.name}"
     assert info["model_version"].startswith(checkpoint.name + "@")
     assert info["encoder"].startswith("hf:tiny-clip@")
     assert info["defaults"] == {"candidate_fps": 1.0, "max_candidates": 128, "frame_size": 64}
@@ -193,13 +196,75 @@ def test_malformed_and_oversized_bodies(service):
     assert resp.status_code == 400 and "not valid JSON" in resp.json()["message"]
     resp = service.post("/select", json=[1, 2])
     assert resp.status_code == 400 and "JSON object" in resp.json()["message"]
-    resp = service.post("/select", json={**GOOD, "question": "x" * 5000})
-    assert resp.status_code == 413 and "exceeds the limit of 4096" in resp.json()["message"]
+    resp = service.post("/select", json={**GOOD, "question": "x" * 17000})
+    assert resp.status_code == 413 and "exceeds the limit of 16384" in resp.json()["message"]
+
+
+def _raw(text: str) -> bytes:
+    return text.encode()
+
+
+GOOD_JSON = '"video": "clip.mp4", "question": "When does the red star appear?"'
+# (a request body that once made the service answer 500, the expected status, a phrase of the message)
+FUZZ = [
+    ("name over 255", {**GOOD, "video": "a" * 300 + ".mp4"}, 400, "cannot be resolved (File name too long)"),
+    ("component over 255", {**GOOD, "video": "sub/" + "b" * 256 + "/clip.mp4"}, 404, "no such video"),
+    ("absolute over 255", {**GOOD, "video": "/" + "c" * 300}, 403, "outside the allowed video roots"),
+    ("existing folder, name over 255", {**GOOD, "video": "." * 1 + "/" + "d" * 256}, 400, "File name too long"),
+    ("symlink loop", {**GOOD, "video": "loop.mp4"}, 400, "loop.mp4: cannot be resolved (a symlink loop)"),
+    ("two-link loop", {**GOOD, "video": "a/clip.mp4"}, 400, "a/clip.mp4: cannot be resolved (a symlink loop)"),
+    ("5000-digit int", _raw("{" + GOOD_JSON + ', "num_frames": ' + "9" * 5000 + "}"), 400, "too many digits"),
+    ("5000-digit max_candidates", _raw("{" + GOOD_JSON + ', "num_frames": 4, "max_candidates": ' + "1" * 5000 + "}"),
+     400, "too many digits"),
+    ("5000-digit float", _raw("{" + GOOD_JSON + ', "num_frames": 4, "candidate_fps": 1' + "0" * 5000 + ".5}"),
+     422, "candidate_fps"),
+    ("8000 nested [", _raw("[" * 8000), 400, "nested too deeply"),
+    ("8000 nested { in a field", _raw("{" + GOOD_JSON + ', "num_frames": ' + '{"a":' * 2000 + "1" + "}" * 2000 + "}"),
+     400, "nested too deeply"),
+    ("lone surrogate question", _raw("{" + GOOD_JSON[:-1] + '\\ud800", "num_frames": 4}'), 422, "question"),
+    ("NUL in video", {**GOOD, "video": "clip.mp4\u0000x"}, 400, "NUL byte"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,needle", FUZZ, ids=[f[0] for f in FUZZ])
+def test_fuzz_classes_get_4xx_not_500(service, name, body, status, needle):
+    if isinstance(body, bytes):
+        resp = service.post("/select", content=body, headers={"content-type": "application/json"})
+    else:
+        resp = service.post("/select", json=body)
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["message"] and resp.json()["error"]
+
+
+def test_huge_content_length_header_is_4xx_not_500(service):
+    """A 5,000-digit Content-Length (httpx refuses to send one, so a raw socket does)."""
+    host, port = service.base_url.host, service.base_url.port
+    with socket.create_connection((host, port), timeout=60) as s:
+        s.sendall(b"POST /select HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+                  + b"9" * 5000 + b"\r\nConnection: close\r\n\r\n{}")
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    status = int(reply.split(b" ", 2)[1])
+    assert 400 <= status < 500, reply[:200]
+
+
+def test_messages_and_info_name_paths_relative_to_a_root(service, roots, checkpoint):
+    """No absolute server path in GET / or in any error: videos relative to their root, the checkpoint by name."""
+    info = service.get("/").text
+    assert str(checkpoint.parent) not in info and str(roots["root"]) not in info and str(roots["world"]) not in info
+    for body in ({**GOOD, "video": "corrupt.mp4"}, {**GOOD, "video": "notes.txt"},
+                 {**GOOD, "video": str(roots["root"] / "corrupt.mp4")}, {**GOOD, "video": "loop.mp4"}):
+        resp = service.post("/select", json=body)
+        assert 400 <= resp.status_code < 500 and str(roots["root"].parent) not in resp.text, resp.text
+        assert "corrupt.mp4" in resp.text or "notes.txt" in resp.text or "loop.mp4" in resp.text
 
 
 def test_keeps_serving_after_bad_requests(service):
     for body, _, _ in BAD_REQUESTS:
         service.post("/select", json=body)
+    for _, body, _, _ in FUZZ:
+        service.post("/select", **({"content": body} if isinstance(body, bytes) else {"json": body}))
     assert service.get("/healthz").status_code == 200
     resp = service.post("/select", json={**GOOD, "max_candidates": 40})
     assert resp.status_code == 200 and len(resp.json()["frame_indices"]) == 4
@@ -240,6 +305,25 @@ def test_serve_config_and_job_settings(tmp_path):
         settings_from_args(parse_args(["--video-root", str(tmp_path / "nope")]))
     with pytest.raises(SystemExit, match="at least one --video-root"):
         settings_from_args(parse_args([]))
+
+
+def test_serve_job_makes_relative_paths_absolute_before_deployment(tmp_path, monkeypatch):
+    """Replicas run in Ray's copy of the working directory: a relative --checkpoint or model must not reach them."""
+    from serve import parse_args, settings_from_args
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "videos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    s = settings_from_args(parse_args(["--video-root", "videos", "--checkpoint", "run/checkpoints",
+                                       "--encoder", "{backend: hf, model: clip}"]))
+    assert s["checkpoint"] == str(tmp_path.resolve() / "run" / "checkpoints")
+    assert s["video_roots"] == [str(tmp_path.resolve() / "videos")]
+    assert s["encoder"] == {"backend": "hf", "model": str(tmp_path.resolve() / "clip")}
+    hub = settings_from_args(parse_args(["--video-root", "videos", "--encoder", "{backend: hf, model: org/clip}"]))
+    assert hub["encoder"]["model"] == "org/clip" and hub["checkpoint"] is None
+    with pytest.raises(SystemExit, match="--checkpoint run/missing: no such file or folder"):
+        settings_from_args(parse_args(["--video-root", "videos", "--checkpoint", "run/missing"]))
 
 
 def test_concurrent_first_requests_decode_a_video_once(roots):

@@ -8,12 +8,14 @@ frames max(0, j - w/2) ... min(T-1, j - w/2 + w - 1) (6 before, itself and 5 aft
 either end of the video do not exist, so edge rows see fewer frames (the reference fills their logits with -1e6,
 which gives them exactly zero weight). There is no output projection: the heads are concatenated.
 
-The band is computed offset by offset (one [T, D] product per offset), so time and memory are O(T * w * D), never a
-dense T x T matrix: at 1 fps, hour-long videos give T in the thousands.
+The band is computed in blocks of B frames: each block's queries meet the B + w - 1 keys its band can reach in one
+batched matmul per head, and a cached mask keeps the band (and the video's ends). Time and memory are O(T * (B + w) * D),
+never a dense T x T matrix: at 1 fps, hour-long videos give T in the thousands.
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Mapping
 
 import torch
@@ -25,14 +27,27 @@ MASKED_LOGIT = -1e6
 
 
 def sinusoidal_positions(num_frames: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Sinusoidal encoding of the normalised positions t / T: [T, D], sin on even and cos on odd channels."""
-    pos = torch.arange(num_frames, device=device, dtype=torch.float64) / max(num_frames, 1)
-    freq = torch.pow(10000.0, -torch.arange(0, dim, 2, device=device, dtype=torch.float64) / dim)
+    """Sinusoidal encoding of the normalised positions t / T: [T, D], sin on even and cos on odd channels.
+
+    Computed once in float64 per (T, D, device, dtype) and cached: callers must not modify the result in place.
+    """
+    return _cached_positions(int(num_frames), int(dim), torch.device(device or "cpu"), dtype)
+
+
+@lru_cache(maxsize=8)
+def _cached_positions(num_frames: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    with torch.inference_mode(False):  # a cached tensor made under inference_mode could not be used in training
+        return _positions(num_frames, dim).to(device=device, dtype=dtype)
+
+
+def _positions(num_frames: int, dim: int) -> torch.Tensor:
+    pos = torch.arange(num_frames, dtype=torch.float64) / max(num_frames, 1)
+    freq = torch.pow(10000.0, -torch.arange(0, dim, 2, dtype=torch.float64) / dim)
     angles = pos[:, None] * freq[None, :]
-    pe = torch.zeros(num_frames, dim, device=device, dtype=torch.float64)
+    pe = torch.zeros(num_frames, dim, dtype=torch.float64)
     pe[:, 0::2] = torch.sin(angles)
     pe[:, 1::2] = torch.cos(angles[:, : dim // 2])
-    return pe.to(dtype)
+    return pe
 
 
 def window_offsets(window: int) -> range:
@@ -40,29 +55,53 @@ def window_offsets(window: int) -> range:
     return range(-(window // 2), window - window // 2)
 
 
+# Queries per block: large enough for efficient matmuls, small enough that the (B + w - 1) keys per block waste little.
+BLOCK = 32
+
+
+@lru_cache(maxsize=32)
+def _outside_band(num_frames: int, window: int, block: int, device: torch.device) -> torch.Tensor:
+    """bool [num_blocks, B, B + w - 1]: True where block key slot c is not in row r's window or lies past an end."""
+    with torch.inference_mode(False):  # see _cached_positions
+        return _band_mask(num_frames, window, block).to(device)
+
+
+def _band_mask(num_frames: int, window: int, block: int) -> torch.Tensor:
+    pad_lo = -window_offsets(window)[0]
+    num_blocks = -(-num_frames // block)
+    r = torch.arange(block)[:, None]
+    c = torch.arange(block + window - 1)[None, :]
+    in_band = (c >= r) & (c <= r + window - 1)
+    key_pos = torch.arange(num_blocks)[:, None, None] * block + c[None] - pad_lo
+    exists = (key_pos >= 0) & (key_pos < num_frames)
+    return ~(in_band[None] & exists)
+
+
+def _key_blocks(x: torch.Tensor, heads: int, window: int, block: int, num_blocks: int) -> torch.Tensor:
+    """The B + w - 1 keys (or values) each block of queries can reach: [..., T, D] -> [..., H, nb, hd, B + w - 1]."""
+    *lead, T, D = x.shape
+    pad_lo = -window_offsets(window)[0]
+    span = block + window - 1
+    padded = F.pad(x, (0, 0, pad_lo, num_blocks * block + window - 1 - pad_lo - T))
+    blocks = padded.unfold(-2, span, block)  # [..., nb, D, span], a view
+    blocks = blocks.reshape(*lead, num_blocks, heads, D // heads, span)
+    return blocks.movedim(-3, -4)
+
+
 def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, window: int) -> torch.Tensor:
     """Multi-head attention of each frame over its window: q, k, v [..., T, D] -> [..., T, D] (heads concatenated)."""
     *lead, T, D = q.shape
     hd = D // heads
-    offsets = window_offsets(window)
-    pad_lo, pad_hi = -offsets[0], offsets[-1]
-    # Pad the time axis once so that every offset is a slice (a view), not a gather.
-    k_pad = F.pad(k, (0, 0, pad_lo, pad_hi))
-    v_pad = F.pad(v, (0, 0, pad_lo, pad_hi))
-    qh = q.reshape(*lead, T, heads, hd)
-    positions = torch.arange(T, device=q.device)
-    logits = []
-    for o in offsets:
-        k_o = k_pad[..., pad_lo + o : pad_lo + o + T, :].reshape(*lead, T, heads, hd)
-        logit = (qh * k_o).sum(-1) / math.sqrt(hd)  # [..., T, H]
-        outside = (positions + o < 0) | (positions + o >= T)
-        logits.append(logit.masked_fill(outside[:, None], MASKED_LOGIT))
-    weights = torch.softmax(torch.stack(logits, dim=-1), dim=-1)  # [..., T, H, w]
-    out = torch.zeros_like(qh)
-    for slot, o in enumerate(offsets):
-        v_o = v_pad[..., pad_lo + o : pad_lo + o + T, :].reshape(*lead, T, heads, hd)
-        out = out + weights[..., slot, None] * v_o
-    return out.reshape(*lead, T, D)
+    block = min(BLOCK, T)
+    nb = -(-T // block)
+    qb = F.pad(q, (0, 0, 0, nb * block - T)).reshape(*lead, nb, block, heads, hd)
+    qb = qb.permute(*range(len(lead)), -2, -4, -3, -1)  # [..., H, nb, B, hd]
+    logits = torch.matmul(qb, _key_blocks(k, heads, window, block, nb)) / math.sqrt(hd)  # [..., H, nb, B, span]
+    logits = logits.masked_fill(_outside_band(T, window, block, q.device), MASKED_LOGIT)
+    weights = torch.softmax(logits, dim=-1)
+    out = torch.matmul(weights, _key_blocks(v, heads, window, block, nb).transpose(-1, -2))  # [..., H, nb, B, hd]
+    out = out.permute(*range(len(lead)), -3, -2, -4, -1).reshape(*lead, nb * block, D)
+    return out[..., :T, :]
 
 
 class TemporalAgent(nn.Module):
@@ -88,7 +127,11 @@ class TemporalAgent(nn.Module):
         """F_e = MLP(LocalWindowAttention(F_f + PE)) + F_f."""
         T = frame_features.shape[-2]
         x = frame_features + sinusoidal_positions(T, self.dim, frame_features.device, frame_features.dtype)
-        attended = banded_attention(self.query(x), self.key(x), self.value(x), self.heads, self.window)
+        # q, k and v in one matmul: one pass over x instead of three.
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        q, k, v = F.linear(x, weight, bias).split(self.dim, dim=-1)
+        attended = banded_attention(q, k, v, self.heads, self.window)
         return self.mlp(attended) + frame_features
 
     def forward(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> torch.Tensor:

@@ -40,13 +40,14 @@ def extract_benchmark_features(cfg: Config, videos: Sequence[str], spec: Feature
     if not use_ray:
         from tspo_ray.features import extract_local
 
-        return extract_local(list(videos), encoder, spec, store, progress=progress)
+        return extract_local(list(videos), encoder, spec, store, progress=progress,
+                             retry_failed=cfg.features.retry_failed)
     from tspo_ray.distributed import init_ray
     from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray
 
     init_ray()  # the cluster at RAY_ADDRESS, else a local Ray; a no-op when already connected
     return extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, progress=progress,
-                            **extract_kwargs(cfg))
+                            retry_failed=cfg.features.retry_failed, **extract_kwargs(cfg))
 
 
 class StoreSelection:
@@ -57,6 +58,8 @@ class StoreSelection:
                  k: int, agent=None, inference_mode: str = "top-k", aks: dict | None = None, cache_videos: int = 4):
         self.store, self.spec, self.text, self.root, self.k = store, spec, text, root, k
         self.agent, self.inference_mode, self.aks = agent, inference_mode, dict(aks or {})
+        # why a video has no features: the decoder's reason, by feature key (same file, same settings) or by path
+        self.failed = store.failed_keys()
         self.errors = {e["video"]: e["reason"] for e in store.errors()}
         self._cache: OrderedDict[str, VideoFeatures] = OrderedDict()
         self.cache_videos = cache_videos
@@ -71,7 +74,8 @@ class StoreSelection:
             self._cache.move_to_end(key)
             return self._cache[key]
         if not self.store.has(key):
-            raise ValueError(f"{path}: no features ({self.errors.get(path, 'see the feature store errors table')})")
+            reason = self.failed.get(key) or self.errors.get(path) or f"{path}: no features (see the store's errors table)"
+            raise ValueError(reason if reason.startswith(path) else f"{path}: {reason}")
         try:
             feats = self.store.get(key)
         except UnsafeFileError as exc:

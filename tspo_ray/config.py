@@ -48,6 +48,8 @@ class DataConfig:
     on_bad_record: str = "stop"
     # Allow split files and video paths outside data.root (absolute paths, `..`, symlinks leading out).
     allow_outside_root: bool = False
+    # Questions on a video with fewer candidate frames are skipped (with the reason); fewer than T_s only warns.
+    min_video_candidates: int = 2
 
 
 @dataclass
@@ -63,6 +65,8 @@ class FeatureConfig:
     # Where the feature store lives; runs with the same (video, fps, T_c, encoder) share entries.
     store: str = "outputs/features"
     # The CLIP encoder that produces F_f and F_t.
+    # Decode videos that failed before (same file, same settings) again; by default their earlier reason stands.
+    retry_failed: bool = False
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     # Ray Data encoder actors (each loads the encoder once).
     workers: int = 2
@@ -292,6 +296,8 @@ def validate(cfg: Config) -> Config:
            f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
     _check(cfg.data.on_bad_record in ("stop", "skip"), "data.on_bad_record",
            f"must be one of stop, skip, got {cfg.data.on_bad_record!r}")
+    _check(cfg.data.min_video_candidates >= 1, "data.min_video_candidates",
+           f"must be >= 1, got {cfg.data.min_video_candidates}")
     _check(cfg.features.fps > 0, "features.fps", f"must be > 0, got {cfg.features.fps}")
     _check(cfg.features.max_candidates is None or cfg.features.max_candidates >= 1, "features.max_candidates",
            "must be >= 1 or null (no cap)")

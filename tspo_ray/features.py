@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,6 +19,8 @@ import torch
 from tspo_ray import video as video_io
 from tspo_ray.data.records import QARecord, write_jsonl_atomic
 from tspo_ray.safe_files import UnsafeFileError, read_tensors, write_tensors_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,17 +62,11 @@ class VideoFeatures:
                    float(meta["duration_s"]), meta["video"])
 
 
-#: candidates decoded at a time: an uncapped grid (16k frames of a 720p hour) never sits in memory at once
-DECODE_CHUNK = 256
-
-
 def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_size: int = 64) -> VideoFeatures:
-    """Decode the candidates (resized in this process, DECODE_CHUNK at a time) and encode them. Raises VideoError
-    for unusable videos."""
-    cands = video_io.candidates(path, spec.fps, spec.max_candidates, spec.min_candidates)
-    idx = cands.frame_indices
-    feats = torch.cat([encoder.encode_frames(video_io.read_frames(path, idx[i : i + DECODE_CHUNK], spec.frame_size),
-                                             batch_size=batch_size) for i in range(0, len(idx), DECODE_CHUNK)])
+    """Decode the candidates (resized in this process) and encode them. Raises VideoError for unusable videos."""
+    frames, cands = video_io.decode_candidates(path, spec.fps, spec.max_candidates, spec.frame_size,
+                                               spec.min_candidates)
+    feats = encoder.encode_frames(frames, batch_size=batch_size)
     return VideoFeatures(feats.float(), cands.frame_indices.astype(np.int64), cands.timestamps_s.astype(np.float64),
                          cands.info.duration_s, str(path))
 
@@ -148,6 +145,10 @@ class FeatureStore:
         rows.update({e["video"]: e for e in new_errors})
         write_jsonl_atomic(self.errors_path, rows.values())
 
+    def failed_keys(self) -> dict[str, str]:
+        """Feature keys of videos that failed to decode, with the reason (rows written with their key)."""
+        return {e["key"]: e["reason"] for e in self.errors() if e.get("key")}
+
 
 def feature_spec(cfg, encoder_name: str) -> FeatureSpec:
     """The store spec of a config's features section."""
@@ -162,53 +163,97 @@ def resolve_video(record: QARecord, data_root: str | Path) -> str:
     return str(p if p.is_absolute() else (Path(data_root) / p).absolute())
 
 
+def plan_extraction(videos: Sequence[str], spec: FeatureSpec, store: FeatureStore, retry_failed: bool = False):
+    """Which distinct videos still need encoding: ([(path, key)], counts, errors of files that cannot be read).
+
+    A video that failed before with the same key (same file size, mtime and feature settings) is not decoded again
+    unless retry_failed: its earlier reason stands (counted as "known_bad"). An edited file has a new key and is tried.
+    """
+    counts = {"encoded": 0, "cached": 0, "failed": 0, "known_bad": 0}
+    known_bad = {} if retry_failed else store.failed_keys()
+    todo, errors = [], []
+    for path in dict.fromkeys(str(v) for v in videos):
+        try:
+            key = spec.video_key(path)
+        except OSError as exc:
+            counts["failed"] += 1
+            errors.append({"video": path, "reason": f"{path}: {exc.strerror or exc}"})
+            continue
+        if store.has(key):
+            counts["cached"] += 1
+        elif key in known_bad:
+            counts["known_bad"] += 1
+        else:
+            todo.append((path, key))
+    return todo, counts, errors
+
+
 def extract_local(videos: Sequence[str], encoder, spec: FeatureSpec, store: FeatureStore,
-                  progress: bool = True) -> dict[str, int]:
+                  progress: bool = True, retry_failed: bool = False) -> dict[str, int]:
     """The single-process extraction loop (reference for the Ray Data pipeline): returns counts."""
     from tqdm import tqdm
 
-    counts, errors = {"encoded": 0, "cached": 0, "failed": 0}, []
-    for path in tqdm(videos, desc="features", disable=not progress):
+    todo, counts, errors = plan_extraction(videos, spec, store, retry_failed)
+    for path, key in tqdm(todo, desc="features", disable=not progress):
         try:
-            key = spec.video_key(path)
-            if store.has(key):
-                counts["cached"] += 1
-                continue
             store.put(key, compute_video_features(path, encoder, spec))
             counts["encoded"] += 1
         except (video_io.VideoError, OSError) as exc:
             counts["failed"] += 1
-            errors.append({"video": str(path), "reason": str(exc)})
+            errors.append({"video": path, "key": key, "reason": str(exc)})
     if errors:
         store.record_errors(errors)
     return counts
 
 
-def load_items(records: Sequence[QARecord], data_root: str | Path, store: FeatureStore, spec: FeatureSpec, encoder):
-    """FeatureItems for the records whose video features are in the store; the rest are returned as skipped."""
+def _video_problem(store: FeatureStore, key: str, path: str, failed: dict[str, str]) -> "VideoFeatures | str":
+    """A video's features, or a string saying why there are none (the decoder's own reason where it failed)."""
+    try:
+        if store.has(key):
+            return store.get(key)
+    except UnsafeFileError as exc:
+        return str(exc)
+    reason = failed.get(key)
+    if reason is None:
+        return "no features (see the feature store's errors table)"
+    return reason[len(path) + 2:] if reason.startswith(f"{path}: ") else reason  # the caller names the video
+
+
+def load_items(records: Sequence[QARecord], data_root: str | Path, store: FeatureStore, spec: FeatureSpec, encoder,
+               min_candidates: int = 1, num_frames: int | None = None):
+    """FeatureItems for the records whose video features are in the store; the rest are returned as skipped.
+
+    A video with fewer than min_candidates candidate frames is skipped (a one-frame "video" cannot be selected
+    from); one with fewer than num_frames (T_s) is kept, with a warning: every selector then returns all of it."""
     from tspo_ray.rollout import FeatureItem
 
     text = store.text_features(encoder, (r.question for r in records))
-    items, skipped, by_video = [], [], {}
+    items, skipped, by_video, short = [], [], {}, {}
+    failed = store.failed_keys()
     for rec in records:
         path = resolve_video(rec, data_root)
         try:
             key = spec.video_key(path)
         except OSError as exc:
-            skipped.append({"id": rec.id, "video": path, "reason": f"{path}: {exc.strerror or exc}"})
+            skipped.append({"id": rec.id, "video": path, "reason": f"{rec.video}: {exc.strerror or exc}"})
             continue
         if key not in by_video:
-            try:  # a string: why there are no features
-                by_video[key] = (store.get(key) if store.has(key)
-                                 else "no features (see the feature store's errors table)")
-            except UnsafeFileError as exc:
-                by_video[key] = str(exc)
+            by_video[key] = _video_problem(store, key, path, failed)
         feats = by_video[key]
+        if not isinstance(feats, str) and len(feats.frame_indices) < min_candidates:
+            feats = (f"only {len(feats.frame_indices)} candidate frame(s), fewer than the minimum of {min_candidates} "
+                     f"(data.min_video_candidates)")
         if isinstance(feats, str):
             skipped.append({"id": rec.id, "video": path, "reason": f"{rec.video}: {feats}"})
             continue
+        if num_frames and len(feats.frame_indices) < num_frames:
+            short[rec.video] = len(feats.frame_indices)
         items.append(FeatureItem(rec, feats.frame_features.float(), text[rec.question], feats.frame_indices,
                                  feats.timestamps_s, path))
+    if short:
+        listed = ", ".join(f"{v} ({n})" for v, n in list(short.items())[:5])
+        log.warning("%d video(s) have fewer candidate frames than T_s=%d, so every selector returns all of them: %s%s",
+                    len(short), num_frames, listed, ", ..." if len(short) > 5 else "")
     return items, skipped
 
 
@@ -253,8 +298,10 @@ def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions
         from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray
 
         counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, progress=progress,
-                                  **extract_kwargs(cfg))
+                                  retry_failed=cfg.features.retry_failed, **extract_kwargs(cfg))
     else:
-        counts = extract_local(videos, encoder, spec, store, progress=progress)
-    items, skipped = load_items(records, root, store, spec, encoder)
+        counts = extract_local(videos, encoder, spec, store, progress=progress,
+                               retry_failed=cfg.features.retry_failed)
+    num_frames = cfg.policy.num_frames if split == "train" else cfg.eval.num_frames
+    items, skipped = load_items(records, root, store, spec, encoder, cfg.data.min_video_candidates, num_frames)
     return items, problems + skipped, counts

@@ -1,13 +1,20 @@
-"""Decoding candidate frames with decord: the reference's 1-fps grid (or another rate), an optional cap T_c, real
-timestamps."""
+"""Candidate frames of a video: the reference's 1-fps grid (or another rate), an optional cap T_c, real timestamps,
+decoded by one of two back ends.
+
+"pyav" (the default, see benchmarks/decode.py): one sequential pass that converts only the kept frames
+(tspo_ray.video_decode). "decord": decord's VideoReader.get_batch. The fast mode "keyframes" decodes keyframes only and
+returns the nearest keyframe for each candidate.
+"""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+BACKENDS = ("pyav", "decord")
+DEFAULT_BACKEND = "pyav"  # measured: benchmarks/decode.py
 
 
 class VideoError(RuntimeError):
@@ -37,15 +44,10 @@ class Candidates:
 def _open(path: str | Path, size: int | None = None):
     import decord  # local import: decord's import is slow and not every caller decodes
 
+    from tspo_ray.video_decode import check_video_file
+
     path = str(path)
-    if not os.path.exists(path):
-        raise VideoError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise VideoError(f"{path}: is a directory, not a video")
-    if os.path.getsize(path) == 0:
-        raise VideoError(f"{path}: empty file")
-    if not os.access(path, os.R_OK):
-        raise VideoError(f"{path}: not readable (permission denied)")
+    check_video_file(path)
     kwargs = {"num_threads": 1}
     if size:
         kwargs.update(width=size, height=size)
@@ -72,8 +74,19 @@ def _declared_frame_count(path: str) -> int:
         return 0
 
 
-def probe(path: str | Path) -> VideoInfo:
+def _backend(backend: str | None) -> str:
+    backend = backend or DEFAULT_BACKEND
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video back end {backend!r}; expected one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def probe(path: str | Path, backend: str | None = None) -> VideoInfo:
     """Frame count and frame rate of a video (a container without a usable rate is read as 1 fps)."""
+    if _backend(backend) == "pyav":
+        from tspo_ray import video_decode
+
+        return video_decode.probe(path)
     reader = _open(path)
     fps = float(reader.get_avg_fps())
     return VideoInfo(str(path), len(reader), fps if math.isfinite(fps) and fps > 0 else 1.0)
@@ -120,14 +133,22 @@ def candidate_indices(num_frames: int, native_fps: float, fps: float = 1.0, max_
 
 
 def candidates(path: str | Path, fps: float = 1.0, max_candidates: int | None = None,
-               min_candidates: int | None = None) -> Candidates:
-    info = probe(path)
+               min_candidates: int | None = None, backend: str | None = None) -> Candidates:
+    info = probe(path, backend)
     idx, ts = candidate_indices(info.num_frames, info.native_fps, fps, max_candidates, min_candidates)
     return Candidates(idx, ts, info)
 
 
-def read_frames(path: str | Path, frame_indices, size: int | None = None) -> np.ndarray:
+def read_frames(path: str | Path, frame_indices, size: int | None = None, backend: str | None = None) -> np.ndarray:
     """Decode the given native frame indices: uint8 [N, H, W, 3] (resized to size×size when given)."""
+    if _backend(backend) == "pyav":
+        from tspo_ray import video_decode
+
+        info = video_decode.probe(path)
+        bad = [int(i) for i in frame_indices if not 0 <= int(i) < info.num_frames]
+        if bad:
+            raise VideoError(f"{path}: frame indices out of range 0..{info.num_frames - 1}: {bad[:5]}")
+        return video_decode.decode_sequential(path, frame_indices, size).frames
     reader = _open(path, size)
     frame_indices = [int(i) for i in frame_indices]
     bad = [i for i in frame_indices if not 0 <= i < len(reader)]
@@ -157,8 +178,20 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 def decode_candidates(
     path: str | Path, fps: float = 1.0, max_candidates: int | None = None, size: int | None = None,
-    min_candidates: int | None = None,
+    min_candidates: int | None = None, backend: str | None = None, mode: str = "exact",
 ) -> tuple[np.ndarray, Candidates]:
-    """Decode the candidate frames of a video: (uint8 [T, H, W, 3], Candidates); see candidate_indices."""
-    cands = candidates(path, fps, max_candidates, min_candidates)
-    return read_frames(path, cands.frame_indices, size), cands
+    """Decode the candidate frames of a video: (uint8 [T, H, W, 3], Candidates); see candidate_indices.
+
+    mode "keyframes" (opt-in, several times faster on long videos): each candidate is the nearest keyframe, and
+    Candidates.timestamps_s are the times of the frames returned (the error is the distance to the 1-fps grid).
+    """
+    if mode not in ("exact", "keyframes"):
+        raise ValueError(f"unknown decoding mode {mode!r}; expected 'exact' or 'keyframes'")
+    cands = candidates(path, fps, max_candidates, min_candidates, backend)
+    if mode == "exact":
+        return read_frames(path, cands.frame_indices, size, backend), cands
+    from tspo_ray import video_decode
+
+    decoded = video_decode.decode_keyframes_nearest(path, cands.frame_indices, size)
+    shown = np.minimum(np.round(decoded.timestamps_s * cands.info.native_fps).astype(np.int64), cands.info.num_frames - 1)
+    return decoded.frames, Candidates(shown, decoded.timestamps_s, cands.info)

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tspo_ray.features import FeatureSpec, FeatureStore, compute_video_features
+from tspo_ray.features import FeatureSpec, FeatureStore, compute_video_features, plan_extraction
 
 
 def extract_kwargs(cfg) -> dict:
@@ -45,7 +45,8 @@ class EncodeVideos:
 
 def extract_with_ray(videos: Sequence[str], encoder_spec: dict, spec: FeatureSpec, store: FeatureStore,
                      num_workers: int = 2, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-                     resources: dict[str, float] | None = None, progress: bool = True) -> dict[str, int]:
+                     resources: dict[str, float] | None = None, progress: bool = True,
+                     retry_failed: bool = False) -> dict[str, int]:
     """Encode the videos not in the store yet; returns counts and records failures in the errors table.
 
     Each encoder actor asks Ray for cpus_per_worker CPUs, gpus_per_worker GPUs (give it one, or a fraction, when the
@@ -53,19 +54,9 @@ def extract_with_ray(videos: Sequence[str], encoder_spec: dict, spec: FeatureSpe
     import ray
     from tqdm import tqdm
 
-    counts = {"encoded": 0, "cached": 0, "failed": 0, "frames": 0}
-    rows, errors = [], []
-    for path in dict.fromkeys(str(v) for v in videos):  # each distinct video once
-        try:
-            key = spec.video_key(path)
-        except OSError as exc:
-            counts["failed"] += 1
-            errors.append({"video": path, "reason": f"{path}: {exc.strerror or exc}"})
-            continue
-        if store.has(key):
-            counts["cached"] += 1
-        else:
-            rows.append({"video": path, "key": key})
+    todo, counts, errors = plan_extraction(videos, spec, store, retry_failed)
+    counts["frames"] = 0
+    rows = [{"video": path, "key": key} for path, key in todo]
     if rows:
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64 * num_workers)).map_batches(
             EncodeVideos,
@@ -80,7 +71,7 @@ def extract_with_ray(videos: Sequence[str], encoder_spec: dict, spec: FeatureSpe
                 counts["frames"] += int(row["frames"])
             else:
                 counts["failed"] += 1
-                errors.append({"video": str(row["video"]), "reason": str(row["reason"])})
+                errors.append({"video": str(row["video"]), "key": str(row["key"]), "reason": str(row["reason"])})
     if errors:
         store.record_errors(errors)
     return counts

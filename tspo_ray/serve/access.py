@@ -17,6 +17,18 @@ class RequestError(ValueError):
         self.status, self.kind, self.message = status, kind, message
 
 
+def relative_to_roots(text: str, roots: Sequence[str | Path]) -> str:
+    """`text` with every path under a root written relative to that root (and a root itself by its name), so
+    messages never show where the server keeps its files."""
+    names = {}
+    for r in roots:
+        for form in {str(r), str(Path(r).resolve())}:
+            names[form] = Path(form).name
+    for form in sorted(names, key=len, reverse=True):  # the longest (innermost) root first
+        text = text.replace(form + "/", "").replace(form, names[form])
+    return text
+
+
 def url_scheme(video: str) -> str | None:
     m = _SCHEME.match(video)
     return m.group(1).lower() if m else None
@@ -43,12 +55,18 @@ def resolve_video(video: str, roots: Sequence[str | Path], url_schemes: Sequence
     candidates = [given] if given.is_absolute() else [root / given for root in resolved_roots]
     escaped = False
     for cand in candidates:
-        real = cand.resolve()
-        if not any(real == r or r in real.parents for r in resolved_roots):
-            escaped = True  # via ../ or a symlink: refused even if another root lacks the name
-            continue
-        if real.exists():
-            if not real.is_file():
+        try:
+            real = cand.resolve()
+            if not any(real == r or r in real.parents for r in resolved_roots):
+                escaped = True  # via ../ or a symlink: refused even if another root lacks the name
+                continue
+            found, regular = real.exists(), real.is_file()
+        except RuntimeError:  # Path.resolve's symlink loop (its message names the absolute path)
+            raise RequestError(400, "bad_request", f"{video}: cannot be resolved (a symlink loop)") from None
+        except OSError as exc:  # ENAMETOOLONG, ELOOP, EACCES...: the reason without the server's path
+            raise RequestError(400, "bad_request", f"{video}: cannot be resolved ({exc.strerror or 'OS error'})") from None
+        if found:
+            if not regular:
                 raise RequestError(400, "bad_video", f"{video}: not a regular file")
             return str(real)
     if escaped:

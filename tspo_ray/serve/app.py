@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from tspo_ray.evaluation import select_frames
-from tspo_ray.serve.access import RequestError, resolve_video
+from tspo_ray.serve.access import RequestError, relative_to_roots, resolve_video
 from tspo_ray.serve.schema import SelectRequest, SelectResponse
 from tspo_ray.serve.service import KeyframeService, ServeSettings
 
@@ -46,6 +46,10 @@ def parse_select(body: bytes) -> SelectRequest:
         raw = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, "bad_json", f"request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RequestError(400, "bad_json", "request body is not valid JSON (nested too deeply)") from None
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        raise RequestError(400, "bad_json", "request body has a number with too many digits") from None
     if not isinstance(raw, dict):
         raise RequestError(400, "bad_json", f"request body must be a JSON object, got {type(raw).__name__}")
     try:
@@ -57,7 +61,7 @@ def parse_select(body: bytes) -> SelectRequest:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 past `limit` bytes (checked on the header and while streaming)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise RequestError(413, "too_large", f"request body of {declared} bytes exceeds the limit of {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -68,8 +72,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def error_response(exc: RequestError) -> JSONResponse:
-    return JSONResponse(status_code=exc.status, content={"error": exc.kind, "message": exc.message})
+def error_response(exc: RequestError, roots: Sequence[str] = ()) -> JSONResponse:
+    """The 4xx answer; paths under the video roots are named relative to their root."""
+    return JSONResponse(status_code=exc.status,
+                        content={"error": exc.kind, "message": relative_to_roots(exc.message, roots)})
 
 
 @serve.deployment(name="KeyframeSelector", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
@@ -110,7 +116,7 @@ class KeyframeSelector:
             body = await read_body(request, self.settings.max_body_bytes)
             return (await self._select(parse_select(body))).model_dump(exclude_none=False)
         except RequestError as exc:
-            return error_response(exc)
+            return error_response(exc, self.settings.video_roots)
         except Exception:  # a bug, not bad input: log it, answer 500, keep serving
             log.exception("select failed")
             return JSONResponse(status_code=500, content={"error": "internal", "message": "internal server error"})

@@ -97,7 +97,8 @@ def load_serving_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Modu
     if agent.dim != dim:
         raise ValueError(f"{path}: agent feature dim {agent.dim} does not match the encoder's {dim}")
     weights = (latest_checkpoint(path) or path) if path.is_dir() else path
-    return agent, mode, f"{weights.name}@{_file_digest(weights)}", f"agent weights from {weights}"
+    # named without its folder: GET / must not show where the server keeps its files
+    return agent, mode, f"{weights.name}@{_file_digest(weights)}", f"agent weights from {weights.name}"
 
 
 def feature_cache_key(location: str, fps: float, max_candidates: int | None, frame_size: int | None, encoder: str) -> tuple:
@@ -144,7 +145,7 @@ class KeyframeService:
             "agent": self.agent_source, "agent_config": self.agent.config(), "encoder": self.encoder.name,
             "methods": list(SELECTORS), "inference_mode": self.inference_mode,
             "defaults": {"candidate_fps": s.fps, "max_candidates": s.max_candidates, "frame_size": s.frame_size},
-            "video_roots": s.video_roots, "url_schemes": s.url_schemes,
+            "video_roots": [Path(r).name for r in s.video_roots], "url_schemes": s.url_schemes,
             "cache": {"size": len(self.features), "capacity": s.cache_size, "hits": self.features.hits,
                       "misses": self.features.misses},
         }

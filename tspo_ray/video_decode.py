@@ -1,0 +1,250 @@
+"""Decoding chosen frames of long videos with PyAV: one sequential pass, converting only the frames kept.
+
+A 1-fps grid keeps one frame in ~30, spread over the whole file, so seeking gains nothing (every GOP is decoded
+either way) while decoding in order never rewinds. What costs time besides decoding is turning frames into RGB
+arrays: only kept frames are converted (and resized while converting), into an output array allocated once, so
+memory is bounded by the output, not by the file.
+
+The fast mode decodes keyframes only (the codec skips everything else) and answers each requested frame with the
+nearest keyframe, reporting how far that is in time.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tspo_ray.video import VideoError, VideoInfo
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """Frames for requested native frame indices, with the presentation times of the frames actually returned."""
+
+    frames: np.ndarray  # uint8 [N, H, W, 3]
+    timestamps_s: np.ndarray  # float64 [N]
+    requested_s: np.ndarray  # float64 [N]: the requested index / native fps
+
+    @property
+    def max_time_error_s(self) -> float:
+        return float(np.max(np.abs(self.timestamps_s - self.requested_s))) if len(self.frames) else 0.0
+
+
+def check_video_file(path: str) -> None:
+    """Errors a decoder would report obscurely, named here: missing, a folder, empty, unreadable."""
+    if not os.path.exists(path):
+        raise VideoError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise VideoError(f"{path}: is a directory, not a video")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: empty file")
+    if not os.access(path, os.R_OK):
+        raise VideoError(f"{path}: not readable (permission denied)")
+
+
+def _open(path: str):
+    import av
+
+    check_video_file(path)
+    with ffmpeg_messages() as messages:
+        try:
+            container = av.open(path)
+        except Exception as exc:  # av.error.InvalidDataError and friends
+            raise VideoError(f"{path}: cannot decode (not a readable video container: "
+                             f"{_reason(exc, messages)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: the file has no video stream")
+    return container
+
+
+# What FFmpeg's terse errors mean for the person holding the file.
+_HINTS = {
+    "moov atom not found": "the MP4 index is missing: the file is incomplete or was never finalised",
+    "partial file": "the file ends early: it was cut short",
+    "Invalid NAL unit size": "the H.264 stream is damaged",
+    "error while decoding MB": "the picture data is damaged",
+    "could not find codec parameters": "the stream's codec parameters are unreadable",
+}
+_LOG_LEVEL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def ffmpeg_messages():
+    """Collect FFmpeg's own error lines (e.g. "moov atom not found") while decoding in this thread: PyAV's exceptions
+    only say "Invalid data found when processing input", and FFmpeg logging is off by default."""
+    import av.logging
+
+    with _LOG_LEVEL_LOCK:
+        if av.logging.get_level() is None:
+            av.logging.set_level(av.logging.ERROR)
+            av.logging.set_skip_repeated(False)  # the same failure in the next file must be reported too
+    with av.logging.Capture(local=True) as logs:
+        yield logs
+
+
+def _reason(exc: Exception, messages=()) -> str:
+    """The most specific reason available: FFmpeg's last error line (with a hint), else the exception's text."""
+    lines = [str(m[2]).strip() for m in messages if len(m) >= 3 and str(m[2]).strip()]
+    if lines:
+        last = lines[-1][:200]
+        hint = next((h for key, h in _HINTS.items() if key in last), None)
+        return f"{last} ({hint})" if hint else last
+    text = getattr(exc, "strerror", None) or (str(exc).splitlines()[0][:200] if str(exc) else "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _rate(stream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and math.isfinite(float(rate)) and float(rate) > 0:
+            return float(rate)
+    return 1.0  # a container without a usable rate is read as 1 fps
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame count and frame rate; the count comes from the container's index, or from demuxing when it has none."""
+    path = str(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        count = int(stream.frames or 0)
+        if count <= 0:  # e.g. Matroska/WebM: count the video packets (no decoding)
+            count = sum(1 for packet in container.demux(stream) if packet.size)
+        fps = _rate(stream)
+    except Exception as exc:
+        raise VideoError(f"{path}: cannot read the stream ({_reason(exc)})") from None
+    finally:
+        container.close()
+    if count <= 0:
+        raise VideoError(f"{path}: the video has no frames")
+    return VideoInfo(path, count, fps)
+
+
+def _decoded(container, stream, path: str):
+    """Frames in presentation order; a decoding error becomes a VideoError naming the file and FFmpeg's reason."""
+    with ffmpeg_messages() as messages:
+        try:
+            yield from container.decode(stream)
+        except Exception as exc:
+            raise VideoError(f"{path}: decoding failed ({_reason(exc, messages)})") from None
+
+
+def _convert(frame, size: int | None) -> np.ndarray:
+    if size:
+        return frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="BICUBIC")  # as decord (FFmpeg's scale default)
+    return frame.to_ndarray(format="rgb24")
+
+
+def decode_sequential(path: str | Path, frame_indices, size: int | None = None, threads: int = 0) -> DecodedFrames:
+    """Exact frames for native frame indices (any order, repeats allowed) in one pass over the file.
+
+    size: resize to size x size while converting. threads: codec threads (0: FFmpeg picks).
+    """
+    path = str(path)
+    wanted = np.asarray([int(i) for i in frame_indices], dtype=np.int64)
+    if wanted.size == 0:
+        raise VideoError(f"{path}: no frame indices requested")
+    if wanted.min() < 0:
+        raise VideoError(f"{path}: negative frame indices requested: {wanted[wanted < 0][:5].tolist()}")
+    order = np.argsort(wanted, kind="stable")
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        fps, start = _rate(stream), _start_s(stream)
+        frames, times = None, np.zeros(len(wanted))
+        slot, index = 0, -1
+        for index, frame in enumerate(_decoded(container, stream, path)):
+            if index < wanted[order[slot]]:
+                continue  # decoded (the next frames depend on it) but never converted
+            rgb = _convert(frame, size)
+            if frames is None:
+                frames = np.empty((len(wanted), *rgb.shape), np.uint8)
+            while slot < len(order) and wanted[order[slot]] == index:
+                frames[order[slot]], times[order[slot]] = rgb, _frame_time(frame, index, fps) - start
+                slot += 1
+            if slot == len(order):
+                break
+    finally:
+        container.close()
+    if slot < len(order):
+        missing = wanted[order[slot:]]
+        raise VideoError(f"{path}: truncated or corrupt: the stream ends after {index + 1} decodable frames, "
+                         f"frame {int(missing[0])} was requested ({len(missing)} requested frames missing)")
+    return DecodedFrames(frames, times, wanted / fps)
+
+
+def _frame_time(frame, index: int, fps: float) -> float:
+    return float(frame.time) if frame.time is not None else index / fps
+
+
+def _start_s(stream) -> float:
+    """The stream's first presentation time: frame times are reported relative to it."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+
+def decode_keyframes_nearest(path: str | Path, frame_indices, size: int | None = None, threads: int = 0) -> DecodedFrames:
+    """The fast mode: for each requested index, the keyframe nearest to it in time (repeats when keyframes are
+    sparser than the request). Only keyframes are decoded and only chosen ones converted, straight into the output;
+    DecodedFrames.max_time_error_s says how far off in time the answer is."""
+    path = str(path)
+    wanted = np.asarray([int(i) for i in frame_indices], dtype=np.int64)
+    if wanted.size == 0:
+        raise VideoError(f"{path}: no frame indices requested")
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        stream.codec_context.skip_frame = "NONKEY"
+        fps, start = _rate(stream), _start_s(stream)
+        requested = wanted / fps
+        order = np.argsort(requested, kind="stable")
+        out = _NearestKeyframes(len(wanted), size)
+        slot, prev = 0, None
+        for k, frame in enumerate(_decoded(container, stream, path)):
+            cur = out.keyframe(k, frame, _frame_time(frame, 0, fps) - start)
+            while slot < len(order) and requested[order[slot]] <= cur.time:
+                at = requested[order[slot]]
+                out.assign(order[slot], prev if prev and at - prev.time <= cur.time - at else cur)
+                slot += 1
+            prev = cur
+        for i in order[slot:]:  # requests after the last keyframe
+            out.assign(i, prev)
+    finally:
+        container.close()
+    if prev is None:
+        raise VideoError(f"{path}: no decodable keyframe")
+    return DecodedFrames(out.frames, out.times, requested)
+
+
+class _NearestKeyframes:
+    """The fast mode's output: keyframes converted at most once, and only when some request chose them."""
+
+    class Key:
+        def __init__(self, frame, time: float, size):
+            self.frame, self.time, self.size, self.rgb = frame, time, size, None
+
+        def array(self) -> np.ndarray:
+            if self.rgb is None:
+                self.rgb, self.frame = _convert(self.frame, self.size), None
+            return self.rgb
+
+    def __init__(self, count: int, size: int | None):
+        self.count, self.size = count, size
+        self.frames, self.times = None, np.zeros(count)
+
+    def keyframe(self, ordinal: int, frame, time: float) -> "Key":
+        return self.Key(frame, time, self.size)
+
+    def assign(self, i: int, key: "Key") -> None:
+        rgb = key.array()
+        if self.frames is None:
+            self.frames = np.empty((self.count, *rgb.shape), np.uint8)
+        self.frames[i], self.times[i] = rgb, key.time
