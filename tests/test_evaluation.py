@@ -1,5 +1,6 @@
 """Evaluation: selections, summaries and the job's files."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,16 @@ def test_evaluation_fails_when_the_answerer_rejects_every_request(tiny_world, ti
     assert not (tmp_path / "eval" / "results.json").exists()  # no table of zeros left behind
     check_answered("uniform", [{"error": "x"}, {"error": None}])  # one answered question is a result
     check_answered("uniform", [])
+
+
+def test_one_request_shape_for_every_record_and_frame_set():
+    from tspo_ray.answerers.base import AnswerRequest
+
+    rec = QARecord(id="q7", video="v.mp4", question="What is red?", options=["a star", "a square"], answer="B",
+                   type="needle", target_spans=[[1.0, 2.0]], duration_s=9.5)
+    req = AnswerRequest.for_record(rec, Path("/data/v.mp4"), np.array([30, 60]), np.array([1.0, 2.0]), "clip:top-k")
+    assert req.key == "q7#clip:top-k" and req.video == "/data/v.mp4"
+    assert req.frame_indices == (30, 60) and all(type(i) is int for i in req.frame_indices)
+    assert req.timestamps_s == (1.0, 2.0) and req.options == ("a star", "a square") and req.duration_s == 9.5
+    # what a model would see, and nothing more: no answer, no spans
+    assert "B" not in {str(v) for v in vars(req).values()} and not hasattr(req, "target_spans")

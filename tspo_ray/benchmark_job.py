@@ -101,10 +101,8 @@ def answer_fn(answerer) -> AnswerFn:
     from tspo_ray.answerers.base import AnswerRequest
 
     def answer(pairs: Sequence[tuple[QARecord, dict]]) -> list[dict]:
-        requests = [AnswerRequest(key=f"{rec.id}:{row['selector']}", video=row["video"],
-                                  frame_indices=tuple(row["frame_indices"]), timestamps_s=tuple(row["timestamps_s"]),
-                                  question=rec.question, options=tuple(rec.options), duration_s=rec.duration_s)
-                    for rec, row in pairs]
+        requests = [AnswerRequest.for_record(rec, row["video"], row["frame_indices"], row["timestamps_s"],
+                                             row["selector"]) for rec, row in pairs]
         return [{"predicted": a.option, "output": a.text, "error": a.extra.get("error")}
                 for a in answerer.answer(requests)]
 

@@ -29,12 +29,8 @@ def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answere
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         selections = [select_frames(it, method, k, agent, inference_mode) for it in chunk]
-        requests = [
-            AnswerRequest(key=f"{it.key}:{method}", video=it.video_path, frame_indices=tuple(sel["frame_indices"]),
-                          timestamps_s=tuple(sel["timestamps_s"]), question=it.record.question,
-                          options=tuple(it.record.options), duration_s=it.record.duration_s)
-            for it, sel in zip(chunk, selections)
-        ]
+        requests = [AnswerRequest.for_record(it.record, it.video_path, sel["frame_indices"], sel["timestamps_s"], method)
+                    for it, sel in zip(chunk, selections)]
         answers = answerer.answer(requests)
         for it, sel, ans in zip(chunk, selections, answers):
             rec = it.record

@@ -22,6 +22,14 @@ class AnswerRequest:
     #: total video duration, for models that take it (position questions need it)
     duration_s: float | None = None
 
+    @classmethod
+    def for_record(cls, record, video, frame_indices, timestamps_s, tag: str) -> "AnswerRequest":
+        """The request for a QA record and a frame set: what a model would see (never the answer or the spans),
+        keyed `<record id>#<tag>`, where the tag tells the record's frame sets apart (selector, group member...)."""
+        return cls(key=f"{record.id}#{tag}", video=str(video), frame_indices=tuple(int(i) for i in frame_indices),
+                   timestamps_s=tuple(float(t) for t in timestamps_s), question=record.question,
+                   options=tuple(record.options), duration_s=record.duration_s)
+
 
 @dataclass(frozen=True)
 class Answer:

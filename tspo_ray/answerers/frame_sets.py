@@ -64,6 +64,4 @@ def frame_set(record: QARecord, video_path: str | Path, method: str, k: int = 8,
 def request_for(record: QARecord, video_path: str | Path, method: str, k: int = 8) -> AnswerRequest:
     """The AnswerRequest an answerer gets for this record under a fixed frame set (no answer, no spans)."""
     idx, ts = frame_set(record, video_path, method, k)
-    return AnswerRequest(key=f"{record.id}#{method}", video=str(video_path), frame_indices=tuple(int(i) for i in idx),
-                         timestamps_s=tuple(float(t) for t in ts), question=record.question,
-                         options=tuple(record.options), duration_s=record.duration_s)
+    return AnswerRequest.for_record(record, video_path, idx, ts, method)

@@ -29,12 +29,8 @@ class ScoreJob:
     sets: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]
 
     def requests(self) -> list[AnswerRequest]:
-        r = self.record
-        return [
-            AnswerRequest(key=f"{r.id}#{g}:{','.join(map(str, idx))}", video=self.video_path, frame_indices=idx,
-                          timestamps_s=ts, question=r.question, options=tuple(r.options), duration_s=r.duration_s)
-            for g, (idx, ts) in enumerate(self.sets)
-        ]
+        return [AnswerRequest.for_record(self.record, self.video_path, idx, ts, f"{g}:{','.join(map(str, idx))}")
+                for g, (idx, ts) in enumerate(self.sets)]
 
 
 def score_answers(job: ScoreJob, options: Sequence[str | None]) -> RewardResult:
