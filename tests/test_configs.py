@@ -134,6 +134,10 @@ BENCH_SETTINGS = {"longvideobench": ("agent:top-k", 0.2, 3), "videomme": ("agent
 
 
 def test_benchmark_configs_follow_the_reference_and_can_run():
+    from tspo_ray.policy import AKS_SETTINGS
+
+    for name, settings in AKS_SETTINGS.items():  # the published ones agree with the policy's table
+        assert BENCH_SETTINGS[name][1:] == (settings["t1"], settings["all_depth"]) and settings["t2"] == -100.0
     assert sorted(p.stem.removeprefix("bench_") for p in BENCH_CONFIGS) == sorted(BENCH_SETTINGS)
     for path in BENCH_CONFIGS:
         cfg = load_config(path)
