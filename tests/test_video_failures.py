@@ -6,6 +6,7 @@ import shutil
 import av
 import numpy as np
 import pytest
+import torch
 
 from tspo_ray import video
 from tspo_ray.data.records import QARecord
@@ -102,8 +103,8 @@ def test_known_bad_videos_are_not_decoded_again_unless_asked(tmp_path, good_clip
     assert first["failed"] == 1 and "moov atom not found" in store.errors()[0]["reason"]
 
     decoded = []
-    real = video.decode_candidates
-    monkeypatch.setattr(video, "decode_candidates", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
+    real = video.candidates  # the first step of decoding a video's candidates
+    monkeypatch.setattr(video, "candidates", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
     again = extract_local([str(bad)], encoder, spec, store, progress=False)
     assert again["known_bad"] == 1 and again["failed"] == 0 and decoded == []
     retried = extract_local([str(bad)], encoder, spec, store, progress=False, retry_failed=True)
@@ -133,3 +134,23 @@ def test_short_videos_are_skipped_below_the_minimum_and_warned_below_t_s(tmp_pat
     # the decoder's own reason reaches the skipped list, named by the record's path and not the server's
     assert reasons["broken"].startswith("broken.mp4: cannot decode") and str(tmp_path) not in reasons["broken"]
     assert "fewer candidate frames than T_s=8" in caplog.text and "five.mp4 (5)" in caplog.text
+
+
+def test_features_encoded_chunk_by_chunk_equal_one_pass(tmp_path, good_clip):
+    from tspo_ray.features import compute_video_features
+    from tspo_ray.video_decode import decode_sequential, iter_sequential
+
+    indices = list(range(0, 40, 3))
+    chunks = list(iter_sequential(good_clip, indices, 16, chunk=4))
+    whole = decode_sequential(good_clip, indices, 16)
+    assert [len(c.frames) for c in chunks] == [4, 4, 4, 2]
+    assert np.array_equal(np.concatenate([c.frames for c in chunks]), whole.frames)
+    assert np.allclose(np.concatenate([c.timestamps_s for c in chunks]), whole.timestamps_s)
+    with pytest.raises(ValueError, match="increasing order"):
+        next(iter_sequential(good_clip, [5, 2], 16))
+    encoder = CountingEncoder()
+    spec = FeatureSpec(4.0, None, 16, encoder.name)  # every frame of the 4-fps clip: 40 candidates
+    small = compute_video_features(good_clip, encoder, spec, chunk=7)
+    big = compute_video_features(good_clip, encoder, spec, chunk=256)
+    assert small.frame_features.shape == (40, encoder.dim) and np.array_equal(small.frame_indices, np.arange(40))
+    assert torch.allclose(small.frame_features, big.frame_features, atol=1e-5)

@@ -62,11 +62,13 @@ class VideoFeatures:
                    float(meta["duration_s"]), meta["video"])
 
 
-def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_size: int = 64) -> VideoFeatures:
-    """Decode the candidates (resized in this process) and encode them. Raises VideoError for unusable videos."""
-    frames, cands = video_io.decode_candidates(path, spec.fps, spec.max_candidates, spec.frame_size,
-                                               spec.min_candidates)
-    feats = encoder.encode_frames(frames, batch_size=batch_size)
+def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_size: int = 64,
+                           chunk: int = 256) -> VideoFeatures:
+    """Decode the candidates (resized in this process) and encode them, `chunk` frames at a time from one decoding
+    pass, so memory holds one chunk of pixels even at 16k candidates. Raises VideoError for unusable videos."""
+    cands = video_io.candidates(path, spec.fps, spec.max_candidates, spec.min_candidates)
+    feats = torch.cat([encoder.encode_frames(frames, batch_size=batch_size)
+                       for frames in video_io.iter_frames(path, cands.frame_indices, spec.frame_size, chunk=chunk)])
     return VideoFeatures(feats.float(), cands.frame_indices.astype(np.int64), cands.timestamps_s.astype(np.float64),
                          cands.info.duration_s, str(path))
 

@@ -170,6 +170,25 @@ def read_frames(path: str | Path, frame_indices, size: int | None = None, backen
     raise VideoError(f"{path}: decoding failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
 
 
+def iter_frames(path: str | Path, frame_indices, size: int | None = None, backend: str | None = None,
+                chunk: int = 256):
+    """read_frames for increasing indices, `chunk` frames at a time (PyAV: from one sequential pass), so a caller
+    that encodes as it goes holds one chunk of pixels, never the whole video's."""
+    frame_indices = [int(i) for i in frame_indices]
+    if _backend(backend) != "pyav":
+        for start in range(0, len(frame_indices), chunk):
+            yield read_frames(path, frame_indices[start : start + chunk], size, backend)
+        return
+    from tspo_ray import video_decode
+
+    info = video_decode.probe(path)
+    bad = [i for i in frame_indices if not 0 <= i < info.num_frames]
+    if bad:
+        raise VideoError(f"{path}: frame indices out of range 0..{info.num_frames - 1}: {bad[:5]}")
+    for decoded in video_decode.iter_sequential(path, frame_indices, size, chunk=chunk):
+        yield decoded.frames
+
+
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 

@@ -16,6 +16,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -146,38 +147,75 @@ def decode_sequential(path: str | Path, frame_indices, size: int | None = None, 
     size: resize to size x size while converting. threads: codec threads (0: FFmpeg picks).
     """
     path = str(path)
+    wanted = _requested(path, frame_indices)
+    order = np.argsort(wanted, kind="stable")
+    frames, times = None, np.zeros(len(wanted))
+    with _video_stream(path, threads) as (container, stream):
+        fps = _rate(stream)
+        for slot, rgb, time in _kept_frames(path, container, stream, wanted[order], size):
+            if frames is None:
+                frames = np.empty((len(wanted), *rgb.shape), np.uint8)
+            frames[order[slot]], times[order[slot]] = rgb, time
+    return DecodedFrames(frames, times, wanted / fps)
+
+
+def iter_sequential(path: str | Path, frame_indices, size: int | None = None, threads: int = 0,
+                    chunk: int = 256) -> Iterator[DecodedFrames]:
+    """decode_sequential for sorted indices, handed back `chunk` frames at a time from the same single pass: memory
+    holds one chunk, not every candidate of an hour-long video (16k frames of 720p would be 44 GB)."""
+    path = str(path)
+    wanted = _requested(path, frame_indices)
+    if np.any(np.diff(wanted) < 0):
+        raise ValueError("iter_sequential needs frame indices in increasing order")
+    with _video_stream(path, threads) as (container, stream):
+        fps = _rate(stream)
+        frames, times, first = [], [], 0
+        for slot, rgb, time in _kept_frames(path, container, stream, wanted, size):
+            frames.append(rgb)
+            times.append(time)
+            if len(frames) == chunk or slot == len(wanted) - 1:
+                yield DecodedFrames(np.stack(frames), np.asarray(times), wanted[first : slot + 1] / fps)
+                frames, times, first = [], [], slot + 1
+
+
+def _requested(path: str, frame_indices) -> np.ndarray:
     wanted = np.asarray([int(i) for i in frame_indices], dtype=np.int64)
     if wanted.size == 0:
         raise VideoError(f"{path}: no frame indices requested")
     if wanted.min() < 0:
         raise VideoError(f"{path}: negative frame indices requested: {wanted[wanted < 0][:5].tolist()}")
-    order = np.argsort(wanted, kind="stable")
+    return wanted
+
+
+@contextlib.contextmanager
+def _video_stream(path: str, threads: int):
     container = _open(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
-        fps, start = _rate(stream), _start_s(stream)
-        frames, times = None, np.zeros(len(wanted))
-        slot, index = 0, -1
-        for index, frame in enumerate(_decoded(container, stream, path)):
-            if index < wanted[order[slot]]:
-                continue  # decoded (the next frames depend on it) but never converted
-            rgb = _convert(frame, size)
-            if frames is None:
-                frames = np.empty((len(wanted), *rgb.shape), np.uint8)
-            while slot < len(order) and wanted[order[slot]] == index:
-                frames[order[slot]], times[order[slot]] = rgb, _frame_time(frame, index, fps) - start
-                slot += 1
-            if slot == len(order):
-                break
+        yield container, stream
     finally:
         container.close()
-    if slot < len(order):
-        missing = wanted[order[slot:]]
-        raise VideoError(f"{path}: truncated or corrupt: the stream ends after {index + 1} decodable frames, "
-                         f"frame {int(missing[0])} was requested ({len(missing)} requested frames missing)")
-    return DecodedFrames(frames, times, wanted / fps)
+
+
+def _kept_frames(path: str, container, stream, wanted_sorted: np.ndarray, size: int | None):
+    """(position in wanted_sorted, RGB frame, time) for every requested frame, decoding in order and converting only
+    the frames kept; a VideoError naming the first missing frame when the stream ends early."""
+    fps, start = _rate(stream), _start_s(stream)
+    slot, index = 0, -1
+    for index, frame in enumerate(_decoded(container, stream, path)):
+        if index < wanted_sorted[slot]:
+            continue  # decoded (the next frames depend on it) but never converted
+        rgb, time = _convert(frame, size), _frame_time(frame, index, fps) - start
+        while slot < len(wanted_sorted) and wanted_sorted[slot] == index:
+            yield slot, rgb, time
+            slot += 1
+        if slot == len(wanted_sorted):
+            return
+    missing = wanted_sorted[slot:]
+    raise VideoError(f"{path}: truncated or corrupt: the stream ends after {index + 1} decodable frames, "
+                     f"frame {int(missing[0])} was requested ({len(missing)} requested frames missing)")
 
 
 def _frame_time(frame, index: int, fps: float) -> float:
