@@ -102,3 +102,21 @@ def test_clip_alone_and_bad_paths(tspo_dir, tmp_path):
         sel.scores(frames(5), QUESTION)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         KeyframeSelector.from_pretrained(tmp_path / "missing")
+
+
+def test_feature_pipeline_encoder_can_preprocess_exactly_as_the_selector(tmp_path):
+    """The Ray Data encoder built from a config with exact_processor gives the selector's own features, so benchmark
+    features in the store are those the reference would compute (the default batched resize only approximates)."""
+    import numpy as np
+    import torch
+
+    from tspo_ray import KeyframeSelector
+    from tspo_ray.encoders import load_encoder
+
+    folder = build_tspo_layout(tmp_path / "tspo", seed=5)
+    frames = np.random.default_rng(0).integers(0, 256, size=(3, 48, 80, 3), dtype=np.uint8)
+    exact = load_encoder({"backend": "hf", "model": str(folder), "exact_processor": True})
+    approx = load_encoder({"backend": "hf", "model": str(folder)})
+    selector = KeyframeSelector.from_pretrained(folder)
+    assert exact.name != approx.name  # feature-store entries of the two never mix
+    torch.testing.assert_close(exact.encode_frames(frames), selector.encoder.encode_frames(frames))

@@ -30,6 +30,9 @@ class EncoderConfig:
     device: str = "cpu"
     # Frames encoded per forward pass.
     batch_size: int = 64
+    # hf: preprocess with the folder's saved CLIPProcessor itself (PIL resize and crop), as the reference does;
+    # slower than the batched tensor resize, which matches it only approximately.
+    exact_processor: bool = False
 
 
 @dataclass

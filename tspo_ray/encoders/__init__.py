@@ -27,6 +27,8 @@ class EncoderSpec:
     pretrained: str | None = None
     #: torch device ("cpu", "cuda", "cuda:1"); features always come back on CPU
     device: str = "cpu"
+    #: hf only: preprocess with the saved CLIPProcessor itself (as the reference), not the batched tensor resize
+    exact_processor: bool = False
 
     @classmethod
     def parse(cls, spec: Any) -> "EncoderSpec":
@@ -39,7 +41,8 @@ class EncoderSpec:
         if not isinstance(spec, Mapping):
             raise ValueError(f"encoder spec must be a dict or dataclass, got {type(spec).__name__}")
         return cls(backend=spec.get("backend") or "embedded", model=spec.get("model"),
-                   pretrained=spec.get("pretrained"), device=spec.get("device") or "cpu")
+                   pretrained=spec.get("pretrained"), device=spec.get("device") or "cpu",
+                   exact_processor=bool(spec.get("exact_processor", False)))
 
 
 def embedded_clip_dir() -> str:
@@ -61,7 +64,7 @@ def load_encoder(spec: Any = None) -> FrameTextEncoder:
 
         if not s.model:
             raise ValueError("encoder backend 'hf' needs 'model' (a local CLIP folder or a hub id)")
-        return HFClipEncoder(s.model, device=s.device)
+        return HFClipEncoder(s.model, device=s.device, exact_processor=s.exact_processor)
     if s.backend == "open_clip":
         from tspo_ray.encoders.open_clip_encoder import OpenClipEncoder
 
