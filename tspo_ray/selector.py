@@ -60,7 +60,7 @@ def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, s
 
 def selection_record(key: str, selector: str, positions: torch.Tensor, scores: torch.Tensor | None,
                      frame_indices, timestamps_s, elapsed_s: float) -> dict:
-    """One selection result (DESIGN.md): positions, native frame indices, timestamps, scores, timing."""
+    """One selection result (docs/design.md): positions, native frame indices, timestamps, scores, timing."""
     positions = positions.tolist()
     return {
         "id": key, "method": selector, "positions": positions,

@@ -1,4 +1,4 @@
-"""The QA record schema (DESIGN.md "Records") and atomic JSONL IO.
+"""The QA record schema and atomic JSONL IO.
 
 A record's `video` is a path relative to the data root (the folder of the split files); read_records checks that it
 stays inside that root (no `..`, no absolute path or symlink leading out) unless the caller allows outside paths.
