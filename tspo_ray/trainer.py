@@ -1,7 +1,7 @@
 """The single-process TSPO loop: sample G sets -> rewards -> advantages -> clipped update epochs.
 
-This is the loop the Ray job distributes (docs/design.md: the single-process loop first, then the Ray shells around it). It runs
-anywhere without Ray, given precomputed features and a reward function.
+This is the loop the Ray job distributes (docs/design.md: the single-process loop first, then the Ray shells around
+it). It runs anywhere without Ray, given precomputed features and a reward function.
 """
 from __future__ import annotations
 
