@@ -68,7 +68,8 @@ def train_local(cfg: Config, items, tracker) -> "torch.nn.Module":  # noqa: F821
     for _ in tqdm(range(trainer.step, cfg.train.steps), desc="train (local)"):
         trainer.train_step()
         if trainer.step % cfg.train.checkpoint_every == 0 or trainer.step == cfg.train.steps:
-            save_checkpoint(ckpt_dir, trainer.step, trainer.state_dict() | {"config": cfg.to_dict()})
+            save_checkpoint(ckpt_dir, trainer.step, trainer.state_dict() | {"config": cfg.to_dict()},
+                            keep=cfg.train.keep_checkpoints)
         if ARGS.stop_after and trainer.step >= ARGS.stop_after:
             break
     return trainer.agent

@@ -188,3 +188,19 @@ def test_feature_store_round_trip_and_crafted_pickles_refused(tmp_path):
     with pytest.raises(UnsafeFileError, match="a pickle"):
         store.text_features(TinyEncoder(), ["ab"])
     assert not marker.exists()
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+
+    for step in (5, 10, 15, 20):
+        save_checkpoint(tmp_path, step, {"agent_config": {"dim": 4}}, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [
+        "checkpoint-000015.safetensors", "checkpoint-000020.safetensors"]
+    assert latest_checkpoint(tmp_path).name == "checkpoint-000020.safetensors" and load_checkpoint(tmp_path)["step"] == 20
+    save_checkpoint(tmp_path, 25, {"agent_config": {"dim": 4}})  # keep=None: nothing deleted
+    assert len(list(tmp_path.glob("checkpoint-*"))) == 3
+    assert [p.name for p in prune_checkpoints(tmp_path, 1)] == ["checkpoint-000015.safetensors",
+                                                                "checkpoint-000020.safetensors"]
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        prune_checkpoints(tmp_path, 0)

@@ -43,13 +43,30 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def save_checkpoint(directory: str | Path, step: int, payload: dict[str, Any]) -> Path:
-    """Write payload (tensors, state dicts, plain values) as checkpoint-<step>.safetensors; point latest.json at it."""
+def save_checkpoint(directory: str | Path, step: int, payload: dict[str, Any], keep: int | None = None) -> Path:
+    """Write payload (tensors, state dicts, plain values) as checkpoint-<step>.safetensors; point latest.json at it.
+
+    keep: how many of the newest checkpoints to keep (older ones are deleted once the new one is in place and
+    latest.json names it); None keeps every one."""
     directory = Path(directory)
     path = directory / f"checkpoint-{step:06d}{SUFFIX}"
     write_payload(path, {"step": step, **payload})
     write_text_atomic(directory / LATEST, json.dumps({"step": step, "file": path.name}))
+    if keep is not None:
+        prune_checkpoints(directory, keep)
     return path
+
+
+def prune_checkpoints(directory: str | Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest checkpoints (by step), never the one latest.json names; returns the deleted."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    latest = latest_checkpoint(directory)
+    found = sorted(Path(directory).glob(f"checkpoint-*{SUFFIX}"))  # zero-padded steps sort by step
+    doomed = [p for p in found[:-keep] if latest is None or p.name != latest.name]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:

@@ -160,6 +160,8 @@ class TrainConfig:
     learner_resources: dict[str, float] = field(default_factory=dict)
     # Write a checkpoint every N steps (and at the end).
     checkpoint_every: int = 10
+    # Checkpoints kept in the run's folder: the newest N (older ones are deleted as new ones land).
+    keep_checkpoints: int = 3
     # Where checkpoints, results and plots go.
     output_dir: str = "outputs/run"
 
@@ -327,6 +329,7 @@ def validate(cfg: Config) -> Config:
     _check(cfg.train.max_lag >= 0, "train.max_lag", f"must be >= 0, got {cfg.train.max_lag}")
     _check(cfg.train.num_answerers >= 1, "train.num_answerers", "must be >= 1")
     _check(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    _check(cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
     _check(cfg.eval.aks.all_depth >= 0, "eval.aks.all_depth", f"must be >= 0, got {cfg.eval.aks.all_depth}")
     for i, s in enumerate(cfg.eval.selectors):

@@ -178,7 +178,7 @@ def learner_loop(config: dict[str, Any]) -> None:
                 "agent": cpu_state(agent), "agent_config": agent.config(), "optimizer": optimizer.state_dict(),
                 "tau": tau_of(step), "data_position": data_position(num_items, cfg, step),
                 "rng": torch.get_rng_state(), "config": cfg.to_dict(), "history": history,
-            })
+            }, keep=cfg.train.keep_checkpoints)
         ray.train.report({k: float(v) for k, v in metrics.items()})
         if step % progress_every == 0 or step == cfg.train.steps:
             print(f"step {step}/{cfg.train.steps}  reward {metrics['reward']:.3f}  accuracy {metrics['accuracy']:.3f}  "
