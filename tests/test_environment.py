@@ -54,3 +54,16 @@ def test_local_ray_workers_run_the_drivers_interpreter(ray_local):
     # Ray's uv hook would run the worker from a per-cluster environment under the session's temp folder.
     assert Path(prefix).resolve() == Path(sys.prefix).resolve(), (executable, prefix)
     assert Path(executable).resolve() == Path(sys.executable).resolve()
+
+
+def test_a_private_local_ray_leaves_no_session_folder_behind(tmp_path):
+    script = tmp_path / "start.py"
+    script.write_text(
+        "from tspo_ray.distributed import init_ray\n"
+        "ray = init_ray('local', num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
+        "print(ray._private.worker._global_node.get_session_dir_path())\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    session = Path(done.stdout.strip().splitlines()[-1])
+    assert session.name.startswith("session_") and not session.exists()

@@ -33,6 +33,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, extra_path
     for attempt in range(1, (tries if local else 1) + 1):
         try:
             ray.init(address=target, runtime_env=runtime_env, **init_kwargs)
+            if local:
+                remove_session_dir_at_exit(ray)
             return ray
         except Exception as exc:  # "The current node timed out during startup"
             ray.shutdown()
@@ -40,6 +42,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, extra_path
                 raise
             time.sleep(5)
     return ray
+
+
+def remove_session_dir_at_exit(ray) -> None:
+    """A private local Ray's session folder (logs, sockets, spilled objects) is deleted when this process exits, after
+    Ray is shut down, so runs do not pile folders up in the temp dir. Runs at exit before Ray's own shutdown hook
+    (registered earlier, and exit hooks run last-in first-out), hence the explicit shutdown."""
+    import atexit
+    import shutil
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    session_dir = node.get_session_dir_path() if node is not None else None
+    if not session_dir:
+        return
+
+    def cleanup() -> None:
+        ray.shutdown()
+        shutil.rmtree(session_dir, ignore_errors=True)
+
+    atexit.register(cleanup)
 
 
 def use_this_interpreter_for_local_workers() -> None:
