@@ -124,6 +124,18 @@ def test_second_question_on_a_video_hits_the_cache(service):
     assert b["timings_ms"]["decode_encode_ms"] < a["timings_ms"]["decode_encode_ms"]
     assert len(a["frame_indices"]) == 8 and a["frame_indices"] == sorted(a["frame_indices"])
     assert a["num_candidates"] == 40 and b["method"] == "bin-max" and len(b["scores"]) == 4
+    # a rate that differs by float noise is the same rate: the cached features serve it
+    third = service.post("/select", json={"video": "clip.mp4", "question": "What colour is the square?",
+                                          "num_frames": 4, "max_candidates": 40, "candidate_fps": 1.000001})
+    assert third.status_code == 200, third.text
+    assert third.json()["timings_ms"]["cache_hit"] == 1.0
+
+
+def test_candidate_rates_are_canonical():
+    from tspo_ray.serve.service import canonical_fps
+
+    assert canonical_fps(1.000001) == canonical_fps(0.9999996) == 1.0
+    assert canonical_fps(29.97) == 29.97 and canonical_fps(0.5) != canonical_fps(0.5001)
 
 
 def test_selection_equals_the_evaluation_job(service, tiny_world, checkpoint, tmp_path):

@@ -101,6 +101,11 @@ def load_serving_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Modu
     return agent, mode, f"{weights.name}@{_file_digest(weights)}", f"agent weights from {weights.name}"
 
 
+def canonical_fps(fps: float) -> float:
+    """A candidate rate rounded to 6 significant digits: 1.0 and 1.000001 are one rate (one grid, one cache entry)."""
+    return float(f"{float(fps):.6g}")
+
+
 def feature_cache_key(location: str, fps: float, max_candidates: int | None, frame_size: int | None, encoder: str) -> tuple:
     """(resolved path, size, mtime, fps, cap, frame size, encoder): an edited file gets a new key. URLs have no stat."""
     if url_scheme(location) is not None:
@@ -153,6 +158,7 @@ class KeyframeService:
     def video_features(self, location: str, fps: float, max_candidates: int | None) -> tuple[VideoFeatures, bool, float]:
         """(features, cache hit, decode+encode ms). Unusable videos raise RequestError 422 naming the file."""
         t0 = time.perf_counter()
+        fps = canonical_fps(fps)  # the rate decoded with is the rate in the key
         try:
             key = feature_cache_key(location, fps, max_candidates, self.settings.frame_size, self.encoder.name)
         except OSError as exc:
