@@ -21,7 +21,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "jobs"))
 
 from tspo_ray.answerers import build_answerer  # noqa: E402
 from tspo_ray.config import load_config  # noqa: E402
@@ -52,7 +51,7 @@ def main() -> None:
     train_items, _, _ = prepare_split(base, "train", encoder)
     eval_items, _, _ = prepare_split(base, args.split, encoder)
     answerer = build_answerer(base.answerer.kind, base.answerer.settings)
-    from train import local_reward_fn
+    from tspo_ray.distributed.answerer_pool import in_process_reward_fn
 
     k = base.eval.num_frames
     baselines = {m: summarise(evaluate_selector(eval_items, m, k, answerer, progress=False))
@@ -62,7 +61,7 @@ def main() -> None:
     report = {"split": args.split, "questions": len(eval_items), "baselines": baselines, "variants": {}}
     for variant in variants:
         cfg = load_config(args.config, [f"train.steps={args.steps}", *variant.split()])
-        trainer = LocalTrainer(train_items, local_reward_fn(answerer), cfg)
+        trainer = LocalTrainer(train_items, in_process_reward_fn(answerer), cfg)
         lines, curve, zero_var, t0 = [], [], [], time.time()
         for step in range(1, args.steps + 1):
             zero_var.append(trainer.train_step()["zero_variance_fraction"])

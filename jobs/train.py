@@ -40,28 +40,17 @@ def parse_args(argv=None):
     return args
 
 
-def local_reward_fn(answerer):
-    """Rewards in-process: the same scoring the answerer actors do."""
-    from tspo_ray.distributed.answerer_pool import ScoreJob, score_answers
-    from tspo_ray.rollout import selected_frames
-
-    def reward(item, draws):
-        sets = tuple((tuple(i), tuple(t)) for i, t in selected_frames(item, draws))
-        job = ScoreJob(item.record, item.video_path, sets)
-        return score_answers(job, [a.option for a in answerer.answer(job.requests())])
-
-    return reward
-
-
-def train_local(cfg: Config, items, tracker) -> "torch.nn.Module":  # noqa: F821
+def train_local(cfg: Config, items, tracker, resume: bool, stop_after: int | None) -> "torch.nn.Module":  # noqa: F821
     from tspo_ray.answerers import build_answerer
     from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from tspo_ray.distributed.answerer_pool import in_process_reward_fn
     from tspo_ray.trainer import LocalTrainer
 
     log = (lambda step, m: tracker.log_metrics(m, step)) if tracker else None
-    trainer = LocalTrainer(items, local_reward_fn(build_answerer(cfg.answerer.kind, cfg.answerer.settings)), cfg, log)
+    reward_fn = in_process_reward_fn(build_answerer(cfg.answerer.kind, cfg.answerer.settings))
+    trainer = LocalTrainer(items, reward_fn, cfg, log)
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
-    if latest_checkpoint(ckpt_dir) is not None and ARGS.resume:
+    if latest_checkpoint(ckpt_dir) is not None and resume:
         trainer.load_state_dict(load_checkpoint(ckpt_dir))
     from tqdm import tqdm
 
@@ -70,12 +59,12 @@ def train_local(cfg: Config, items, tracker) -> "torch.nn.Module":  # noqa: F821
         if trainer.step % cfg.train.checkpoint_every == 0 or trainer.step == cfg.train.steps:
             save_checkpoint(ckpt_dir, trainer.step, trainer.state_dict() | {"config": cfg.to_dict()},
                             keep=cfg.train.keep_checkpoints)
-        if ARGS.stop_after and trainer.step >= ARGS.stop_after:
+        if stop_after and trainer.step >= stop_after:
             break
     return trainer.agent
 
 
-def train_ray(cfg: Config, items, tracker) -> None:
+def train_ray(cfg: Config, items, tracker, resume: bool, stop_after: int | None) -> None:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -94,7 +83,7 @@ def train_ray(cfg: Config, items, tracker) -> None:
     coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2)(RolloutCoordinator).remote(
         items, agent_config, pool_kwargs, cfg.policy.group_size, cfg.policy.num_frames, cfg.policy.likelihood)
     loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
-                   "resume": ARGS.resume, "stop_after_steps": ARGS.stop_after}
+                   "resume": resume, "stop_after_steps": stop_after}
     if tracker:
         loop_config.update(mlflow_run_id=tracker.run_id, mlflow_tracking_uri=tracker.tracking_uri)
     trainer = TorchTrainer(
@@ -114,18 +103,16 @@ def ensure_embedded_world(cfg: Config) -> None:
         return
     if cfg.data.root != DataConfig().root:
         raise ConfigError(f"data.root: {root / cfg.data.train} does not exist")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
-    from make_synthetic import build_world
+    from tspo_ray.synthetic.dataset import DEFAULT_COUNTS, build_world
 
     print(f"building the embedded synthetic world in {root} (once)")
-    build_world(root, {"train": 130, "val": 18, "test": 45})
+    build_world(root, DEFAULT_COUNTS)
 
 
 def main(argv=None) -> int:
-    global ARGS
-    ARGS = parse_args(argv)
+    args = parse_args(argv)
     try:
-        cfg = load_config(ARGS.config, ARGS.overrides)
+        cfg = load_config(args.config, args.overrides)
         # absolute, because Ray Train workers run in their own working directory
         cfg.train.output_dir = str(Path(cfg.train.output_dir).absolute())
         ensure_embedded_world(cfg)
@@ -141,14 +128,12 @@ def main(argv=None) -> int:
     from tspo_ray.safe_files import UnsafeFileError
     from tspo_ray.tracking import RunLogger
 
-    jobs_dir = Path(__file__).resolve().parent
-    sys.path.insert(0, str(jobs_dir))
     from tspo_ray.evaluation_job import run_evaluation
 
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    if not ARGS.local:
+    if not args.local:
         import os
 
         from tspo_ray.distributed import init_ray
@@ -159,14 +144,14 @@ def main(argv=None) -> int:
     tracker = None
     if cfg.tracking.enabled:
         tracker = RunLogger.create(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.run_name,
-                                   params=cfg.flat(), tags={"mode": "local" if ARGS.local else "ray",
-                                                            "resumed": str(ARGS.resume)})
+                                   params=cfg.flat(), tags={"mode": "local" if args.local else "ray",
+                                                            "resumed": str(args.resume)})
         print(f"MLflow run {tracker.run_id} at {tracker.tracking_uri}")
     encoder = load_encoder(cfg.features.encoder)
     try:
-        if ARGS.resume:
+        if args.resume:
             check_resumable(out / "checkpoints")
-        items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not ARGS.local,
+        items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not args.local,
                                                 max_questions=cfg.data.max_train_questions)
     except (ConfigError, RecordError, UnsafeFileError) as exc:  # RecordError lists every malformed line
         print(f"error: {exc}", file=sys.stderr)
@@ -179,13 +164,13 @@ def main(argv=None) -> int:
     if not items:
         print("error: no usable training questions" + ("" if problems else " (the split is empty)"), file=sys.stderr)
         return 1
-    if ARGS.local:
-        train_local(cfg, items, tracker)
+    if args.local:
+        train_local(cfg, items, tracker, args.resume, args.stop_after)
     else:
-        train_ray(cfg, items, tracker)
+        train_ray(cfg, items, tracker, args.resume, args.stop_after)
     train_s = time.time() - t0
-    if ARGS.stop_after:
-        print(f"stopped after step {ARGS.stop_after} as asked")
+    if args.stop_after:
+        print(f"stopped after step {args.stop_after} as asked")
         if tracker:
             tracker.finish("KILLED")
         return 0
@@ -202,11 +187,11 @@ def main(argv=None) -> int:
     table = format_table(payload["results"])
     print(table)
     summary = {"results": payload["results"], "train_seconds": round(train_s, 1), "config": cfg.to_dict()}
-    if ARGS.results:
+    if args.results:
         from tspo_ray.data.records import write_text_atomic
 
-        write_text_atomic(ARGS.results, json.dumps(summary, indent=2))
-        print(f"wrote {ARGS.results}")
+        write_text_atomic(args.results, json.dumps(summary, indent=2))
+        print(f"wrote {args.results}")
     if tracker:
         tracker.log_metrics({f"test/{m}/accuracy": r["accuracy"] for m, r in payload["results"].items()}, cfg.train.steps)
         tracker.log_artifacts(out / "eval", "eval")
@@ -214,8 +199,6 @@ def main(argv=None) -> int:
         tracker.finish()
     return 0
 
-
-ARGS = None
 
 if __name__ == "__main__":
     sys.exit(main())

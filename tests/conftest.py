@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """Three short haystack videos per split (60-80 s) with their QA records."""
-    from make_synthetic import build_world
+    from tspo_ray.synthetic.dataset import build_world
 
     out = tmp_path_factory.mktemp("world")
     build_world(out, {"train": 3, "val": 1, "test": 2}, seed=7, min_s=60, max_s=80, workers=1, progress=False)

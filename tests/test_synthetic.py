@@ -7,10 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from make_synthetic import build_world, main
+from make_synthetic import main
+
 from tspo_ray import video
 from tspo_ray.data.records import read_records, resolve_video_path
 from tspo_ray.synthetic.build import SPLITS, video_seed
+from tspo_ray.synthetic.dataset import build_world
 from tspo_ray.synthetic.questions import make_questions
 from tspo_ray.synthetic.render import COLOURS
 from tspo_ray.synthetic.world import (

@@ -64,3 +64,15 @@ class AnswererPool(AnswererActorPool):
             got = [answers[r.key] for r in reqs]
             out.append((score_answers(job, [a.option for a in got]), [a.text for a in got]))
         return out
+
+
+def in_process_reward_fn(answerer):
+    """Rewards in this process, for the single-process loop: the same scoring the answerer actors do."""
+    from tspo_ray.rollout import selected_frames
+
+    def reward(item, draws):
+        sets = tuple((tuple(i), tuple(t)) for i, t in selected_frames(item, draws))
+        job = ScoreJob(item.record, item.video_path, sets)
+        return score_answers(job, [a.option for a in answerer.answer(job.requests())])
+
+    return reward
