@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tspo_ray.config import Config, ConfigError, load_config  # noqa: E402
+from tspo_ray.synthetic.dataset import ensure_world  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,73 +41,108 @@ def parse_args(argv=None):
     return args
 
 
-def train_local(cfg: Config, items, tracker, resume: bool, stop_after: int | None) -> "torch.nn.Module":  # noqa: F821
-    from tspo_ray.answerers import build_answerer
-    from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from tspo_ray.distributed.answerer_pool import in_process_reward_fn
-    from tspo_ray.trainer import LocalTrainer
+def load_training_items(cfg: Config, args) -> tuple[list, list] | None:
+    """Features of the training split and, with train.eval_every, of the validation split (Ray Data unless --local);
+    None after printing why training cannot start."""
+    from tspo_ray.checkpoint import check_resumable
+    from tspo_ray.data.records import RecordError, format_skipped
+    from tspo_ray.encoders import load_encoder
+    from tspo_ray.features import prepare_split
+    from tspo_ray.learner_state import LearnerState, ResumeError
+    from tspo_ray.safe_files import UnsafeFileError
 
-    log = (lambda step, m: tracker.log_metrics(m, step)) if tracker else None
-    reward_fn = in_process_reward_fn(build_answerer(cfg.answerer.kind, cfg.answerer.settings))
-    trainer = LocalTrainer(items, reward_fn, cfg, log)
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
-    if latest_checkpoint(ckpt_dir) is not None and resume:
-        trainer.load_state_dict(load_checkpoint(ckpt_dir))
-    from tqdm import tqdm
+    try:
+        if args.resume:
+            check_resumable(ckpt_dir)
+        items, problems, counts = prepare_split(cfg, "train", load_encoder(cfg.features.encoder),
+                                                use_ray=not args.local, max_questions=cfg.data.max_train_questions)
+        val_items = []
+        if cfg.train.eval_every and (Path(cfg.data.root) / cfg.data.val).exists():
+            val_items, _, _ = prepare_split(cfg, "val", load_encoder(cfg.features.encoder), use_ray=not args.local,
+                                            max_questions=cfg.data.max_eval_questions)
+        if args.resume and items and (ckpt_dir / "latest.json").exists():
+            # refuse a checkpoint of another dataset, seed or lag here, not inside a Ray Train worker
+            LearnerState(cfg, items[0].frame_features.shape[-1], len(items)).load(ckpt_dir)
+    except (ConfigError, RecordError, UnsafeFileError, ResumeError) as exc:  # RecordError lists every bad line
+        print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, RecordError):
+            print("fix these lines, or set data.on_bad_record=skip to train without them", file=sys.stderr)
+        return None
+    print(f"features: {counts}; {len(items)} training questions, {len(problems)} skipped")
+    if problems:
+        print(format_skipped(problems).lstrip("\n"))
+    if not items:
+        print("error: no usable training questions" + ("" if problems else " (the split is empty)"), file=sys.stderr)
+        return None
+    return items, val_items
 
-    for _ in tqdm(range(trainer.step, cfg.train.steps), desc="train (local)"):
-        trainer.train_step()
-        if trainer.step % cfg.train.checkpoint_every == 0 or trainer.step == cfg.train.steps:
-            save_checkpoint(ckpt_dir, trainer.step, trainer.state_dict() | {"config": cfg.to_dict()},
-                            keep=cfg.train.keep_checkpoints)
-        if stop_after and trainer.step >= stop_after:
-            break
-    return trainer.agent
 
+def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
+    """The test-split table of the trained agent: printed, written to --results, logged to MLflow."""
+    from tspo_ray.answerers import build_answerer
+    from tspo_ray.checkpoint import load_agent
+    from tspo_ray.evaluation import AllRequestsRejected, format_table
+    from tspo_ray.evaluation_job import run_evaluation
 
-def train_ray(cfg: Config, items, tracker, resume: bool, stop_after: int | None) -> None:
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from tspo_ray.checkpoint import best_checkpoint
 
-    from tspo_ray.answerers import AnswererFactory
-    from tspo_ray.distributed.placement import answerer_actor_options, learner_scaling
-    from tspo_ray.distributed.training import RolloutCoordinator, learner_loop
-    from tspo_ray.trainer import build_agent
+    out = Path(cfg.train.output_dir)
+    # the checkpoint chosen on validation (train.eval_every), else the final one
+    checkpoint = best_checkpoint(out / "checkpoints") or out / "checkpoints"
+    print(f"evaluating {checkpoint.name if checkpoint.is_file() else 'the final checkpoint'}")
+    agent = load_agent(checkpoint).eval()
+    answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
+    try:
+        if cfg.eval.choose_inference_mode and (Path(cfg.data.root) / cfg.data.val).exists():
+            from tspo_ray.model_selection import choose_inference_mode
 
-    dim = items[0].frame_features.shape[-1]
-    agent_config = build_agent(cfg, dim).config()
-    actor = answerer_actor_options(cfg)
-    pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, cfg.answerer.settings),
-                   "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
-                   "resources": actor.get("resources")}
-    coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2)(RolloutCoordinator).remote(
-        items, agent_config, pool_kwargs, cfg.policy.group_size, cfg.policy.num_frames, cfg.policy.likelihood)
-    loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
-                   "resume": resume, "stop_after_steps": stop_after}
+            mode, by_mode = choose_inference_mode(cfg, checkpoint, out / "eval_val", agent, answerer)
+            cfg.agent.inference_mode = mode
+            print(f"default inference mode, chosen on the validation split: agent:{mode} ("
+                  + ", ".join(f"{m} {100 * a:.1f}" for m, a in by_mode.items()) + ")")
+            if tracker:
+                tracker.set_tag("default_inference_mode", f"agent:{mode}")  # a tag: a re-run may choose anew
+                tracker.log_metrics({f"val/agent:{m}/accuracy": a for m, a in by_mode.items()}, cfg.train.steps)
+        payload = run_evaluation(cfg, "test", cfg.eval.selectors, out / "eval", agent=agent, answerer=answerer,
+                                 num_plots=cfg.eval.num_plots, checkpoint=str(checkpoint))
+    except AllRequestsRejected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(payload["results"]))
+    if args.results:
+        from tspo_ray.data.records import write_text_atomic
+
+        summary = {"results": payload["results"], "train_seconds": round(train_s, 1), "config": cfg.to_dict()}
+        write_text_atomic(args.results, json.dumps(summary, indent=2))
+        print(f"wrote {args.results}")
     if tracker:
-        loop_config.update(mlflow_run_id=tracker.run_id, mlflow_tracking_uri=tracker.tracking_uri)
-    trainer = TorchTrainer(
-        learner_loop, train_loop_config=loop_config, scaling_config=ScalingConfig(**learner_scaling(cfg)),
-        run_config=RunConfig(name="learner", storage_path=str((Path(cfg.train.output_dir) / "ray_train").resolve())),
-    )
-    trainer.fit()
-    ray.kill(coordinator)
+        tracker.log_metrics({f"test/{m}/accuracy": r["accuracy"] for m, r in payload["results"].items()},
+                            cfg.train.steps)
+        tracker.log_artifacts(out / "eval", "eval")
+        tracker.log_model(agent, checkpoint)
+    return 0
 
 
-def ensure_embedded_world(cfg: Config) -> None:
-    """The embedded default builds its synthetic world on first use; other datasets must exist."""
-    from tspo_ray.config import DataConfig
+def run_job(cfg: Config, args, tracker) -> int:
+    t0 = time.time()
+    loaded = load_training_items(cfg, args)
+    if loaded is None:
+        return 1
+    items, val_items = loaded
+    if args.local:
+        from tspo_ray.trainer import train_single_process as train
+    else:
+        from tspo_ray.distributed.training import train_distributed as train
+    train(cfg, items, tracker, resume=args.resume, stop_after=args.stop_after, val_items=val_items)
+    if args.stop_after:
+        print(f"stopped after step {args.stop_after} as asked")
+        return 0
+    return evaluate_and_report(cfg, args, tracker, time.time() - t0)
 
-    root = Path(cfg.data.root)
-    if (root / cfg.data.train).exists():
-        return
-    if cfg.data.root != DataConfig().root:
-        raise ConfigError(f"data.root: {root / cfg.data.train} does not exist")
-    from tspo_ray.synthetic.dataset import DEFAULT_COUNTS, build_world
 
-    print(f"building the embedded synthetic world in {root} (once)")
-    build_world(root, DEFAULT_COUNTS)
+def raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv=None) -> int:
@@ -115,24 +151,12 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.overrides)
         # absolute, because Ray Train workers run in their own working directory
         cfg.train.output_dir = str(Path(cfg.train.output_dir).absolute())
-        ensure_embedded_world(cfg)
+        ensure_world(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from tspo_ray.answerers import build_answerer
-    from tspo_ray.checkpoint import check_resumable, load_agent
-    from tspo_ray.data.records import RecordError, format_skipped
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.evaluation import AllRequestsRejected, format_table
-    from tspo_ray.features import prepare_split
-    from tspo_ray.safe_files import UnsafeFileError
-    from tspo_ray.tracking import RunLogger
-
-    from tspo_ray.evaluation_job import run_evaluation
-
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     if not args.local:
         import os
 
@@ -143,61 +167,26 @@ def main(argv=None) -> int:
         init_ray(num_cpus=max(4, os.cpu_count() or 1), ignore_reinit_error=True)
     tracker = None
     if cfg.tracking.enabled:
-        tracker = RunLogger.create(cfg.tracking.tracking_uri, cfg.tracking.experiment, cfg.tracking.run_name,
-                                   params=cfg.flat(), tags={"mode": "local" if args.local else "ray",
-                                                            "resumed": str(args.resume)})
-        print(f"MLflow run {tracker.run_id} at {tracker.tracking_uri}")
-    encoder = load_encoder(cfg.features.encoder)
-    try:
-        if args.resume:
-            check_resumable(out / "checkpoints")
-        items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not args.local,
-                                                max_questions=cfg.data.max_train_questions)
-    except (ConfigError, RecordError, UnsafeFileError) as exc:  # RecordError lists every malformed line
-        print(f"error: {exc}", file=sys.stderr)
-        if isinstance(exc, RecordError):
-            print("fix these lines, or set data.on_bad_record=skip to train without them", file=sys.stderr)
-        return 1
-    print(f"features: {counts}; {len(items)} training questions, {len(problems)} skipped")
-    if problems:
-        print(format_skipped(problems).lstrip("\n"))
-    if not items:
-        print("error: no usable training questions" + ("" if problems else " (the split is empty)"), file=sys.stderr)
-        return 1
-    if args.local:
-        train_local(cfg, items, tracker, args.resume, args.stop_after)
-    else:
-        train_ray(cfg, items, tracker, args.resume, args.stop_after)
-    train_s = time.time() - t0
-    if args.stop_after:
-        print(f"stopped after step {args.stop_after} as asked")
-        if tracker:
-            tracker.finish("KILLED")
-        return 0
-    agent = load_agent(out / "checkpoints").eval()
-    try:
-        payload = run_evaluation(cfg, "test", cfg.eval.selectors, out / "eval", agent=agent,
-                                 answerer=build_answerer(cfg.answerer.kind, cfg.answerer.settings),
-                                 num_plots=cfg.eval.num_plots, checkpoint=str(out / "checkpoints"))
-    except AllRequestsRejected as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if tracker:
-            tracker.finish("FAILED")
-        return 1
-    table = format_table(payload["results"])
-    print(table)
-    summary = {"results": payload["results"], "train_seconds": round(train_s, 1), "config": cfg.to_dict()}
-    if args.results:
-        from tspo_ray.data.records import write_text_atomic
+        from tspo_ray.tracking import open_job_run
 
-        write_text_atomic(args.results, json.dumps(summary, indent=2))
-        print(f"wrote {args.results}")
-    if tracker:
-        tracker.log_metrics({f"test/{m}/accuracy": r["accuracy"] for m, r in payload["results"].items()}, cfg.train.steps)
-        tracker.log_artifacts(out / "eval", "eval")
-        tracker.log_model(agent, out / "checkpoints")
-        tracker.finish()
-    return 0
+        tracker = open_job_run(cfg.tracking, out, cfg.flat(), {"mode": "local" if args.local else "ray"}, args.resume)
+        print(f"MLflow run {tracker.run_id} at {tracker.tracking_uri}")
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)  # `ray job stop`, kill: the run ends KILLED
+    status = "FAILED"
+    try:
+        code = run_job(cfg, args, tracker)
+        status = "KILLED" if code == 0 and args.stop_after else ("FINISHED" if code == 0 else "FAILED")
+        return code
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print("interrupted: resume with --resume", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if tracker:
+            tracker.finish(status)
 
 
 if __name__ == "__main__":

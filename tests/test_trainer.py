@@ -40,7 +40,7 @@ def test_expected_reward_rises():
     items = toy_items(24, seed=0)
     cfg = load_config(overrides=["policy.num_frames=4", "policy.group_size=8", "train.questions_per_step=8",
                                  "train.steps=40", "grpo.lr=3e-3", "agent.heads=4", "policy.tau_start=0.1",
-                                 "policy.tau_end=0.05"])
+                                 "policy.tau_end=0.05", "train.max_lag=0"])
     logged = []
     trainer = LocalTrainer(items, toy_reward, cfg, log_fn=lambda step, m: logged.append((step, m)))
     held_out = toy_items(16, seed=1)
@@ -66,7 +66,8 @@ def test_resume_continues_exactly():
     resumed.load_state_dict(state)
     resumed_metrics = resumed.run(3)
     assert resumed.step == straight.step == 6
-    assert resumed.cursor.state_dict() == straight.cursor.state_dict()
+    assert resumed.state.data_position() == straight.state.data_position()
+    assert resumed.state.history == straight.state.history
     for a, b in zip(straight_metrics[3:], resumed_metrics):
         assert a["reward"] == pytest.approx(b["reward"]) and a.get("loss") == pytest.approx(b.get("loss"), abs=1e-6)
     for name, p in straight.agent.state_dict().items():
@@ -97,3 +98,105 @@ def test_batch_to_device_moves_every_tensor_the_update_reads():
         assert {t.device.type for t in (g.draws, g.logp_old, g.rewards, g.r_answer, g.r_temporal)} == {"meta"}
     assert items[0].frame_features.device.type == "cpu" and groups[0].draws.device.type == "cpu"  # inputs untouched
     assert moved_items[0].record is items[0].record and moved_groups[0].tau == 0.1
+
+
+def lag_cfg(max_lag, steps=6, extra=()):
+    return load_config(overrides=["policy.num_frames=4", "policy.group_size=4", "train.questions_per_step=4",
+                                  f"train.steps={steps}", "agent.heads=4", f"train.max_lag={max_lag}",
+                                  "grpo.kl_coef=0.05", *extra])
+
+
+@pytest.mark.parametrize("max_lag", [0, 1, 2])
+def test_resume_at_every_step_gives_the_uninterrupted_weights(max_lag):
+    items = toy_items(10, seed=4)
+    cfg = lag_cfg(max_lag)
+    straight = LocalTrainer(items, toy_reward, cfg)
+    metrics = straight.run()
+    # batch b is sampled with version max(0, b - max_lag): the staleness the schedule promises
+    assert [m["staleness"] for m in metrics] == [float(min(b, max_lag)) for b in range(6)]
+    for stop in (1, 3, 5):
+        first = LocalTrainer(items, toy_reward, cfg)
+        first.run(stop)
+        resumed = LocalTrainer(items, toy_reward, cfg)
+        resumed.load_state_dict(first.state_dict())
+        resumed.run()
+        assert resumed.state.history == straight.state.history
+        for name, p in straight.agent.state_dict().items():
+            assert torch.equal(p, resumed.agent.state_dict()[name]), (max_lag, stop, name)
+
+
+def test_checkpoint_round_trip_through_the_file_resumes_exactly(tmp_path):
+    items = toy_items(10, seed=5)
+    cfg = lag_cfg(1)
+    straight = LocalTrainer(items, toy_reward, cfg)
+    straight.run()
+    first = LocalTrainer(items, toy_reward, cfg)
+    first.run(2)
+    first.state.save(tmp_path)
+    resumed = LocalTrainer(items, toy_reward, cfg)
+    resumed.state.load(tmp_path)
+    assert resumed.step == 2 and list(resumed.state.recent) == [1]
+    resumed.run()
+    for name, p in straight.agent.state_dict().items():
+        assert torch.equal(p, resumed.agent.state_dict()[name]), name
+
+
+def test_resume_refuses_another_dataset_and_missing_versions():
+    from tspo_ray.learner_state import ResumeError
+
+    items = toy_items(10, seed=6)
+    trainer = LocalTrainer(items, toy_reward, lag_cfg(1))
+    trainer.run(3)
+    state = trainer.state_dict()
+    with pytest.raises(ResumeError, match="trained on 10 questions"):
+        LocalTrainer(items[:8], toy_reward, lag_cfg(1)).load_state_dict(state)
+    with pytest.raises(ResumeError, match=r"needs \[0, 1\]"):  # step 3 at max_lag 3 needs versions 0, 1 and 2
+        LocalTrainer(items, toy_reward, lag_cfg(3)).load_state_dict(state)
+    with pytest.raises(ResumeError, match="schema"):
+        LocalTrainer(items, toy_reward, lag_cfg(1)).load_state_dict(state | {"schema": 1})
+
+
+def test_each_group_is_scored_at_its_own_temperature():
+    """Two groups drawn at different τ by the same weights: before any update every importance ratio is exactly 1,
+    which holds only when each group's likelihood is recomputed at the τ it was drawn with."""
+    from tspo_ray.learner import learner_step
+    from tspo_ray.learner_state import LearnerState
+    from tspo_ray.rollout import sample_group
+
+    items = toy_items(2, seed=7)
+    cfg = lag_cfg(0)
+    state = LearnerState(cfg, D, len(items))
+    g = torch.Generator().manual_seed(0)
+    groups = []
+    for it, tau in zip(items, (0.5, 0.05)):
+        grp = sample_group(state.agent, it, 4, 4, tau, "plackett_luce", 0, g)
+        grp = grp.with_rewards(toy_reward(it, grp.draws))
+        grp.rewards = torch.arange(4, dtype=torch.float)  # distinct rewards: no group is filtered out
+        groups.append(grp)
+    m = learner_step(state.agent, state.optimizer, items, groups, likelihood="plackett_luce", clip_eps=0.2,
+                     epochs=1, current_version=0)
+    assert m["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and m["ratio_max"] == pytest.approx(1.0, abs=1e-6)
+    assert m["clip_fraction"] == 0.0 and m["tau"] == pytest.approx(0.275)
+
+
+def test_periodic_validation_keeps_the_best_checkpoint_beside_the_newest(tmp_path):
+    from tspo_ray.checkpoint import best_checkpoint, latest_checkpoint, load_checkpoint
+
+    items = toy_items(10, seed=8)
+    cfg = lag_cfg(1, steps=6, extra=["train.eval_every=2", "train.keep_checkpoints=1", "train.checkpoint_every=1"])
+    trainer = LocalTrainer(items, toy_reward, cfg)
+    scripted = iter([0.30, 0.50, 0.40])  # validation accuracy at steps 2, 4, 6
+    logged = []
+    for _ in range(6):
+        trainer.train_step()
+        logged.append(trainer.state.checkpoint_after_step(tmp_path, lambda: next(scripted)))
+    assert [m.get("val/accuracy") for m in logged] == [None, 0.30, None, 0.50, None, 0.40]
+    assert [m.get("val/new_best") for m in logged if m] == [1.0, 1.0, 0.0]
+    assert best_checkpoint(tmp_path).name == "checkpoint-000004.safetensors"
+    assert latest_checkpoint(tmp_path).name == "checkpoint-000006.safetensors"
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-000004.safetensors",
+                                                                     "checkpoint-000006.safetensors"]
+    assert load_checkpoint(best_checkpoint(tmp_path))["best_val"] == 0.50
+    resumed = LocalTrainer(items, toy_reward, cfg)
+    resumed.state.load(tmp_path)
+    assert resumed.state.best_val == 0.50  # a resumed run does not forget the best so far

@@ -25,6 +25,7 @@ from tspo_ray.safe_files import (STRUCTURE_KEY, UnsafeFileError, looks_like_pick
                                  write_payload)
 
 LATEST = "latest.json"
+BEST = "best.json"  # the checkpoint with the best validation accuracy so far (train.eval_every)
 SUFFIX = ".safetensors"
 
 
@@ -58,19 +59,35 @@ def save_checkpoint(directory: str | Path, step: int, payload: dict[str, Any], k
 
 
 def prune_checkpoints(directory: str | Path, keep: int) -> list[Path]:
-    """Delete all but the `keep` newest checkpoints (by step), never the one latest.json names; returns the deleted."""
+    """Delete all but the `keep` newest checkpoints (by step), never the ones latest.json and best.json name;
+    returns the deleted."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    latest = latest_checkpoint(directory)
+    named = {p.name for p in (latest_checkpoint(directory), best_checkpoint(directory)) if p is not None}
     found = sorted(Path(directory).glob(f"checkpoint-*{SUFFIX}"))  # zero-padded steps sort by step
-    doomed = [p for p in found[:-keep] if latest is None or p.name != latest.name]
+    doomed = [p for p in found[:-keep] if p.name not in named]
     for p in doomed:
         p.unlink(missing_ok=True)
     return doomed
 
 
+def mark_best(directory: str | Path, path: Path, metric: float) -> None:
+    """Point best.json at a checkpoint of this folder (atomically), with its validation accuracy."""
+    write_text_atomic(Path(directory) / BEST, json.dumps({"step": int(path.stem.split("-")[-1]), "file": path.name,
+                                                          "val_accuracy": float(metric)}))
+
+
+def best_checkpoint(directory: str | Path) -> Path | None:
+    """The checkpoint best.json names (None when the run did no periodic validation)."""
+    return _pointed(Path(directory), BEST)
+
+
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    pointer = Path(directory) / LATEST
+    return _pointed(Path(directory), LATEST)
+
+
+def _pointed(directory: Path, pointer_name: str) -> Path | None:
+    pointer = directory / pointer_name
     if not pointer.exists():
         return None
     try:
@@ -121,6 +138,11 @@ def published_selector_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def is_own_checkpoint_file(path: Path) -> bool:
+    """A safetensors file written by save_checkpoint (its header holds the JSON structure), not published weights."""
+    return path.is_file() and path.suffix == SUFFIX and STRUCTURE_KEY in read_tensors(path, keep=lambda k: False)[1]
+
+
 def load_agent(path: str | Path, window: int = 12, heads: int = 8) -> TemporalAgent:
     """An agent from one of our checkpoints (file or run dir), or from TSPO-0.4B-layout weights (safetensors only).
 
@@ -130,7 +152,7 @@ def load_agent(path: str | Path, window: int = 12, heads: int = 8) -> TemporalAg
     path = Path(path)
     is_run_dir = path.is_dir() and (path / LATEST).exists()
     if not is_run_dir and (path.is_dir() or path.suffix == SUFFIX):
-        if path.is_file() and STRUCTURE_KEY in read_tensors(path, keep=lambda k: False)[1]:
+        if is_own_checkpoint_file(path):
             ckpt = load_checkpoint(path)  # one of ours, addressed by file
         else:
             state = published_selector_weights(path)

@@ -160,7 +160,11 @@ class TrainConfig:
     learner_resources: dict[str, float] = field(default_factory=dict)
     # Write a checkpoint every N steps (and at the end).
     checkpoint_every: int = 10
-    # Checkpoints kept in the run's folder: the newest N (older ones are deleted as new ones land).
+    # Every this many steps (and at the last), the agent's top-k accuracy on the validation split (MLflow
+    # val/accuracy), with a checkpoint; the best one so far is kept beside the newest keep_checkpoints, and the
+    # final evaluation uses it (0: no periodic validation; the final checkpoint is evaluated).
+    eval_every: int = 0
+    # Checkpoints kept in the run's folder: the newest N, plus the best on validation (train.eval_every).
     keep_checkpoints: int = 3
     # Where checkpoints, results and plots go.
     output_dir: str = "outputs/run"
@@ -168,8 +172,11 @@ class TrainConfig:
 
 @dataclass
 class TrackingConfig:
-    # MLflow tracking URI (None: a local store under ./mlruns).
+    # MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else a SQLite store ./mlflow.db).
     tracking_uri: str | None = None
+    # Where a new experiment keeps its artifacts (None: beside a SQLite or file store, in its folder's mlartifacts/;
+    # for a tracking server, the server's default).
+    artifact_location: str | None = None
     # MLflow experiment name.
     experiment: str = "tspo-ray"
     # Run name (None: generated).
@@ -189,12 +196,22 @@ class AKSConfig:
     all_depth: int = 3
 
 
+#: the training-free baselines every results table carries
+BASELINE_SELECTORS = ("uniform", "clip:top-k", "clip:bin-max", "clip:aks", "clip:top-k+edges")
+#: the baselines, the agent under each selection method, and `agent` (its default mode)
+FULL_SUITE = BASELINE_SELECTORS + ("agent:top-k", "agent:bin-max", "agent:aks", "agent:top-k+edges", "agent")
+
+
 @dataclass
 class EvalConfig:
     # T_s at evaluation.
     num_frames: int = 8
-    # Selectors compared in the final table (jobs/evaluate.py --benchmark: the default --selectors).
-    selectors: list[str] = field(default_factory=lambda: ["uniform", "clip-top-k", "agent"])
+    # Selectors compared in the final table (jobs/evaluate.py --benchmark: the default --selectors): by default
+    # every training-free baseline, every inference mode of the agent, and `agent`, its default mode.
+    selectors: list[str] = field(default_factory=lambda: list(FULL_SUITE))
+    # After training, choose the agent's default inference mode (`agent`) on the validation split and record it
+    # in the checkpoint (false: keep agent.inference_mode).
+    choose_inference_mode: bool = True
     # Score-curve pictures to emit.
     num_plots: int = 4
     # Settings of the aks selection method.
@@ -329,6 +346,7 @@ def validate(cfg: Config) -> Config:
     _check(cfg.train.max_lag >= 0, "train.max_lag", f"must be >= 0, got {cfg.train.max_lag}")
     _check(cfg.train.num_answerers >= 1, "train.num_answerers", "must be >= 1")
     _check(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    _check(cfg.train.eval_every >= 0, "train.eval_every", "must be >= 0 (0: no periodic validation)")
     _check(cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
     _check(cfg.eval.aks.all_depth >= 0, "eval.aks.all_depth", f"must be >= 0, got {cfg.eval.aks.all_depth}")

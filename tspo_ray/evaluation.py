@@ -44,6 +44,11 @@ def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answere
     return rows
 
 
+def validation_accuracy(items: Sequence[FeatureItem], agent, k: int, answerer, selector: str = "agent:top-k") -> float:
+    """The accuracy of one selector on a split's items, quietly: the periodic validation of a training run."""
+    return summarise(evaluate_selector(items, selector, k, answerer, agent, progress=False))["accuracy"]
+
+
 class AllRequestsRejected(RuntimeError):
     """The answerer answered none of a selector's questions: an accuracy of 0 would be a set-up failure."""
 

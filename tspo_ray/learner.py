@@ -27,7 +27,6 @@ def learner_step(
     items: Sequence[FeatureItem],
     groups: Sequence[Group],
     *,
-    tau: float,
     likelihood: policy.LikelihoodKind,
     clip_eps: float,
     epochs: int,
@@ -37,7 +36,10 @@ def learner_step(
     ref_agent: torch.nn.Module | None = None,
     max_grad_norm: float = 0.0,
 ) -> dict[str, float]:
-    """One update on a batch of answered groups (items[i] belongs to groups[i]); returns the step's metrics."""
+    """One update on a batch of answered groups (items[i] belongs to groups[i]); returns the step's metrics.
+
+    Each group's likelihood is taken at the temperature it was sampled with (`group.tau`), so the importance ratio
+    compares the same distribution family even when a stale group was drawn under an earlier point of the schedule."""
     if len(items) != len(groups) or not groups:
         raise ValueError("learner_step needs one item per group and at least one group")
     rewards = torch.stack([g.rewards for g in groups])  # [N, G]
@@ -50,13 +52,14 @@ def learner_step(
         "zero_variance_fraction": float(adv.zero_variance.float().mean()),
         "staleness": float(sum(current_version - g.version for g in groups) / len(groups)),
         "parse_failure_rate": float(sum(g.parse_failures for g in groups) / rewards.numel()),
-        "tau": tau,
+        "tau": float(sum(g.tau for g in groups) / len(groups)),
         "groups_used": float(len(keep)),
     }
     metrics["accuracy"] = metrics["r_answer"]
     if not keep:  # nothing to learn from: report the same keys so metric curves have no holes
         with torch.no_grad():
-            entropy = torch.stack([policy.frame_entropy(agent(it.frame_features, it.text_feature) / tau) for it in items])
+            entropy = torch.stack([policy.frame_entropy(agent(it.frame_features, it.text_feature) / g.tau)
+                                   for it, g in zip(items, groups)])
         metrics.update(loss=0.0, clip_fraction=0.0, clip_fraction_first_epoch=0.0, approx_kl=0.0,
                        ratio_mean=1.0, ratio_max=1.0, entropy=float(entropy.mean()))
         return metrics
@@ -65,14 +68,14 @@ def learner_step(
         logp_new, logp_old, logp_ref, advantages, entropies = [], [], [], [], []
         for i in keep:
             item, group = items[i], groups[i]
-            logits = agent(item.frame_features, item.text_feature) / tau
+            logits = agent(item.frame_features, item.text_feature) / group.tau
             logp_new.append(policy.set_logprob(logits, group.draws, likelihood))
             logp_old.append(group.logp_old)
             advantages.append(adv.values[i])
             entropies.append(policy.frame_entropy(logits.detach()))
             if ref_agent is not None and kl_coef:
                 with torch.no_grad():
-                    ref_logits = ref_agent(item.frame_features, item.text_feature) / tau
+                    ref_logits = ref_agent(item.frame_features, item.text_feature) / group.tau
                 logp_ref.append(policy.set_logprob(ref_logits, group.draws, likelihood))
         out = grpo.clipped_surrogate(
             torch.cat(logp_new), torch.cat(logp_old), torch.cat(advantages), clip_eps,

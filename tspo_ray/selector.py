@@ -112,7 +112,7 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
     """(agent in eval mode, its inference mode) from a TSPO-0.4B-layout folder, a TSPO-0.4B state dict file or a
     tspo-ray checkpoint (file or run folder; the mode is the one its config recorded, top-k when absent)."""
     from tspo_ray.agent import TemporalAgent
-    from tspo_ray.checkpoint import load_agent, load_checkpoint
+    from tspo_ray.checkpoint import is_own_checkpoint_file, load_agent, load_checkpoint
 
     path = Path(path)
     if not path.exists():
@@ -123,7 +123,7 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
             raise ValueError(f"{path}: a CLIP folder without selector.* weights; the agent scorer is unavailable")
         return TemporalAgent.from_reference_state_dict(state, window=window, heads=heads).eval(), "top-k"
     meta: dict = {}
-    if path.suffix != ".safetensors":
+    if path.suffix != ".safetensors" or is_own_checkpoint_file(path):
         try:
             meta = load_checkpoint(path)
         except (EOFError, RuntimeError) as exc:

@@ -1,89 +1,111 @@
 """The single-process TSPO loop: sample G sets -> rewards -> advantages -> clipped update epochs.
 
 This is the loop the Ray job distributes (docs/design.md: the single-process loop first, then the Ray shells around
-it). It runs anywhere without Ray, given precomputed features and a reward function.
+it). It runs anywhere without Ray, given precomputed features and a reward function. Both loops keep their state in
+one `LearnerState`, so they run the same schedule (batch b sampled with version max(0, b - max_lag)) and write the
+same checkpoints: a run started here resumes on Ray and the other way round.
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable, Sequence
 
 import torch
 
 from tspo_ray import policy
-from tspo_ray.agent import TemporalAgent
 from tspo_ray.config import Config
-from tspo_ray.data.cursor import DataCursor
-from tspo_ray.learner import learner_step
+from tspo_ray.learner_state import LearnerState, build_agent  # noqa: F401  (build_agent: the loops' one agent factory)
 from tspo_ray.rollout import FeatureItem, RewardFn, sample_groups
 
 
-def build_agent(cfg: Config, dim: int) -> TemporalAgent:
-    if cfg.agent.init_checkpoint:
-        from tspo_ray.checkpoint import load_agent
-
-        agent = load_agent(cfg.agent.init_checkpoint, window=cfg.agent.window, heads=cfg.agent.heads)
-        if agent.dim != dim:
-            raise ValueError(f"agent.init_checkpoint has feature dim {agent.dim}, the encoder gives {dim}")
-        return agent
-    return TemporalAgent(dim, window=cfg.agent.window, heads=cfg.agent.heads, hidden=cfg.agent.hidden)
-
-
 class LocalTrainer:
-    """Owns the agent, optimizer, data cursor and sampling RNG; `state_dict` captures all of them for resume."""
+    """A thin shell over LearnerState: samples each batch with the version the schedule names, rewards, updates."""
 
     def __init__(self, items: Sequence[FeatureItem], reward_fn: RewardFn, cfg: Config,
                  log_fn: Callable[[int, dict], None] | None = None):
         if not items:
             raise ValueError("no training items")
-        torch.manual_seed(cfg.train.seed)
         self.items, self.reward_fn, self.cfg, self.log_fn = list(items), reward_fn, cfg, log_fn
-        self.agent = build_agent(cfg, items[0].frame_features.shape[-1])
-        self.ref_agent = copy.deepcopy(self.agent).requires_grad_(False) if cfg.grpo.kl_coef else None
-        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.grpo.lr)
-        self.cursor = DataCursor(len(self.items), cfg.train.seed)
-        self.generator = torch.Generator().manual_seed(cfg.train.seed + 1)
-        self.step = 0
+        self.state = LearnerState(cfg, items[0].frame_features.shape[-1], len(self.items))
+        self._sampler = None  # a second agent that holds an older version's weights when max_lag > 0
+
+    @property
+    def agent(self) -> torch.nn.Module:
+        return self.state.agent
+
+    @property
+    def step(self) -> int:
+        return self.state.step
 
     @property
     def tau(self) -> float:
-        p = self.cfg.policy
-        return policy.linear_tau(self.step, self.cfg.train.steps, p.tau_start, p.tau_end)
+        return self.state.tau
+
+    def _sampling_agent(self, version: int) -> torch.nn.Module:
+        if version == self.state.step:
+            return self.state.agent
+        if self._sampler is None:
+            from tspo_ray.agent import TemporalAgent
+
+            self._sampler = TemporalAgent(**self.state.agent.config()).eval()
+        self._sampler.load_state_dict(self.state.weights_of(version))
+        return self._sampler
 
     def train_step(self) -> dict[str, float]:
-        p, g = self.cfg.policy, self.cfg.grpo
-        batch = [self.items[i] for i in self.cursor.next_batch(self.cfg.train.questions_per_step)]
-        tau = self.tau
-        groups = sample_groups(self.agent, batch, p.group_size, p.num_frames, tau, p.likelihood, self.step,
-                               self.generator)
+        p, b = self.cfg.policy, self.state.step
+        batch = [self.items[i] for i in self.state.positions(b)]
+        version = self.state.sampling_version(b)
+        groups = sample_groups(self._sampling_agent(version), batch, p.group_size, p.num_frames, self.state.tau_at(b),
+                               p.likelihood, version, self.state.sampling_generator(b))
         groups = [grp.with_rewards(self.reward_fn(item, grp.draws)) for item, grp in zip(batch, groups)]
-        metrics = learner_step(
-            self.agent, self.optimizer, batch, groups, tau=tau, likelihood=p.likelihood, clip_eps=g.clip_eps,
-            epochs=g.epochs, current_version=self.step, filter_zero_variance=g.filter_zero_variance,
-            kl_coef=g.kl_coef, ref_agent=self.ref_agent, max_grad_norm=g.max_grad_norm,
-        )
-        self.step += 1
+        metrics = self.state.update(batch, groups)
         if self.log_fn:
-            self.log_fn(self.step, metrics)
+            self.log_fn(self.state.step, metrics)
         return metrics
 
     def run(self, steps: int | None = None) -> list[dict[str, float]]:
-        steps = self.cfg.train.steps if steps is None else steps
+        steps = self.cfg.train.steps - self.state.step if steps is None else steps
         return [self.train_step() for _ in range(steps)]
 
     def state_dict(self) -> dict:
-        return {
-            "agent": self.agent.state_dict(), "agent_config": self.agent.config(),
-            "optimizer": self.optimizer.state_dict(), "step": self.step, "cursor": self.cursor.state_dict(),
-            "sampler_rng": self.generator.get_state(), "tau": self.tau,
-        }
+        return self.state.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = state["step"]
-        self.cursor = DataCursor.from_state_dict(state["cursor"])
-        self.generator.set_state(state["sampler_rng"])
+        self.state.load_state_dict(state)
+
+
+def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None, resume: bool = False,
+                         stop_after: int | None = None, val_items: Sequence[FeatureItem] = (),
+                         progress: bool = True, answerer=None) -> LocalTrainer:
+    """The whole single-process run: rewards (and periodic validation on `val_items`) from the configured answerer
+    in this process, checkpoints in train.output_dir/checkpoints (resumed from with `resume`), metrics to the
+    MLflow `tracker`."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from tspo_ray.checkpoint import latest_checkpoint
+    from tspo_ray.distributed.answerer_pool import in_process_reward_fn
+    from tspo_ray.evaluation import validation_accuracy
+
+    if answerer is None:
+        from tspo_ray.answerers import build_answerer
+
+        answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
+    log = (lambda step, m: tracker.log_metrics(m, step)) if tracker else None
+    trainer = LocalTrainer(items, in_process_reward_fn(answerer), cfg, log)
+    ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
+    if resume and latest_checkpoint(ckpt_dir) is not None:
+        trainer.state.load(ckpt_dir)
+    validate = lambda: validation_accuracy(val_items, trainer.agent, cfg.eval.num_frames, answerer)  # noqa: E731
+    for _ in tqdm(range(trainer.step, cfg.train.steps), desc="train (one process)", initial=trainer.step,
+                  total=cfg.train.steps, disable=not progress):
+        trainer.train_step()
+        val_metrics = trainer.state.checkpoint_after_step(ckpt_dir, validate if val_items else None)
+        if val_metrics and log:
+            log(trainer.step, val_metrics)
+        if stop_after and trainer.step >= stop_after:
+            break
+    return trainer
 
 
 @torch.no_grad()

@@ -1,15 +1,17 @@
 """Decoupled TSPO training on Ray: a rollout coordinator actor and a Ray Train learner loop.
 
-The learner (a TorchTrainer worker) owns the agent. It keeps up to `max_lag + 1` rollout batches in flight: batch b
-is sampled by the coordinator with the weights of version v (the object store carries the ~state dict), answered by
-the answerer pool, and returned as groups stamped with v. The learner updates on batch b at version b, so every
-group's staleness b - v is at most max_lag (0 = synchronous: sample, then learn). The clipped importance ratio
-against the stored old log-probs keeps the stale groups' update correct.
+The learner (a TorchTrainer worker) owns the LearnerState. It keeps up to `max_lag + 1` rollout batches in flight:
+batch b is sampled by the coordinator with the weights of version max(0, b - max_lag) (the object store carries the
+state dict, put once per version), answered by the answerer pool, and returned as groups stamped with that version.
+The learner updates on batch b at step b, so every group's staleness is at most max_lag (0 = synchronous: sample,
+then learn). The clipped importance ratio against the stored old log-probs keeps the stale groups' update correct.
+The schedule is the single-process loop's (tspo_ray.trainer), so both give the same weights for the same config.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,63 +19,54 @@ from typing import Any, Sequence
 import ray
 import torch
 
-from tspo_ray import policy
-from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tspo_ray.checkpoint import latest_checkpoint
 from tspo_ray.config import Config, _build, validate
-from tspo_ray.data.cursor import DataCursor
 from tspo_ray.distributed.answerer_pool import AnswererPool, ScoreJob
-from tspo_ray.learner import batch_to_device, learner_step
+from tspo_ray.learner_state import LearnerState
 from tspo_ray.rollout import FeatureItem, sample_group, selected_frames
-from tspo_ray.trainer import build_agent
-
-
-def batch_seed(seed: int, batch_index: int) -> int:
-    """Sampling noise of a batch depends only on (seed, batch), so a resumed run draws what the original drew."""
-    return (seed * 1_000_003 + batch_index) % (2**63 - 1)
-
-
-def batch_plan(num_items: int, seed: int, batch_size: int, steps: int) -> list[list[int]]:
-    """The item positions of every learner step: the whole data order of the run, fixed by the seed."""
-    cursor = DataCursor(num_items, seed)
-    return [cursor.next_batch(batch_size) for _ in range(steps)]
-
-
-def data_position(num_items: int, cfg: Config, steps_done: int) -> dict:
-    """Where the data stream stands after `steps_done` learner steps (epoch, offset, batches consumed)."""
-    cursor = DataCursor(num_items, cfg.train.seed)
-    for _ in range(steps_done):
-        cursor.next_batch(cfg.train.questions_per_step)
-    return cursor.state_dict() | {"batches_consumed": steps_done}
 
 
 class RolloutCoordinator:
     """Ray actor: samples G sets per question with the given weights and has the answerer pool score them."""
 
     def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, group_size: int,
-                 num_frames: int, likelihood: str):
+                 num_frames: int, likelihood: str, val_items: Sequence[FeatureItem] = ()):
         from tspo_ray.agent import TemporalAgent
 
-        self.items = list(items)
+        self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
         self.agent = TemporalAgent(**agent_config).eval()
         self.pool = AnswererPool(**pool_kwargs)
         self.group_size, self.num_frames, self.likelihood = group_size, num_frames, likelihood
         self.loaded_version = -1
+        # Calls run in threads (max_concurrency > 1): loading a version and sampling with it happen under one lock,
+        # so one call never samples with weights another call is replacing. Answering runs outside the lock.
+        self._sampling = threading.Lock()
 
     def rollout(self, positions: list[int], version: int, weights: dict, tau: float, seed: int):
         t0 = time.perf_counter()
-        if version != self.loaded_version:
-            self.agent.load_state_dict(weights)
-            self.loaded_version = version
         gen = torch.Generator().manual_seed(seed)
         batch = [self.items[p] for p in positions]
-        groups = [sample_group(self.agent, it, self.group_size, self.num_frames, tau, self.likelihood, version, gen)
-                  for it in batch]
+        with self._sampling:
+            if version != self.loaded_version:
+                self.agent.load_state_dict(weights)
+                self.loaded_version = version
+            groups = [sample_group(self.agent, it, self.group_size, self.num_frames, tau, self.likelihood, version,
+                                   gen) for it in batch]
         jobs = [ScoreJob(it.record, it.video_path, tuple((tuple(i), tuple(t)) for i, t in selected_frames(it, g.draws)))
                 for it, g in zip(batch, groups)]
         scored = self.pool.score(jobs)
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
         return {"items": batch, "groups": groups, "seconds": time.perf_counter() - t0,
                 "pool_restarts": self.pool.restarts}
+
+    def validate(self, weights: dict, k: int) -> float:
+        """Top-k accuracy of the given weights on the validation items, answered by the same pool."""
+        from tspo_ray.agent import TemporalAgent
+        from tspo_ray.evaluation import validation_accuracy
+
+        agent = TemporalAgent(**self.agent_config).eval()  # its own copy: rollouts keep sampling meanwhile
+        agent.load_state_dict(weights)
+        return validation_accuracy(self.val_items, agent, k, self.pool)
 
     def kill_answerer(self, slot: int = 0) -> int:
         """Kill one answerer actor (used by fault-tolerance tests); the pool replaces it on its next use."""
@@ -94,40 +87,19 @@ def learner_device(cfg: Config) -> torch.device:
     return device
 
 
-def cpu_state(agent: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of the agent's weights (for the rollout coordinator and checkpoints)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in agent.state_dict().items()}
-
-
 def learner_loop(config: dict[str, Any]) -> None:
     """Ray Train's train_loop_per_worker: the TSPO learner, driving the rollout pipeline."""
     import ray.train
 
     cfg = validate(_build(Config, config["cfg"], ""))
     coordinator = config["coordinator"]
-    num_items, dim = config["num_items"], config["dim"]
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     stop_after = config.get("stop_after_steps")  # simulates an interruption in tests
 
-    torch.manual_seed(cfg.train.seed)
-    device = learner_device(cfg)
-    agent = build_agent(cfg, dim).to(device)
-    ref_agent = None
-    if cfg.grpo.kl_coef:
-        import copy
-
-        ref_agent = copy.deepcopy(agent).requires_grad_(False)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.grpo.lr)
-    start, history = 0, []  # history: the question ids of every step so far (what each step learned from)
+    state = LearnerState(cfg, config["dim"], config["num_items"], learner_device(cfg))
     if config.get("resume") and latest_checkpoint(ckpt_dir) is not None:
-        state = load_checkpoint(ckpt_dir)
-        agent.load_state_dict(state["agent"])
-        optimizer.load_state_dict(state["optimizer"])  # Adam moves its state to the parameters' device
-        start, history = state["step"], state["history"]
-    plan = batch_plan(num_items, cfg.train.seed, cfg.train.questions_per_step, cfg.train.steps)
-    p, g = cfg.policy, cfg.grpo
-    tau_of = lambda s: policy.linear_tau(s, cfg.train.steps, p.tau_start, p.tau_end)
-
+        state.load(ckpt_dir)
+    start = state.step
     tracker = None
     if config.get("mlflow_run_id"):
         from tspo_ray.tracking import RunLogger
@@ -141,14 +113,21 @@ def learner_loop(config: dict[str, Any]) -> None:
     progress_every = max(1, cfg.train.steps // 30)
     t_start = time.perf_counter()
 
+    def validate_remotely() -> float:
+        return ray.get(coordinator.validate.remote(state.weights_of(state.step), cfg.eval.num_frames))
+
+    validate_fn = validate_remotely if config.get("has_val_items") else None
     in_flight: collections.deque = collections.deque()
-    next_batch, step = start, start
-    while step < cfg.train.steps:
-        # Top up the pipeline with the current weights: batches up to step + max_lag.
-        while next_batch < cfg.train.steps and next_batch <= step + cfg.train.max_lag:
-            weights = ray.put(cpu_state(agent))  # the coordinator samples on CPU
-            fut = coordinator.rollout.remote(plan[next_batch], step, weights, tau_of(next_batch),
-                                             batch_seed(cfg.train.seed, next_batch))
+    weight_refs: dict[int, Any] = {}  # one object-store copy per version, shared by the batches sampled with it
+    next_batch = state.step
+    while state.step < cfg.train.steps:
+        # Top up the pipeline: batches up to step + max_lag, each with the version the schedule names.
+        while next_batch < cfg.train.steps and next_batch <= state.step + cfg.train.max_lag:
+            version = state.sampling_version(next_batch)
+            if version not in weight_refs:
+                weight_refs[version] = ray.put(state.weights_of(version))  # the coordinator samples on CPU
+            fut = coordinator.rollout.remote(state.positions(next_batch), version, weight_refs[version],
+                                             state.tau_at(next_batch), state.sampling_seed(next_batch))
             in_flight.append((next_batch, fut))
             next_batch += 1
         batch_index, fut = in_flight.popleft()
@@ -156,34 +135,57 @@ def learner_loop(config: dict[str, Any]) -> None:
         out = ray.get(fut)
         waited = time.perf_counter() - t_wait
         t0 = time.perf_counter()
-        items, groups = batch_to_device(out["items"], out["groups"], device)
-        metrics = learner_step(
-            agent, optimizer, items, groups, tau=tau_of(step), likelihood=p.likelihood,
-            clip_eps=g.clip_eps, epochs=g.epochs, current_version=step, filter_zero_variance=g.filter_zero_variance,
-            kl_coef=g.kl_coef, ref_agent=ref_agent, max_grad_norm=g.max_grad_norm,
-        )
+        metrics = state.update(out["items"], out["groups"])
         learn_s = time.perf_counter() - t0
-        step += 1
-        history.append([it.key for it in out["items"]])
+        weight_refs = {v: r for v, r in weight_refs.items() if v >= state.sampling_version(next_batch) - 1}
         n = len(out["groups"])
         metrics.update(
             rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
-            learner_wait_s=waited, answerer_restarts=float(out["pool_restarts"]), step=float(step),
+            learner_wait_s=waited, answerer_restarts=float(out["pool_restarts"]), step=float(state.step),
             batch_index=float(batch_index),
         )
+        metrics.update(state.checkpoint_after_step(ckpt_dir, validate_fn))
         if tracker:
-            tracker.log_metrics(metrics, step)
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
-            save_checkpoint(ckpt_dir, step, {
-                "agent": cpu_state(agent), "agent_config": agent.config(), "optimizer": optimizer.state_dict(),
-                "tau": tau_of(step), "data_position": data_position(num_items, cfg, step),
-                "rng": torch.get_rng_state(), "config": cfg.to_dict(), "history": history,
-            }, keep=cfg.train.keep_checkpoints)
-        ray.train.report({k: float(v) for k, v in metrics.items()})
-        if step % progress_every == 0 or step == cfg.train.steps:
-            print(f"step {step}/{cfg.train.steps}  reward {metrics['reward']:.3f}  accuracy {metrics['accuracy']:.3f}  "
-                  f"R_T {metrics['r_temporal']:.3f}  tau {metrics['tau']:.3f}  "
+            tracker.log_metrics(metrics, state.step)
+        if state.step % progress_every == 0 or state.step == cfg.train.steps:
+            ray.train.report({k: float(v) for k, v in metrics.items()})
+            print(f"step {state.step}/{cfg.train.steps}  reward {metrics['reward']:.3f}  "
+                  f"accuracy {metrics['accuracy']:.3f}  R_T {metrics['r_temporal']:.3f}  tau {metrics['tau']:.3f}  "
                   f"zero-var {metrics['zero_variance_fraction']:.2f}  staleness {metrics['staleness']:.1f}  "
-                  f"{(step - start) / (time.perf_counter() - t_start):.2f} steps/s", flush=True)
-        if stop_after is not None and step >= stop_after:
+                  f"{(state.step - start) / (time.perf_counter() - t_start):.2f} steps/s", flush=True)
+        if stop_after is not None and state.step >= stop_after:
             break
+
+
+def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, resume: bool = False,
+                      stop_after: int | None = None, val_items: Sequence[FeatureItem] = ()) -> None:
+    """The whole run on Ray (connected by the caller): the rollout coordinator with its answerer pool, and the Ray
+    Train learner, which checkpoints into train.output_dir/checkpoints (resumed from with `resume`)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from tspo_ray.answerers import AnswererFactory
+    from tspo_ray.distributed.placement import answerer_actor_options, learner_scaling
+    from tspo_ray.learner_state import build_agent
+
+    dim = items[0].frame_features.shape[-1]
+    agent_config = build_agent(cfg, dim).config()
+    actor = answerer_actor_options(cfg)
+    pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, cfg.answerer.settings),
+                   "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
+                   "resources": actor.get("resources")}
+    coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2)(RolloutCoordinator).remote(
+        items, agent_config, pool_kwargs, cfg.policy.group_size, cfg.policy.num_frames, cfg.policy.likelihood,
+        val_items)
+    loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
+                   "resume": resume, "stop_after_steps": stop_after, "has_val_items": bool(val_items)}
+    if tracker:
+        loop_config.update(mlflow_run_id=tracker.run_id, mlflow_tracking_uri=tracker.tracking_uri)
+    trainer = TorchTrainer(
+        learner_loop, train_loop_config=loop_config, scaling_config=ScalingConfig(**learner_scaling(cfg)),
+        run_config=RunConfig(name="learner", storage_path=str((Path(cfg.train.output_dir) / "ray_train").resolve())),
+    )
+    try:
+        trainer.fit()
+    finally:
+        ray.kill(coordinator)

@@ -91,3 +91,16 @@ def format_table(manifest: dict) -> str:
         lines.append(f"{split}: uniform 8-of-128 hits a target span in "
                      + ", ".join(f"{f} {v['hit_rate']:.0%}" for f, v in cov.items()))
     return "\n".join(lines)
+
+
+def ensure_world(cfg) -> None:
+    """The embedded default builds its synthetic world on first use; any other data.root must exist already."""
+    from tspo_ray.config import ConfigError, DataConfig
+
+    root = Path(cfg.data.root)
+    if (root / cfg.data.train).exists():
+        return
+    if cfg.data.root != DataConfig().root:
+        raise ConfigError(f"data.root: {root / cfg.data.train} does not exist")
+    print(f"building the embedded synthetic world in {root} (once)")
+    build_world(root, DEFAULT_COUNTS)

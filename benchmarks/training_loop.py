@@ -1,0 +1,109 @@
+"""The Ray training loop beside the single-process loop it wraps: steps/s, machine CPU use, and the same weights.
+
+    uv run python benchmarks/training_loop.py [--steps 24] [--warmup 4] [key=value ...]
+
+Both loops train the same config on the embedded world's training split (features are extracted into the store
+once if missing) for `--steps` learner steps, one after the other in this run:
+
+- one process: `tspo_ray.trainer.train_single_process`, the embedded answerer in this process;
+- Ray: `tspo_ray.distributed.training.train_distributed` on a private local Ray (rollout coordinator, answerer
+  actors, Ray Train learner), as `jobs/train.py` runs it.
+
+Steady-state steps/s come from the MLflow metric timestamps of steps warmup..steps (start-up excluded; the wall
+time with start-up is printed too). CPU use is the whole machine's busy fraction over each phase (/proc/stat), so
+other load on the machine shows in it. Both loops run the same schedule, so their final weights must agree; the
+largest difference is printed as a check.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def steady_steps_per_s(tracking_uri: str, warmup: int) -> float:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name("bench").experiment_id])[0]
+    points = sorted((m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id, "reward"))
+    (s0, t0), (s1, t1) = next(p for p in points if p[0] >= warmup), points[-1]
+    return (s1 - s0) / max((t1 - t0) / 1000, 1e-9)
+
+
+def run_phase(name: str, train, cfg, items, tmp: Path, warmup: int) -> dict:
+    from tspo_ray.tracking import RunLogger
+
+    cfg.train.output_dir = str(tmp / name)
+    uri = f"sqlite:///{tmp / name}.db"
+    tracker = RunLogger.create(uri, "bench")
+    b0, all0 = cpu_jiffies()
+    t0 = time.perf_counter()
+    train(cfg, items, tracker)
+    wall = time.perf_counter() - t0
+    b1, all1 = cpu_jiffies()
+    tracker.finish()
+    return {"loop": name, "steps_per_s": steady_steps_per_s(uri, warmup), "wall_s": wall,
+            "cpu_busy": (b1 - b0) / max(all1 - all0, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--warmup", type=int, default=4, help="steps left out of the steady-state rate")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_lag=2 train.num_answerers=3")
+    args = ap.parse_args()
+    import os
+
+    import torch
+
+    from tspo_ray.checkpoint import load_checkpoint
+    from tspo_ray.config import load_config
+    from tspo_ray.distributed import init_ray
+    from tspo_ray.distributed.training import train_distributed
+    from tspo_ray.encoders import load_encoder
+    from tspo_ray.features import prepare_split
+    from tspo_ray.synthetic.dataset import ensure_world
+    from tspo_ray.trainer import train_single_process
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "embedded.yaml",
+                      [f"train.steps={args.steps}", "train.checkpoint_every=1000", *args.overrides])
+    ensure_world(cfg)
+    items, _, _ = prepare_split(cfg, "train", load_encoder(cfg.features.encoder))
+    print(f"{len(items)} training questions; {cfg.train.questions_per_step} questions x G={cfg.policy.group_size} "
+          f"per step, max_lag {cfg.train.max_lag}, {cfg.train.num_answerers} answerer actors, "
+          f"{os.cpu_count()} CPUs")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rows.append(run_phase("one process", lambda c, i, t: train_single_process(c, i, t, progress=False),
+                              cfg, items, tmp, args.warmup))
+        init_ray("local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+        rows.append(run_phase("Ray", train_distributed, cfg, items, tmp, args.warmup))
+        a = load_checkpoint(tmp / "one process" / "checkpoints")["agent"]
+        b = load_checkpoint(tmp / "Ray" / "checkpoints")["agent"]
+        max_diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    base = rows[0]["steps_per_s"]
+    print("\n| loop | steps/s (steady) | wall incl. start-up | machine CPU busy | ÷ one process |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['loop']} | {r['steps_per_s']:.2f} | {r['wall_s']:.1f} s | {100 * r['cpu_busy']:.0f}% | "
+              f"{r['steps_per_s'] / base:.2f}x |")
+    print(f"\nfinal weights, largest |difference| between the loops: {max_diff:.2e} (same schedule, same config)")
+    del torch
+
+
+if __name__ == "__main__":
+    main()
