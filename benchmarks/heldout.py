@@ -1,0 +1,169 @@
+"""Held-out learning result: agents trained with several seeds, evaluated on fresh worlds of unseen seeds.
+
+    uv run python benchmarks/heldout.py [--seeds 0 1 2] [--worlds 101 202 303] [--test-videos 45] \
+        [--out outputs/heldout] [--json F] [key=value ...]
+
+- Training: the embedded world's training split (data/synthetic, world seed 0), once per `--seeds` training seed,
+  with the single-process loop (the Ray job trains the same weights for the same config). The checkpoint and the
+  agent's default inference mode are chosen on that world's validation split (train.eval_every, and every selection
+  method tried on validation), never on a test split.
+- Evaluation: for every `--worlds` seed, a fresh world of `--test-videos` test videos is built with that seed
+  (development used world seeds 0 and 7 only), and every selector of the suite answers its test questions.
+- Report: per selector, the accuracy over all fresh-world questions as mean ± standard deviation over training
+  seeds, with a 95% hierarchical bootstrap CI (training seeds, then questions); per family the same mean ± sd.
+  Training-free selectors have one "seed". The last lines check the agent's default mode against the best
+  training-free selector.
+
+Everything lands under --out (worlds, runs, per-run results), and a killed run picks up where it stopped: a trained
+seed is not retrained and an evaluated (seed, world) pair is not evaluated again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tspo_ray.config import BASELINE_SELECTORS, FULL_SUITE, load_config  # noqa: E402
+
+FAMILIES = ("counting", "needle_attribute", "position", "relation")
+
+
+def train_seed(cfg, seed: int, out: Path, train_items, val_items, answerer):
+    """The trained agent of one training seed and its default inference mode (both chosen on validation)."""
+    from tspo_ray.checkpoint import best_checkpoint, latest_checkpoint, load_agent, load_checkpoint
+    from tspo_ray.model_selection import choose_inference_mode
+    from tspo_ray.trainer import train_single_process
+
+    cfg.train.seed, cfg.train.output_dir = seed, str(out)
+    ckpts = out / "checkpoints"
+    done = latest_checkpoint(ckpts) is not None and load_checkpoint(ckpts)["step"] >= cfg.train.steps
+    if not done:
+        print(f"training seed {seed} ({cfg.train.steps} steps)", flush=True)
+        train_single_process(cfg, train_items, resume=True, val_items=val_items, answerer=answerer)
+    chosen = best_checkpoint(ckpts) or latest_checkpoint(ckpts)
+    agent = load_agent(chosen).eval()
+    state = load_checkpoint(chosen)
+    mode = state.get("inference_mode")
+    if mode is None:
+        mode, _ = choose_inference_mode(cfg, chosen, out / "eval_val", agent, answerer, progress=False)
+    return agent, mode, chosen.name
+
+
+def evaluate_world(items, selectors, k, answerer, agent, mode, cache: Path) -> dict[str, list[dict]]:
+    """Per selector, one row per question (family, correct); cached in `cache` so a restart skips it."""
+    from tspo_ray.evaluation import evaluate_selector
+
+    if cache.exists():
+        return json.loads(cache.read_text())
+    rows = {}
+    for sel in selectors:
+        got = evaluate_selector(items, sel, k, answerer, agent, progress=False, inference_mode=mode)
+        rows[sel] = [{"id": r["id"], "family": r["family"], "correct": float(r["correct"])} for r in got]
+    from tspo_ray.data.records import write_text_atomic
+
+    write_text_atomic(cache, json.dumps(rows))
+    return rows
+
+
+def summarise_selector(per_seed_rows: list[list[dict]]) -> dict:
+    from tspo_ray.stats import hierarchical_bootstrap_ci, mean_and_spread
+
+    def by(rows_filter):
+        correct = [[r["correct"] for r in rows if rows_filter(r)] for rows in per_seed_rows]
+        accs = [sum(c) / len(c) for c in correct]
+        mean, sd = mean_and_spread(accs)
+        return {"mean": mean, "sd": sd, "per_seed": accs, "ci": hierarchical_bootstrap_ci(correct),
+                "questions": len(correct[0])}
+
+    return {"overall": by(lambda r: True), **{f: by(lambda r, f=f: r["family"] == f) for f in FAMILIES}}
+
+
+def format_report(summary: dict, seeds: list[int], worlds: list[int], modes: dict) -> str:
+    pct = lambda x: 100 * x  # noqa: E731
+    lines = [f"fresh worlds {worlds} (test splits, {summary['uniform']['overall']['questions']} questions), "
+             f"training seeds {seeds}; agent default modes chosen on validation: {modes}",
+             "", "| selector | overall (mean ± sd) | 95% CI | " + " | ".join(FAMILIES) + " |",
+             "|---|---:|---:|" + "---:|" * len(FAMILIES)]
+    for sel, s in summary.items():
+        o = s["overall"]
+        fam = " | ".join(f"{pct(s[f]['mean']):.1f} ± {pct(s[f]['sd']):.1f}" for f in FAMILIES)
+        lines.append(f"| {sel} | {pct(o['mean']):.1f} ± {pct(o['sd']):.1f} | {pct(o['ci'][0]):.1f}–{pct(o['ci'][1]):.1f}"
+                     f" | {fam} |")
+    best = max(BASELINE_SELECTORS, key=lambda b: summary[b]["overall"]["mean"])
+    agent, base = summary["agent"], summary[best]
+    from tspo_ray.stats import intervals_overlap
+
+    lines += ["", f"agent (default mode) vs the best training-free selector ({best}): "
+              f"{pct(agent['overall']['mean'] - base['overall']['mean']):+.1f} points overall; CIs "
+              f"{'overlap' if intervals_overlap(agent['overall']['ci'], base['overall']['ci']) else 'do not overlap'}"]
+    for f in FAMILIES:
+        best_f = max(BASELINE_SELECTORS, key=lambda b: summary[b][f]["mean"])
+        lines.append(f"  {f}: agent {pct(agent[f]['mean']):.1f} vs best baseline {best_f} "
+                     f"{pct(summary[best_f][f]['mean']):.1f} ({pct(agent[f]['mean'] - summary[best_f][f]['mean']):+.1f})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    ap.add_argument("--worlds", type=int, nargs="+", default=[101, 202, 303], help="fresh world seeds")
+    ap.add_argument("--test-videos", type=int, default=45)
+    ap.add_argument("--out", default=str(ROOT / "outputs" / "heldout"))
+    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=300 policy.group_size=16")
+    args = ap.parse_args()
+    if set(args.worlds) & {0, 7}:
+        ap.error("world seeds 0 and 7 were used in development; pick fresh ones")
+    from tspo_ray.answerers import build_answerer
+    from tspo_ray.encoders import load_encoder
+    from tspo_ray.features import prepare_split
+    from tspo_ray.synthetic.dataset import build_world, ensure_world
+
+    out = Path(args.out)
+    cfg = load_config(ROOT / "configs" / "embedded.yaml", args.overrides)
+    ensure_world(cfg)
+    encoder = load_encoder(cfg.features.encoder)
+    answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
+    train_items, _, _ = prepare_split(cfg, "train", encoder)
+    val_items, _, _ = prepare_split(cfg, "val", encoder)
+    from tspo_ray.synthetic.world import WorldSettings
+
+    manifest = Path(cfg.data.root) / "manifest.json"  # fresh worlds: the training world's settings, new seeds
+    settings = WorldSettings.from_dict(json.loads(manifest.read_text())["settings"]) if manifest.exists() else None
+    world_items = {}
+    for w in args.worlds:
+        root = out / f"world-{w}"
+        if not (root / "test.jsonl").exists():
+            print(f"building fresh world {w} ({args.test_videos} test videos)", flush=True)
+            build_world(root, {"test": args.test_videos}, seed=w, settings=settings)
+        wcfg = load_config(ROOT / "configs" / "embedded.yaml", [*args.overrides, f"data.root={root}"])
+        world_items[w], _, _ = prepare_split(wcfg, "test", encoder)
+    k = cfg.eval.num_frames
+    agent_selectors = [s for s in FULL_SUITE if s.startswith("agent")]
+    rows = {s: [[] for _ in args.seeds] for s in FULL_SUITE}
+    for w, items in world_items.items():  # training-free selectors: one evaluation per world
+        got = evaluate_world(items, BASELINE_SELECTORS, k, answerer, None, "top-k", out / f"eval-baselines-w{w}.json")
+        for s in BASELINE_SELECTORS:
+            rows[s][0].extend(got[s])
+    modes = {}
+    for i, seed in enumerate(args.seeds):
+        agent, mode, name = train_seed(load_config(ROOT / "configs" / "embedded.yaml", args.overrides), seed,
+                                       out / f"run-seed{seed}", train_items, val_items, answerer)
+        modes[seed] = f"{mode} ({name})"
+        for w, items in world_items.items():
+            got = evaluate_world(items, agent_selectors, k, answerer, agent, mode, out / f"eval-seed{seed}-w{w}.json")
+            for s in agent_selectors:
+                rows[s][i].extend(got[s])
+    summary = {s: summarise_selector([r for r in rows[s] if r]) for s in FULL_SUITE}
+    print("\n" + format_report(summary, args.seeds, args.worlds, modes))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seeds": args.seeds, "worlds": args.worlds, "modes": modes,
+                                               "summary": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
