@@ -28,6 +28,14 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def metric_name(name: str) -> str:
+    """A name MLflow accepts (alphanumerics, _ - . space : /): selector names such as clip:top-k+edges keep
+    their meaning as clip:top-k-plus-edges."""
+    import re
+
+    return re.sub(r"[^\w\-. :/]", "_", name.replace("+", "-plus-"))
+
+
 def open_job_run(tracking, output_dir: str | Path, params: dict[str, Any], tags: dict[str, str],
                  resume: bool) -> "RunLogger":
     """The MLflow run of a training job: with `resume`, the run its output folder names (set RUNNING again), so a
@@ -121,7 +129,7 @@ class RunLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        rows = [Metric(k, float(v), now, step) for k, v in metrics.items()
+        rows = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items()
                 if isinstance(v, (int, float)) and math.isfinite(float(v))]
         self.client.log_batch(self.run_id, metrics=rows)
 
