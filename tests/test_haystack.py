@@ -170,3 +170,22 @@ def test_haystack_request_keys_name_the_files(pool):
     first, second = job.requests()
     assert first.frame_indices == second.frame_indices and first.frame_videos != second.frame_videos
     assert first.key.split(":")[1] != second.key.split(":")[1] and first.key.startswith("q0#0:")
+
+
+def test_haystack_config_is_checked():
+    from tspo_ray.config import ConfigError, load_config
+
+    cfg = load_config(overrides=["haystack.probability=1", "haystack.num_frames=16"])
+    assert haystack.options(cfg.haystack) == {"probability": 1.0, "families": ("needle_attribute",),
+                                              "chunk_frames": 50, "max_target_chunks": 4, "other_chunks": 12}
+    item = make_item(4, 0)
+    assert haystack.num_frames(item, 8, 16) == 8
+    item.target_mask = np.ones(4, dtype=bool)
+    assert haystack.num_frames(item, 8, 16) == 16 and haystack.num_frames(item, 8, None) == 8
+    for override, field in (("haystack.probability=1.5", "haystack.probability"),
+                            ("haystack.chunk_frames=0", "haystack.chunk_frames"),
+                            ("haystack.other_chunks=0", "haystack.other_chunks")):
+        with pytest.raises(ConfigError, match=field):
+            load_config(overrides=[override])
+    with pytest.raises(ConfigError, match="plackett_luce"):
+        load_config(overrides=["haystack.num_frames=16", "policy.likelihood=per_frame"])

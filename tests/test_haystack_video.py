@@ -138,3 +138,26 @@ def test_a_haystack_of_real_features_is_answered_from_its_sources(world_items, a
         assert result.r_temporal.tolist() == pytest.approx([r_t])
         assert result.rewards.tolist() == pytest.approx((result.r_answer + result.r_temporal).tolist())
     assert reward(h, pure).r_answer.tolist() == [1.0]  # the needle's own frames answer it
+
+
+def test_a_transformers_model_answers_frames_from_two_files(tmp_path):
+    """The HF back end (tiny random Qwen2.5-VL) takes a clip of two files of different sizes like a plain video."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_models import build_tiny_qwen2_5_vl, write_ramp_video
+
+    from tspo_ray.answerers import build_answerer
+
+    small = str(write_ramp_video(tmp_path / "small.mp4", num_frames=20, size=64))
+    large = str(write_ramp_video(tmp_path / "large.mp4", num_frames=20, size=96))
+    qwen = build_answerer("hf", model=str(build_tiny_qwen2_5_vl(tmp_path / "qwen")), num_frames=8, max_tokens=4,
+                          dtype="float32")
+    options = ("red", "blue", "green", "yellow")
+    clip = AnswerRequest("clip#0", small, (0, 5, 7, 12), (0.0, 1.0, 2.0, 3.0), "What colour is the star?", options,
+                         4.0, frame_videos=(small, large, small, large))
+    plain = AnswerRequest("plain#0", small, (0, 2, 4, 6), (0.0, 1.0, 2.0, 3.0), "What colour is the star?", options)
+    clip_answer, plain_answer = qwen.answer([clip, plain])
+    assert "error" not in clip_answer.extra and clip_answer.extra["num_frames"] == 4
+    assert clip_answer.extra["prompt_tokens"] == plain_answer.extra["prompt_tokens"]  # resized to the first frame's

@@ -355,6 +355,9 @@ def validate(cfg: Config) -> Config:
     _check(h.max_target_chunks >= 1, "haystack.max_target_chunks", f"must be >= 1, got {h.max_target_chunks}")
     _check(h.other_chunks >= 1, "haystack.other_chunks", f"must be >= 1, got {h.other_chunks}")
     _check(h.num_frames is None or h.num_frames >= 1, "haystack.num_frames", f"must be >= 1, got {h.num_frames}")
+    _check(h.num_frames in (None, cfg.policy.num_frames) or cfg.policy.likelihood == "plackett_luce",
+           "haystack.num_frames", "a T_s other than policy.num_frames needs policy.likelihood plackett_luce (one term "
+           "per set; per-frame terms of sets of different sizes cannot share a batch)")
     _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
     _check(cfg.eval.aks.all_depth >= 0, "eval.aks.all_depth", f"must be >= 0, got {cfg.eval.aks.all_depth}")
     for i, s in enumerate(cfg.eval.selectors):

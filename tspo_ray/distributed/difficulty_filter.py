@@ -97,6 +97,10 @@ def _answer(pool, batch: list[tuple[QARecord, list]]) -> dict[str, object]:
         return out
 
 
+def _failed(record: QARecord, error: str) -> dict:
+    return {"id": record.id, "video": record.video, "reason": "failed", "easy": None, "hard": None, "error": error}
+
+
 def _decision(record: QARecord, reqs: list, answers: dict[str, object]) -> dict:
     """A question's row of the decisions file from its two answers (an Answer, or the error text of its batch)."""
     got = [answers[r.key] for r in reqs]
@@ -121,8 +125,7 @@ def filter_records(records: Sequence[QARecord], paths: Sequence[str], pool, vide
         try:
             lines[pos] = to_tspo10k(rec, path, video_root, specific_families)
         except TSPO10KWriteError as exc:  # not writable: not worth answering
-            decisions[pos] = {"id": rec.id, "video": rec.video, "reason": "failed", "easy": None, "hard": None,
-                              "error": str(exc)}
+            decisions[pos] = _failed(rec, str(exc))
     bar = tqdm(total=len(records), desc="difficulty", unit="question", disable=not progress)
     bar.update(len(records) - len(lines))
     batch: list[tuple[int, list]] = []
@@ -138,8 +141,7 @@ def filter_records(records: Sequence[QARecord], paths: Sequence[str], pool, vide
     for row in _planned(paths, sorted(lines), settings):
         p = int(row["pos"])
         if row["error"]:
-            decisions[p] = {"id": records[p].id, "video": records[p].video, "reason": "failed", "easy": None, "hard": None,
-                            "error": row["error"]}
+            decisions[p] = _failed(records[p], row["error"])
             bar.update()
             continue
         sets = {name: ([int(i) for i in row[f"{name}_idx"]], [float(t) for t in row[f"{name}_ts"]])
