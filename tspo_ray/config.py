@@ -171,6 +171,24 @@ class TrainConfig:
 
 
 @dataclass
+class HaystackConfig:
+    # Needle-in-a-haystack built online, as the reference trains its "specific" questions: the chance that a needle
+    # question of a training batch is asked over a haystack of chunks of its own and other videos (0: off; 1: always).
+    probability: float = 0.0
+    # Question families that are needle questions besides TSPO-10K's "specific" items (the embedded world's
+    # needle_attribute questions: answerable from one short event wherever it sits).
+    families: list[str] = field(default_factory=lambda: ["needle_attribute"])
+    # Candidates per chunk (the reference: 50).
+    chunk_frames: int = 50
+    # Chunks of the question's own video: 1..max_target_chunks, each a random sorted subset (the reference: 4).
+    max_target_chunks: int = 4
+    # Chunks from other training videos (the reference: 12).
+    other_chunks: int = 12
+    # T_s of haystack items (None: policy.num_frames; the reference draws 16 for needle items, 8 for general ones).
+    num_frames: int | None = None
+
+
+@dataclass
 class TrackingConfig:
     # MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else a SQLite store ./mlflow.db).
     tracking_uri: str | None = None
@@ -227,6 +245,7 @@ class Config:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     answerer: AnswererConfig = field(default_factory=AnswererConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    haystack: HaystackConfig = field(default_factory=HaystackConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -348,6 +367,15 @@ def validate(cfg: Config) -> Config:
     _check(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     _check(cfg.train.eval_every >= 0, "train.eval_every", "must be >= 0 (0: no periodic validation)")
     _check(cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+    h = cfg.haystack
+    _check(0 <= h.probability <= 1, "haystack.probability", f"must be in [0, 1], got {h.probability}")
+    _check(h.chunk_frames >= 1, "haystack.chunk_frames", f"must be >= 1, got {h.chunk_frames}")
+    _check(h.max_target_chunks >= 1, "haystack.max_target_chunks", f"must be >= 1, got {h.max_target_chunks}")
+    _check(h.other_chunks >= 1, "haystack.other_chunks", f"must be >= 1, got {h.other_chunks}")
+    _check(h.num_frames is None or h.num_frames >= 1, "haystack.num_frames", f"must be >= 1, got {h.num_frames}")
+    _check(h.num_frames in (None, cfg.policy.num_frames) or cfg.policy.likelihood == "plackett_luce",
+           "haystack.num_frames", "a T_s other than policy.num_frames needs policy.likelihood plackett_luce (one term "
+           "per set; per-frame terms of sets of different sizes cannot share a batch)")
     _check(cfg.eval.num_frames >= 1, "eval.num_frames", "must be >= 1")
     _check(cfg.eval.aks.all_depth >= 0, "eval.aks.all_depth", f"must be >= 0, got {cfg.eval.aks.all_depth}")
     for i, s in enumerate(cfg.eval.selectors):
@@ -409,7 +437,10 @@ def _validate_answerer_frames(cfg: Config) -> None:
         raise ConfigError(str(exc)) from None
     if limit is None:
         return
-    for where, frames in (("eval.num_frames", cfg.eval.num_frames), ("policy.num_frames", cfg.policy.num_frames)):
+    checked = [("eval.num_frames", cfg.eval.num_frames), ("policy.num_frames", cfg.policy.num_frames)]
+    if cfg.haystack.probability > 0 and cfg.haystack.num_frames is not None:
+        checked.append(("haystack.num_frames", cfg.haystack.num_frames))
+    for where, frames in checked:
         _check(frames <= limit, where,
                f"{frames} frames per question, but answerer.settings.num_frames={limit} is the most the "
                f"{cfg.answerer.kind} answerer accepts (it would reject every request); raise "

@@ -26,6 +26,13 @@ class FeatureItem:
     frame_indices: np.ndarray  # [T] native frame index of each candidate
     timestamps_s: np.ndarray  # [T]
     video_path: str  # resolved path of the video file
+    #: [T] the file of each candidate, for candidates drawn from several files (a needle-in-a-haystack item built
+    #: by tspo_ray.haystack); frame_indices and timestamps_s are then native to each candidate's own file.
+    #: None: every candidate is a frame of video_path.
+    frame_videos: tuple[str, ...] | None = None
+    #: [T] bool, True where a candidate is a frame of the question's own video (haystack items: R_T is the
+    #: selection's masked fraction); None: not a haystack item
+    target_mask: np.ndarray | None = None
 
     @property
     def key(self) -> str:

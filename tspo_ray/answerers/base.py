@@ -2,6 +2,10 @@
 
 Answerers see only what a model would see: the video (decoded from its path at the given frame indices),
 the frames' timestamps, the question and the options. Never the answer, the spans, or record metadata.
+
+A request's frames may come from several files (a needle-in-a-haystack clip built from chunks of other videos):
+`frame_videos` then names each frame's own file, `frame_indices` are native indices in that file, and
+`timestamps_s` are the frames' times on the clip the model watches (non-decreasing), not in their source files.
 """
 from __future__ import annotations
 
@@ -21,14 +25,23 @@ class AnswerRequest:
     options: tuple[str, ...]
     #: total video duration, for models that take it (position questions need it)
     duration_s: float | None = None
+    #: the file of each frame, for frames from several files (None: every frame is a frame of `video`)
+    frame_videos: tuple[str, ...] | None = None
 
     @classmethod
-    def for_record(cls, record, video, frame_indices, timestamps_s, tag: str) -> "AnswerRequest":
+    def for_record(cls, record, video, frame_indices, timestamps_s, tag: str, frame_videos=None,
+                   duration_s: float | None = None) -> "AnswerRequest":
         """The request for a QA record and a frame set: what a model would see (never the answer or the spans),
-        keyed `<record id>#<tag>`, where the tag tells the record's frame sets apart (selector, group member...)."""
+        keyed `<record id>#<tag>`, where the tag tells the record's frame sets apart (selector, group member...).
+        `frame_videos` and `duration_s` describe a clip built from several files (default: the record's video)."""
         return cls(key=f"{record.id}#{tag}", video=str(video), frame_indices=tuple(int(i) for i in frame_indices),
                    timestamps_s=tuple(float(t) for t in timestamps_s), question=record.question,
-                   options=tuple(record.options), duration_s=record.duration_s)
+                   options=tuple(record.options), duration_s=record.duration_s if duration_s is None else duration_s,
+                   frame_videos=None if frame_videos is None else tuple(str(v) for v in frame_videos))
+
+    def videos(self) -> tuple[str, ...]:
+        """The file of each frame, in request order."""
+        return self.frame_videos if self.frame_videos is not None else (self.video,) * len(self.frame_indices)
 
 
 @dataclass(frozen=True)

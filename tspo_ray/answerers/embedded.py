@@ -1,8 +1,8 @@
 """The embedded answerer: answers the synthetic world's questions from the selected frames' pixels only.
 
-Perception: each selected frame is decoded (only the requested indices), encoded by the tiny CLIP and labelled
-with the object name ("a red star") whose text feature is closest. Reasoning, per question form recognised from
-the wording of templates.py, over the labels in timestamp order:
+Perception: each selected frame is decoded (only the requested indices, each from its own file), encoded by
+the tiny CLIP and labelled with the object name ("a red star") whose text feature is closest. Reasoning, per
+question form recognised from the wording of templates.py, over the labels in timestamp order:
 - attribute: "What colour is the star?" -> the colour most frames showing a star have (and the reverse for
   "What shape is the red object?");
 - relation: "right after / right before the red star" -> the first object different from the anchor after its
@@ -198,7 +198,11 @@ class EmbeddedAnswerer:
             if not r.frame_indices or len(r.frame_indices) != len(r.timestamps_s):
                 raise ValueError(f"request {r.key}: needs as many timestamps as frame indices (and at least one), "
                                  f"got {len(r.frame_indices)} indices and {len(r.timestamps_s)} timestamps")
-            wanted[r.video].update(int(i) for i in r.frame_indices)
+            if r.frame_videos is not None and len(r.frame_videos) != len(r.frame_indices):
+                raise ValueError(f"request {r.key}: needs one file per frame, got {len(r.frame_videos)} files for "
+                                 f"{len(r.frame_indices)} frame indices")
+            for video, i in zip(r.videos(), r.frame_indices):  # each frame from its own file
+                wanted[video].add(int(i))
         version = {video: self._file_version(video, requests) for video in wanted}
         frames, keys = [], []
         for video, idx in wanted.items():
@@ -212,7 +216,8 @@ class EmbeddedAnswerer:
             keys += [(video, version[video], i) for i in idx]
         fresh = dict(zip(keys, F.normalize(self.encoder.encode_frames(np.concatenate(frames)), dim=-1))) if frames else {}
         feature = lambda key: fresh[key] if key in fresh else self._frames[key]
-        out = [torch.stack([feature((r.video, version[r.video], int(i))) for i in r.frame_indices]) for r in requests]
+        out = [torch.stack([feature((v, version[v], int(i))) for v, i in zip(r.videos(), r.frame_indices)])
+               for r in requests]
         self._frames.update(fresh)
         while len(self._frames) > self.max_cached_frames:  # oldest first
             self._frames.pop(next(iter(self._frames)))
@@ -220,7 +225,7 @@ class EmbeddedAnswerer:
 
     @staticmethod
     def _naming(video: str, requests: Sequence[AnswerRequest]) -> str:
-        keys = [r.key for r in requests if r.video == video]
+        keys = [r.key for r in requests if video in r.videos()]
         return f"requests {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
 
     def _file_version(self, video: str, requests: Sequence[AnswerRequest]) -> tuple[int, int]:

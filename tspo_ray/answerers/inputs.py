@@ -3,6 +3,8 @@ the frames' real times, and the rendered prompt. Shared by the vLLM and HF answe
 
 Frames are never shipped as pixels: an answerer decodes them where it runs, from the path and native indices. The
 G sets of a question share a video, so each video is opened once per batch and the union of its indices decoded.
+A request whose frames come from several files (AnswerRequest.frame_videos, a needle-in-a-haystack clip) decodes
+each frame from its own file and is described to the model as one clip on its own times (COMPOSITE_FPS).
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from tspo_ray.answerers.base import Answer, AnswerRequest
 from tspo_ray.answerers.errors import RequestError
 from tspo_ray.rewards import parse_option
 from tspo_ray.video import VideoError, VideoInfo, probe, read_frames
+
+#: a clip built from several files is described to the model as a video of this rate on the clip's own times
+COMPOSITE_FPS = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,50 +84,112 @@ def check_request(req: AnswerRequest, info: VideoInfo) -> None:
                            f"by up to {gap.max():.3f} s")
 
 
-def _prompt(req: AnswerRequest, style: PromptStyle, info: VideoInfo) -> str:
-    times = None
-    if style.time_instruction:
-        times = req.timestamps_s
-    duration = req.duration_s if req.duration_s is not None else info.duration_s
+def check_composite(req: AnswerRequest, infos: dict[str, VideoInfo]) -> None:
+    """A request whose frames come from several files: one file per frame, every index inside its own file, and
+    clip times (the timestamps_s of the clip the model watches) non-negative and in order."""
+    idx = np.asarray(req.frame_indices)
+    if idx.size == 0:
+        raise RequestError(f"{req.key}: no frame indices")
+    for name, n in (("files", len(req.frame_videos or ())), ("timestamps", len(req.timestamps_s))):
+        if n != idx.size:
+            raise RequestError(f"{req.key}: {idx.size} frame indices but {n} {name}")
+    for video, i in zip(req.frame_videos, req.frame_indices):
+        if not 0 <= i < infos[video].num_frames:
+            raise RequestError(f"{req.key}: frame index {i} outside 0..{infos[video].num_frames - 1} of {video}")
+    ts = np.asarray(req.timestamps_s, dtype=np.float64)
+    if not np.all(np.isfinite(ts)) or ts.min() < 0 or np.any(np.diff(ts) < 0):
+        raise RequestError(f"{req.key}: the clip's timestamps_s must be finite, non-negative and in order")
+
+
+def composite_metadata(req: AnswerRequest, height: int, width: int) -> dict[str, Any]:
+    """Video metadata of a clip built from several files: COMPOSITE_FPS frames a second on the clip's own times."""
+    idx = [int(round(t * COMPOSITE_FPS)) for t in req.timestamps_s]
+    duration = req.duration_s if req.duration_s is not None else (idx[-1] + 1) / COMPOSITE_FPS
+    total = max(int(np.ceil(duration * COMPOSITE_FPS)), idx[-1] + 1)
+    return video_metadata(idx, COMPOSITE_FPS, total, height, width)
+
+
+def _prompt(req: AnswerRequest, style: PromptStyle, duration_s: float) -> str:
+    times = req.timestamps_s if style.time_instruction else None
+    duration = req.duration_s if req.duration_s is not None else duration_s
     text = prompts.user_text(req.question, req.options, duration, times)
     return prompts.render(prompts.messages(text, style.input_mode, len(req.frame_indices)), style.template)
+
+
+def _checked(requests: Sequence[AnswerRequest], failed: dict[str, str]) -> tuple[list[AnswerRequest], dict]:
+    """The requests whose files open and whose frames are valid, and the files' VideoInfo; the rest go to failed."""
+    infos: dict[str, VideoInfo] = {}
+    broken: dict[str, str] = {}
+    for path in dict.fromkeys(v for r in requests for v in r.videos()):
+        try:
+            infos[path] = probe(path)
+        except VideoError as exc:
+            broken[path] = str(exc)
+    good = []
+    for req in requests:
+        reason = next((broken[v] for v in req.videos() if v in broken), None)
+        if reason is not None:
+            failed[req.key] = reason
+            continue
+        try:
+            check_composite(req, infos) if req.frame_videos is not None else check_request(req, infos[req.video])
+            good.append(req)
+        except RequestError as exc:
+            failed[req.key] = str(exc)
+    return good, infos
+
+
+def _decoded(requests: Sequence[AnswerRequest], frame_size: int | None,
+             failed: dict[str, str]) -> dict[str, dict[int, np.ndarray]]:
+    """{file: {native index: frame}}: each file opened once, the union of its requested indices decoded. The
+    requests that need a file that fails to decode go to failed."""
+    wanted: dict[str, set[int]] = {}
+    for req in requests:
+        for video, i in zip(req.videos(), req.frame_indices):
+            wanted.setdefault(video, set()).add(int(i))
+    table: dict[str, dict[int, np.ndarray]] = {}
+    for path, idx in wanted.items():
+        union = sorted(idx)
+        try:
+            table[path] = dict(zip(union, read_frames(path, union, frame_size)))
+        except VideoError as exc:
+            failed.update({r.key: str(exc) for r in requests if path in r.videos() and r.key not in failed})
+    return table
+
+
+def _same_size(frames: list[np.ndarray]) -> np.ndarray:
+    """Frames stacked at the first frame's size (frames from other files are resized to it, as the reference does
+    for the clips of a haystack)."""
+    h, w = frames[0].shape[:2]
+    if all(f.shape[:2] == (h, w) for f in frames):
+        return np.stack(frames)
+    from PIL import Image
+
+    return np.stack([f if f.shape[:2] == (h, w) else np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
+                     for f in frames])
 
 
 def prepare(requests: Sequence[AnswerRequest], style: PromptStyle,
             frame_size: int | None = None) -> tuple[list[Prepared], dict[str, str]]:
     """Prepared inputs for the requests that can be answered, and {key: reason} for those that cannot."""
-    by_video: dict[str, list[AnswerRequest]] = {}
-    for req in requests:
-        by_video.setdefault(req.video, []).append(req)
-    ready: dict[str, Prepared] = {}
     failed: dict[str, str] = {}
-    for path, reqs in by_video.items():
-        try:
-            info = probe(path)
-        except VideoError as exc:
-            failed.update({r.key: str(exc) for r in reqs})
+    good, infos = _checked(requests, failed)
+    table = _decoded(good, frame_size, failed)
+    ready: dict[str, Prepared] = {}
+    for req in good:
+        if req.key in failed:
             continue
-        good = []
-        for req in reqs:
-            try:
-                check_request(req, info)
-                good.append(req)
-            except RequestError as exc:
-                failed[req.key] = str(exc)
-        if not good:
-            continue
-        union = sorted({int(i) for r in good for i in r.frame_indices})
-        try:
-            frames = read_frames(path, union, frame_size)
-        except VideoError as exc:
-            failed.update({r.key: str(exc) for r in good})
-            continue
-        row = {i: n for n, i in enumerate(union)}
-        for req in good:
-            picked = frames[[row[int(i)] for i in req.frame_indices]]
-            meta = video_metadata(req.frame_indices, info.native_fps, info.num_frames, picked.shape[1], picked.shape[2])
-            ready[req.key] = Prepared(req.key, _prompt(req, style, info), picked, meta, len(req.options),
-                                   options=tuple(req.options))
+        picked = _same_size([table[v][int(i)] for v, i in zip(req.videos(), req.frame_indices)])
+        if req.frame_videos is None:
+            info = infos[req.video]
+            meta = video_metadata(req.frame_indices, info.native_fps, info.num_frames, picked.shape[1],
+                                  picked.shape[2])
+            duration = info.duration_s
+        else:
+            meta = composite_metadata(req, picked.shape[1], picked.shape[2])
+            duration = meta["duration"]
+        ready[req.key] = Prepared(req.key, _prompt(req, style, duration), picked, meta, len(req.options),
+                                  options=tuple(req.options))
     return [ready[r.key] for r in requests if r.key in ready], failed
 
 
