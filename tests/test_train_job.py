@@ -75,7 +75,8 @@ def test_resume_on_ray_and_across_loops_gives_the_uninterrupted_weights(ray_loca
                                                                        max_lag):
     """Killed at step 2 of 4 and resumed: the same question ids per step and the same final weights as a run that
     was never interrupted, on Ray, from a local checkpoint onto Ray, and from a Ray checkpoint onto the local loop.
-    The uninterrupted reference is the single-process loop, so this also shows both loops train the same weights."""
+    The uninterrupted reference is the single-process loop, so this also shows both loops train the same weights
+    (with needle questions over haystacks at max_lag 1)."""
     import shutil
 
     from mlflow.tracking import MlflowClient
@@ -83,8 +84,10 @@ def test_resume_on_ray_and_across_loops_gives_the_uninterrupted_weights(ray_loca
     from train import main
 
     store = tmp_path  # one feature store for every run here
+    # at max_lag 1 every needle question is asked over a haystack: built alike by the coordinator and the local loop
+    haystacks = ["haystack.probability=1", "haystack.chunk_frames=8", "haystack.other_chunks=3"] if max_lag else []
     opts = lambda out: job_overrides(tiny_world, tiny_hf_clip, out, store=store,  # noqa: E731
-                                     extra=[f"train.max_lag={max_lag}", "eval.selectors=[agent]"])
+                                     extra=[f"train.max_lag={max_lag}", "eval.selectors=[agent]", *haystacks])
     straight = tmp_path / "straight"
     assert main(opts(straight) + ["--local", "--stop-after", "4"]) == 0  # all 4 steps; no evaluation needed
     reference = load_checkpoint(straight / "run" / "checkpoints")

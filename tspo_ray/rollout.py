@@ -88,5 +88,8 @@ def selected_frames(item: FeatureItem, draws: torch.Tensor) -> list[tuple[list[i
 
 
 def sample_groups(agent, items: Sequence[FeatureItem], group_size: int, num_frames: int, tau: float,
-                  likelihood: policy.LikelihoodKind, version: int, generator=None) -> list[Group]:
-    return [sample_group(agent, it, group_size, num_frames, tau, likelihood, version, generator) for it in items]
+                  likelihood: policy.LikelihoodKind, version: int, generator=None,
+                  haystack_frames: int | None = None) -> list[Group]:
+    """One group per item; haystack items (those with a target mask) draw haystack_frames sets when it is set."""
+    k = lambda it: haystack_frames if it.target_mask is not None and haystack_frames else num_frames  # noqa: E731
+    return [sample_group(agent, it, group_size, k(it), tau, likelihood, version, generator) for it in items]

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from tspo_ray import policy
+from tspo_ray import haystack, policy
 from tspo_ray.config import Config
 from tspo_ray.learner_state import LearnerState, build_agent  # noqa: F401  (build_agent: the loops' one agent factory)
 from tspo_ray.rollout import FeatureItem, RewardFn, sample_groups
@@ -53,9 +53,12 @@ class LocalTrainer:
     def train_step(self) -> dict[str, float]:
         p, b = self.cfg.policy, self.state.step
         batch = [self.items[i] for i in self.state.positions(b)]
+        if self.cfg.haystack.probability:  # needle questions asked over haystacks of several videos' chunks
+            batch = haystack.haystack_items(batch, self.items, self.state.sampling_seed(b),
+                                            **haystack.options(self.cfg.haystack))
         version = self.state.sampling_version(b)
         groups = sample_groups(self._sampling_agent(version), batch, p.group_size, p.num_frames, self.state.tau_at(b),
-                               p.likelihood, version, self.state.sampling_generator(b))
+                               p.likelihood, version, self.state.sampling_generator(b), self.cfg.haystack.num_frames)
         groups = [grp.with_rewards(self.reward_fn(item, grp.draws)) for item, grp in zip(batch, groups)]
         metrics = self.state.update(batch, groups)
         if self.log_fn:
@@ -84,7 +87,6 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
     from tqdm import tqdm
 
     from tspo_ray.checkpoint import latest_checkpoint
-    from tspo_ray.distributed.answerer_pool import in_process_reward_fn
     from tspo_ray.evaluation import validation_accuracy
 
     if answerer is None:
@@ -92,7 +94,7 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
 
         answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
     log = (lambda step, m: tracker.log_metrics(m, step)) if tracker else None
-    trainer = LocalTrainer(items, in_process_reward_fn(answerer), cfg, log)
+    trainer = LocalTrainer(items, haystack.reward_fn(answerer), cfg, log)  # plain and haystack items alike
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     if resume and latest_checkpoint(ckpt_dir) is not None:
         trainer.state.load(ckpt_dir)

@@ -19,42 +19,46 @@ from typing import Any, Sequence
 import ray
 import torch
 
+from tspo_ray import haystack
 from tspo_ray.checkpoint import latest_checkpoint
 from tspo_ray.config import Config, _build, validate
-from tspo_ray.distributed.answerer_pool import AnswererPool, ScoreJob
+from tspo_ray.distributed.answerer_pool import AnswererPool
 from tspo_ray.learner_state import LearnerState
-from tspo_ray.rollout import FeatureItem, sample_group, selected_frames
+from tspo_ray.rollout import FeatureItem, sample_groups
 
 
 class RolloutCoordinator:
     """Ray actor: samples G sets per question with the given weights and has the answerer pool score them."""
 
-    def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, group_size: int,
-                 num_frames: int, likelihood: str, val_items: Sequence[FeatureItem] = ()):
+    def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, cfg: dict,
+                 val_items: Sequence[FeatureItem] = ()):
         from tspo_ray.agent import TemporalAgent
 
+        cfg = validate(_build(Config, cfg, ""))
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
         self.agent = TemporalAgent(**agent_config).eval()
         self.pool = AnswererPool(**pool_kwargs)
-        self.group_size, self.num_frames, self.likelihood = group_size, num_frames, likelihood
+        self.policy, self.haystack_cfg = cfg.policy, cfg.haystack
         self.loaded_version = -1
         # Calls run in threads (max_concurrency > 1): loading a version and sampling with it happen under one lock,
         # so one call never samples with weights another call is replacing. Answering runs outside the lock.
         self._sampling = threading.Lock()
 
     def rollout(self, positions: list[int], version: int, weights: dict, tau: float, seed: int):
+        """Batch `positions` sampled with `weights` (version `version`) at tau, noise and haystacks seeded by seed;
+        the same batch the single-process loop builds (tspo_ray.trainer.LocalTrainer.train_step)."""
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(seed)
-        batch = [self.items[p] for p in positions]
+        p, gen = self.policy, torch.Generator().manual_seed(seed)
+        batch = [self.items[i] for i in positions]
+        if self.haystack_cfg.probability:
+            batch = haystack.haystack_items(batch, self.items, seed, **haystack.options(self.haystack_cfg))
         with self._sampling:
             if version != self.loaded_version:
                 self.agent.load_state_dict(weights)
                 self.loaded_version = version
-            groups = [sample_group(self.agent, it, self.group_size, self.num_frames, tau, self.likelihood, version,
-                                   gen) for it in batch]
-        jobs = [ScoreJob(it.record, it.video_path, tuple((tuple(i), tuple(t)) for i, t in selected_frames(it, g.draws)))
-                for it, g in zip(batch, groups)]
-        scored = self.pool.score(jobs)
+            groups = sample_groups(self.agent, batch, p.group_size, p.num_frames, tau, p.likelihood, version, gen,
+                                   self.haystack_cfg.num_frames)
+        scored = self.pool.score([haystack.score_job(it, g.draws) for it, g in zip(batch, groups)])
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
         return {"items": batch, "groups": groups, "seconds": time.perf_counter() - t0,
                 "pool_restarts": self.pool.restarts}
@@ -175,8 +179,7 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
                    "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
                    "resources": actor.get("resources")}
     coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2)(RolloutCoordinator).remote(
-        items, agent_config, pool_kwargs, cfg.policy.group_size, cfg.policy.num_frames, cfg.policy.likelihood,
-        val_items)
+        items, agent_config, pool_kwargs, cfg.to_dict(), val_items)
     loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
                    "resume": resume, "stop_after_steps": stop_after, "has_val_items": bool(val_items)}
     if tracker:
