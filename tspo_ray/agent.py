@@ -114,13 +114,27 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     nb = -(-T // block)
     qb = F.pad(q, (0, 0, 0, nb * block - T)).reshape(*lead, nb, block, heads, hd)
     qb = qb.permute(*range(len(lead)), -2, -4, -3, -1)  # [..., H, nb, B, hd]
-    logits = torch.matmul(qb, _key_blocks(k, heads, window, block, nb)) / math.sqrt(hd)  # [..., H, nb, B, span]
+    logits = torch.matmul(qb, _key_blocks(k, heads, window, block, nb))  # [..., H, nb, B, span]
     outside = _outside_band(T, window, block, q.device) if segments is None else _packed_band(segments, window, block)
-    logits = logits.masked_fill(outside, MASKED_LOGIT)
+    # in place on the product's own output (its backward needs only the inputs): no further [T, H, span] copies
+    logits.mul_(1 / math.sqrt(hd)).masked_fill_(outside, MASKED_LOGIT)
     weights = torch.softmax(logits, dim=-1)
     out = torch.matmul(weights, _key_blocks(v, heads, window, block, nb).transpose(-1, -2))  # [..., H, nb, B, hd]
     out = out.permute(*range(len(lead)), -3, -2, -4, -1).reshape(*lead, nb * block, D)
     return out[..., :T, :]
+
+
+def cosine_to_text(x: torch.Tensor, text: torch.Tensor, lengths: list[int] | None = None,
+                   eps: float = 1e-8) -> torch.Tensor:
+    """F.cosine_similarity(x, text[..., None, :], dim=-1) ([..., T]) as one matrix-vector product and the norms,
+    without the [T, D] product tensor; `lengths`: x holds videos packed along T, text one row per video."""
+    norms = torch.linalg.vector_norm(x, dim=-1).clamp_min(eps)
+    if lengths is None:
+        dots = torch.matmul(x, text.unsqueeze(-1)).squeeze(-1)
+        return dots / (norms * torch.linalg.vector_norm(text, dim=-1, keepdim=True).clamp_min(eps))
+    rows = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), torch.tensor(lengths, device=x.device))
+    dots = torch.matmul(x, text.T).gather(-1, rows[:, None]).squeeze(-1)  # [sum T, N]: N <= a batch of questions
+    return dots / (norms * torch.linalg.vector_norm(text, dim=-1).clamp_min(eps)[rows])
 
 
 class TemporalAgent(nn.Module):
@@ -156,8 +170,12 @@ class TemporalAgent(nn.Module):
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         q, k, v = F.linear(x, weight, bias).split(self.dim, dim=-1)
+        del x
         attended = banded_attention(q, k, v, self.heads, self.window, segments)
-        return self.mlp(attended) + frame_features
+        first, _, second = self.mlp
+        # self.mlp, with the ReLU and the residual in place on fresh outputs (autograd needs neither's input)
+        hidden = F.linear(attended, first.weight, first.bias).relu_()
+        return F.linear(hidden, second.weight, second.bias).add_(frame_features)
 
     def forward(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
                 lengths: list[int] | None = None) -> torch.Tensor:
@@ -169,11 +187,8 @@ class TemporalAgent(nn.Module):
             if frame_features.dim() != 2 or sum(lengths) != frame_features.shape[0] or min(lengths, default=0) < 1:
                 raise ValueError(f"packed videos of lengths {lengths} need frame_features [{sum(lengths)}, D], "
                                  f"got {list(frame_features.shape)}")
-            text = torch.repeat_interleave(text_feature, torch.tensor(lengths, device=text_feature.device), dim=0)
-        else:
-            text = text_feature.unsqueeze(-2)
         enhanced = self.enhance(frame_features, lengths)
-        return F.cosine_similarity(enhanced, text, dim=-1) + F.cosine_similarity(frame_features, text, dim=-1)
+        return cosine_to_text(enhanced, text_feature, lengths) + cosine_to_text(frame_features, text_feature, lengths)
 
     def config(self) -> dict:
         return {"dim": self.dim, "window": self.window, "heads": self.heads, "hidden": self.hidden}
