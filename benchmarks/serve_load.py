@@ -7,7 +7,8 @@ git ref (unpacked with git archive, served with its own code), the two measured 
 phase. Two phases of `--duration` seconds per service, `--concurrency` clients looping POST /select:
   cached    questions on a few videos whose features were loaded before the phase (decode+encode skipped);
   uncached  every request names a (video, max_candidates) pair not seen before, so it decodes and encodes.
-Reports requests/s, p50/p99 latency, the service's cache-hit ratio and the error count per phase (JSON).
+Reports requests/s, p50/p99 latency, the service's CPU seconds per request (its whole process tree), the cache-hit
+ratio and the error count per phase (JSON).
 """
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def launch_service(tree: Path, video_root: str, checkpoint: str | None, replicas
     for line in child.stdout:
         if line.startswith("URL "):
             return child, line.split()[1]
-    sys.exit(f"error: the service of {tree} did not start (exit status {child.wait()})")
+    return child, None
 
 
 def baseline_tree(ref: str, out: Path) -> Path:
@@ -129,14 +130,35 @@ def baseline_tree(ref: str, out: Path) -> Path:
     return out
 
 
-def run_rounds(services: dict[str, str], streams: dict[str, object], concurrency: int, duration_s: float,
-               rounds: int) -> dict[str, dict]:
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by a process and all its descendants (a service's Ray processes); 0 without pid."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:  # exited meanwhile
+            pass
+    return total
+
+
+def run_rounds(services: dict[str, str], pids: dict[str, int], streams: dict[str, object], concurrency: int,
+               duration_s: float, rounds: int) -> dict[str, dict]:
     """Each service's phase in `rounds` slices alternating between services (load drifts on a shared machine);
-    figures are over all of a service's slices."""
+    figures are over all of a service's slices. CPU seconds per request count the service's whole process tree
+    (proxy, replica, Ray's own processes): the work, whatever share of the cores the machine's load left it."""
     raw: dict[str, list[dict]] = {name: [] for name in services}
     for _ in range(rounds):
         for name, url in services.items():
-            raw[name].append(asyncio.run(run_phase(url, streams[name], concurrency, duration_s / rounds)))
+            before = tree_cpu_s(pids.get(name))
+            part = asyncio.run(run_phase(url, streams[name], concurrency, duration_s / rounds))
+            part["cpu_s"] = tree_cpu_s(pids.get(name)) - before
+            raw[name].append(part)
     return {name: merge(parts) for name, parts in raw.items()}
 
 
@@ -147,6 +169,7 @@ def merge(parts: list[dict]) -> dict:
     return {"requests_ok": n, "errors": sum(p["errors"] for p in parts), "wall_s": round(wall, 1),
             "error_samples": [e for p in parts for e in p["error_samples"]][:3],
             "requests_per_s": round(n / wall, 2), "cache_hit_ratio": round(hits / max(n, 1), 3),
+            "service_cpu_s_per_request": round(sum(p["cpu_s"] for p in parts) / max(n, 1), 4),
             "p50_ms": round(1000 * percentile(latencies, 50), 1) if n else None,
             "p99_ms": round(1000 * percentile(latencies, 99), 1) if n else None}
 
@@ -174,13 +197,21 @@ def main() -> None:
         trees = {} if args.url else {"current": Path(__file__).resolve().parents[1]}
         if args.baseline_ref:
             trees = {"baseline": baseline_tree(args.baseline_ref, Path(tmp)), **trees}
-        for name, tree in trees.items():
-            child, services[name] = launch_service(tree, str(root), args.checkpoint, args.replicas, args.replica_cpus)
-            children.append(child)
-        if args.url:
-            services["current"] = args.url
         try:
-            report = measure(services, videos, args)
+            for name, tree in trees.items():
+                for _ in range(2):  # on a loaded machine Serve's proxy can miss its start-up deadline: once more
+                    child, url = launch_service(tree, str(root), args.checkpoint, args.replicas, args.replica_cpus)
+                    children.append(child)
+                    if url:
+                        break
+                    child.wait()
+                if not url:
+                    sys.exit(f"error: the service of {tree} did not start (exit status {child.returncode})")
+                services[name] = url
+            if args.url:
+                services["current"] = args.url
+            pids = {name: child.pid for name, child in zip(trees, [c for c in children if c.poll() is None])}
+            report = measure(services, pids, videos, args)
         finally:
             for child in children:
                 child.stdin.close()
@@ -188,7 +219,7 @@ def main() -> None:
     print(json.dumps(report, indent=2))
 
 
-def measure(services: dict[str, str], videos: list[str], args) -> dict:
+def measure(services: dict[str, str], pids: dict[str, int], videos: list[str], args) -> dict:
     report = {"concurrency": args.concurrency, "duration_s_per_phase": args.duration, "rounds": args.rounds,
               "replicas": args.replicas, "replica_cpus": args.replica_cpus, "baseline_ref": args.baseline_ref}
     streams = {name: payload_streams(videos, args.num_frames) for name in services}
@@ -201,8 +232,8 @@ def measure(services: dict[str, str], videos: list[str], args) -> dict:
                         "workers": info.get("workers")}
     for index, phase in ((1, "cached"), (2, "uncached")):
         if phase in args.phases:
-            got = run_rounds(services, {n: s[index] for n, s in streams.items()}, args.concurrency, args.duration,
-                             args.rounds)
+            got = run_rounds(services, pids, {n: s[index] for n, s in streams.items()}, args.concurrency,
+                             args.duration, args.rounds)
             for name, figures in got.items():
                 report[name][phase] = figures
     for name, url in services.items():
@@ -212,6 +243,10 @@ def measure(services: dict[str, str], videos: list[str], args) -> dict:
         report["speed-up (requests/s, current / baseline)"] = {
             phase: round(report["current"][phase]["requests_per_s"] / report["baseline"][phase]["requests_per_s"], 2)
             for phase in args.phases if report["baseline"][phase]["requests_per_s"]}
+        report["CPU-s per request, baseline / current"] = {
+            phase: round(report["baseline"][phase]["service_cpu_s_per_request"]
+                         / max(report["current"][phase]["service_cpu_s_per_request"], 1e-9), 2)
+            for phase in args.phases}
     return report
 
 
