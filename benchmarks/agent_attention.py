@@ -1,5 +1,6 @@
-"""The temporal agent's forward pass at long T: the package (blocked band) vs the previous offset-by-offset band vs a
-dense T x T mask. Time, peak memory and agreement of the scores, side by side.
+"""The temporal agent's forward pass at long T: the package vs the blocked band before it vs the offset-by-offset band
+before that vs a dense T x T mask, beside the floor (the five D x D matrix products alone). Time, peak memory and
+agreement of the scores, side by side.
 
     uv run python benchmarks/agent_attention.py [--dim 768] [--lengths 128 1024 4096 16384] [--threads 2]
 
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tspo_ray.agent import MASKED_LOGIT, TemporalAgent, dense_window_attention, window_offsets  # noqa: E402
+from tspo_ray.agent import (BLOCK, MASKED_LOGIT, TemporalAgent, _key_blocks, _outside_band,  # noqa: E402
+                            dense_window_attention, sinusoidal_positions, window_offsets)
 
 
 def offset_loop_attention(q, k, v, heads: int, window: int):
@@ -70,10 +72,48 @@ def previous_forward(agent: TemporalAgent, frames, text, attention=offset_loop_a
     return F.cosine_similarity(enhanced, t, dim=-1) + F.cosine_similarity(frames, t, dim=-1)
 
 
+def blocked_attention_before(q, k, v, heads: int, window: int):
+    """The blocked band before in-place masking: a fresh tensor for the scaled logits and for the masked ones."""
+    *lead, T, D = q.shape
+    hd = D // heads
+    block = min(BLOCK, T)
+    nb = -(-T // block)
+    qb = F.pad(q, (0, 0, 0, nb * block - T)).reshape(*lead, nb, block, heads, hd)
+    qb = qb.permute(*range(len(lead)), -2, -4, -3, -1)
+    logits = torch.matmul(qb, _key_blocks(k, heads, window, block, nb)) / math.sqrt(hd)
+    logits = logits.masked_fill(_outside_band(T, window, block, q.device), MASKED_LOGIT)
+    weights = torch.softmax(logits, dim=-1)
+    out = torch.matmul(weights, _key_blocks(v, heads, window, block, nb).transpose(-1, -2))
+    out = out.permute(*range(len(lead)), -3, -2, -4, -1).reshape(*lead, nb * block, D)
+    return out[..., :T, :]
+
+
+def blocked_forward(agent: TemporalAgent, frames, text):
+    """The forward pass before this version: fused q/k/v, the blocked band, nn.Sequential MLP plus a residual copy,
+    F.cosine_similarity twice (each through a [T, D] product)."""
+    x = frames + sinusoidal_positions(frames.shape[-2], agent.dim, frames.device, frames.dtype)
+    weight = torch.cat([agent.query.weight, agent.key.weight, agent.value.weight])
+    bias = torch.cat([agent.query.bias, agent.key.bias, agent.value.bias])
+    q, k, v = F.linear(x, weight, bias).split(agent.dim, dim=-1)
+    enhanced = agent.mlp(blocked_attention_before(q, k, v, agent.heads, agent.window)) + frames
+    t = text.unsqueeze(-2)
+    return F.cosine_similarity(enhanced, t, dim=-1) + F.cosine_similarity(frames, t, dim=-1)
+
+
+def bare_matmuls(agent: TemporalAgent, frames, text):
+    """The floor: only the forward's five D x D products over T rows (q/k/v fused, the MLP's two), nothing else."""
+    weight = torch.cat([agent.query.weight, agent.key.weight, agent.value.weight])
+    q = F.linear(frames, weight)[..., : agent.dim]
+    hidden = F.linear(q, agent.mlp[0].weight)
+    return F.linear(hidden, agent.mlp[2].weight)[..., 0]
+
+
 IMPLEMENTATIONS = {
     "package": lambda agent, frames, text: agent(frames, text),
+    "blocked": blocked_forward,
     "previous": previous_forward,
     "dense": lambda agent, frames, text: previous_forward(agent, frames, text, dense_window_attention),
+    "matmuls": bare_matmuls,
 }
 
 
@@ -113,21 +153,24 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child[0], int(args.child[1]), args.dim, args.repeats)))
         return
-    print(f"D={args.dim}, {args.threads} threads, best of {args.repeats}; max|dS| against the previous implementation")
-    print(f"{'T':>6} | {'package s':>9} {'cpu s':>6} {'MB':>5} | {'previous s':>10} {'cpu s':>6} {'MB':>5} |"
-          f" {'dense s':>7} {'MB':>5} | {'speed-up':>8} {'max|dS|':>8}")
+    print(f"D={args.dim}, {args.threads} threads, best of {args.repeats}; max|dS| of the package against the blocked "
+          "band before it and the offset loop before that; floor = the five D x D products alone")
+    print(f"{'T':>6} | {'package s':>9} {'cpu s':>6} {'MB':>5} | {'blocked s':>9} {'offsets s':>9} {'dense s':>7} |"
+          f" {'floor s':>7} {'pkg/floor':>9} | {'vs blocked':>10} {'max|dS|':>8} {'vs offsets':>10} {'max|dS|':>8}")
     for T in args.lengths:
-        new, old = run_child("package", T, args), run_child("previous", T, args)
+        runs = {m: run_child(m, T, args) for m in ("package", "blocked", "previous", "matmuls")}
         dense = run_child("dense", T, args) if T <= args.dense_max else None
-        if new is None or old is None:
+        if any(r is None for r in runs.values()):
             print(f"{T:>6} | failed")
             continue
-        diff = max(abs(a - b) for a, b in zip(new["scores"], old["scores"]))
-        dense_cols = f"{dense['seconds']:>7.3f} {dense['delta_rss_mb']:>5.0f}" if dense else f"{'-':>7} {'-':>5}"
+        new, blocked, old, floor = runs["package"], runs["blocked"], runs["previous"], runs["matmuls"]
+        diff = lambda other: max(abs(a - b) for a, b in zip(new["scores"], other["scores"]))
+        dense_col = f"{dense['seconds']:>7.3f}" if dense else f"{'-':>7}"
         print(f"{T:>6} | {new['seconds']:>9.3f} {new['cpu_seconds']:>6.3f} {new['delta_rss_mb']:>5.0f} |"
-              f" {old['seconds']:>10.3f} {old['cpu_seconds']:>6.3f} {old['delta_rss_mb']:>5.0f} | {dense_cols} |"
-              f" {old['seconds'] / new['seconds']:>7.1f}x {diff:>8.1e}", flush=True)
-
+              f" {blocked['seconds']:>9.3f} {old['seconds']:>9.3f} {dense_col} |"
+              f" {floor['seconds']:>7.3f} {new['seconds'] / floor['seconds']:>8.2f}x |"
+              f" {blocked['seconds'] / new['seconds']:>9.2f}x {diff(blocked):>8.1e}"
+              f" {old['seconds'] / new['seconds']:>9.2f}x {diff(old):>8.1e}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -1,12 +1,14 @@
 """Bounded HTTP load on the keyframe-selection service from a separate client process, on loopback.
 
-    uv run python benchmarks/serve_load.py --video-root data/synthetic --concurrency 20 --duration 60
+    uv run python benchmarks/serve_load.py --video-root data/synthetic --concurrency 20 --duration 60 [--baseline-ref main]
 
-Starts the service on a local Ray (or targets --url), then runs two phases of `--duration` seconds each with
-`--concurrency` clients looping POST /select:
+Starts the service on a local Ray in a child process (or targets --url); with --baseline-ref, also the service of that
+git ref (unpacked with git archive, served with its own code), the two measured alternately in --rounds slices per
+phase. Two phases of `--duration` seconds per service, `--concurrency` clients looping POST /select:
   cached    questions on a few videos whose features were loaded before the phase (decode+encode skipped);
   uncached  every request names a (video, max_candidates) pair not seen before, so it decodes and encodes.
-Reports requests/s, p50/p99 latency, the service's cache-hit ratio and the error count per phase (JSON).
+Reports requests/s, p50/p99 latency, the service's CPU seconds per request (its whole process tree), the cache-hit
+ratio and the error count per phase (JSON).
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
-import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,10 +64,8 @@ async def run_phase(url: str, payloads, concurrency: int, duration_s: float) -> 
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     wall = time.perf_counter() - t0
     n = len(latencies)
-    return {"requests_ok": n, "errors": len(errors), "error_samples": errors[:3], "wall_s": round(wall, 1),
-            "requests_per_s": round(n / wall, 2), "cache_hit_ratio": round(hits / max(n, 1), 3),
-            "p50_ms": round(1000 * percentile(latencies, 50), 1) if n else None,
-            "p99_ms": round(1000 * percentile(latencies, 99), 1) if n else None}
+    return {"latencies": latencies, "errors": len(errors), "error_samples": errors[:3], "wall_s": wall,
+            "cache_hits": hits}
 
 
 def payload_streams(videos: list[str], num_frames: int, seed: int = 0):
@@ -87,51 +89,165 @@ def payload_streams(videos: list[str], num_frames: int, seed: int = 0):
     return warm, cached(), uncached()
 
 
-def start_service(video_root: str, checkpoint: str | None, replicas: int) -> str:
-    from ray import serve
+# Runs in a child process whose PYTHONPATH is one source tree, so a baseline tree serves with its own code.
+LAUNCHER = r"""
+import json, socket, sys
+from pathlib import Path
+from ray import serve
+from tspo_ray.distributed import init_ray
+from tspo_ray.serve.app import KeyframeSelector
+args = json.loads(sys.argv[1])
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+init_ray("local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+serve.start(http_options={"host": "127.0.0.1", "port": port})
+app = KeyframeSelector.options(num_replicas=args["replicas"], ray_actor_options={"num_cpus": args["cpus"]})
+serve.run(app.bind(args["settings"]), name="tspo-select", route_prefix="/")
+print(f"URL http://127.0.0.1:{port}", flush=True)
+sys.stdin.read()  # serve until the benchmark closes our stdin (or exits)
+"""
 
-    from tspo_ray.distributed import init_ray
-    from tspo_ray.serve.app import KeyframeSelector
-    from tspo_ray.serve.service import ServeSettings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    init_ray("local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = ServeSettings(checkpoint=checkpoint, video_roots=[str(Path(video_root).resolve())], cache_size=512)
-    serve.run(KeyframeSelector.options(num_replicas=replicas).bind(settings.to_dict()), name="tspo-select",
-              route_prefix="/")
-    return f"http://127.0.0.1:{port}"
+def launch_service(tree: Path, video_root: str, checkpoint: str | None, replicas: int, cpus: float):
+    """(child process, URL): the service of the source tree `tree` on a private local Ray."""
+    settings = {"checkpoint": checkpoint, "video_roots": [str(Path(video_root).resolve())], "cache_size": 512}
+    args = json.dumps({"settings": settings, "replicas": replicas, "cpus": cpus})
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    child = subprocess.Popen([sys.executable, "-c", LAUNCHER, args], cwd=tree, env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    for line in child.stdout:
+        if line.startswith("URL "):
+            return child, line.split()[1]
+    return child, None
+
+
+def baseline_tree(ref: str, out: Path) -> Path:
+    """The repository at `ref`, unpacked (git archive) into `out`: the previous code, served side by side."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by a process and all its descendants (a service's Ray processes); 0 without pid."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:  # exited meanwhile
+            pass
+    return total
+
+
+def run_rounds(services: dict[str, str], pids: dict[str, int], streams: dict[str, object], concurrency: int,
+               duration_s: float, rounds: int) -> dict[str, dict]:
+    """Each service's phase in `rounds` slices alternating between services (load drifts on a shared machine);
+    figures are over all of a service's slices. CPU seconds per request count the service's whole process tree
+    (proxy, replica, Ray's own processes): the work, whatever share of the cores the machine's load left it."""
+    raw: dict[str, list[dict]] = {name: [] for name in services}
+    for _ in range(rounds):
+        for name, url in services.items():
+            before = tree_cpu_s(pids.get(name))
+            part = asyncio.run(run_phase(url, streams[name], concurrency, duration_s / rounds))
+            part["cpu_s"] = tree_cpu_s(pids.get(name)) - before
+            raw[name].append(part)
+    return {name: merge(parts) for name, parts in raw.items()}
+
+
+def merge(parts: list[dict]) -> dict:
+    latencies = [x for p in parts for x in p.pop("latencies")]
+    n, wall = len(latencies), sum(p["wall_s"] for p in parts)
+    hits = sum(p["cache_hits"] for p in parts)
+    return {"requests_ok": n, "errors": sum(p["errors"] for p in parts), "wall_s": round(wall, 1),
+            "error_samples": [e for p in parts for e in p["error_samples"]][:3],
+            "requests_per_s": round(n / wall, 2), "cache_hit_ratio": round(hits / max(n, 1), 3),
+            "service_cpu_s_per_request": round(sum(p["cpu_s"] for p in parts) / max(n, 1), 4),
+            "p50_ms": round(1000 * percentile(latencies, 50), 1) if n else None,
+            "p99_ms": round(1000 * percentile(latencies, 99), 1) if n else None}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video-root", default="data/synthetic")
     ap.add_argument("--url", help="an already running service (default: start one here)")
+    ap.add_argument("--baseline-ref", help="also serve this git ref (e.g. main) and measure it alternately")
     ap.add_argument("--checkpoint")
     ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--replica-cpus", type=float, default=2, help="ray_actor_options.num_cpus of each replica")
     ap.add_argument("--concurrency", type=int, default=20)
-    ap.add_argument("--duration", type=float, default=60.0, help="seconds per phase")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds per phase and service")
+    ap.add_argument("--rounds", type=int, default=2, help="slices per phase, alternating between services")
+    ap.add_argument("--phases", nargs="+", default=["cached", "uncached"], choices=["cached", "uncached"])
     ap.add_argument("--num-frames", type=int, default=8)
     args = ap.parse_args()
     root = Path(args.video_root)
     videos = sorted(str(p.relative_to(root)) for p in root.rglob("*.mp4"))
     if len(videos) < 4:
         sys.exit(f"error: {root}: need at least 4 .mp4 videos (build some with pipelines/make_synthetic.py)")
-    url = args.url or start_service(str(root), args.checkpoint, args.replicas)
-    warm, cached, uncached = payload_streams(videos, args.num_frames)
-    with httpx.Client(base_url=url, timeout=300) as client:
-        for body in warm:
-            client.post("/select", json=body).raise_for_status()
-        info = client.get("/").json()
-    report = {"url": url, "concurrency": args.concurrency, "duration_s_per_phase": args.duration,
-              "model_version": info["model_version"], "encoder": info["encoder"], "replicas": args.replicas}
-    for name, stream in (("cached", cached), ("uncached", uncached)):
-        report[name] = asyncio.run(run_phase(url, stream, args.concurrency, args.duration))
-    with httpx.Client(base_url=url, timeout=30) as client:
-        report["batching"] = client.get("/").json()["batching"]
+    children, services = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {} if args.url else {"current": Path(__file__).resolve().parents[1]}
+        if args.baseline_ref:
+            trees = {"baseline": baseline_tree(args.baseline_ref, Path(tmp)), **trees}
+        try:
+            for name, tree in trees.items():
+                for _ in range(2):  # on a loaded machine Serve's proxy can miss its start-up deadline: once more
+                    child, url = launch_service(tree, str(root), args.checkpoint, args.replicas, args.replica_cpus)
+                    children.append(child)
+                    if url:
+                        break
+                    child.wait()
+                if not url:
+                    sys.exit(f"error: the service of {tree} did not start (exit status {child.returncode})")
+                services[name] = url
+            if args.url:
+                services["current"] = args.url
+            pids = {name: child.pid for name, child in zip(trees, [c for c in children if c.poll() is None])}
+            report = measure(services, pids, videos, args)
+        finally:
+            for child in children:
+                child.stdin.close()
+                child.wait(timeout=120)
     print(json.dumps(report, indent=2))
+
+
+def measure(services: dict[str, str], pids: dict[str, int], videos: list[str], args) -> dict:
+    report = {"concurrency": args.concurrency, "duration_s_per_phase": args.duration, "rounds": args.rounds,
+              "replicas": args.replicas, "replica_cpus": args.replica_cpus, "baseline_ref": args.baseline_ref}
+    streams = {name: payload_streams(videos, args.num_frames) for name in services}
+    for name, url in services.items():
+        with httpx.Client(base_url=url, timeout=300) as client:
+            for body in streams[name][0]:
+                client.post("/select", json=body).raise_for_status()
+            info = client.get("/").json()
+        report[name] = {"model_version": info["model_version"], "encoder": info["encoder"],
+                        "workers": info.get("workers")}
+    for index, phase in ((1, "cached"), (2, "uncached")):
+        if phase in args.phases:
+            got = run_rounds(services, pids, {n: s[index] for n, s in streams.items()}, args.concurrency,
+                             args.duration, args.rounds)
+            for name, figures in got.items():
+                report[name][phase] = figures
+    for name, url in services.items():
+        with httpx.Client(base_url=url, timeout=30) as client:
+            report[name]["batching"] = client.get("/").json()["batching"]
+    if "baseline" in services and "current" in services:
+        report["speed-up (requests/s, current / baseline)"] = {
+            phase: round(report["current"][phase]["requests_per_s"] / report["baseline"][phase]["requests_per_s"], 2)
+            for phase in args.phases if report["baseline"][phase]["requests_per_s"]}
+        report["CPU-s per request, baseline / current"] = {
+            phase: round(report["baseline"][phase]["service_cpu_s_per_request"]
+                         / max(report["current"][phase]["service_cpu_s_per_request"], 1e-9), 2)
+            for phase in args.phases}
+    return report
 
 
 if __name__ == "__main__":

@@ -143,3 +143,49 @@ def test_agent_trains_after_scoring_under_inference_mode():
     scores.sum().backward()
     torch.testing.assert_close(scores.detach(), before)
     assert agent.query.weight.grad is not None and agent.query.weight.grad.abs().sum() > 0
+
+
+def test_packed_videos_score_as_one_at_a_time_in_one_forward():
+    """Videos of mixed T packed end to end: one forward pass, the scores of scoring each alone (ends, block edges)."""
+    from tspo_ray.selector import agent_scores_packed
+
+    torch.manual_seed(5)
+    agent = TemporalAgent(32, window=12, heads=8).eval()
+    lengths = [1, 5, 12, 31, 32, 33, 127, 300]
+    frames = [torch.randn(T, 32) for T in lengths]
+    texts = [torch.randn(32) for _ in lengths]
+    calls = []
+    hook = agent.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    packed = agent_scores_packed(agent, frames, texts)
+    hook.remove()
+    assert calls == [torch.Size([sum(lengths)])]
+    with torch.no_grad():
+        alone = [agent(f, t) for f, t in zip(frames, texts)]
+    for got, want in zip(packed, alone):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # a video's scores do not depend on its neighbours: swapping the order changes nothing
+    swapped = agent_scores_packed(agent, frames[::-1], texts[::-1])[::-1]
+    for got, want in zip(swapped, alone):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_packed_band_equals_dense_per_video():
+    g = torch.Generator().manual_seed(8)
+    lengths = [7, 40, 3]
+    q, k, v = (torch.randn(sum(lengths), 16, generator=g, dtype=torch.float64) for _ in range(3))
+    segments = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))
+    band = banded_attention(q, k, v, heads=2, window=12, segments=segments)
+    start = 0
+    for n in lengths:
+        sl = slice(start, start + n)
+        torch.testing.assert_close(band[sl], dense_window_attention(q[sl], k[sl], v[sl], 2, 12), atol=1e-10, rtol=0)
+        start += n
+
+
+def test_packed_lengths_must_cover_the_frames():
+    agent = TemporalAgent(16, heads=4)
+    with pytest.raises(ValueError, match="lengths"):
+        agent(torch.randn(10, 16), torch.randn(2, 16), lengths=[4, 5])
+    with pytest.raises(ValueError, match="lengths"):
+        agent(torch.randn(10, 16), torch.randn(2, 16), lengths=[10, 0])

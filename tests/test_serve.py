@@ -166,6 +166,38 @@ def test_selection_equals_the_evaluation_job(service, tiny_world, checkpoint, tm
                 assert got["scores"] == pytest.approx(want["scores"], abs=2e-5)
 
 
+def test_concurrent_requests_of_mixed_lengths_select_as_one_at_a_time(service, roots, checkpoint):
+    """Requests sent at once (batched by @serve.batch into packed agent passes) get the frames and scores that
+    one-at-a-time selection gives on the same features."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tspo_ray.selector import select_from_features
+    from tspo_ray.serve.service import KeyframeService, ServeSettings
+
+    videos = ["clip.mp4", *sorted(str(p.relative_to(roots["world"])) for p in roots["world"].rglob("*.mp4"))[:2]]
+    methods = ["agent", "agent:bin-max", "agent:top-k+edges", "clip-top-k"]
+    bodies = [{"video": videos[i % 3], "question": ["When does the red star appear?", "Where is the blue circle?"][i % 2],
+               "num_frames": 4 + i % 3, "method": methods[i % 4], "max_candidates": cap}
+              for i, cap in enumerate([40, 17, 64, 33, 128, 25, 50, 90])]
+    for body in bodies:  # features in the replica's cache, so the concurrent requests meet in the batcher
+        assert service.post("/select", json=body).status_code == 200
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        served = list(pool.map(lambda b: service.post("/select", json=b), bodies))
+    local = KeyframeService(ServeSettings(checkpoint=str(checkpoint), video_roots=[str(roots["root"]),
+                                                                                  str(roots["world"])]))
+    for body, resp in zip(bodies, served):
+        assert resp.status_code == 200, resp.text
+        path = resolve_video(body["video"], [roots["root"], roots["world"]])
+        feats, _, _ = local.video_features(path, 1.0, body["max_candidates"])
+        want = select_from_features(feats.frame_features.float(), local.text_feature(body["question"]),
+                                    feats.frame_indices, feats.timestamps_s, body["num_frames"], body["method"],
+                                    local.agent, local.inference_mode)
+        got = resp.json()
+        assert got["num_candidates"] == len(feats.frame_indices) <= body["max_candidates"]
+        assert got["frame_indices"] == want["frame_indices"] and got["timestamps_s"] == want["timestamps_s"], body
+        assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+
+
 def test_return_frames_gives_jpeg_thumbnails(service):
     from PIL import Image
 

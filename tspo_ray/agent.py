@@ -77,6 +77,21 @@ def _band_mask(num_frames: int, window: int, block: int) -> torch.Tensor:
     return ~(in_band[None] & exists)
 
 
+def _packed_band(segments: torch.Tensor, window: int, block: int) -> torch.Tensor:
+    """The band mask of several videos packed end to end ([T] segment id per frame): a key outside its query's
+    video is masked like a slot past an end, so every video attends only to its own frames."""
+    T = segments.shape[0]
+    pad_lo = -window_offsets(window)[0]
+    num_blocks = -(-T // block)
+    r = torch.arange(block, device=segments.device)[:, None]
+    c = torch.arange(block + window - 1, device=segments.device)[None, :]
+    in_band = (c >= r) & (c <= r + window - 1)
+    seg_k = F.pad(segments, (pad_lo, num_blocks * block + window - 1 - pad_lo - T), value=-1)
+    seg_k = seg_k.unfold(0, block + window - 1, block)  # [nb, span]
+    seg_q = F.pad(segments, (0, num_blocks * block - T), value=-2).view(num_blocks, block)  # padded rows match nothing
+    return ~(in_band[None] & (seg_k[:, None, :] == seg_q[:, :, None]))
+
+
 def _key_blocks(x: torch.Tensor, heads: int, window: int, block: int, num_blocks: int) -> torch.Tensor:
     """The B + w - 1 keys (or values) each block of queries can reach: [..., T, D] -> [..., H, nb, hd, B + w - 1]."""
     *lead, T, D = x.shape
@@ -88,20 +103,38 @@ def _key_blocks(x: torch.Tensor, heads: int, window: int, block: int, num_blocks
     return blocks.movedim(-3, -4)
 
 
-def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, window: int) -> torch.Tensor:
-    """Multi-head attention of each frame over its window: q, k, v [..., T, D] -> [..., T, D] (heads concatenated)."""
+def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, window: int,
+                     segments: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention of each frame over its window: q, k, v [..., T, D] -> [..., T, D] (heads concatenated).
+
+    segments: [T] video id per frame when several videos are packed along T (see _packed_band)."""
     *lead, T, D = q.shape
     hd = D // heads
     block = min(BLOCK, T)
     nb = -(-T // block)
     qb = F.pad(q, (0, 0, 0, nb * block - T)).reshape(*lead, nb, block, heads, hd)
     qb = qb.permute(*range(len(lead)), -2, -4, -3, -1)  # [..., H, nb, B, hd]
-    logits = torch.matmul(qb, _key_blocks(k, heads, window, block, nb)) / math.sqrt(hd)  # [..., H, nb, B, span]
-    logits = logits.masked_fill(_outside_band(T, window, block, q.device), MASKED_LOGIT)
+    logits = torch.matmul(qb, _key_blocks(k, heads, window, block, nb))  # [..., H, nb, B, span]
+    outside = _outside_band(T, window, block, q.device) if segments is None else _packed_band(segments, window, block)
+    # in place on the product's own output (its backward needs only the inputs): no further [T, H, span] copies
+    logits.mul_(1 / math.sqrt(hd)).masked_fill_(outside, MASKED_LOGIT)
     weights = torch.softmax(logits, dim=-1)
     out = torch.matmul(weights, _key_blocks(v, heads, window, block, nb).transpose(-1, -2))  # [..., H, nb, B, hd]
     out = out.permute(*range(len(lead)), -3, -2, -4, -1).reshape(*lead, nb * block, D)
     return out[..., :T, :]
+
+
+def cosine_to_text(x: torch.Tensor, text: torch.Tensor, lengths: list[int] | None = None,
+                   eps: float = 1e-8) -> torch.Tensor:
+    """F.cosine_similarity(x, text[..., None, :], dim=-1) ([..., T]) as one matrix-vector product and the norms,
+    without the [T, D] product tensor; `lengths`: x holds videos packed along T, text one row per video."""
+    norms = torch.linalg.vector_norm(x, dim=-1).clamp_min(eps)
+    if lengths is None:
+        dots = torch.matmul(x, text.unsqueeze(-1)).squeeze(-1)
+        return dots / (norms * torch.linalg.vector_norm(text, dim=-1, keepdim=True).clamp_min(eps))
+    rows = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), torch.tensor(lengths, device=x.device))
+    dots = torch.matmul(x, text.T).gather(-1, rows[:, None]).squeeze(-1)  # [sum T, N]: N <= a batch of questions
+    return dots / (norms * torch.linalg.vector_norm(text, dim=-1).clamp_min(eps)[rows])
 
 
 class TemporalAgent(nn.Module):
@@ -123,21 +156,39 @@ class TemporalAgent(nn.Module):
         self.value = nn.Linear(dim, dim)
         self.mlp = nn.Sequential(nn.Linear(dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, dim))
 
-    def enhance(self, frame_features: torch.Tensor) -> torch.Tensor:
-        """F_e = MLP(LocalWindowAttention(F_f + PE)) + F_f."""
-        T = frame_features.shape[-2]
-        x = frame_features + sinusoidal_positions(T, self.dim, frame_features.device, frame_features.dtype)
+    def enhance(self, frame_features: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
+        """F_e = MLP(LocalWindowAttention(F_f + PE)) + F_f; `lengths`: videos packed along T (see forward)."""
+        T, dev, dtype = frame_features.shape[-2], frame_features.device, frame_features.dtype
+        if lengths is None:
+            pe, segments = sinusoidal_positions(T, self.dim, dev, dtype), None
+        else:
+            pe = torch.cat([sinusoidal_positions(n, self.dim, dev, dtype) for n in lengths])
+            segments = torch.repeat_interleave(torch.arange(len(lengths), device=dev),
+                                               torch.tensor(lengths, device=dev))
+        x = frame_features + pe
         # q, k and v in one matmul: one pass over x instead of three.
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         q, k, v = F.linear(x, weight, bias).split(self.dim, dim=-1)
-        attended = banded_attention(q, k, v, self.heads, self.window)
-        return self.mlp(attended) + frame_features
+        del x
+        attended = banded_attention(q, k, v, self.heads, self.window, segments)
+        first, _, second = self.mlp
+        # self.mlp, with the ReLU and the residual in place on fresh outputs (autograd needs neither's input)
+        hidden = F.linear(attended, first.weight, first.bias).relu_()
+        return F.linear(hidden, second.weight, second.bias).add_(frame_features)
 
-    def forward(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> torch.Tensor:
-        text = text_feature.unsqueeze(-2)
-        enhanced = self.enhance(frame_features)
-        return F.cosine_similarity(enhanced, text, dim=-1) + F.cosine_similarity(frame_features, text, dim=-1)
+    def forward(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
+                lengths: list[int] | None = None) -> torch.Tensor:
+        """S [..., T]. With `lengths` (T_1, ..., T_N), frame_features [sum T_i, D] holds N videos end to end and
+        text_feature [N, D] their questions: one pass scores them all, each video seeing only its own frames and
+        positions (S [sum T_i]; split it by lengths)."""
+        if lengths is not None:
+            lengths = [int(n) for n in lengths]
+            if frame_features.dim() != 2 or sum(lengths) != frame_features.shape[0] or min(lengths, default=0) < 1:
+                raise ValueError(f"packed videos of lengths {lengths} need frame_features [{sum(lengths)}, D], "
+                                 f"got {list(frame_features.shape)}")
+        enhanced = self.enhance(frame_features, lengths)
+        return cosine_to_text(enhanced, text_feature, lengths) + cosine_to_text(frame_features, text_feature, lengths)
 
     def config(self) -> dict:
         return {"dim": self.dim, "window": self.window, "heads": self.heads, "hidden": self.hidden}

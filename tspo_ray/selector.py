@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +80,54 @@ def select_from_features(frame_features: torch.Tensor, text_feature: torch.Tenso
     positions, scores = select_positions(frame_features.float(), text_feature.float(), method, k, agent,
                                          inference_mode, **params)
     return selection_record(key, method, positions, scores, frame_indices, timestamps_s, time.perf_counter() - t0)
+
+
+def agent_scores_packed(agent, frame_features: Sequence[torch.Tensor],
+                        text_features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The agent's S for several videos in ONE forward pass: the videos are packed end to end along T (no padding,
+    so mixed lengths waste nothing), each attending only to its own frames and positions. Equal to scoring them one
+    at a time up to float rounding (tests/test_agent.py)."""
+    lengths = [int(f.shape[0]) for f in frame_features]
+    packed = torch.cat([f.float() for f in frame_features])
+    texts = torch.stack([t.float() for t in text_features])
+    with torch.no_grad():
+        return list(agent(packed, texts, lengths=lengths).split(lengths))
+
+
+@dataclass
+class SelectionJob:
+    """One selection of a batch (select_many): a video's candidate features, its question's feature, the request."""
+
+    frame_features: torch.Tensor
+    text_feature: torch.Tensor
+    frame_indices: Any
+    timestamps_s: Any
+    k: int
+    method: str = "agent"
+    key: str = ""
+
+
+def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = "top-k") -> list[dict]:
+    """select_from_features for every job, with all agent scoring in one packed forward pass (agent_scores_packed);
+    the records are those one-at-a-time selection gives. `selection_ms` is the batch's time up to this record."""
+    t0 = time.perf_counter()
+    parsed = [policy.parse_selector(job.method) for job in jobs]  # a bad name fails before any scoring
+    by_agent = [i for i, (scorer, _) in enumerate(parsed) if scorer == "agent"]
+    if by_agent and agent is None:
+        selector_scores(torch.zeros(1, 1), torch.zeros(1), "agent", None)  # raises the clear error
+    scores: dict[int, torch.Tensor | None] = {}
+    if by_agent:
+        packed = agent_scores_packed(agent, [jobs[i].frame_features for i in by_agent],
+                                     [jobs[i].text_feature for i in by_agent])
+        scores.update(zip(by_agent, packed))
+    out = []
+    for i, (job, (scorer, method)) in enumerate(zip(jobs, parsed)):
+        feats = job.frame_features.float()
+        s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
+        positions = policy.select(method or inference_mode, feats.shape[0], job.k, s)
+        out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
+                                    time.perf_counter() - t0))
+    return out
 
 
 # --- loading ----------------------------------------------------------------------------------------------------

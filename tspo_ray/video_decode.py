@@ -135,10 +135,16 @@ def _decoded(container, stream, path: str):
             raise VideoError(f"{path}: decoding failed ({_reason(exc, messages)})") from None
 
 
-def _convert(frame, size: int | None) -> np.ndarray:
-    if size:
-        return frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="BICUBIC")  # as decord (FFmpeg's scale default)
-    return frame.to_ndarray(format="rgb24")
+def _convert(frame, size: int | None, reformatter=None) -> np.ndarray:
+    """RGB array of a frame. A reformatter shared across a pass keeps one scaler context: a frame's own to_ndarray
+    builds a new one per frame, which cost several times the decoding of a small video (same pixels either way)."""
+    if reformatter is None:
+        from av.video.reformatter import VideoReformatter
+
+        reformatter = VideoReformatter()
+    if size:  # BICUBIC as decord (FFmpeg's scale default)
+        return reformatter.reformat(frame, width=size, height=size, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
 def decode_sequential(path: str | Path, frame_indices, size: int | None = None, threads: int = 0) -> DecodedFrames:
@@ -202,12 +208,14 @@ def _video_stream(path: str, threads: int):
 def _kept_frames(path: str, container, stream, wanted_sorted: np.ndarray, size: int | None):
     """(position in wanted_sorted, RGB frame, time) for every requested frame, decoding in order and converting only
     the frames kept; a VideoError naming the first missing frame when the stream ends early."""
-    fps, start = _rate(stream), _start_s(stream)
+    from av.video.reformatter import VideoReformatter
+
+    fps, start, reformatter = _rate(stream), _start_s(stream), VideoReformatter()
     slot, index = 0, -1
     for index, frame in enumerate(_decoded(container, stream, path)):
         if index < wanted_sorted[slot]:
             continue  # decoded (the next frames depend on it) but never converted
-        rgb, time = _convert(frame, size), _frame_time(frame, index, fps) - start
+        rgb, time = _convert(frame, size, reformatter), _frame_time(frame, index, fps) - start
         while slot < len(wanted_sorted) and wanted_sorted[slot] == index:
             yield slot, rgb, time
             slot += 1

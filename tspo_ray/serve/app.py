@@ -17,14 +17,15 @@ import time
 from collections import deque
 from typing import Any, Sequence
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
 
-from tspo_ray.evaluation import select_frames
 from tspo_ray.serve.access import RequestError, relative_to_roots, resolve_video
 from tspo_ray.serve.schema import SelectRequest, SelectResponse
+from tspo_ray.selector import SelectionJob
 from tspo_ray.serve.service import KeyframeService, ServeSettings
 
 log = logging.getLogger("tspo_ray.serve")
@@ -78,6 +79,13 @@ def error_response(exc: RequestError, roots: Sequence[str] = ()) -> JSONResponse
                         content={"error": exc.kind, "message": relative_to_roots(exc.message, roots)})
 
 
+def replica_cpus() -> int:
+    """The CPUs Ray gave this replica (ray_actor_options.num_cpus), at least 1."""
+    import ray
+
+    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+
+
 @serve.deployment(name="KeyframeSelector", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
 @serve.ingress(api)
 class KeyframeSelector:
@@ -85,7 +93,8 @@ class KeyframeSelector:
 
     def __init__(self, settings: dict[str, Any] | None = None):
         self.settings = ServeSettings.from_dict(settings)
-        self.service = KeyframeService(self.settings)
+        torch.set_num_threads(1)  # every torch call single-threaded; `workers` of them run at once
+        self.service = KeyframeService(self.settings, self.settings.workers or replica_cpus())
         self._select_batch.set_max_batch_size(self.settings.max_batch_size)
         self._select_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batches only
@@ -99,16 +108,16 @@ class KeyframeSelector:
     async def info(self) -> dict:
         recent = list(self.batch_sizes)
         return {**self.service.describe(),
+                "workers": self.service.workers,
                 "batching": {"max_batch_size": self.settings.max_batch_size, "batches": self.num_batches,
                              "mean_batch_size": sum(recent) / len(recent) if recent else None}}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def _select_batch(self, jobs: list[tuple]) -> list[dict]:
-        """Selections of concurrent requests in one worker-thread call (the agent runs under no_grad)."""
+    async def _select_batch(self, jobs: list[SelectionJob]) -> list[dict]:
+        """Selections of concurrent requests: one agent forward pass for the whole batch (select_many)."""
         self.batch_sizes.append(len(jobs))
         self.num_batches += 1
-        agent, mode = self.service.agent, self.service.inference_mode
-        return await asyncio.to_thread(lambda: [select_frames(item, m, k, agent, mode) for item, m, k in jobs])
+        return await asyncio.to_thread(self.service.select_many, jobs)
 
     @api.post("/select")
     async def select(self, request: Request):
@@ -131,7 +140,7 @@ class KeyframeSelector:
         t1 = time.perf_counter()
         text = await asyncio.to_thread(svc.text_feature, req.question)
         t2 = time.perf_counter()
-        sel = await self._select_batch((svc.make_item(location, req.question, feats, text), req.method, req.num_frames))
+        sel = await self._select_batch(svc.make_job(location, feats, text, req.method, req.num_frames))
         t3 = time.perf_counter()
         frames = await asyncio.to_thread(svc.thumbnails, location, sel["frame_indices"]) if req.return_frames else None
         timings = {"decode_encode_ms": feat_ms, "cache_hit": float(hit), "text_ms": (t2 - t1) * 1000,

@@ -1,9 +1,9 @@
 """The keyframe-selection core behind the HTTP app: encoder + agent, an LRU of per-video features, selection.
 
 No Ray here: the Serve deployment (app.py) is a thin shell around KeyframeService, so the logic runs and is tested
-in one process too. Selections go through tspo_ray.evaluation.select_frames (the selector API's feature-level path)
-on a FeatureItem, exactly as
-jobs/evaluate.py does, so the service and the evaluation job pick the same frames for the same checkpoint.
+in one process too. Selections go through tspo_ray.selector.select_many, the batched form of the feature-level path
+jobs/evaluate.py selects through (one agent forward pass per batch, the same records as one at a time), so the
+service and the evaluation job pick the same frames for the same checkpoint.
 """
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from tspo_ray import video as video_io
-from tspo_ray.data.records import QARecord
-from tspo_ray.features import FeatureSpec, VideoFeatures, compute_video_features
+from tspo_ray.features import VideoFeatures
 from tspo_ray.policy import SELECTORS
-from tspo_ray.rollout import FeatureItem
+from tspo_ray.selector import SelectionJob, select_many
 from tspo_ray.serve.access import RequestError, url_scheme
 from tspo_ray.serve.cache import LRUCache
 
@@ -59,6 +58,10 @@ class ServeSettings:
     batch_wait_timeout_s: float = 0.005
     #: seed of the random agent used when no checkpoint is given
     seed: int = 0
+    #: torch calls (CLIP, agent) running at once, each single-threaded; None = the replica's CPUs (1 in-process).
+    #: Separate single-threaded calls use the cores without the barrier waits of one multi-threaded call, which on
+    #: shared cores cost several times the work itself (benchmarks/serve_load.py)
+    workers: int | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> "ServeSettings":
@@ -71,6 +74,12 @@ class ServeSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: frames decoded then encoded at a time, and CLIP's batch: compute_video_features' defaults, so the features are
+#: those of the feature store bit for bit
+FEATURE_CHUNK = 256
+ENCODE_BATCH = 64
 
 
 def _file_digest(path: Path) -> str:
@@ -129,7 +138,7 @@ def jpeg_thumbnails(location: str, frame_indices: list[int], size: int) -> list[
 class KeyframeService:
     """Holds the encoder, the agent and the feature cache; every method is safe to call from worker threads."""
 
-    def __init__(self, settings: ServeSettings):
+    def __init__(self, settings: ServeSettings, workers: int | None = None):
         from tspo_ray.encoders import load_encoder
 
         self.settings = settings
@@ -138,8 +147,12 @@ class KeyframeService:
             settings, self.encoder.dim)
         self.features = LRUCache(settings.cache_size)
         self.text = LRUCache(1024)
-        # one CLIP call at a time: concurrent torch calls only oversubscribe the replica's cores
-        self._encode_lock = threading.Lock()
+        # at most `workers` torch calls at once (more would only oversubscribe the replica's cores); decoding runs
+        # outside them (PyAV releases the GIL), so one video decodes while another encodes
+        self.workers = max(1, int(workers or settings.workers or 1))
+        self._torch_slots = threading.BoundedSemaphore(self.workers)
+        # one more video decoding than encoding keeps the torch slots fed; it also bounds the pixels held
+        self._decode_slots = threading.BoundedSemaphore(self.workers + 1)
         self._inflight: dict[tuple, threading.Lock] = {}
         self._inflight_guard = threading.Lock()
 
@@ -182,30 +195,43 @@ class KeyframeService:
         return feats, False, (time.perf_counter() - t0) * 1000
 
     def _compute(self, location: str, fps: float, max_candidates: int | None) -> VideoFeatures:
-        spec = FeatureSpec(fps, max_candidates, self.settings.frame_size, self.encoder.name)
+        """compute_video_features' result (same frames, same encoder batches, so the same features as the feature
+        store), with the file probed once and decoded outside the torch slots, one codec thread per video."""
+        from tspo_ray import video_decode
+
         try:
-            with self._encode_lock:
-                feats = compute_video_features(location, self.encoder, spec)
+            info = video_decode.probe(location)
+            indices, times = video_io.candidate_indices(info.num_frames, info.native_fps, fps, max_candidates)
+            chunks = video_decode.iter_sequential(location, indices, self.settings.frame_size, threads=1,
+                                                  chunk=FEATURE_CHUNK)
+            feats = []
+            with self._decode_slots:
+                for decoded in chunks:
+                    with self._torch_slots:
+                        feats.append(self.encoder.encode_frames(decoded.frames, batch_size=ENCODE_BATCH))
         except (video_io.VideoError, ValueError) as exc:
             raise RequestError(422, "bad_video", str(exc)) from None
         # stored in float16 like the feature store, so selections match jobs/evaluate.py bit for bit
-        feats.frame_features = feats.frame_features.half()
-        return feats
+        return VideoFeatures(torch.cat(feats).half(), indices.astype(np.int64), times.astype(np.float64),
+                             info.duration_s, location)
 
     def text_feature(self, question: str) -> torch.Tensor:
         cached = self.text.get(question)
         if cached is None:
-            with self._encode_lock:
+            with self._torch_slots:
                 cached = self.encoder.encode_text([question]).float()[0].clone()
             self.text.put(question, cached)
         return cached
 
-    def make_item(self, location: str, question: str, feats: VideoFeatures, text: torch.Tensor) -> FeatureItem:
-        """The FeatureItem evaluation.select_frames works on (the record carries only what selection reads)."""
-        record = QARecord(id="request", video=location, question=question, options=["", ""], answer="A",
-                          duration_s=feats.duration_s)
-        return FeatureItem(record, feats.frame_features.float(), text, np.asarray(feats.frame_indices),
-                           np.asarray(feats.timestamps_s), location)
+    def make_job(self, location: str, feats: VideoFeatures, text: torch.Tensor, method: str, k: int) -> SelectionJob:
+        """What selection reads of a request: the fields evaluation.select_frames takes from a FeatureItem."""
+        return SelectionJob(feats.frame_features.float(), text, np.asarray(feats.frame_indices),
+                            np.asarray(feats.timestamps_s), k, method, key=location)
+
+    def select_many(self, jobs: list[SelectionJob]) -> list[dict]:
+        """Selections of a batch of requests, all agent scoring in one forward pass (in a torch slot)."""
+        with self._torch_slots:
+            return select_many(jobs, self.agent, self.inference_mode)
 
     def thumbnails(self, location: str, frame_indices: list[int]) -> list[str]:
         try:
