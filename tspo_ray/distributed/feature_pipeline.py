@@ -12,10 +12,11 @@ loop (`features.extract_local`), so both write the same features.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from tspo_ray.distributed.feature_decode import DecodeChunks, DecodeSpec
 from tspo_ray.features import FeatureSpec, FeatureStore, assemble_features, plan_extraction
 
 
@@ -26,47 +27,6 @@ def extract_kwargs(cfg) -> dict:
     opts = encoder_actor_options(cfg)
     return {"num_workers": opts["concurrency"], "cpus_per_worker": opts["num_cpus"],
             "gpus_per_worker": opts["num_gpus"], "resources": opts.get("resources")}
-
-
-def _row(path: str, key: str, chunk: int, last: bool, frames: np.ndarray, indices: np.ndarray, times: np.ndarray,
-         duration_s: float, reason: str = "") -> dict[str, np.ndarray]:
-    """One pipeline row as a numpy batch of one (Ray Data's batch format)."""
-    return {"video": np.array([path]), "key": np.array([key]), "chunk": np.array([chunk]), "last": np.array([last]),
-            "frames": frames[None], "frame_indices": np.asarray(indices, np.int64)[None],
-            "timestamps_s": np.asarray(times, np.float64)[None], "duration_s": np.array([duration_s]),
-            "reason": np.array([reason])}
-
-
-def decode_rows(path: str, key: str, spec: FeatureSpec, chunk: int = 256) -> Iterator[dict[str, np.ndarray]]:
-    """A video's candidate frames as rows of at most `chunk` frames, in order, the last one flagged; a video that
-    fails (before or part-way) ends with a row carrying the decoder's reason and no frames."""
-    from tspo_ray import video as video_io
-    from tspo_ray.features import video_candidates
-
-    side = spec.frame_size or 1
-    empty = np.zeros((0, side, side, 3), np.uint8)
-    done = 0
-    try:
-        cands = video_candidates(path, spec)
-        n = len(cands.frame_indices)
-        for i, frames in enumerate(video_io.iter_frames(path, cands.frame_indices, spec.frame_size, chunk=chunk)):
-            sl = slice(done, done + len(frames))
-            done += len(frames)
-            yield _row(path, key, i, done == n, frames, cands.frame_indices[sl], cands.timestamps_s[sl],
-                       cands.info.duration_s)
-    except Exception as exc:  # quarantine any failure of one video (with the decoder's reason); the pipeline goes on
-        yield _row(path, key, -1, True, empty, [], [], 0.0, str(exc) or type(exc).__name__)
-
-
-class DecodeChunks:
-    """Ray Data callable class (CPU): one video per input row -> its chunk rows (see decode_rows)."""
-
-    def __init__(self, feature_spec: FeatureSpec, chunk: int = 256):
-        self.spec, self.chunk = feature_spec, chunk
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        for path, key in zip(batch["video"], batch["key"]):
-            yield from decode_rows(str(path), str(key), self.spec, self.chunk)
 
 
 class EncodeChunks:
@@ -149,6 +109,12 @@ def _tensor(embeddings):
     return torch.from_numpy(np.array(embeddings, dtype=np.float32))  # a writable copy
 
 
+def _pool(most: int):
+    from ray.data import ActorPoolStrategy
+
+    return ActorPoolStrategy(min_size=1, max_size=max(1, most))
+
+
 def build_dataset(todo: Sequence[tuple[str, str]], encoder_spec: dict, spec: FeatureSpec, num_workers: int = 2,
                   cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, resources: dict[str, float] | None = None,
                   decode_workers: int = 1, decode_cpus: float = 1.0, chunk: int = 256, batch_size: int = 64):
@@ -160,13 +126,13 @@ def build_dataset(todo: Sequence[tuple[str, str]], encoder_spec: dict, spec: Fea
 
     rows = [{"video": path, "key": key} for path, key in todo]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map_batches(DecodeChunks, fn_constructor_kwargs={"feature_spec": spec, "chunk": chunk}, batch_size=1,
-                        concurrency=(1, max(1, decode_workers)), num_cpus=decode_cpus)
+    ds = ds.map_batches(DecodeChunks, fn_constructor_kwargs={"spec": DecodeSpec.of(spec), "chunk": chunk},
+                        batch_size=1, compute=_pool(decode_workers), num_cpus=decode_cpus)
     threads = max(1, int(cpus_per_worker)) if not gpus_per_worker else None
     return ds.map_batches(
         EncodeChunks,
         fn_constructor_kwargs={"encoder_spec": encoder_spec, "batch_size": batch_size, "threads": threads},
-        batch_size=1, concurrency=(1, max(1, num_workers)), num_cpus=cpus_per_worker,
+        batch_size=1, compute=_pool(num_workers), num_cpus=cpus_per_worker,
         **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
         **({"resources": dict(resources)} if resources else {}),
     )
