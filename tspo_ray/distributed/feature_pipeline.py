@@ -97,9 +97,12 @@ class VideoAssembler:
         feats = assemble_features(
             [_tensor(r["embeddings"]) for r in rows], np.concatenate([r["frame_indices"] for r in rows]),
             np.concatenate([r["timestamps_s"] for r in rows]), float(rows[0]["duration_s"]), str(row["video"]))
-        self.store.put(key, feats)
         self.finished.add(key)
         del self.pending[key]
+        try:
+            self.store.put(key, feats)
+        except OSError as exc:  # as the single-process loop: a video whose entry cannot be written fails alone
+            return "failed", {"video": str(row["video"]), "key": key, "reason": str(exc)}
         return "encoded", {"frames": len(feats.frame_indices)}
 
 
@@ -124,6 +127,9 @@ def build_dataset(todo: Sequence[tuple[str, str]], encoder_spec: dict, spec: Fea
     actor and grow to decode_workers / num_workers while the cluster has room (a 2-CPU machine: one of each)."""
     import ray
 
+    if chunk < 1 or decode_workers < 1 or num_workers < 1:
+        raise ValueError(f"chunk, decode_workers and num_workers must be >= 1, got {chunk}, {decode_workers}, "
+                         f"{num_workers}")
     rows = [{"video": path, "key": key} for path, key in todo]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map_batches(DecodeChunks, fn_constructor_kwargs={"spec": DecodeSpec.of(spec), "chunk": chunk},
