@@ -1,8 +1,11 @@
 """Ray Data feature extraction: decode each distinct video of a split once and CLIP-encode it into the store.
 
-    uv run python pipelines/extract_features.py --split train [--workers 2] [key=value config overrides]
+    uv run python pipelines/extract_features.py --split train [--workers 2] [--decode-workers 1] [--chunk 256]
+        [key=value config overrides]
 
-A second run reuses every stored entry. Videos that cannot be used are listed in <store>/errors.jsonl with the
+Decode actors (CPU) turn each video into rows of at most --chunk uint8 frames; encoder actors (the encoder loaded
+once each, on features.encoder.device) turn rows into embeddings; this process assembles and writes each video's
+entry. A second run reuses every stored entry. Videos that cannot be used are listed in <store>/errors.jsonl with the
 reason; the pipeline goes on with the rest.
 """
 from __future__ import annotations
@@ -25,6 +28,10 @@ def main() -> None:
     ap.add_argument("--config")
     ap.add_argument("--split", default="train", choices=["train", "val", "test"])
     ap.add_argument("--workers", type=int, help="encoder actors (default: features.workers)")
+    ap.add_argument("--decode-workers", type=int, default=1, help="most decode actors (default: 1)")
+    ap.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode actor (default: 1)")
+    ap.add_argument("--chunk", type=int, default=256,
+                    help="most frames per row between decoding and encoding (memory per row; default: 256)")
     ap.add_argument("--gpus-per-worker", type=float, help="GPUs per encoder actor (default: from the config)")
     ap.add_argument("--retry-failed", action="store_true",
                     help="decode videos that failed before again (by default their recorded reason stands)")
@@ -32,6 +39,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.retry_failed:
         args.overrides.append("features.retry_failed=true")
+    for flag, value in (("--decode-workers", args.decode_workers), ("--chunk", args.chunk)):
+        if value < 1:
+            sys.exit(f"error: {flag} must be >= 1, got {value}")
+    if args.decode_cpus <= 0:
+        sys.exit(f"error: --decode-cpus must be > 0, got {args.decode_cpus}")
     try:
         cfg = load_config(args.config, args.overrides)
         cfg.data.on_bad_record = "skip"  # extraction lists bad lines and encodes the rest
@@ -54,7 +66,8 @@ def main() -> None:
     if args.gpus_per_worker is not None:
         actor_kwargs["gpus_per_worker"] = args.gpus_per_worker
     counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store,
-                              retry_failed=cfg.features.retry_failed, **actor_kwargs)
+                              retry_failed=cfg.features.retry_failed, decode_workers=args.decode_workers,
+                              decode_cpus=args.decode_cpus, chunk=args.chunk, **actor_kwargs)
     print(f"{counts} -> {store.root}")
     if counts["failed"]:
         print(f"{counts['failed']} videos failed: see {store.errors_path}")

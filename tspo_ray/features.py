@@ -66,11 +66,23 @@ def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_s
                            chunk: int = 256) -> VideoFeatures:
     """Decode the candidates (resized in this process) and encode them, `chunk` frames at a time from one decoding
     pass, so memory holds one chunk of pixels even at 16k candidates. Raises VideoError for unusable videos."""
-    cands = video_io.candidates(path, spec.fps, spec.max_candidates, spec.min_candidates)
-    feats = torch.cat([encoder.encode_frames(frames, batch_size=batch_size)
-                       for frames in video_io.iter_frames(path, cands.frame_indices, spec.frame_size, chunk=chunk)])
-    return VideoFeatures(feats.float(), cands.frame_indices.astype(np.int64), cands.timestamps_s.astype(np.float64),
-                         cands.info.duration_s, str(path))
+    cands = video_candidates(path, spec)
+    feats = [encoder.encode_frames(frames, batch_size=batch_size)
+             for frames in video_io.iter_frames(path, cands.frame_indices, spec.frame_size, chunk=chunk)]
+    return assemble_features(feats, cands.frame_indices, cands.timestamps_s, cands.info.duration_s, path)
+
+
+def video_candidates(path: str | Path, spec: FeatureSpec) -> video_io.Candidates:
+    """The candidate frames a spec asks of a video (raises VideoError for unusable videos)."""
+    return video_io.candidates(path, spec.fps, spec.max_candidates, spec.min_candidates)
+
+
+def assemble_features(chunk_features: Sequence[torch.Tensor], frame_indices, timestamps_s, duration_s: float,
+                      path: str | Path) -> VideoFeatures:
+    """A store entry from the features of a video's chunks, in order: the one place both extraction paths (this
+    process and the Ray Data pipeline) build an entry, so they write the same thing."""
+    return VideoFeatures(torch.cat(list(chunk_features)).float(), np.asarray(frame_indices).astype(np.int64),
+                         np.asarray(timestamps_s).astype(np.float64), float(duration_s), str(path))
 
 
 class FeatureStore:

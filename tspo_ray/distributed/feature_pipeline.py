@@ -1,7 +1,14 @@
-"""Ray Data feature pipeline: decode each distinct video once and CLIP-encode it across workers.
+"""Ray Data feature pipeline: decode and encode as separate stages, entries assembled and written by the driver.
 
-Each actor loads the encoder once, decodes (resized inside the worker) and encodes a video, and writes the entry to
-the shared store itself; only keys, paths and status strings flow back to the driver, never pixels or embeddings.
+    videos ─► DecodeChunks (CPU actors: candidates, uint8 frames, <= `chunk` frames a row)
+           ─► EncodeChunks (encoder actors, model loaded once; CPU or GPU by the encoder's device)
+           ─► VideoAssembler (driver: a video's chunks in order -> one store entry, or its failure reason)
+
+Splitting the stages lets decoding of the next video overlap encoding of this one, each on its own core, and puts
+GPUs only where the model runs. Only paths, keys, candidate indices and times, uint8 frames (between the two
+stages) and embeddings cross the object store. A long video becomes many rows, so memory holds a few chunks, not a
+video. Entries are built by `features.assemble_features` from the same chunks and batches as the single-process
+loop (`features.extract_local`), so both write the same features.
 """
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tspo_ray.features import FeatureSpec, FeatureStore, compute_video_features, plan_extraction
+from tspo_ray.distributed.feature_decode import DecodeChunks, DecodeSpec
+from tspo_ray.features import FeatureSpec, FeatureStore, assemble_features, plan_extraction
 
 
 def extract_kwargs(cfg) -> dict:
@@ -21,57 +29,151 @@ def extract_kwargs(cfg) -> dict:
             "gpus_per_worker": opts["num_gpus"], "resources": opts.get("resources")}
 
 
-class EncodeVideos:
-    """A Ray Data callable class: one encoder per actor, one video per row."""
+class EncodeChunks:
+    """Ray Data callable class: one encoder per actor (torch intra-op threads = its CPUs); frames in, embeddings out.
 
-    def __init__(self, encoder_spec: dict, feature_spec: FeatureSpec, store_root: str, batch_size: int = 64):
+    Each row's frames are encoded batch_size at a time from the row's start, as the single-process loop encodes a
+    chunk, so the features are the same."""
+
+    def __init__(self, encoder_spec: dict, batch_size: int = 64, threads: int | None = None):
+        import torch
+
         from tspo_ray.encoders import load_encoder
 
+        if threads:
+            torch.set_num_threads(threads)
         self.encoder = load_encoder(encoder_spec)
-        self.spec, self.store, self.batch_size = feature_spec, FeatureStore(store_root), batch_size
+        self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        status, reason, frames = [], [], []
-        for path, key in zip(batch["video"], batch["key"]):
-            try:
-                feats = compute_video_features(str(path), self.encoder, self.spec, self.batch_size)
-                self.store.put(str(key), feats)
-                status.append("encoded"), reason.append(""), frames.append(len(feats.frame_indices))
-            except Exception as exc:  # quarantine any failure of one video; the pipeline goes on
-                status.append("failed"), reason.append(str(exc)), frames.append(0)
-        return {"video": batch["video"], "key": batch["key"], "status": np.array(status),
-                "reason": np.array(reason), "frames": np.array(frames)}
+        out = {k: v for k, v in batch.items() if k != "frames"}
+        embeddings, reasons = [], list(batch["reason"])
+        for i, frames in enumerate(batch["frames"]):
+            emb = np.zeros((0, self.encoder.dim), np.float32)
+            if not reasons[i]:
+                try:
+                    emb = self.encoder.encode_frames(np.asarray(frames), batch_size=self.batch_size).numpy()
+                except Exception as exc:  # a chunk the encoder rejects fails its video, not the pipeline
+                    reasons[i] = f"{batch['video'][i]}: cannot encode ({type(exc).__name__}: {exc})"
+            embeddings.append(emb)
+        out["embeddings"] = _stack(embeddings)
+        out["reason"] = np.array(reasons)
+        return out
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """[B, ...] when the shapes agree, else an object array of B arrays (Ray Data stores it as a ragged tensor)."""
+    if len({a.shape for a in arrays}) == 1:
+        return np.stack(arrays)
+    ragged = np.empty(len(arrays), dtype=object)
+    ragged[:] = arrays
+    return ragged
+
+
+class VideoAssembler:
+    """The driver's end of the pipeline: collects each video's encoded chunks (which may arrive in any order from
+    several encoder actors) and, once all have arrived, writes the store entry; a failed chunk fails its video."""
+
+    def __init__(self, store: FeatureStore):
+        self.store = store
+        self.pending: dict[str, dict[int, dict]] = {}
+        self.finished: set[str] = set()
+
+    def add(self, row: dict) -> tuple[str, dict] | None:
+        """Take one encoded row; returns ("encoded", {frames}) or ("failed", error row) when a video finishes."""
+        key, chunk = str(row["key"]), int(row["chunk"])
+        if key in self.finished:
+            return None  # an earlier chunk of a video that already failed
+        if str(row["reason"]):
+            self.finished.add(key)
+            self.pending.pop(key, None)
+            return "failed", {"video": str(row["video"]), "key": key, "reason": str(row["reason"])}
+        parts = self.pending.setdefault(key, {})
+        parts[chunk] = row
+        last = next((c for c, r in parts.items() if bool(r["last"])), None)
+        if last is None or len(parts) != last + 1:
+            return None
+        rows = [parts[c] for c in range(last + 1)]
+        feats = assemble_features(
+            [_tensor(r["embeddings"]) for r in rows], np.concatenate([r["frame_indices"] for r in rows]),
+            np.concatenate([r["timestamps_s"] for r in rows]), float(rows[0]["duration_s"]), str(row["video"]))
+        self.finished.add(key)
+        del self.pending[key]
+        try:
+            self.store.put(key, feats)
+        except OSError as exc:  # as the single-process loop: a video whose entry cannot be written fails alone
+            return "failed", {"video": str(row["video"]), "key": key, "reason": str(exc)}
+        return "encoded", {"frames": len(feats.frame_indices)}
+
+
+def _tensor(embeddings):
+    import torch
+
+    return torch.from_numpy(np.array(embeddings, dtype=np.float32))  # a writable copy
+
+
+def _pool(most: int):
+    from ray.data import ActorPoolStrategy
+
+    return ActorPoolStrategy(min_size=1, max_size=max(1, most))
+
+
+def build_dataset(todo: Sequence[tuple[str, str]], encoder_spec: dict, spec: FeatureSpec, num_workers: int = 2,
+                  cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, resources: dict[str, float] | None = None,
+                  decode_workers: int = 1, decode_cpus: float = 1.0, chunk: int = 256, batch_size: int = 64):
+    """The lazy Ray Data dataset of encoded chunk rows for (path, key) pairs.
+
+    One input block per video, so a video streams through as soon as it is decoded. The actor pools start with one
+    actor and grow to decode_workers / num_workers while the cluster has room (a 2-CPU machine: one of each)."""
+    import ray
+
+    if chunk < 1 or decode_workers < 1 or num_workers < 1:
+        raise ValueError(f"chunk, decode_workers and num_workers must be >= 1, got {chunk}, {decode_workers}, "
+                         f"{num_workers}")
+    rows = [{"video": path, "key": key} for path, key in todo]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map_batches(DecodeChunks, fn_constructor_kwargs={"spec": DecodeSpec.of(spec), "chunk": chunk},
+                        batch_size=1, compute=_pool(decode_workers), num_cpus=decode_cpus)
+    threads = max(1, int(cpus_per_worker)) if not gpus_per_worker else None
+    return ds.map_batches(
+        EncodeChunks,
+        fn_constructor_kwargs={"encoder_spec": encoder_spec, "batch_size": batch_size, "threads": threads},
+        batch_size=1, compute=_pool(num_workers), num_cpus=cpus_per_worker,
+        **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
+        **({"resources": dict(resources)} if resources else {}),
+    )
 
 
 def extract_with_ray(videos: Sequence[str], encoder_spec: dict, spec: FeatureSpec, store: FeatureStore,
                      num_workers: int = 2, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-                     resources: dict[str, float] | None = None, progress: bool = True,
-                     retry_failed: bool = False) -> dict[str, int]:
+                     resources: dict[str, float] | None = None, progress: bool = True, retry_failed: bool = False,
+                     decode_workers: int = 1, decode_cpus: float = 1.0, chunk: int = 256) -> dict[str, int]:
     """Encode the videos not in the store yet; returns counts and records failures in the errors table.
 
-    Each encoder actor asks Ray for cpus_per_worker CPUs, gpus_per_worker GPUs (give it one, or a fraction, when the
-    encoder's device is CUDA: Ray hides the GPUs of actors that did not ask) and the custom `resources`."""
-    import ray
+    Each encoder actor asks Ray for cpus_per_worker CPUs (its torch threads), gpus_per_worker GPUs (give it one, or
+    a fraction, when the encoder's device is CUDA: Ray hides the GPUs of actors that did not ask) and the custom
+    `resources`; each decode actor for decode_cpus CPUs. Known-bad videos are skipped unless retry_failed."""
     from tqdm import tqdm
 
     todo, counts, errors = plan_extraction(videos, spec, store, retry_failed)
     counts["frames"] = 0
-    rows = [{"video": path, "key": key} for path, key in todo]
-    if rows:
-        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 64 * num_workers)).map_batches(
-            EncodeVideos,
-            fn_constructor_kwargs={"encoder_spec": encoder_spec, "feature_spec": spec, "store_root": str(store.root)},
-            batch_size=1, concurrency=num_workers, num_cpus=cpus_per_worker,
-            **({"num_gpus": gpus_per_worker} if gpus_per_worker else {}),
-            **({"resources": dict(resources)} if resources else {}),
-        )
-        for row in tqdm(ds.iter_rows(), total=len(rows), desc="encode videos", disable=not progress):
-            if row["status"] == "encoded":
-                counts["encoded"] += 1
-                counts["frames"] += int(row["frames"])
-            else:
-                counts["failed"] += 1
-                errors.append({"video": str(row["video"]), "key": str(row["key"]), "reason": str(row["reason"])})
+    if todo:
+        ds = build_dataset(todo, encoder_spec, spec, num_workers, cpus_per_worker, gpus_per_worker, resources,
+                           decode_workers, decode_cpus, chunk)
+        assembler = VideoAssembler(store)
+        with tqdm(total=len(todo), desc="encode videos", disable=not progress) as bar:
+            for row in ds.iter_rows():
+                done = assembler.add(row)
+                if done is None:
+                    continue
+                status, info = done
+                bar.update()
+                if status == "encoded":
+                    counts["encoded"] += 1
+                    counts["frames"] += info["frames"]
+                else:
+                    counts["failed"] += 1
+                    errors.append(info)
     if errors:
         store.record_errors(errors)
     return counts
