@@ -130,16 +130,36 @@ def test_killed_answerer_is_replaced_without_losing_or_repeating_groups(ray_loca
     pool = AnswererPool(AnswererFactory("embedded", settings), num_actors=2, num_cpus=0.25, jobs_per_call=1)
     import ray
 
+    import zlib
+
     ray.get([a.pid.remote() for a in pool.actors])  # both up
-    victim = pool.actors[0]
+    slot = zlib.crc32(jobs[0].video_path.encode()) % 2  # the actor the first video's jobs are pinned to
+    victim = pool.actors[slot]
     ray.kill(victim)  # dies before its chunk arrives: the chunk must be re-run once on a replacement
     results = pool.score(jobs)
-    assert pool.restarts >= 1 and pool.actors[0] != victim
+    assert pool.restarts >= 1 and pool.actors[slot] != victim
     local = build_answerer("embedded", settings)
     assert len(results) == len(jobs)
     for job, (result, texts) in zip(jobs, results):
         expected = score_answers(job, [a.option for a in local.answer(job.requests())])
         assert torch.equal(result.rewards, expected.rewards) and len(texts) == len(job.sets)
+    pool.shutdown()
+
+
+def test_each_video_is_answered_by_one_actor_so_frame_caches_do_not_overlap(ray_local, tiny_world, tiny_hf_clip):
+    from tspo_ray.answerers import AnswererFactory
+    from tspo_ray.data.records import read_records
+    from tspo_ray.distributed.answerer_pool import AnswererPool, ScoreJob
+
+    records, _ = read_records(tiny_world / "train.jsonl")
+    jobs = [ScoreJob(r, str(tiny_world / r.video), (((i, i + 4), (i / 2, i / 2 + 2)),)) for i, r in enumerate(records)]
+    videos = {job.video_path for job in jobs}
+    assert len(videos) >= 2
+    settings = {"encoder": {"backend": "hf", "model": tiny_hf_clip}}
+    pool = AnswererPool(AnswererFactory("embedded", settings), num_actors=2, num_cpus=0.25, jobs_per_call=1)
+    pool.score(jobs)
+    cached = [s["cached_videos"] for s in pool.stats()]
+    assert sum(cached) == len(videos)  # no video decoded by both actors
     pool.shutdown()
 
 

@@ -181,6 +181,11 @@ class EmbeddedAnswerer:
         self._frames: dict[tuple, torch.Tensor] = {}
         self.object_text = self._texts(OBJECT_NAMES)  # [36, D]
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """What the frame cache holds (the answerer actor pool reports it per actor)."""
+        return {"cached_frames": len(self._frames), "cached_videos": len({key[0] for key in self._frames})}
+
     def _texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Text features, cached: option statements repeat across the G sets of a question."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._text]

@@ -113,24 +113,31 @@ class AnswererActorPool:
         answers = self.answer_chunks([unique[i : i + size] for i in range(0, len(unique), size)])
         return [answers[r.key] for r in requests]
 
-    def answer_chunks(self, chunks: Sequence[Sequence[AnswerRequest]]) -> dict[str, Answer]:
-        """Answers by key, one actor call per chunk. A chunk lost with a dead actor is resent (the actor replaced)."""
+    def answer_chunks(self, chunks: Sequence[Sequence[AnswerRequest]],
+                      slots: Sequence[int] | None = None) -> dict[str, Answer]:
+        """Answers by key, one actor call per chunk. A chunk lost with a dead actor is resent (the actor replaced).
+
+        slots[i] pins chunk i to actor slots[i] % N (e.g. by video, so each actor's frame cache holds its own
+        videos); unpinned chunks go to whichever actor is idle."""
         results: dict[str, Answer] = {}
-        queue = deque(chunk for chunk in chunks if chunk)
-        pending: dict[Any, tuple[int, Any, Sequence[AnswerRequest]]] = {}  # future -> (slot, actor, chunk)
+        pins = [None if slots is None else slots[i] % len(self.actors) for i in range(len(chunks))]
+        queue = [(chunk, pin) for chunk, pin in zip(chunks, pins) if chunk]
+        pending: dict[Any, tuple[int, Any, Sequence[AnswerRequest], int | None]] = {}  # future -> slot, actor, ...
         while queue or pending:
-            busy = {slot for slot, _, _ in pending.values()}
+            busy = {slot for slot, _, _, _ in pending.values()}
             for slot, actor in enumerate(self.actors):
-                if queue and slot not in busy:
-                    chunk = queue.popleft()
-                    pending[actor.answer.remote(list(chunk))] = (slot, actor, chunk)
+                pick = next((i for i, (_, pin) in enumerate(queue) if pin in (None, slot)), None)
+                if slot in busy or pick is None:
+                    continue
+                chunk, pin = queue.pop(pick)
+                pending[actor.answer.remote(list(chunk))] = (slot, actor, chunk, pin)
             done, _ = ray.wait(list(pending), num_returns=1)
-            slot, actor, chunk = pending.pop(done[0])
+            slot, actor, chunk, pin = pending.pop(done[0])
             try:
                 answers = ray.get(done[0])
             except _DEAD as exc:
                 self._replace(slot, actor, exc)
-                queue.appendleft(chunk)
+                queue.insert(0, (chunk, pin))
                 continue
             for answer in answers:
                 results.setdefault(answer.key, answer)

@@ -8,6 +8,7 @@ computed here, by the pool's caller, which holds the records with their labels. 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -77,9 +78,17 @@ class AnswererPool(AnswererActorPool):
     def score(self, jobs: Sequence[ScoreJob]) -> list[tuple[RewardResult, list[str]]]:
         """(rewards, answer texts) per job, in job order; survives actor deaths (see AnswererActorPool)."""
         per_job = [job.requests() for job in jobs]
-        step = self.jobs_per_call
-        answers = self.answer_chunks([dedupe([r for reqs in per_job[i : i + step] for r in reqs])
-                                      for i in range(0, len(jobs), step)])
+        # Each video's jobs go to one actor (by a stable hash of the path), so every actor's frame cache holds its
+        # own share of the videos instead of every actor decoding every video once.
+        by_slot: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_slot.setdefault(zlib.crc32(job.video_path.encode()) % len(self.actors), []).append(i)
+        chunks, slots = [], []
+        for slot, idx in sorted(by_slot.items()):
+            for start in range(0, len(idx), self.jobs_per_call):
+                chunks.append(dedupe([r for i in idx[start : start + self.jobs_per_call] for r in per_job[i]]))
+                slots.append(slot)
+        answers = self.answer_chunks(chunks, slots)
         out = []
         for job, reqs in zip(jobs, per_job):
             got = [answers[r.key] for r in reqs]
