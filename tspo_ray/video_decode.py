@@ -73,20 +73,36 @@ _HINTS = {
     "could not find codec parameters": "the stream's codec parameters are unreadable",
 }
 _LOG_LEVEL_LOCK = threading.Lock()
+_captures = 0  # ffmpeg_messages blocks active in any thread
+_enabled_here = False  # whether the log level was switched on by them (a level the caller set is left alone)
 
 
 @contextlib.contextmanager
 def ffmpeg_messages():
     """Collect FFmpeg's own error lines (e.g. "moov atom not found") while decoding in this thread: PyAV's exceptions
-    only say "Invalid data found when processing input", and FFmpeg logging is off by default."""
+    only say "Invalid data found when processing input", and FFmpeg logging is off by default.
+
+    PyAV's log callback is switched on only while some block is active and off again after the last one: with it on,
+    freeing a frame-threaded decoder (which holds the GIL) can wait forever on a codec thread that is waiting for the
+    GIL to log (PyAV issue 909)."""
     import av.logging
 
+    global _captures, _enabled_here
     with _LOG_LEVEL_LOCK:
-        if av.logging.get_level() is None:
+        if _captures == 0 and av.logging.get_level() is None:
             av.logging.set_level(av.logging.ERROR)
             av.logging.set_skip_repeated(False)  # the same failure in the next file must be reported too
-    with av.logging.Capture(local=True) as logs:
-        yield logs
+            _enabled_here = True
+        _captures += 1
+    try:
+        with av.logging.Capture(local=True) as logs:
+            yield logs
+    finally:
+        with _LOG_LEVEL_LOCK:
+            _captures -= 1
+            if _captures == 0 and _enabled_here:
+                av.logging.set_level(None)
+                _enabled_here = False
 
 
 def _reason(exc: Exception, messages=()) -> str:
@@ -195,13 +211,18 @@ def _requested(path: str, frame_indices) -> np.ndarray:
 
 @contextlib.contextmanager
 def _video_stream(path: str, threads: int):
-    container = _open(path)
+    container, stream = _open(path), None
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         yield container, stream
     finally:
+        try:  # drain the frames still in the codec threads, so that none is mid-frame when the decoder is freed
+            if stream is not None:
+                stream.codec_context.decode(None)
+        except Exception:  # a decoder that failed, or has nothing left
+            pass
         container.close()
 
 
@@ -243,7 +264,7 @@ def decode_keyframes_nearest(path: str | Path, frame_indices, size: int | None =
     wanted = np.asarray([int(i) for i in frame_indices], dtype=np.int64)
     if wanted.size == 0:
         raise VideoError(f"{path}: no frame indices requested")
-    container = _open(path)
+    container, stream = _open(path), None
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
