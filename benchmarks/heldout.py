@@ -91,8 +91,8 @@ def format_report(summary: dict, seeds: list[int], worlds: list[int], modes: dic
     for sel, s in summary.items():
         o = s["overall"]
         fam = " | ".join(f"{pct(s[f]['mean']):.1f} ± {pct(s[f]['sd']):.1f}" for f in FAMILIES)
-        lines.append(f"| {sel} | {pct(o['mean']):.1f} ± {pct(o['sd']):.1f} | {pct(o['ci'][0]):.1f}–{pct(o['ci'][1]):.1f}"
-                     f" | {fam} |")
+        ci = f"{pct(o['ci'][0]):.1f}–{pct(o['ci'][1]):.1f}"
+        lines.append(f"| {sel} | {pct(o['mean']):.1f} ± {pct(o['sd']):.1f} | {ci} | {fam} |")
     best = max(BASELINE_SELECTORS, key=lambda b: summary[b]["overall"]["mean"])
     agent, base = summary["agent"], summary[best]
     from tspo_ray.stats import intervals_overlap
@@ -102,8 +102,9 @@ def format_report(summary: dict, seeds: list[int], worlds: list[int], modes: dic
               f"{'overlap' if intervals_overlap(agent['overall']['ci'], base['overall']['ci']) else 'do not overlap'}"]
     for f in FAMILIES:
         best_f = max(BASELINE_SELECTORS, key=lambda b: summary[b][f]["mean"])
+        gap = agent[f]["mean"] - summary[best_f][f]["mean"]
         lines.append(f"  {f}: agent {pct(agent[f]['mean']):.1f} vs best baseline {best_f} "
-                     f"{pct(summary[best_f][f]['mean']):.1f} ({pct(agent[f]['mean'] - summary[best_f][f]['mean']):+.1f})")
+                     f"{pct(summary[best_f][f]['mean']):.1f} ({pct(gap):+.1f})")
     return "\n".join(lines)
 
 

@@ -63,7 +63,6 @@ async def run_phase(url: str, payloads, concurrency: int, duration_s: float) -> 
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     wall = time.perf_counter() - t0
-    n = len(latencies)
     return {"latencies": latencies, "errors": len(errors), "error_samples": errors[:3], "wall_s": wall,
             "cache_hits": hits}
 

@@ -1,7 +1,6 @@
 """Checkpoints and the feature store: safetensors + JSON only, exact round trips, 0644 files, pickles refused."""
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import stat

@@ -7,7 +7,6 @@ import io
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import httpx

@@ -156,8 +156,8 @@ class LearnerState:
                               f"run, or keep training with agent.init_checkpoint=<that checkpoint>")
         pos = state["data_position"]
         if pos.get("num_items") != self.num_items or pos.get("seed") != self.cfg.train.seed:
-            raise ResumeError(f"checkpoint was trained on {pos.get('num_items')} questions with seed {pos.get('seed')}; "
-                              f"this run has {self.num_items} with seed {self.cfg.train.seed}")
+            raise ResumeError(f"checkpoint was trained on {pos.get('num_items')} questions with seed "
+                              f"{pos.get('seed')}; this run has {self.num_items} with seed {self.cfg.train.seed}")
         self.agent.load_state_dict(state["agent"])
         self.optimizer.load_state_dict(state["optimizer"])  # Adam moves its state to the parameters' device
         if self.ref_agent is not None and state.get("ref_agent") is not None:

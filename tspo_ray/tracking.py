@@ -142,7 +142,7 @@ class RunLogger:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
-    def log_model(self, agent, checkpoint_dir: str | Path) -> None:  # a run folder or one checkpoint file
+    def log_model(self, agent, checkpoint_dir: str | Path) -> None:  # a run folder, or one checkpoint
         """The trained agent as artifacts under agent/: its weights as safetensors and its config as JSON (never a
         pickle: `TemporalAgent(**json) + load_state_dict(safetensors)` rebuilds it), plus the checkpoint it came from."""
         import json

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import deque
 from typing import Any, Callable, Sequence
 
 import ray

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -153,10 +154,13 @@ def learner_loop(config: dict[str, Any]) -> None:
             tracker.log_metrics(metrics, state.step)
         if state.step % progress_every == 0 or state.step == cfg.train.steps:
             ray.train.report({k: float(v) for k, v in metrics.items()})
+            # to the process's own stdout: Ray Train wraps sys.stdout in the worker and echoes it, so a plain
+            # print reached the driver twice
             print(f"step {state.step}/{cfg.train.steps}  reward {metrics['reward']:.3f}  "
                   f"accuracy {metrics['accuracy']:.3f}  R_T {metrics['r_temporal']:.3f}  tau {metrics['tau']:.3f}  "
                   f"zero-var {metrics['zero_variance_fraction']:.2f}  staleness {metrics['staleness']:.1f}  "
-                  f"{(state.step - start) / (time.perf_counter() - t_start):.2f} steps/s", flush=True)
+                  f"{(state.step - start) / (time.perf_counter() - t_start):.2f} steps/s",
+                  file=sys.__stdout__, flush=True)
         if stop_after is not None and state.step >= stop_after:
             break
 
