@@ -55,11 +55,12 @@ def load_training_items(cfg: Config, args) -> tuple[list, list] | None:
     try:
         if args.resume:
             check_resumable(ckpt_dir)
-        items, problems, counts = prepare_split(cfg, "train", load_encoder(cfg.features.encoder),
-                                                use_ray=not args.local, max_questions=cfg.data.max_train_questions)
+        encoder = load_encoder(cfg.features.encoder)  # loaded once for both splits
+        items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not args.local,
+                                                max_questions=cfg.data.max_train_questions)
         val_items = []
         if cfg.train.eval_every and (Path(cfg.data.root) / cfg.data.val).exists():
-            val_items, _, _ = prepare_split(cfg, "val", load_encoder(cfg.features.encoder), use_ray=not args.local,
+            val_items, _, _ = prepare_split(cfg, "val", encoder, use_ray=not args.local,
                                             max_questions=cfg.data.max_eval_questions)
         if args.resume and items and (ckpt_dir / "latest.json").exists():
             # refuse a checkpoint of another dataset, seed or lag here, not inside a Ray Train worker
@@ -81,11 +82,9 @@ def load_training_items(cfg: Config, args) -> tuple[list, list] | None:
 def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
     """The test-split table of the trained agent: printed, written to --results, logged to MLflow."""
     from tspo_ray.answerers import build_answerer
-    from tspo_ray.checkpoint import load_agent
+    from tspo_ray.checkpoint import best_checkpoint, load_agent
     from tspo_ray.evaluation import AllRequestsRejected, format_table
     from tspo_ray.evaluation_job import run_evaluation
-
-    from tspo_ray.checkpoint import best_checkpoint
 
     out = Path(cfg.train.output_dir)
     # the checkpoint chosen on validation (train.eval_every), else the final one

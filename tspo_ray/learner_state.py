@@ -109,9 +109,6 @@ class LearnerState:
             raise ResumeError(f"weights of version {version} are not kept (step {self.step}, max_lag {self.max_lag})")
         return self.recent[version]
 
-    def sampling_generator(self, batch: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.sampling_seed(batch))
-
     # --- the update ---------------------------------------------------------------------------------------------
     def update(self, items: Sequence[FeatureItem], groups: Sequence[Group]) -> dict[str, float]:
         """Learn batch `step` (its groups, answered), keep this version's weights for the batches in flight, advance."""

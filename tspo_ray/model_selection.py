@@ -2,7 +2,8 @@
 
 The `agent` selector means "the agent's scores with the checkpoint's default selection method". That default is
 picked here, on validation questions only (the test split serves the final table), among every method the agent's
-scores can be selected with, and written into the newest checkpoint with the validation accuracies behind it.
+scores can be selected with, and written into the checkpoint that was evaluated, with the validation accuracies
+behind it.
 """
 from __future__ import annotations
 

@@ -17,6 +17,19 @@ from tspo_ray.learner_state import LearnerState, build_agent  # noqa: F401  (bui
 from tspo_ray.rollout import FeatureItem, RewardFn, sample_groups
 
 
+def sample_batch(agent, items: Sequence[FeatureItem], positions: Sequence[int], cfg: Config, tau: float, seed: int,
+                 version: int) -> tuple[list[FeatureItem], list]:
+    """Batch `positions` as both loops draw it: needle questions over haystacks (haystack.probability) built from the
+    batch seed, then G sets per question sampled with `agent` (version `version`) at tau, noise seeded by seed."""
+    batch = [items[i] for i in positions]
+    if cfg.haystack.probability:  # needle questions asked over haystacks of several videos' chunks
+        batch = haystack.haystack_items(batch, items, seed, **haystack.options(cfg.haystack))
+    p = cfg.policy
+    groups = sample_groups(agent, batch, p.group_size, p.num_frames, tau, p.likelihood, version,
+                           torch.Generator().manual_seed(seed), cfg.haystack.num_frames)
+    return batch, groups
+
+
 class LocalTrainer:
     """A thin shell over LearnerState: samples each batch with the version the schedule names, rewards, updates."""
 
@@ -51,14 +64,10 @@ class LocalTrainer:
         return self._sampler
 
     def train_step(self) -> dict[str, float]:
-        p, b = self.cfg.policy, self.state.step
-        batch = [self.items[i] for i in self.state.positions(b)]
-        if self.cfg.haystack.probability:  # needle questions asked over haystacks of several videos' chunks
-            batch = haystack.haystack_items(batch, self.items, self.state.sampling_seed(b),
-                                            **haystack.options(self.cfg.haystack))
+        b = self.state.step
         version = self.state.sampling_version(b)
-        groups = sample_groups(self._sampling_agent(version), batch, p.group_size, p.num_frames, self.state.tau_at(b),
-                               p.likelihood, version, self.state.sampling_generator(b), self.cfg.haystack.num_frames)
+        batch, groups = sample_batch(self._sampling_agent(version), self.items, self.state.positions(b), self.cfg,
+                                     self.state.tau_at(b), self.state.sampling_seed(b), version)
         groups = [grp.with_rewards(self.reward_fn(item, grp.draws)) for item, grp in zip(batch, groups)]
         metrics = self.state.update(batch, groups)
         if self.log_fn:

@@ -25,7 +25,8 @@ from tspo_ray.checkpoint import latest_checkpoint
 from tspo_ray.config import Config, _build, validate
 from tspo_ray.distributed.answerer_pool import AnswererPool
 from tspo_ray.learner_state import LearnerState
-from tspo_ray.rollout import FeatureItem, sample_groups
+from tspo_ray.rollout import FeatureItem
+from tspo_ray.trainer import sample_batch
 
 
 class RolloutCoordinator:
@@ -39,7 +40,7 @@ class RolloutCoordinator:
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
         self.agent = TemporalAgent(**agent_config).eval()
         self.pool = AnswererPool(**pool_kwargs)
-        self.policy, self.haystack_cfg = cfg.policy, cfg.haystack
+        self.cfg = cfg
         self.loaded_version = -1
         # Calls run in threads (max_concurrency > 1): loading a version and sampling with it happen under one lock,
         # so one call never samples with weights another call is replacing. Answering runs outside the lock.
@@ -49,16 +50,11 @@ class RolloutCoordinator:
         """Batch `positions` sampled with `weights` (version `version`) at tau, noise and haystacks seeded by seed;
         the same batch the single-process loop builds (tspo_ray.trainer.LocalTrainer.train_step)."""
         t0 = time.perf_counter()
-        p, gen = self.policy, torch.Generator().manual_seed(seed)
-        batch = [self.items[i] for i in positions]
-        if self.haystack_cfg.probability:
-            batch = haystack.haystack_items(batch, self.items, seed, **haystack.options(self.haystack_cfg))
         with self._sampling:
             if version != self.loaded_version:
                 self.agent.load_state_dict(weights)
                 self.loaded_version = version
-            groups = sample_groups(self.agent, batch, p.group_size, p.num_frames, tau, p.likelihood, version, gen,
-                                   self.haystack_cfg.num_frames)
+            batch, groups = sample_batch(self.agent, self.items, positions, self.cfg, tau, seed, version)
         scored = self.pool.score([haystack.score_job(it, g.draws) for it, g in zip(batch, groups)])
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
         return {"items": batch, "groups": groups, "seconds": time.perf_counter() - t0,
@@ -142,7 +138,8 @@ def learner_loop(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         metrics = state.update(out["items"], out["groups"])
         learn_s = time.perf_counter() - t0
-        weight_refs = {v: r for v, r in weight_refs.items() if v >= state.sampling_version(next_batch) - 1}
+        # batches in flight hold their own reference; only versions not yet sampled from are kept here
+        weight_refs = {v: r for v, r in weight_refs.items() if v >= state.sampling_version(next_batch)}
         n = len(out["groups"])
         metrics.update(
             rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
