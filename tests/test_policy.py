@@ -215,3 +215,43 @@ def test_linear_tau_schedule():
 def test_entropy():
     assert policy.frame_entropy(torch.zeros(4)).item() == pytest.approx(math.log(4))
     assert policy.frame_entropy(torch.tensor([0.0, -1e4])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_events_takes_each_event_its_context_and_the_edges():
+    # one event at 6..9 over a flat 0: median 0, top 1.0 at 8; the event is the run >= 0.7, so 5..10 are covered
+    scores = torch.zeros(20)
+    scores[6:10] = torch.tensor([0.8, 0.9, 1.0, 0.85])
+    # peak 8, edges 0 and 19, context 10 (after) and 5 (before), then bin-max [0, 6, 8, 10, 14, 18] gives 6
+    assert policy.select_events(scores, 6).tolist() == [0, 5, 6, 8, 10, 19]
+    assert policy.select("events", 20, 6, scores).tolist() == [0, 5, 6, 8, 10, 19]
+
+
+def test_events_accepts_peaks_near_the_top_only():
+    scores = torch.zeros(30)
+    scores[5:7] = torch.tensor([1.0, 0.95])  # event A, peak 5
+    scores[20:23] = torch.tensor([0.9, 0.92, 0.9])  # event B, peak 21 (>= 1.0 - 0.2 * 1.0)
+    scores[14] = 0.5  # below the acceptance line at the default accept = 0.2
+    assert policy.select_events(scores, 8).tolist() == [0, 4, 5, 7, 19, 21, 23, 29]
+    # accept 0.6 lowers the line to 0.4: 14 becomes a peak and takes the budget of B's "before" context (19)
+    assert policy.select("events", 30, 8, scores, accept=0.6).tolist() == [0, 4, 5, 7, 14, 21, 23, 29]
+    assert policy.select_events(scores, 2).tolist() == [5, 21]  # k < 3: no edges
+    assert policy.select_events(scores[:5], 8).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="takes no parameters"):
+        policy.select("bin-max", 30, 8, scores, accept=0.6)
+
+
+def test_events_on_constant_scores_is_one_event_then_bin_max():
+    # every frame ties: one event covers the video (no context exists), the edges, then bin-max [0, 2, 5, 8]
+    assert policy.select_events(torch.full((10,), 0.3), 4).tolist() == [0, 2, 5, 9]
+
+
+def test_events_returns_min_k_t_distinct_sorted_frames_with_the_top_and_the_edges():
+    g = torch.Generator().manual_seed(3)
+    for T, k in [(1, 8), (3, 8), (9, 8), (40, 3), (128, 8), (300, 32), (17, 16)]:
+        for _ in range(10):
+            scores = torch.randn(T, generator=g)
+            got = policy.select_events(scores, k).tolist()
+            assert got == sorted(set(got)) and len(got) == min(k, T) and 0 <= got[0] and got[-1] < T
+            assert int(scores.argmax()) in got
+            if 3 <= k < T:
+                assert got[0] == 0 and got[-1] == T - 1

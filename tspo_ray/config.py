@@ -92,7 +92,7 @@ class AgentConfig:
     # Start from this checkpoint (ours or the published TSPO-0.4B layout); None: random init.
     init_checkpoint: str | None = None
     # The selection method the "agent" selector uses with this agent (saved with every checkpoint's config):
-    # top-k (the reference's default), bin-max (its Video-MME choice), aks or top-k+edges.
+    # top-k (the reference's default), bin-max (its Video-MME choice), aks, top-k+edges or events.
     inference_mode: str = "top-k"
 
 
@@ -215,9 +215,10 @@ class AKSConfig:
 
 
 #: the training-free baselines every results table carries
-BASELINE_SELECTORS = ("uniform", "clip:top-k", "clip:bin-max", "clip:aks", "clip:top-k+edges")
+BASELINE_SELECTORS = ("uniform", "clip:top-k", "clip:bin-max", "clip:aks", "clip:top-k+edges", "clip:events")
 #: the baselines, the agent under each selection method, and `agent` (its default mode)
-FULL_SUITE = BASELINE_SELECTORS + ("agent:top-k", "agent:bin-max", "agent:aks", "agent:top-k+edges", "agent")
+FULL_SUITE = BASELINE_SELECTORS + ("agent:top-k", "agent:bin-max", "agent:aks", "agent:top-k+edges", "agent:events",
+                                   "agent")
 
 
 @dataclass
@@ -346,7 +347,7 @@ def validate(cfg: Config) -> Config:
            "must be >= 1 or null")
     _check(cfg.features.frame_size is None or cfg.features.frame_size >= 8, "features.frame_size", "must be >= 8")
     _check(cfg.agent.inference_mode in SELECTION_METHODS and cfg.agent.inference_mode != "uniform",
-           "agent.inference_mode", f"must be one of top-k, bin-max, aks, top-k+edges, got {cfg.agent.inference_mode!r}")
+           "agent.inference_mode", f"must be one of top-k, bin-max, aks, top-k+edges, events, got {cfg.agent.inference_mode!r}")
     _check(cfg.agent.window >= 1, "agent.window", f"must be >= 1, got {cfg.agent.window}")
     _check(cfg.agent.heads >= 1, "agent.heads", f"must be >= 1, got {cfg.agent.heads}")
     _check(cfg.policy.num_frames >= 1, "policy.num_frames", f"must be >= 1, got {cfg.policy.num_frames}")

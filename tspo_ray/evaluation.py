@@ -19,16 +19,17 @@ def select_frames(item: FeatureItem, method: str, k: int, agent=None, inference_
 
 
 def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answerer, agent=None,
-                      batch_size: int = 32, progress: bool = True, inference_mode: str = "top-k") -> list[dict]:
+                      batch_size: int = 32, progress: bool = True, inference_mode: str = "top-k",
+                      params: dict | None = None) -> list[dict]:
     """Rows per question: the selection plus the answer (raw text `output`, parsed option `predicted` or None,
-    `error` where the answerer could not answer), correctness and R_T."""
+    `error` where the answerer could not answer), correctness and R_T. params: the selection method's settings."""
     from tqdm import tqdm
 
     rows = []
     bar = tqdm(total=len(items), desc=f"eval {method}", disable=not progress)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        selections = [select_frames(it, method, k, agent, inference_mode) for it in chunk]
+        selections = [select_frames(it, method, k, agent, inference_mode, **(params or {})) for it in chunk]
         requests = [AnswerRequest.for_record(it.record, it.video_path, sel["frame_indices"], sel["timestamps_s"], method)
                     for it, sel in zip(chunk, selections)]
         answers = answerer.answer(requests)

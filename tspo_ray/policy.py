@@ -93,7 +93,7 @@ def frame_entropy(logits: torch.Tensor) -> torch.Tensor:
 # "agent:aks"), plus "uniform", which needs no scores.
 
 SCORERS = ("clip", "agent")
-SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "uniform")
+SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "events", "uniform")
 #: old names kept: "agent" is the agent with the inference method recorded in its checkpoint (method None here)
 SELECTOR_ALIASES = {"uniform": (None, "uniform"), "clip-top-k": ("clip", "top-k"), "bin-max": ("clip", "bin-max"),
                     "agent": ("agent", None)}
@@ -169,6 +169,54 @@ def select_topk_edges(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([torch.tensor([0]), inner.sort().values, torch.tensor([T - 1])])
 
 
+#: the events method's settings, chosen on the embedded world's validation split (benchmarks/events_settings.py)
+EVENTS_ACCEPT, EVENTS_RUN = 0.2, 0.3
+
+
+def select_events(scores: torch.Tensor, k: int, accept: float = EVENTS_ACCEPT, run: float = EVENTS_RUN) -> torch.Tensor:
+    """Events with their context: one frame per high-scoring event, the frames just outside each event, the video's
+    first and last candidate, then bin-max for what is left of the budget. In temporal order.
+
+    A question about an event is often answered by what surrounds it ("right after X", "how many times": each
+    appearance and a gap between them, "at the beginning"), which top-k never picks: its k frames pile onto one
+    event. With m = the median score:
+    - peaks, best first: a position is a peak while its score is >= top - accept * (top - m) and it is not inside
+      or next to an earlier peak's event; its event is the contiguous run around it scoring >= s - run * (s - m);
+    - the budget goes, in this order, to the best peak, the two edges (k >= 3), the other peaks, each peak's
+      context (the candidate after its event, then the one before), and the bin-max picks not yet taken (then
+      the best remaining scores, so exactly min(k, T) come back).
+    """
+    T = scores.shape[-1]
+    k = effective_k(T, k)
+    if k == T:
+        return torch.arange(T)
+    s = scores.detach().double().cpu().numpy()
+    median = float(np.median(s))
+    order = np.argsort(-s, kind="stable")
+    top = s[order[0]]
+    covered = np.zeros(T, dtype=bool)
+    events: list[tuple[int, int, int]] = []  # (peak, first, last) of each event, best first
+    for p in order:
+        if len(events) == k or s[p] < top - accept * (top - median):
+            break
+        if covered[p]:
+            continue
+        floor = s[p] - run * (s[p] - median)
+        first, last = p, p
+        while first > 0 and s[first - 1] >= floor:
+            first -= 1
+        while last < T - 1 and s[last + 1] >= floor:
+            last += 1
+        covered[max(first - 1, 0): last + 2] = True
+        events.append((int(p), first, last))
+    peaks = [p for p, _, _ in events]
+    context = [c for _, first, last in events for c in (last + 1, first - 1) if 0 <= c < T]
+    edges = [0, T - 1] if k >= 3 else []
+    wanted = [*peaks[:1], *edges, *peaks[1:], *context, *select_binmax(scores, k).tolist(), *order.tolist()]
+    chosen = list(dict.fromkeys(wanted))[:k]  # first occurrences, in priority order
+    return torch.tensor(sorted(chosen), dtype=torch.long)
+
+
 def _stable_top(values: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n largest values, ties to the earlier index (as heapq.nlargest, which the reference uses)."""
     return np.argsort(-values, kind="stable")[:n]
@@ -212,17 +260,20 @@ def select_aks(scores: torch.Tensor, k: int, t1: float = 0.2, t2: float = -100.0
 
 
 def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None = None, **params) -> torch.Tensor:
-    """Candidate positions chosen by a method (SELECTION_METHODS); params go to aks (t1, t2, all_depth)."""
+    """Candidate positions chosen by a method (SELECTION_METHODS); params go to aks (t1, t2, all_depth) and events
+    (accept, run)."""
     if method == "uniform":
         return select_uniform(num_candidates, k)
     if method not in SELECTION_METHODS:
         raise ValueError(f"unknown selection method {method!r}; choose one of {SELECTION_METHODS}")
     if scores is None or scores.shape[-1] != num_candidates:
         raise ValueError(f"method {method!r} needs scores for all {num_candidates} candidates")
-    if params and method != "aks":
+    if params and method not in ("aks", "events"):
         raise ValueError(f"method {method!r} takes no parameters, got {sorted(params)}")
     if method == "aks":
         return select_aks(scores, k, **params)
+    if method == "events":
+        return select_events(scores, k, **params)
     return {"top-k": select_topk, "bin-max": select_binmax, "top-k+edges": select_topk_edges}[method](scores, k)
 
 

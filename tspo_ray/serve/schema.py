@@ -17,7 +17,7 @@ class SelectRequest(BaseModel):
     question: str = Field(max_length=4096)
     #: T_s, the number of keyframes to return (fewer when the video has fewer candidates)
     num_frames: int = Field(ge=1, le=MAX_FRAMES)
-    #: the selector, SCORER:METHOD (clip|agent x top-k|bin-max|aks|top-k+edges) or uniform, clip-top-k, bin-max;
+    #: the selector, SCORER:METHOD (clip|agent x top-k|bin-max|aks|top-k+edges|events) or uniform, clip-top-k, bin-max;
     #: "agent" is the TSPO temporal agent with its recorded inference method
     method: str = Field(default="agent", max_length=64)
     #: candidate sampling rate (frames per second); the service default when omitted
