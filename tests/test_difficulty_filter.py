@@ -155,3 +155,32 @@ def test_the_pipeline_end_to_end(tiny_world, filtered, tmp_path, capsys):
     assert len(load("tspo10k", out, video_root=tiny_world)) == kept
     assert main(["--easy-frames", "8", "--hard-frames", "4", f"data.root={tiny_world}"]) == 2
     assert "easy_frames < hard_frames" in capsys.readouterr().err
+
+
+def test_a_tspo10k_file_is_a_training_split(tiny_world):
+    from pathlib import Path
+
+    from tspo_ray.config import ConfigError, load_config
+    from tspo_ray.data.records import RecordError
+    from tspo_ray.features import split_records
+
+    records, _ = read_records(tiny_world / "train.jsonl")
+    rows = [to_tspo10k(r, tiny_world / r.video, tiny_world, ("needle_attribute",)) for r in records]
+    write_tspo10k(tiny_world / "tspo10k_as_train.jsonl", rows)
+    config = Path(__file__).resolve().parents[1] / "configs" / "embedded.yaml"
+    over = [f"data.root={tiny_world}", "data.train_format=tspo10k"]
+    got, problems = split_records(load_config(config, [*over, "data.train=tspo10k_as_train.jsonl"]), "train")
+    assert problems == [] and [(g.id, g.question, g.answer) for g in got] == [(r.id, r.question, r.answer)
+                                                                             for r in records]
+    assert [g.meta["needle_source"] for g in got] == [r.family == "needle_attribute" for r in records]
+    # a malformed line and a video outside the root are each named; "skip" keeps the good line
+    lines = [json.dumps(rows[0]), json.dumps({"video": rows[1]["video"]}), json.dumps({**rows[1], "video": "../x.mp4"})]
+    (tiny_world / "tspo10k_bad.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError) as err:
+        split_records(load_config(config, [*over, "data.train=tspo10k_bad.jsonl"]), "train")
+    assert "tspo10k_bad.jsonl:2" in str(err.value) and "'../x.mp4' climbs out of the data root" in str(err.value)
+    got, problems = split_records(load_config(config, [*over, "data.train=tspo10k_bad.jsonl",
+                                                       "data.on_bad_record=skip"]), "train")
+    assert [g.id for g in got] == [records[0].id] and len(problems) == 2
+    with pytest.raises(ConfigError, match="data.train_format"):
+        load_config(config, ["data.train_format=tspo-10k"])

@@ -43,6 +43,9 @@ class DataConfig:
     train: str = "train.jsonl"
     val: str = "val.jsonl"
     test: str = "test.jsonl"
+    # The training split's file format: "records" (this project's QA JSONL) or a benchmark format of
+    # tspo_ray.data.benchmarks, e.g. "tspo10k" (TSPO-10K jsonl, such as pipelines/difficulty_filter.py writes).
+    train_format: str = "records"
     # Use at most this many training questions (None: all).
     max_train_questions: int | None = None
     # Evaluate on at most this many questions per split (None: all).
@@ -338,6 +341,10 @@ def validate(cfg: Config) -> Config:
            f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
     _check(cfg.data.on_bad_record in ("stop", "skip"), "data.on_bad_record",
            f"must be one of stop, skip, got {cfg.data.on_bad_record!r}")
+    from tspo_ray.data.benchmarks import FORMATS
+
+    _check(cfg.data.train_format == "records" or cfg.data.train_format in FORMATS, "data.train_format",
+           f"must be records or one of {', '.join(sorted(FORMATS))}, got {cfg.data.train_format!r}")
     _check(cfg.data.min_video_candidates >= 1, "data.min_video_candidates",
            f"must be >= 1, got {cfg.data.min_video_candidates}")
     _check(cfg.features.fps > 0, "features.fps", f"must be > 0, got {cfg.features.fps}")

@@ -291,8 +291,30 @@ def split_records(cfg, split: str) -> tuple[list[QARecord], list[dict]]:
                           f"data.allow_outside_root: true")
     if not jsonl.is_file():
         raise ConfigError(f"data.{split}: {jsonl} does not exist")
-    return read_records(jsonl, strict=cfg.data.on_bad_record == "stop", root=root,
-                        allow_outside_root=cfg.data.allow_outside_root)
+    strict = cfg.data.on_bad_record == "stop"
+    if split == "train" and cfg.data.train_format != "records":
+        return benchmark_records(cfg.data.train_format, jsonl, root, strict, cfg.data.allow_outside_root)
+    return read_records(jsonl, strict=strict, root=root, allow_outside_root=cfg.data.allow_outside_root)
+
+
+def benchmark_records(fmt: str, path: Path, root: Path, strict: bool,
+                      allow_outside_root: bool) -> tuple[list[QARecord], list[dict]]:
+    """A split file in a benchmark format (tspo_ray.data.benchmarks), with the checks of our own records: every
+    malformed record is listed (and fails the job when strict), and video paths stay inside the root."""
+    from tspo_ray.data.benchmarks import load
+    from tspo_ray.data.records import RecordError, check_video_path, format_bad_records
+
+    errors: list[dict] = []
+    records = []
+    for rec in load(fmt, path, None, errors=errors):
+        try:
+            check_video_path(rec.video, root, allow_outside_root)
+            records.append(rec)
+        except RecordError as err:
+            errors.append({"where": f"{path} id {rec.id}", "reason": f"{path} id {rec.id!r}: {err}"})
+    if strict and errors:
+        raise RecordError(format_bad_records(errors, path))
+    return records, errors
 
 
 def prepare_split(cfg, split: str, encoder, use_ray: bool = False, max_questions: int | None = None,
