@@ -167,6 +167,8 @@ class TrainConfig:
     # val/accuracy), with a checkpoint; the best one so far is kept beside the newest keep_checkpoints, and the
     # final evaluation uses it (0: no periodic validation; the final checkpoint is evaluated).
     eval_every: int = 0
+    # The selector of that validation (an agent:METHOD), whose accuracy picks the best checkpoint.
+    eval_selector: str = "agent:top-k"
     # Checkpoints kept in the run's folder: the newest N, plus the best on validation (train.eval_every).
     keep_checkpoints: int = 3
     # Where checkpoints, results and plots go.
@@ -374,6 +376,9 @@ def validate(cfg: Config) -> Config:
     _check(cfg.train.num_answerers >= 1, "train.num_answerers", "must be >= 1")
     _check(cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
     _check(cfg.train.eval_every >= 0, "train.eval_every", "must be >= 0 (0: no periodic validation)")
+    eval_scorer, eval_method = _parse_selector_or_none(cfg.train.eval_selector)
+    _check(eval_scorer == "agent" and eval_method is not None, "train.eval_selector",
+           f"must be agent:METHOD (e.g. agent:events), got {cfg.train.eval_selector!r}")
     _check(cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
     h = cfg.haystack
     _check(0 <= h.probability <= 1, "haystack.probability", f"must be in [0, 1], got {h.probability}")
@@ -460,6 +465,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"{text}: an override must look like section.key=value")
     key, value = text.split("=", 1)
     return key.strip().split("."), yaml.safe_load(value)
+
+
+def _parse_selector_or_none(name: str) -> tuple[str | None, str | None]:
+    """policy.parse_selector, with (None, None) for an unknown name (validate reports it)."""
+    from tspo_ray.policy import parse_selector
+
+    try:
+        return parse_selector(name)
+    except ValueError:
+        return None, None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -107,7 +107,8 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     if resume and latest_checkpoint(ckpt_dir) is not None:
         trainer.state.load(ckpt_dir)
-    validate = lambda: validation_accuracy(val_items, trainer.agent, cfg.eval.num_frames, answerer)  # noqa: E731
+    validate = lambda: validation_accuracy(val_items, trainer.agent, cfg.eval.num_frames, answerer,  # noqa: E731
+                                           cfg.train.eval_selector)
     for _ in tqdm(range(trainer.step, cfg.train.steps), desc="train (one process)", initial=trainer.step,
                   total=cfg.train.steps, disable=not progress):
         trainer.train_step()

@@ -61,13 +61,14 @@ class RolloutCoordinator:
                 "pool_restarts": self.pool.restarts}
 
     def validate(self, weights: dict, k: int) -> float:
-        """Top-k accuracy of the given weights on the validation items, answered by the same pool."""
+        """The accuracy of the given weights (train.eval_selector) on the validation items, answered by the same
+        pool."""
         from tspo_ray.agent import TemporalAgent
         from tspo_ray.evaluation import validation_accuracy
 
         agent = TemporalAgent(**self.agent_config).eval()  # its own copy: rollouts keep sampling meanwhile
         agent.load_state_dict(weights)
-        return validation_accuracy(self.val_items, agent, k, self.pool)
+        return validation_accuracy(self.val_items, agent, k, self.pool, self.cfg.train.eval_selector)
 
     def kill_answerer(self, slot: int = 0) -> int:
         """Kill one answerer actor (used by fault-tolerance tests); the pool replaces it on its next use."""
