@@ -42,6 +42,23 @@ def steady_steps_per_s(tracking_uri: str, warmup: int) -> float:
     return (s1 - s0) / max((t1 - t0) / 1000, 1e-9)
 
 
+PHASES = ("time_sample_s", "time_answer_s", "time_learn_s", "time_wait_s")
+
+
+def phase_means(tracking_uri: str, warmup: int) -> dict[str, float]:
+    """Mean seconds per steady-state step of each phase the loop logs (PHASES); absent ones are left out."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name("bench").experiment_id])[0]
+    out = {}
+    for name in PHASES:
+        values = [m.value for m in client.get_metric_history(run.info.run_id, name) if m.step >= warmup]
+        if values:
+            out[name] = sum(values) / len(values)
+    return out
+
+
 def run_phase(name: str, train, cfg, items, tmp: Path, warmup: int) -> dict:
     from tspo_ray.tracking import RunLogger
 
@@ -55,7 +72,7 @@ def run_phase(name: str, train, cfg, items, tmp: Path, warmup: int) -> dict:
     b1, all1 = cpu_jiffies()
     tracker.finish()
     return {"loop": name, "steps_per_s": steady_steps_per_s(uri, warmup), "wall_s": wall,
-            "cpu_busy": (b1 - b0) / max(all1 - all0, 1)}
+            "cpu_busy": (b1 - b0) / max(all1 - all0, 1), "phases": phase_means(uri, warmup)}
 
 
 def main() -> None:
@@ -101,6 +118,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['loop']} | {r['steps_per_s']:.2f} | {r['wall_s']:.1f} s | {100 * r['cpu_busy']:.0f}% | "
               f"{r['steps_per_s'] / base:.2f}x |")
+    print("\nwhere a steady-state step's time goes (mean ms per step; on Ray, sampling and answering batch b+1 "
+          "overlap the learner's update of batch b, and 'learner waits' is the learner idle for a rollout)")
+    print("\n| loop | sampling | answering | learner update | learner waits |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        cells = " | ".join(f"{1e3 * r['phases'][p]:.0f}" if p in r["phases"] else "-" for p in PHASES)
+        print(f"| {r['loop']} | {cells} |")
     print(f"\nfinal weights, largest |difference| between the loops: {max_diff:.2e} (same schedule, same config)")
     del torch
 

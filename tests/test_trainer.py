@@ -50,6 +50,10 @@ def test_expected_reward_rises():
     assert [s for s, _ in logged] == list(range(1, 41))
     assert {"reward", "clip_fraction", "approx_kl", "entropy", "tau", "zero_variance_fraction"} <= set(logged[-1][1])
     assert after > before + 0.5, (before, after)
+    # every step says where its time went: sampling, answering (the reward function), the update epochs
+    for _, m in logged:
+        assert all(m[k] >= 0 for k in ("time_sample_s", "time_answer_s", "time_learn_s"))
+    assert sum(m["time_learn_s"] for _, m in logged) > sum(m["time_answer_s"] for _, m in logged)  # toy rewards
 
 
 def test_resume_continues_exactly():

@@ -7,6 +7,7 @@ same checkpoints: a run started here resumes on Ray and the other way round.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -66,10 +67,15 @@ class LocalTrainer:
     def train_step(self) -> dict[str, float]:
         b = self.state.step
         version = self.state.sampling_version(b)
+        t0 = time.perf_counter()
         batch, groups = sample_batch(self._sampling_agent(version), self.items, self.state.positions(b), self.cfg,
                                      self.state.tau_at(b), self.state.sampling_seed(b), version)
+        t1 = time.perf_counter()
         groups = [grp.with_rewards(self.reward_fn(item, grp.draws)) for item, grp in zip(batch, groups)]
+        t2 = time.perf_counter()
         metrics = self.state.update(batch, groups)
+        # where a step's time goes (benchmarks/training_loop.py sets these beside the Ray loop's)
+        metrics.update(time_sample_s=t1 - t0, time_answer_s=t2 - t1, time_learn_s=time.perf_counter() - t2)
         if self.log_fn:
             self.log_fn(self.state.step, metrics)
         return metrics

@@ -55,9 +55,11 @@ class RolloutCoordinator:
                 self.agent.load_state_dict(weights)
                 self.loaded_version = version
             batch, groups = sample_batch(self.agent, self.items, positions, self.cfg, tau, seed, version)
+        t1 = time.perf_counter()
         scored = self.pool.score([haystack.score_job(it, g.draws) for it, g in zip(batch, groups)])
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
-        return {"items": batch, "groups": groups, "seconds": time.perf_counter() - t0,
+        t2 = time.perf_counter()
+        return {"items": batch, "groups": groups, "seconds": t2 - t0, "sample_s": t1 - t0, "answer_s": t2 - t1,
                 "pool_restarts": self.pool.restarts}
 
     def validate(self, weights: dict, k: int) -> float:
@@ -146,6 +148,9 @@ def learner_loop(config: dict[str, Any]) -> None:
             rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
             learner_wait_s=waited, answerer_restarts=float(out["pool_restarts"]), step=float(state.step),
             batch_index=float(batch_index),
+            # where a step's time goes; sampling and answering overlap the learner's update of the batch before
+            time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
+            time_wait_s=waited,
         )
         metrics.update(state.checkpoint_after_step(ckpt_dir, validate_fn))
         if tracker:
