@@ -356,7 +356,8 @@ def validate(cfg: Config) -> Config:
            "must be >= 1 or null")
     _check(cfg.features.frame_size is None or cfg.features.frame_size >= 8, "features.frame_size", "must be >= 8")
     _check(cfg.agent.inference_mode in SELECTION_METHODS and cfg.agent.inference_mode != "uniform",
-           "agent.inference_mode", f"must be one of top-k, bin-max, aks, top-k+edges, events, got {cfg.agent.inference_mode!r}")
+           "agent.inference_mode",
+           f"must be one of top-k, bin-max, aks, top-k+edges, events, got {cfg.agent.inference_mode!r}")
     _check(cfg.agent.window >= 1, "agent.window", f"must be >= 1, got {cfg.agent.window}")
     _check(cfg.agent.heads >= 1, "agent.heads", f"must be >= 1, got {cfg.agent.heads}")
     _check(cfg.policy.num_frames >= 1, "policy.num_frames", f"must be >= 1, got {cfg.policy.num_frames}")
