@@ -11,9 +11,9 @@ once if missing) for `--steps` learner steps, one after the other in this run:
 
 Steps/s come from the MLflow metric timestamps, start-up excluded (the wall time with start-up is printed too):
 steady state over steps warmup..steps, and the first steps 4..warmup apart, where the answerers decode most frames
-for the first time (an epoch of the embedded training split is 49 steps). CPU use is the whole machine's busy fraction over each phase (/proc/stat), so
-other load on the machine shows in it. Both loops run the same schedule, so their final weights must agree; the
-largest difference is printed as a check.
+for the first time (an epoch of the embedded training split is 49 steps). CPU use is the whole machine's busy
+fraction over each phase (/proc/stat), so other load on the machine shows in it. Both loops run the same schedule,
+so their final weights must agree; the largest difference is printed as a check.
 """
 from __future__ import annotations
 
@@ -124,8 +124,8 @@ def main() -> None:
           "| ÷ one process | wall incl. start-up | machine CPU busy |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['loop']} | {r['steps_per_s']:.2f} | {r['steps_per_s'] / base:.2f}x | {r['cold_steps_per_s']:.2f} | "
-              f"{r['cold_steps_per_s'] / cold:.2f}x | {r['wall_s']:.1f} s | {100 * r['cpu_busy']:.0f}% |")
+        print(f"| {r['loop']} | {r['steps_per_s']:.2f} | {r['steps_per_s'] / base:.2f}x | "
+              f"{r['cold_steps_per_s']:.2f} | {r['cold_steps_per_s'] / cold:.2f}x | {r['wall_s']:.1f} s | {100 * r['cpu_busy']:.0f}% |")
     print("\nwhere a steady-state step's time goes (mean ms per step; on Ray, sampling and answering batch b+1 "
           "overlap the learner's update of batch b, and 'learner waits' is the learner idle for a rollout)")
     print("\n| loop | sampling | answering | learner update | learner waits |")
