@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tspo_ray.agent import (BLOCK, MASKED_LOGIT, TemporalAgent, _key_blocks, _outside_band,  # noqa: E402
-                            dense_window_attention, sinusoidal_positions, window_offsets)
+from tspo_ray.agent import (BLOCK, MASKED_LOGIT, TemporalAgent, _outside_band, dense_window_attention,  # noqa: E402
+                            sinusoidal_positions, window_offsets)
 
 
 def offset_loop_attention(q, k, v, heads: int, window: int):
@@ -70,6 +70,18 @@ def previous_forward(agent: TemporalAgent, frames, text, attention=offset_loop_a
     enhanced = agent.mlp(attended) + frames
     t = text.unsqueeze(-2)
     return F.cosine_similarity(enhanced, t, dim=-1) + F.cosine_similarity(frames, t, dim=-1)
+
+
+def _key_blocks(x: torch.Tensor, heads: int, window: int, block: int, num_blocks: int) -> torch.Tensor:
+    """The B + w - 1 keys (or values) each block of queries can reach: [..., T, D] -> [..., H, nb, hd, B + w - 1];
+    torch.matmul copies these strided blocks, which the package's head-major buffers avoid."""
+    *lead, T, D = x.shape
+    pad_lo = -window_offsets(window)[0]
+    span = block + window - 1
+    padded = F.pad(x, (0, 0, pad_lo, num_blocks * block + window - 1 - pad_lo - T))
+    blocks = padded.unfold(-2, span, block)  # [..., nb, D, span], a view
+    blocks = blocks.reshape(*lead, num_blocks, heads, D // heads, span)
+    return blocks.movedim(-3, -4)
 
 
 def blocked_attention_before(q, k, v, heads: int, window: int):

@@ -8,8 +8,8 @@ frames max(0, j - w/2) ... min(T-1, j - w/2 + w - 1) (6 before, itself and 5 aft
 either end of the video do not exist, so edge rows see fewer frames (the reference fills their logits with -1e6,
 which gives them exactly zero weight). There is no output projection: the heads are concatenated.
 
-The band is computed in blocks of B frames: each block's queries meet the B + w - 1 keys its band can reach in one
-batched matmul per head, and a cached mask keeps the band (and the video's ends). Time and memory are O(T * (B + w) * D),
+The band is computed in blocks of B frames: each block's queries meet the B + w - 1 keys its band can reach, in one
+batched matmul over every (head, block), and a cached mask keeps the band (and the video's ends). Time and memory are O(T * (B + w) * D),
 never a dense T x T matrix: at 1 fps, hour-long videos give T in the thousands.
 """
 from __future__ import annotations
@@ -92,36 +92,45 @@ def _packed_band(segments: torch.Tensor, window: int, block: int) -> torch.Tenso
     return ~(in_band[None] & (seg_k[:, None, :] == seg_q[:, :, None]))
 
 
-def _key_blocks(x: torch.Tensor, heads: int, window: int, block: int, num_blocks: int) -> torch.Tensor:
-    """The B + w - 1 keys (or values) each block of queries can reach: [..., T, D] -> [..., H, nb, hd, B + w - 1]."""
+def _head_major(x: torch.Tensor, heads: int, rows: int, offset: int, extra: int) -> torch.Tensor:
+    """[..., T, D] -> one flat [L * H * rows + extra, hd] buffer, zeros but for frame f of each (lead, head) at row
+    offset + f of its `rows`: every block's queries (or keys and values) are then a view of it."""
     *lead, T, D = x.shape
-    pad_lo = -window_offsets(window)[0]
-    span = block + window - 1
-    padded = F.pad(x, (0, 0, pad_lo, num_blocks * block + window - 1 - pad_lo - T))
-    blocks = padded.unfold(-2, span, block)  # [..., nb, D, span], a view
-    blocks = blocks.reshape(*lead, num_blocks, heads, D // heads, span)
-    return blocks.movedim(-3, -4)
+    flat = x.new_zeros(math.prod(lead) * heads * rows + extra, D // heads)
+    per_head = flat[: flat.shape[0] - extra].view(*lead, heads, rows, D // heads)
+    per_head[..., offset: offset + T, :] = x.unflatten(-1, (heads, D // heads)).transpose(-3, -2)
+    return flat
 
 
 def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, window: int,
                      segments: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-head attention of each frame over its window: q, k, v [..., T, D] -> [..., T, D] (heads concatenated).
 
-    segments: [T] video id per frame when several videos are packed along T (see _packed_band)."""
+    segments: [T] video id per frame when several videos are packed along T (see _packed_band).
+
+    q, k and v are each copied once into a head-major buffer with the band's padding built in: a head holds nb2
+    blocks of B rows (nb2 * B >= nb * B + w - 1, so a block's reach never leaves its head), so block j's queries are
+    rows j*B.. and its keys rows j*B..j*B+B+w-2 of one flat buffer, an unfold view. Both products are then one bmm
+    over (lead, head, block) each, without copying key or value blocks; the spare block of each head is computed and
+    dropped (its keys are the next head's rows or zeros, finite, and never reach a kept output)."""
     *lead, T, D = q.shape
     hd = D // heads
     block = min(BLOCK, T)
     nb = -(-T // block)
-    qb = F.pad(q, (0, 0, 0, nb * block - T)).reshape(*lead, nb, block, heads, hd)
-    qb = qb.permute(*range(len(lead)), -2, -4, -3, -1)  # [..., H, nb, B, hd]
-    logits = torch.matmul(qb, _key_blocks(k, heads, window, block, nb))  # [..., H, nb, B, span]
+    pad_lo = -window_offsets(window)[0]
+    span = block + window - 1
+    rows = -(-(nb * block + window - 1) // block) * block  # per head: nb2 blocks
+    qb = _head_major(q, heads, rows, 0, 0).view(-1, block, hd)  # [L*H*nb2, B, hd]
+    kb = _head_major(k, heads, rows, pad_lo, window - 1).unfold(0, span, block)  # [L*H*nb2, hd, span], a view
+    vb = _head_major(v, heads, rows, pad_lo, window - 1).unfold(0, span, block)
+    logits = torch.bmm(qb, kb).view(-1, rows // block, block, span)
     outside = _outside_band(T, window, block, q.device) if segments is None else _packed_band(segments, window, block)
     # in place on the product's own output (its backward needs only the inputs): no further [T, H, span] copies
-    logits.mul_(1 / math.sqrt(hd)).masked_fill_(outside, MASKED_LOGIT)
-    weights = torch.softmax(logits, dim=-1)
-    out = torch.matmul(weights, _key_blocks(v, heads, window, block, nb).transpose(-1, -2))  # [..., H, nb, B, hd]
-    out = out.permute(*range(len(lead)), -3, -2, -4, -1).reshape(*lead, nb * block, D)
-    return out[..., :T, :]
+    logits.mul_(1 / math.sqrt(hd))
+    logits[:, :nb].masked_fill_(outside, MASKED_LOGIT)
+    weights = torch.softmax(logits, dim=-1).view(-1, block, span)
+    out = torch.bmm(weights, vb.transpose(1, 2)).view(*lead, heads, rows, hd)[..., :T, :]
+    return out.transpose(-3, -2).reshape(*lead, T, D)
 
 
 def cosine_to_text(x: torch.Tensor, text: torch.Tensor, lengths: list[int] | None = None,
