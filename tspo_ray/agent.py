@@ -9,8 +9,8 @@ either end of the video do not exist, so edge rows see fewer frames (the referen
 which gives them exactly zero weight). There is no output projection: the heads are concatenated.
 
 The band is computed in blocks of B frames: each block's queries meet the B + w - 1 keys its band can reach, in one
-batched matmul over every (head, block), and a cached mask keeps the band (and the video's ends). Time and memory are O(T * (B + w) * D),
-never a dense T x T matrix: at 1 fps, hour-long videos give T in the thousands.
+batched matmul over every (head, block), and a cached mask keeps the band (and the video's ends). Time and memory
+are O(T * (B + w) * D), never a dense T x T matrix: at 1 fps, hour-long videos give T in the thousands.
 """
 from __future__ import annotations
 
