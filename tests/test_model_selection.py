@@ -31,3 +31,22 @@ def test_recorded_mode_is_what_the_selector_loads(tmp_path):
     assert mode == "bin-max"
     for name, p in agent.state_dict().items():  # the weights are untouched by the rewrite
         assert torch.equal(p, loaded.state_dict()[name])
+
+
+def test_a_run_folder_offers_its_best_checkpoint_and_that_checkpoints_mode(tmp_path):
+    from tspo_ray.checkpoint import mark_best
+    from tspo_ray.selector import load_selector_agent
+
+    torch.manual_seed(0)
+    early, late = TemporalAgent(16, window=4, heads=2), TemporalAgent(16, window=4, heads=2)
+    payload = lambda a: {"agent": a.state_dict(), "agent_config": a.config(),  # noqa: E731
+                         "config": {"agent": {"inference_mode": "top-k"}}}
+    best = save_checkpoint(tmp_path, 50, payload(early))
+    record_inference_mode(best, "events", {"top-k": 0.5, "events": 0.9})
+    save_checkpoint(tmp_path, 300, payload(late))
+    loaded, mode = load_selector_agent(tmp_path, window=4, heads=2)
+    assert mode == "top-k" and torch.equal(loaded.query.weight, late.query.weight)  # no best.json: the newest
+    mark_best(tmp_path, best, 0.9)
+    loaded, mode = load_selector_agent(tmp_path, window=4, heads=2)
+    assert mode == "events" and torch.equal(loaded.query.weight, early.query.weight)
+    assert load_checkpoint(tmp_path)["step"] == 300  # resuming still reads the newest

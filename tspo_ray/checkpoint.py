@@ -86,6 +86,12 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return _pointed(Path(directory), LATEST)
 
 
+def recommended_checkpoint(directory: str | Path) -> Path | None:
+    """The checkpoint a run folder offers for use: the best on validation (best.json, the one its final table
+    evaluated and whose inference mode was chosen), else the newest. Resuming uses latest_checkpoint instead."""
+    return best_checkpoint(directory) or latest_checkpoint(directory)
+
+
 def _pointed(directory: Path, pointer_name: str) -> Path | None:
     pointer = directory / pointer_name
     if not pointer.exists():

@@ -159,9 +159,10 @@ def _is_clip_folder(folder: Path) -> bool:
 
 def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
     """(agent in eval mode, its inference mode) from a TSPO-0.4B-layout folder, a TSPO-0.4B state dict file or a
-    tspo-ray checkpoint (file or run folder; the mode is the one its config recorded, top-k when absent)."""
+    tspo-ray checkpoint (file or run folder; the mode is the one its config recorded, top-k when absent). A run
+    folder gives its best checkpoint on validation when it has one, else its newest (recommended_checkpoint)."""
     from tspo_ray.agent import TemporalAgent
-    from tspo_ray.checkpoint import is_own_checkpoint_file, load_agent, load_checkpoint
+    from tspo_ray.checkpoint import is_own_checkpoint_file, load_agent, load_checkpoint, recommended_checkpoint
 
     path = Path(path)
     if not path.exists():
@@ -171,6 +172,8 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
         if not state:
             raise ValueError(f"{path}: a CLIP folder without selector.* weights; the agent scorer is unavailable")
         return TemporalAgent.from_reference_state_dict(state, window=window, heads=heads).eval(), "top-k"
+    if path.is_dir():
+        path = recommended_checkpoint(path) or path  # no pointer: load_checkpoint says so below
     meta: dict = {}
     if path.suffix != ".safetensors" or is_own_checkpoint_file(path):
         try:

@@ -93,7 +93,7 @@ def _file_digest(path: Path) -> str:
 def load_serving_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Module, str, str, str]:
     """(agent in eval mode, its inference mode, model_version, a sentence saying what was loaded)."""
     from tspo_ray.agent import TemporalAgent
-    from tspo_ray.checkpoint import latest_checkpoint
+    from tspo_ray.checkpoint import recommended_checkpoint
     from tspo_ray.selector import load_selector_agent
 
     if not settings.checkpoint:
@@ -105,7 +105,7 @@ def load_serving_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Modu
     agent, mode = load_selector_agent(path, window=settings.window, heads=settings.heads)
     if agent.dim != dim:
         raise ValueError(f"{path}: agent feature dim {agent.dim} does not match the encoder's {dim}")
-    weights = (latest_checkpoint(path) or path) if path.is_dir() else path
+    weights = (recommended_checkpoint(path) or path) if path.is_dir() else path  # the file load_selector_agent read
     # named without its folder: GET / must not show where the server keeps its files
     return agent, mode, f"{weights.name}@{_file_digest(weights)}", f"agent weights from {weights.name}"
 
