@@ -34,7 +34,7 @@ FAMILIES = ("counting", "needle_attribute", "position", "relation")
 
 def train_seed(cfg, seed: int, out: Path, train_items, val_items, answerer):
     """The trained agent of one training seed and its default inference mode (both chosen on validation)."""
-    from tspo_ray.checkpoint import best_checkpoint, latest_checkpoint, load_agent, load_checkpoint
+    from tspo_ray.checkpoint import latest_checkpoint, load_agent, load_checkpoint, recommended_checkpoint
     from tspo_ray.model_selection import choose_inference_mode
     from tspo_ray.trainer import train_single_process
 
@@ -44,7 +44,7 @@ def train_seed(cfg, seed: int, out: Path, train_items, val_items, answerer):
     if not done:
         print(f"training seed {seed} ({cfg.train.steps} steps)", flush=True)
         train_single_process(cfg, train_items, resume=True, val_items=val_items, answerer=answerer)
-    chosen = best_checkpoint(ckpts) or latest_checkpoint(ckpts)
+    chosen = recommended_checkpoint(ckpts)
     agent = load_agent(chosen).eval()
     state = load_checkpoint(chosen)
     mode = state.get("inference_mode")

@@ -33,14 +33,19 @@ def cpu_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def steps_per_s(tracking_uri: str, first: int, last: int | None = None) -> float:
-    """Learner steps per second between steps `first` and `last` (None: the last logged), from the MLflow metric
-    timestamps."""
+def metric_history(tracking_uri: str, name: str) -> list:
+    """Every logged value of one metric of the phase's (only) MLflow run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     run = client.search_runs([client.get_experiment_by_name("bench").experiment_id])[0]
-    points = sorted((m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id, "reward"))
+    return client.get_metric_history(run.info.run_id, name)
+
+
+def steps_per_s(tracking_uri: str, first: int, last: int | None = None) -> float:
+    """Learner steps per second between steps `first` and `last` (None: the last logged), from the MLflow metric
+    timestamps."""
+    points = sorted((m.step, m.timestamp) for m in metric_history(tracking_uri, "reward"))
     (s0, t0) = next(p for p in points if p[0] >= first)
     (s1, t1) = points[-1] if last is None else [p for p in points if p[0] <= last][-1]
     return (s1 - s0) / max((t1 - t0) / 1000, 1e-9)
@@ -51,13 +56,9 @@ PHASES = ("time_sample_s", "time_answer_s", "time_learn_s", "time_wait_s")
 
 def phase_means(tracking_uri: str, warmup: int) -> dict[str, float]:
     """Mean seconds per steady-state step of each phase the loop logs (PHASES); absent ones are left out."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    run = client.search_runs([client.get_experiment_by_name("bench").experiment_id])[0]
     out = {}
     for name in PHASES:
-        values = [m.value for m in client.get_metric_history(run.info.run_id, name) if m.step >= warmup]
+        values = [m.value for m in metric_history(tracking_uri, name) if m.step >= warmup]
         if values:
             out[name] = sum(values) / len(values)
     return out
@@ -77,8 +78,7 @@ def run_phase(name: str, train, cfg, items, tmp: Path, warmup: int) -> dict:
     tracker.finish()
     # the first steps decode most frames for the first time; from `warmup` on, the answerers' caches are warm
     return {"loop": name, "steps_per_s": steps_per_s(uri, warmup), "cold_steps_per_s": steps_per_s(uri, 4, warmup),
-            "wall_s": wall,
-            "cpu_busy": (b1 - b0) / max(all1 - all0, 1), "phases": phase_means(uri, warmup)}
+            "wall_s": wall, "cpu_busy": (b1 - b0) / max(all1 - all0, 1), "phases": phase_means(uri, warmup)}
 
 
 def main() -> None:
@@ -125,7 +125,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['loop']} | {r['steps_per_s']:.2f} | {r['steps_per_s'] / base:.2f}x | "
-              f"{r['cold_steps_per_s']:.2f} | {r['cold_steps_per_s'] / cold:.2f}x | {r['wall_s']:.1f} s | {100 * r['cpu_busy']:.0f}% |")
+              f"{r['cold_steps_per_s']:.2f} | {r['cold_steps_per_s'] / cold:.2f}x | {r['wall_s']:.1f} s | "
+              f"{100 * r['cpu_busy']:.0f}% |")
     print("\nwhere a steady-state step's time goes (mean ms per step; on Ray, sampling and answering batch b+1 "
           "overlap the learner's update of batch b, and 'learner waits' is the learner idle for a rollout)")
     print("\n| loop | sampling | answering | learner update | learner waits |")

@@ -82,13 +82,13 @@ def load_training_items(cfg: Config, args) -> tuple[list, list] | None:
 def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
     """The test-split table of the trained agent: printed, written to --results, logged to MLflow."""
     from tspo_ray.answerers import build_answerer
-    from tspo_ray.checkpoint import best_checkpoint, load_agent
+    from tspo_ray.checkpoint import load_agent, recommended_checkpoint
     from tspo_ray.evaluation import AllRequestsRejected, format_table
     from tspo_ray.evaluation_job import run_evaluation
 
     out = Path(cfg.train.output_dir)
     # the checkpoint chosen on validation (train.eval_every), else the final one
-    checkpoint = best_checkpoint(out / "checkpoints") or out / "checkpoints"
+    checkpoint = recommended_checkpoint(out / "checkpoints") or out / "checkpoints"
     print(f"evaluating {checkpoint.name if checkpoint.is_file() else 'the final checkpoint'}")
     agent = load_agent(checkpoint).eval()
     answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
