@@ -17,15 +17,19 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tspo_ray.agent import (BLOCK, MASKED_LOGIT, TemporalAgent, _outside_band, dense_window_attention,  # noqa: E402
-                            sinusoidal_positions, window_offsets)
+from tspo_ray.method.agent import (
+    BLOCK,
+    MASKED_LOGIT,
+    TemporalAgent,
+    _outside_band,
+    dense_window_attention,
+    sinusoidal_positions,
+    window_offsets,
+)
 
 
 def offset_loop_attention(q, k, v, heads: int, window: int):

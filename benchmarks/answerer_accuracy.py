@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tspo_ray.answerers.embedded import EmbeddedAnswerer  # noqa: E402
-from tspo_ray.answerers.frame_sets import METHODS, request_for  # noqa: E402
-from tspo_ray.data.records import read_records  # noqa: E402
+from tspo_ray.answerers.embedded import EmbeddedAnswerer
+from tspo_ray.answerers.frame_sets import METHODS, request_for
+from tspo_ray.data.records import read_records
 
 
 def measure(answerer, records, root: Path, methods, k: int, batch: int = 32) -> dict:

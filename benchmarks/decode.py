@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 WIDTH, HEIGHT, FPS, GOP = 1280, 720, 30, 250
 
@@ -53,7 +52,7 @@ def make_video(path: Path, minutes: float, preset: str) -> Path:
 
 
 def measure(mode: str, path: str, size: int) -> dict:
-    from tspo_ray import video
+    from tspo_ray.video import frames as video
 
     t0 = time.perf_counter()
     extra = {}

@@ -3,23 +3,21 @@
     uv run python benchmarks/events_settings.py [--split val] [--accept 0.2 0.35 0.5] [--run 0.3 0.5]
 
 Evaluates clip:events over a grid of (accept, run) on the embedded world's validation split, next to the other
-training-free selectors, and prints overall and per-family accuracy. tspo_ray.policy.EVENTS_ACCEPT / EVENTS_RUN
+training-free selectors, and prints overall and per-family accuracy. tspo_ray.method.policy.EVENTS_ACCEPT / EVENTS_RUN
 hold the chosen pair (the best overall; ties go to the first in grid order).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from tspo_ray.answerers import build_answerer  # noqa: E402
-from tspo_ray.config import BASELINE_SELECTORS, load_config  # noqa: E402
-from tspo_ray.encoders import load_encoder  # noqa: E402
-from tspo_ray.evaluation import evaluate_selector, format_table, summarise  # noqa: E402
-from tspo_ray.features import prepare_split  # noqa: E402
+from tspo_ray.answerers import build_answerer
+from tspo_ray.config import BASELINE_SELECTORS, load_config
+from tspo_ray.evaluation.accuracy import evaluate_selector, format_table, summarise
+from tspo_ray.splits import prepare_split
+from tspo_ray.video.encoders import load_encoder
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +23,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 class PeakRSS:
@@ -82,9 +80,9 @@ def breakdown(videos, spec, encoder_spec) -> None:
     """Decoding alone, then encoding the decoded frames alone with 1 and 2 torch threads, in this process."""
     import torch
 
-    from tspo_ray import video as video_io
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.features import video_candidates
+    from tspo_ray.video import frames as video_io
+    from tspo_ray.video.encoders import load_encoder
+    from tspo_ray.video.features import video_candidates
 
     encoder = load_encoder(encoder_spec)
     t0 = time.perf_counter()
@@ -131,7 +129,9 @@ def main() -> None:
     ap.add_argument("--ray-cpus", type=int, default=None, help="logical CPUs of the local Ray (default: the cores)")
     ap.add_argument("--breakdown", type=int, default=0, metavar="N", help="time decode and encode alone on N videos")
     ap.add_argument("overrides", nargs="*", help="config overrides (features.*)")
-    args = ap.parse_args()
+    from tspo_ray.config import parse_job_args
+
+    args = parse_job_args(ap)
 
     import torch
 
@@ -140,9 +140,9 @@ def main() -> None:
     from tspo_ray.config import load_config
     from tspo_ray.distributed import init_ray
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.features import FeatureStore, extract_local, feature_spec
     from tspo_ray.synthetic.dataset import build_world
+    from tspo_ray.video.encoders import load_encoder
+    from tspo_ray.video.features import FeatureStore, extract_local, feature_spec
 
     t0 = time.perf_counter()
     build_world(args.world, {"train": args.videos}, seed=11, min_s=args.min_seconds, max_s=args.max_seconds,

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from tspo_ray.config import BASELINE_SELECTORS, FULL_SUITE, load_config  # noqa: E402
+from tspo_ray.config import BASELINE_SELECTORS, FULL_SUITE, load_config, parse_job_args
 
 FAMILIES = ("counting", "needle_attribute", "position", "relation")
 
@@ -35,8 +33,8 @@ FAMILIES = ("counting", "needle_attribute", "position", "relation")
 def train_seed(cfg, seed: int, out: Path, train_items, val_items, answerer):
     """The trained agent of one training seed and its default inference mode (both chosen on validation)."""
     from tspo_ray.checkpoint import latest_checkpoint, load_agent, load_checkpoint, recommended_checkpoint
-    from tspo_ray.model_selection import choose_inference_mode
-    from tspo_ray.trainer import train_single_process
+    from tspo_ray.training.model_selection import choose_inference_mode
+    from tspo_ray.training.trainer import train_single_process
 
     cfg.train.seed, cfg.train.output_dir = seed, str(out)
     ckpts = out / "checkpoints"
@@ -55,7 +53,7 @@ def train_seed(cfg, seed: int, out: Path, train_items, val_items, answerer):
 
 def evaluate_world(items, selectors, k, answerer, agent, mode, cache: Path) -> dict[str, list[dict]]:
     """Per selector, one row per question (family, correct); cached in `cache` so a restart skips it."""
-    from tspo_ray.evaluation import evaluate_selector
+    from tspo_ray.evaluation.accuracy import evaluate_selector
 
     if cache.exists():
         return json.loads(cache.read_text())
@@ -63,14 +61,14 @@ def evaluate_world(items, selectors, k, answerer, agent, mode, cache: Path) -> d
     for sel in selectors:
         got = evaluate_selector(items, sel, k, answerer, agent, progress=False, inference_mode=mode)
         rows[sel] = [{"id": r["id"], "family": r["family"], "correct": float(r["correct"])} for r in got]
-    from tspo_ray.data.records import write_text_atomic
+    from tspo_ray.safe_files import write_text_atomic
 
     write_text_atomic(cache, json.dumps(rows))
     return rows
 
 
 def summarise_selector(per_seed_rows: list[list[dict]]) -> dict:
-    from tspo_ray.stats import hierarchical_bootstrap_ci, mean_and_spread
+    from tspo_ray.evaluation.stats import hierarchical_bootstrap_ci, mean_and_spread
 
     def by(rows_filter):
         correct = [[r["correct"] for r in rows if rows_filter(r)] for rows in per_seed_rows]
@@ -95,7 +93,7 @@ def format_report(summary: dict, seeds: list[int], worlds: list[int], modes: dic
         lines.append(f"| {sel} | {pct(o['mean']):.1f} ± {pct(o['sd']):.1f} | {ci} | {fam} |")
     best = max(BASELINE_SELECTORS, key=lambda b: summary[b]["overall"]["mean"])
     agent, base = summary["agent"], summary[best]
-    from tspo_ray.stats import intervals_overlap
+    from tspo_ray.evaluation.stats import intervals_overlap
 
     lines += ["", f"agent (default mode) vs the best training-free selector ({best}): "
               f"{pct(agent['overall']['mean'] - base['overall']['mean']):+.1f} points overall; CIs "
@@ -116,13 +114,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "outputs" / "heldout"))
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=300 policy.group_size=16")
-    args = ap.parse_args()
+    args = parse_job_args(ap)
     if set(args.worlds) & {0, 7}:
         ap.error("world seeds 0 and 7 were used in development; pick fresh ones")
     from tspo_ray.answerers import build_answerer
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.features import prepare_split
+    from tspo_ray.splits import prepare_split
     from tspo_ray.synthetic.dataset import build_world, ensure_world
+    from tspo_ray.video.encoders import load_encoder
 
     out = Path(args.out)
     cfg = load_config(ROOT / "configs" / "embedded.yaml", args.overrides)

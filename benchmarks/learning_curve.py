@@ -3,7 +3,7 @@
     uv run python benchmarks/learning_curve.py --steps 300 --every 50 \
         --variant "policy.tau_start=0.1 policy.tau_end=0.05" --variant "policy.tau_start=0.3 policy.tau_end=0.1"
 
-Each variant trains a fresh agent with the single-process loop (tspo_ray.trainer.LocalTrainer, the loop the Ray job
+Each variant trains a fresh agent with the single-process loop (tspo_ray.training.trainer.LocalTrainer, the loop the Ray job
 distributes; same seed, same data order) and is evaluated on the validation split every --every steps with
 deterministic top-T_s selection, next to the uniform and clip-top-k baselines. Prints one table per variant
 (overall and per-family accuracy, mean R_T, and the training-side zero-variance-group fraction) and, with --json,
@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from tspo_ray.answerers import build_answerer  # noqa: E402
-from tspo_ray.config import load_config  # noqa: E402
-from tspo_ray.encoders import load_encoder  # noqa: E402
-from tspo_ray.evaluation import evaluate_selector, summarise  # noqa: E402
-from tspo_ray.features import prepare_split  # noqa: E402
-from tspo_ray.trainer import LocalTrainer  # noqa: E402
+from tspo_ray.answerers import build_answerer
+from tspo_ray.config import load_config
+from tspo_ray.evaluation.accuracy import evaluate_selector, summarise
+from tspo_ray.splits import prepare_split
+from tspo_ray.training.trainer import LocalTrainer
+from tspo_ray.video.encoders import load_encoder
 
 
 def row(label: str, summary: dict, families: list[str], extra: str = "") -> str:
@@ -51,7 +49,7 @@ def main() -> None:
     train_items, _, _ = prepare_split(base, "train", encoder)
     eval_items, _, _ = prepare_split(base, args.split, encoder)
     answerer = build_answerer(base.answerer.kind, base.answerer.settings)
-    from tspo_ray.distributed.answerer_pool import in_process_reward_fn
+    from tspo_ray.training.scoring import reward_fn
 
     k = base.eval.num_frames
     baselines = {m: summarise(evaluate_selector(eval_items, m, k, answerer, progress=False))
@@ -61,7 +59,7 @@ def main() -> None:
     report = {"split": args.split, "questions": len(eval_items), "baselines": baselines, "variants": {}}
     for variant in variants:
         cfg = load_config(args.config, [f"train.steps={args.steps}", *variant.split()])
-        trainer = LocalTrainer(train_items, in_process_reward_fn(answerer), cfg)
+        trainer = LocalTrainer(train_items, reward_fn(answerer), cfg)
         lines, curve, zero_var, t0 = [], [], [], time.time()
         for step in range(1, args.steps + 1):
             zero_var.append(trainer.train_step()["zero_variance_fraction"])

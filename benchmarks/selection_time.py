@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from tspo_ray.agent import TemporalAgent  # noqa: E402
-from tspo_ray.policy import AKS_SETTINGS  # noqa: E402
-from tspo_ray.selector import select_from_features  # noqa: E402
+from tspo_ray.method.agent import TemporalAgent
+from tspo_ray.method.policy import AKS_SETTINGS
+from tspo_ray.selector import select_from_features
 
 SELECTORS = ["uniform", "clip:top-k", "clip:bin-max", "clip:aks", "agent:top-k", "agent:bin-max", "agent:aks",
              "agent:top-k+edges"]

@@ -26,8 +26,6 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 QUESTIONS = ["When does the red star appear?", "What colour is the square?", "Where is the blue circle?",
              "How many times does the green triangle appear?", "What happens after the yellow star leaves?"]
 

@@ -5,7 +5,7 @@
 Both loops train the same config on the embedded world's training split (features are extracted into the store
 once if missing) for `--steps` learner steps, one after the other in this run:
 
-- one process: `tspo_ray.trainer.train_single_process`, the embedded answerer in this process;
+- one process: `tspo_ray.training.trainer.train_single_process`, the embedded answerer in this process;
 - Ray: `tspo_ray.distributed.training.train_distributed` on a private local Ray (rollout coordinator, answerer
   actors, Ray Train learner), as `jobs/train.py` runs it.
 
@@ -18,12 +18,9 @@ so their final weights must agree; the largest difference is printed as a check.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def cpu_jiffies() -> tuple[int, int]:
@@ -65,7 +62,7 @@ def phase_means(tracking_uri: str, warmup: int) -> dict[str, float]:
 
 
 def run_phase(name: str, train, cfg, items, tmp: Path, warmup: int) -> dict:
-    from tspo_ray.tracking import RunLogger
+    from tspo_ray.training.tracking import RunLogger
 
     cfg.train.output_dir = str(tmp / name)
     uri = f"sqlite:///{tmp / name}.db"
@@ -86,7 +83,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=90)
     ap.add_argument("--warmup", type=int, default=55, help="steps left out of the steady-state rate")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_lag=2 train.num_answerers=3")
-    args = ap.parse_args()
+    from tspo_ray.config import parse_job_args
+
+    args = parse_job_args(ap)
     import os
 
     import torch
@@ -95,10 +94,10 @@ def main() -> None:
     from tspo_ray.config import load_config
     from tspo_ray.distributed import init_ray
     from tspo_ray.distributed.training import train_distributed
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.features import prepare_split
+    from tspo_ray.splits import prepare_split
     from tspo_ray.synthetic.dataset import ensure_world
-    from tspo_ray.trainer import train_single_process
+    from tspo_ray.training.trainer import train_single_process
+    from tspo_ray.video.encoders import load_encoder
 
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs" / "embedded.yaml",

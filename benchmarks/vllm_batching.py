@@ -11,14 +11,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def make_requests(video: str, questions: int, group: int, frames: int, num_video_frames: int, fps: float, seed: int):
@@ -61,8 +58,19 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def load_tiny_models():
+    """tests/tiny_models.py (the suite's tiny random models in real layouts), loaded by its path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_models", ROOT / "tests" / "tiny_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run(args, tmp: Path) -> None:
-    from tiny_models import build_tiny_qwen2_5_vl, write_ramp_video
+    tiny = load_tiny_models()
+    build_tiny_qwen2_5_vl, write_ramp_video = tiny.build_tiny_qwen2_5_vl, tiny.write_ramp_video
 
     from tspo_ray.answerers.vllm_answerer import VLLMAnswerer, VLLMAnswererConfig
 

@@ -26,21 +26,20 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tspo_ray.config import ConfigError, load_config  # noqa: E402
-from tspo_ray.data.records import RecordError, format_skipped  # noqa: E402
-from tspo_ray.evaluation import AllRequestsRejected, format_table  # noqa: E402
-from tspo_ray.evaluation_job import run_evaluation  # noqa: E402
-from tspo_ray.features import NoUsableQuestions  # noqa: E402
-from tspo_ray.policy import SELECTORS  # noqa: E402
-from tspo_ray.safe_files import UnsafeFileError  # noqa: E402
+from tspo_ray.answerers import check_config
+from tspo_ray.config import ConfigError, load_config, parse_job_args
+from tspo_ray.data.records import RecordError, format_skipped
+from tspo_ray.evaluation.accuracy import AllRequestsRejected, format_table
+from tspo_ray.evaluation.split_job import run_evaluation
+from tspo_ray.method.policy import SELECTORS
+from tspo_ray.safe_files import UnsafeFileError
+from tspo_ray.splits import NoUsableQuestions
 
 #: the split evaluation's selectors when --selectors is not given (--benchmark: the config's eval.selectors)
 DEFAULT_SELECTORS = ["uniform", "clip-top-k", "bin-max"]
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML config (default: the embedded world)")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -59,14 +58,19 @@ def main() -> None:
                     help="--benchmark: extract features in this process instead of Ray Data (small runs, tests)")
     ap.add_argument("--retry-failed", action="store_true",
                     help="decode videos that failed before again (by default their recorded reason stands)")
-    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_frames=8")
-    args = ap.parse_args()
+    ap.add_argument("overrides", nargs="*", help="config overrides anywhere on the line, e.g. eval.num_frames=8")
+    args = parse_job_args(ap, argv)
     if args.retry_failed:
         args.overrides.append("features.retry_failed=true")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     if args.benchmark:
         return benchmark_main(args)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = check_config(load_config(args.config, args.overrides))
         payload = run_evaluation(cfg, args.split, args.selectors or DEFAULT_SELECTORS, Path(args.out), args.checkpoint,
                                  args.plots)
     except (ConfigError, FileNotFoundError, RecordError, NoUsableQuestions, UnsafeFileError,
@@ -77,17 +81,18 @@ def main() -> None:
 
 
 def benchmark_main(args) -> None:
-    from tspo_ray.benchmark_eval import BenchmarkRunError
-    from tspo_ray.benchmark_job import run_benchmark_job
     from tspo_ray.data.frame_idx_export import ExportError
+    from tspo_ray.distributed.feature_pipeline import ray_extractor
+    from tspo_ray.evaluation.benchmark import BenchmarkRunError
+    from tspo_ray.evaluation.benchmark_job import run_benchmark_job
 
     if not args.annotations:
         sys.exit("error: --benchmark needs --annotations (the benchmark's annotation file)")
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = check_config(load_config(args.config, args.overrides))
         summary = run_benchmark_job(cfg, args.benchmark, args.annotations, args.videos,
                                     args.selectors or cfg.eval.selectors, args.out, checkpoint=args.checkpoint,
-                                    answer=args.answer, use_ray=not args.local)
+                                    answer=args.answer, extract=None if args.local else ray_extractor(cfg))
     except (ConfigError, FileNotFoundError, AllRequestsRejected, BenchmarkRunError, ExportError, RecordError,
             UnsafeFileError, ValueError) as exc:
         sys.exit(f"error: {exc}")

@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tspo_ray.config import Config, ConfigError, load_config  # noqa: E402
-from tspo_ray.synthetic.dataset import ensure_world  # noqa: E402
+from tspo_ray.answerers import check_config
+from tspo_ray.config import Config, ConfigError, load_config, parse_job_args
+from tspo_ray.synthetic.dataset import ensure_world
 
 
 def parse_args(argv=None):
@@ -34,8 +33,8 @@ def parse_args(argv=None):
     ap.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # simulate an interruption (tests)
     ap.add_argument("--retry-failed", action="store_true",
                     help="decode videos that failed before again (by default their recorded reason stands)")
-    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=20 grpo.lr=1e-3")
-    args = ap.parse_args(argv)
+    ap.add_argument("overrides", nargs="*", help="config overrides anywhere on the line, e.g. train.steps=20 grpo.lr=1e-3")
+    args = parse_job_args(ap, argv)
     if args.retry_failed:
         args.overrides.append("features.retry_failed=true")
     return args
@@ -46,21 +45,23 @@ def load_training_items(cfg: Config, args) -> tuple[list, list] | None:
     None after printing why training cannot start."""
     from tspo_ray.checkpoint import check_resumable
     from tspo_ray.data.records import RecordError, format_skipped
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.features import prepare_split
-    from tspo_ray.learner_state import LearnerState, ResumeError
+    from tspo_ray.distributed.feature_pipeline import ray_extractor
     from tspo_ray.safe_files import UnsafeFileError
+    from tspo_ray.splits import prepare_split
+    from tspo_ray.training.learner_state import LearnerState, ResumeError
+    from tspo_ray.video.encoders import load_encoder
 
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     try:
         if args.resume:
             check_resumable(ckpt_dir)
         encoder = load_encoder(cfg.features.encoder)  # loaded once for both splits
-        items, problems, counts = prepare_split(cfg, "train", encoder, use_ray=not args.local,
+        extract = None if args.local else ray_extractor(cfg)
+        items, problems, counts = prepare_split(cfg, "train", encoder, extract=extract,
                                                 max_questions=cfg.data.max_train_questions)
         val_items = []
         if cfg.train.eval_every and (Path(cfg.data.root) / cfg.data.val).exists():
-            val_items, _, _ = prepare_split(cfg, "val", encoder, use_ray=not args.local,
+            val_items, _, _ = prepare_split(cfg, "val", encoder, extract=extract,
                                             max_questions=cfg.data.max_eval_questions)
         if args.resume and items and (ckpt_dir / "latest.json").exists():
             # refuse a checkpoint of another dataset, seed or lag here, not inside a Ray Train worker
@@ -83,8 +84,8 @@ def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
     """The test-split table of the trained agent: printed, written to --results, logged to MLflow."""
     from tspo_ray.answerers import build_answerer
     from tspo_ray.checkpoint import load_agent, recommended_checkpoint
-    from tspo_ray.evaluation import AllRequestsRejected, format_table
-    from tspo_ray.evaluation_job import run_evaluation
+    from tspo_ray.evaluation.accuracy import AllRequestsRejected, format_table
+    from tspo_ray.evaluation.split_job import run_evaluation
 
     out = Path(cfg.train.output_dir)
     # the checkpoint chosen on validation (train.eval_every), else the final one
@@ -94,7 +95,7 @@ def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
     answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
     try:
         if cfg.eval.choose_inference_mode and (Path(cfg.data.root) / cfg.data.val).exists():
-            from tspo_ray.model_selection import choose_inference_mode
+            from tspo_ray.training.model_selection import choose_inference_mode
 
             mode, by_mode = choose_inference_mode(cfg, checkpoint, out / "eval_val", agent, answerer)
             cfg.agent.inference_mode = mode
@@ -110,7 +111,7 @@ def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
         return 1
     print(format_table(payload["results"]))
     if args.results:
-        from tspo_ray.data.records import write_text_atomic
+        from tspo_ray.safe_files import write_text_atomic
 
         summary = {"results": payload["results"], "train_seconds": round(train_s, 1), "config": cfg.to_dict()}
         write_text_atomic(args.results, json.dumps(summary, indent=2))
@@ -130,7 +131,7 @@ def run_job(cfg: Config, args, tracker) -> int:
         return 1
     items, val_items = loaded
     if args.local:
-        from tspo_ray.trainer import train_single_process as train
+        from tspo_ray.training.trainer import train_single_process as train
     else:
         from tspo_ray.distributed.training import train_distributed as train
     train(cfg, items, tracker, resume=args.resume, stop_after=args.stop_after, val_items=val_items)
@@ -147,7 +148,7 @@ def raise_interrupt(signum, frame):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = check_config(load_config(args.config, args.overrides))
         # absolute, because Ray Train workers run in their own working directory
         cfg.train.output_dir = str(Path(cfg.train.output_dir).absolute())
         ensure_world(cfg)
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
         init_ray(num_cpus=max(4, os.cpu_count() or 1), ignore_reinit_error=True)
     tracker = None
     if cfg.tracking.enabled:
-        from tspo_ray.tracking import open_job_run
+        from tspo_ray.training.tracking import open_job_run
 
         tracker = open_job_run(cfg.tracking, out, cfg.flat(), {"mode": "local" if args.local else "ray"}, args.resume)
         print(f"MLflow run {tracker.run_id} at {tracker.tracking_uri}")

@@ -22,15 +22,13 @@ import json
 import math
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from tspo_ray.answerers.prompts import LLAVA_VIDEO_CHAT_TEMPLATE  # noqa: E402
+from tspo_ray.answerers.prompts import LLAVA_VIDEO_CHAT_TEMPLATE
 
 # (source pattern, target) applied in order, first match wins; target None drops the tensor.
 # Targets are the classic llava-hf layout, which both transformers (its llava_next renames) and vLLM load.
@@ -122,8 +120,13 @@ def build_config(src: dict[str, Any], vision: dict[str, Any], image_token_id: in
 
 def build_processor(src_dir: Path, vision: dict[str, Any], pinpoints: list, aspect: str):
     """Tokenizer with <image>/<video> added, SigLIP-normalising image and video processors, the chat template."""
-    from transformers import (AddedToken, AutoTokenizer, LlavaOnevisionImageProcessor, LlavaOnevisionProcessor,
-                              LlavaOnevisionVideoProcessor)
+    from transformers import (
+        AddedToken,
+        AutoTokenizer,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(src_dir)
     tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False),

@@ -19,10 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tspo_ray.config import ConfigError, load_config  # noqa: E402
-from tspo_ray.data.records import RecordError, format_bad_records  # noqa: E402
+from tspo_ray.answerers import check_config
+from tspo_ray.config import ConfigError, load_config, parse_job_args
+from tspo_ray.data.records import RecordError, format_bad_records
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,8 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="question families written as type 'specific' (default haystack.families)")
     ap.add_argument("--limit", type=int, help="only the first N questions of the split")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("overrides", nargs="*")
-    return ap.parse_args(argv)
+    ap.add_argument("overrides", nargs="*", help="config overrides anywhere on the line, e.g. answerer.kind=vllm")
+    return parse_job_args(ap, argv)
 
 
 def ensure_world(root: Path) -> None:
@@ -66,7 +65,7 @@ def quiet_ray_data() -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = check_config(load_config(args.config, args.overrides))
         from tspo_ray.distributed.difficulty_filter import FilterSettings
 
         settings = FilterSettings(args.easy_frames, args.hard_frames, cfg.features.fps, cfg.features.max_candidates,
@@ -76,7 +75,8 @@ def main(argv=None) -> int:
         return 2
     root = Path(cfg.data.root)
     ensure_world(root)
-    from tspo_ray.features import resolve_video, split_records
+    from tspo_ray.data.records import resolve_video
+    from tspo_ray.splits import split_records
 
     cfg.data.on_bad_record = "skip"  # bad lines are listed and left out; the rest is filtered
     try:
@@ -89,8 +89,8 @@ def main(argv=None) -> int:
     records = records[: args.limit] if args.limit else records
     out = Path(args.out or root / f"tspo10k_{args.split}.jsonl")
     families = cfg.haystack.families if args.specific_families is None else args.specific_families
-    from tspo_ray.answerers.pool import AnswererActorPool, actor_options
     from tspo_ray.answerers import AnswererFactory
+    from tspo_ray.answerers.pool import AnswererActorPool, actor_options
     from tspo_ray.distributed import init_ray
     from tspo_ray.distributed.difficulty_filter import filter_records, write_result
 

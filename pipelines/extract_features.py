@@ -15,15 +15,15 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tspo_ray.config import ConfigError, load_config, parse_job_args
+from tspo_ray.data.records import resolve_video
+from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray
+from tspo_ray.splits import split_records
+from tspo_ray.video.encoders import load_encoder
+from tspo_ray.video.features import FeatureStore, feature_spec
 
-from tspo_ray.config import ConfigError, load_config  # noqa: E402
-from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray  # noqa: E402
-from tspo_ray.encoders import load_encoder  # noqa: E402
-from tspo_ray.features import FeatureStore, feature_spec, resolve_video, split_records  # noqa: E402
 
-
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config")
     ap.add_argument("--split", default="train", choices=["train", "val", "test"])
@@ -35,10 +35,15 @@ def main() -> None:
     ap.add_argument("--gpus-per-worker", type=float, help="GPUs per encoder actor (default: from the config)")
     ap.add_argument("--retry-failed", action="store_true",
                     help="decode videos that failed before again (by default their recorded reason stands)")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
+    ap.add_argument("overrides", nargs="*", help="config overrides anywhere on the line, e.g. features.fps=2")
+    args = parse_job_args(ap, argv)
     if args.retry_failed:
         args.overrides.append("features.retry_failed=true")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     for flag, value in (("--decode-workers", args.decode_workers), ("--chunk", args.chunk)):
         if value < 1:
             sys.exit(f"error: {flag} must be >= 1, got {value}")

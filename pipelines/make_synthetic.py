@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tspo_ray.synthetic.dataset import build_world, format_table  # noqa: E402
+from tspo_ray.synthetic.dataset import build_world, format_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ import json
 import math
 import random
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,13 +23,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tspo_ray.encoders.hf_clip import HFClipEncoder, ImageSettings, file_digest  # noqa: E402
-from tspo_ray.synthetic.tiny_clip import (  # noqa: E402
-    FORMS, WordingHead, build_model, build_tokenizer, caption_text, held_out_set, multi_positive_loss,
-    positives_matrix, random_scene, render_through_codec, wording_metrics, worded_texts, zero_shot_metrics,
+from tspo_ray.synthetic.tiny_clip import (
+    FORMS,
+    WordingHead,
+    build_model,
+    build_tokenizer,
+    caption_text,
+    held_out_set,
+    multi_positive_loss,
+    positives_matrix,
+    random_scene,
+    render_through_codec,
+    worded_texts,
+    wording_metrics,
+    zero_shot_metrics,
 )
+from tspo_ray.video.encoders.hf_clip import HFClipEncoder, ImageSettings, file_digest
 
 HELD_OUT_SEED = 987_654
 

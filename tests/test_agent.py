@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tspo_ray.agent import TemporalAgent, banded_attention, dense_window_attention, sinusoidal_positions
+from tspo_ray.method.agent import TemporalAgent, banded_attention, dense_window_attention, sinusoidal_positions
 
 
 def restated_scores(sd, frames, text, window, heads):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tspo_ray.rewards import parse_option
+from tspo_ray.method.rewards import parse_option
 
 CORPUS = [json.loads(line) for line in (Path(__file__).parent / "data" / "answer_corpus.jsonl").open()]
 

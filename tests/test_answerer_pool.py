@@ -110,7 +110,8 @@ def test_gives_up_after_max_restarts(local_ray, tmp_path):
 
 def test_training_pool_engine_death_replaces_the_actor_and_scores_every_group_once(local_ray, tmp_path):
     from tspo_ray.data.records import QARecord
-    from tspo_ray.distributed.answerer_pool import AnswererPool, ScoreJob
+    from tspo_ray.distributed.answerer_pool import AnswererPool
+    from tspo_ray.training.scoring import ScoreJob
 
     sets = tuple(((g, g + 1), (float(g), g + 0.5)) for g in range(4))  # set g at g s and g + 0.5 s
     jobs = [ScoreJob(QARecord(f"q{j}", "v.mp4", "Q?", ["a", "b"], "A", "needle", [[0.0, 1.0]]), "v.mp4", sets)

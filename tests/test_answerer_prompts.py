@@ -9,7 +9,7 @@ from tspo_ray.answerers.errors import RequestError
 from tspo_ray.answerers.inputs import check_request, dedupe, video_metadata
 from tspo_ray.answerers.model_io import ConfigError
 from tspo_ray.answerers.vllm_answerer import VLLMAnswererConfig, derive_limits, engine_env
-from tspo_ray.video import VideoInfo
+from tspo_ray.video.info import VideoInfo
 
 
 def test_multiple_choice_text_is_the_papers():

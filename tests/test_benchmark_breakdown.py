@@ -1,7 +1,7 @@
 """Each benchmark's own accuracy breakdown, against numbers worked out by hand."""
 import pytest
 
-from tspo_ray.benchmark_breakdown import breakdown, format_breakdown_table
+from tspo_ray.evaluation.breakdown import breakdown, format_breakdown_table
 
 
 def row(correct, *groups):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tspo_ray.benchmark_eval import BenchmarkRun, BenchmarkRunError, PartialResults, run_benchmark
 from tspo_ray.data.frame_idx_export import ExportError, export_frame_idx, frame_idx_value
 from tspo_ray.data.records import QARecord
+from tspo_ray.evaluation.benchmark import BenchmarkRun, BenchmarkRunError, PartialResults, run_benchmark
 
 
 def lvb_rows(n):

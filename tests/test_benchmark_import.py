@@ -5,8 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from tspo_ray.data.benchmarks import (FORMATS, BenchmarkFormatError, clock_to_seconds, list_formats, load,
-                                      time_reference_to_spans)
+from tspo_ray.data.benchmarks import (
+    FORMATS,
+    BenchmarkFormatError,
+    clock_to_seconds,
+    list_formats,
+    load,
+    time_reference_to_spans,
+)
 from tspo_ray.data.records import RecordError
 
 FIX = Path(__file__).parent / "fixtures" / "benchmarks"

@@ -88,9 +88,9 @@ def expected_accuracy(name: str, rows: list[dict]) -> tuple[float, dict[str, flo
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_benchmark_job_end_to_end(name, bench, ray_local, tmp_path, monkeypatch, capsys):
-    from tspo_ray.encoders import load_encoder
     from tspo_ray.selector import KeyframeSelector, load_selector_agent
-    from tspo_ray.video import decode_candidates
+    from tspo_ray.video.encoders import load_encoder
+    from tspo_ray.video.frames import decode_candidates
 
     file, selector = CASES[name]
     annotations = FIXTURES / file
@@ -139,14 +139,14 @@ def test_benchmark_job_end_to_end(name, bench, ray_local, tmp_path, monkeypatch,
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(bench, tmp_path):
     """Interrupted after two chunks (as Ctrl-C or a kill between chunks would), restarted with the same command: only
     the unfinished questions run, and every output equals the one of a run that was never interrupted."""
-    from tspo_ray.benchmark_job import run_benchmark_job
     from tspo_ray.config import load_config
+    from tspo_ray.evaluation.benchmark_job import run_benchmark_job
 
     annotations = FIXTURES / "video_info.meta.jsonl"
     videos = video_folder(bench, "lvbench", annotations)
     cfg = load_config(overrides=overrides(bench))
     selectors = ["uniform", "agent:top-k"]
-    common = dict(checkpoint=str(bench["tspo"]), answer=True, use_ray=False, progress=False, chunk_size=3)
+    common = dict(checkpoint=str(bench["tspo"]), answer=True, progress=False, chunk_size=3)
     whole = run_benchmark_job(cfg, "lvbench", annotations, videos, selectors, tmp_path / "whole", **common)
 
     chunks: list[list[dict]] = []

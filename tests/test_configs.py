@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tspo_ray.answerers import accepted_frames
+from tspo_ray.answerers import accepted_frames, check_config
 from tspo_ray.config import ConfigError, is_cuda, load_config
 from tspo_ray.distributed.placement import answerer_actor_options, encoder_actor_options, learner_scaling
 
@@ -88,21 +88,28 @@ def test_real_model_configs_land_on_their_cluster_yaml_nodes(path):
     assert rollout["rollout"] // ans["resources"]["rollout"] == rollout["GPU"] // ans["num_gpus"]
 
 
+def job_config(path=None, overrides=None):
+    """A config as the jobs load it: the answerer back end checks its own settings and frame budget."""
+    return check_config(load_config(path, overrides))
+
+
 def test_answerer_must_accept_the_frame_counts():
     mismatch = ["answerer.kind=vllm", "answerer.settings={model: Qwen/Qwen2.5-VL-7B-Instruct, num_frames: 16}",
                 "eval.num_frames=64", "policy.num_frames=16"]
     with pytest.raises(ConfigError, match=r"^eval.num_frames: 64 frames.*answerer.settings.num_frames=16"):
-        load_config(overrides=mismatch)
+        job_config(overrides=mismatch)
     with pytest.raises(ConfigError, match=r"^policy.num_frames: 32 frames.*answerer.settings.num_frames=16"):
-        load_config(overrides=mismatch[:2] + ["eval.num_frames=8", "policy.num_frames=32"])
+        job_config(overrides=mismatch[:2] + ["eval.num_frames=8", "policy.num_frames=32"])
     with pytest.raises(ConfigError, match=r"^eval.num_frames: 64 .*answerer.settings.num_frames=16"):  # default 16
-        load_config(overrides=["answerer.kind=hf", "answerer.settings={model: m}", "eval.num_frames=64"])
+        job_config(overrides=["answerer.kind=hf", "answerer.settings={model: m}", "eval.num_frames=64"])
     with pytest.raises(ConfigError, match=r"^eval.num_frames: 64 .*answerer.settings.num_frames=32"):
-        load_config(ROOT / "configs" / "clip_l14_qwen2_5_vl_7b.yaml", ["answerer.settings.num_frames=32"])
+        job_config(ROOT / "configs" / "clip_l14_qwen2_5_vl_7b.yaml", ["answerer.settings.num_frames=32"])
     with pytest.raises(ConfigError, match=r"^answerer.settings.bogus: unknown vllm"):  # settings checked at load
-        load_config(overrides=["answerer.kind=vllm", "answerer.settings={model: m, bogus: 1}"])
-    assert load_config(overrides=mismatch[:2] + ["eval.num_frames=16"]).eval.num_frames == 16
-    assert load_config(overrides=["eval.num_frames=500"]).eval.num_frames == 500  # the embedded answerer: no limit
+        job_config(overrides=["answerer.kind=vllm", "answerer.settings={model: m, bogus: 1}"])
+    assert job_config(overrides=mismatch[:2] + ["eval.num_frames=16"]).eval.num_frames == 16
+    assert job_config(overrides=["eval.num_frames=500"]).eval.num_frames == 500  # the embedded answerer: no limit
+    # config.py itself knows nothing of answerer back ends: the same bad config loads, and only the check refuses it
+    assert load_config(overrides=mismatch).eval.num_frames == 64
 
 
 def test_placement_fields_are_checked():
@@ -134,7 +141,7 @@ BENCH_SETTINGS = {"longvideobench": ("agent:top-k", 0.2, 3), "videomme": ("agent
 
 
 def test_benchmark_configs_follow_the_reference_and_can_run():
-    from tspo_ray.policy import AKS_SETTINGS
+    from tspo_ray.method.policy import AKS_SETTINGS
 
     for name, settings in AKS_SETTINGS.items():  # the published ones agree with the policy's table
         assert BENCH_SETTINGS[name][1:] == (settings["t1"], settings["all_depth"]) and settings["t2"] == -100.0

@@ -9,6 +9,7 @@ from tspo_ray.data import difficulty
 from tspo_ray.data.benchmarks import load
 from tspo_ray.data.records import QARecord, read_records
 from tspo_ray.data.tspo10k import TSPO10KWriteError, to_tspo10k, tspo_type, write_tspo10k
+from tspo_ray.distributed.difficulty_filter import requests_for
 
 
 def test_decision_rule_by_hand():
@@ -29,7 +30,7 @@ def test_uniform_sets_by_hand():
     assert sets["easy"] == ([30, 90, 180, 240], [1.0, 3.0, 6.0, 8.0])  # centres of 4 bins of 10: 1.25 3.75 6.25 8.75
     assert sets["hard"] == (idx, ts)  # fewer candidates than 64: all of them
     rec = QARecord("q1", "v.mp4", "What colour is the star?", ["red", "blue"], "B")
-    easy, hard = difficulty.requests_for(rec, "/data/v.mp4", sets)
+    easy, hard = requests_for(rec, "/data/v.mp4", sets)
     assert (easy.key, hard.key) == ("q1#easy", "q1#hard")
     assert easy.frame_indices == (30, 90, 180, 240) and easy.video == "/data/v.mp4" and hard.options == ("red", "blue")
 
@@ -162,7 +163,7 @@ def test_a_tspo10k_file_is_a_training_split(tiny_world):
 
     from tspo_ray.config import ConfigError, load_config
     from tspo_ray.data.records import RecordError
-    from tspo_ray.features import split_records
+    from tspo_ray.splits import split_records
 
     records, _ = read_records(tiny_world / "train.jsonl")
     rows = [to_tspo10k(r, tiny_world / r.video, tiny_world, ("needle_attribute",)) for r in records]

@@ -7,13 +7,21 @@ import pytest
 
 from tspo_ray.answerers.base import AnswerRequest
 from tspo_ray.answerers.embedded import (
-    EmbeddedAnswerer, Question, count_events, decide, edge_label, nearest_count, neighbour, option_index,
+    EmbeddedAnswerer,
+    Question,
+    count_events,
+    decide,
+    edge_label,
+    nearest_count,
+    neighbour,
+    option_index,
     parse_question,
 )
-from tspo_ray.answerers.frame_sets import frame_set, gold_indices, request_for, spread
+from tspo_ray.answerers.frame_sets import frame_set, gold_indices, request_for
 from tspo_ray.data.records import read_records
+from tspo_ray.method.policy import spread
 from tspo_ray.synthetic import templates
-from tspo_ray.video import VideoError
+from tspo_ray.video.info import VideoError
 
 RED_STAR, BLUE_CIRCLE, GREEN_SQUARE = ("red", "star"), ("blue", "circle"), ("green", "square")
 

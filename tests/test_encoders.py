@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tspo_ray.encoders import EncoderSpec, embedded_clip_dir, load_encoder
-from tspo_ray.encoders.hf_clip import CLIP_MEAN, ImageSettings, file_digest, image_settings
+from tspo_ray.video.encoders import EncoderSpec, embedded_clip_dir, load_encoder
+from tspo_ray.video.encoders.hf_clip import CLIP_MEAN, ImageSettings, file_digest, image_settings
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import build_tiny_qwen2_5_vl  # noqa: E402
 
 from tspo_ray.data.records import read_records  # noqa: E402
-from tspo_ray.rewards import parse_option  # noqa: E402
+from tspo_ray.method.rewards import parse_option  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[1]

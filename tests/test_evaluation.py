@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from tspo_ray.data.items import FeatureItem
 from tspo_ray.data.records import QARecord
-from tspo_ray.agent import TemporalAgent
-from tspo_ray.evaluation import format_table, select_frames, summarise
-from tspo_ray.rollout import FeatureItem
+from tspo_ray.evaluation.accuracy import format_table, select_frames, summarise
+from tspo_ray.method.agent import TemporalAgent
 
 
 def item():
@@ -54,9 +54,8 @@ def test_summary_and_table():
 
 
 def test_evaluate_job_writes_results(tiny_world, tiny_hf_clip, tmp_path):
-    from tspo_ray.evaluation_job import run_evaluation
-
     from tspo_ray.config import load_config
+    from tspo_ray.evaluation.split_job import run_evaluation
 
     enc = f"{{backend: hf, model: {tiny_hf_clip}}}"
     cfg = load_config(overrides=[f"data.root={tiny_world}", f"features.encoder={enc}", f"features.store={tmp_path}/fs",
@@ -78,12 +77,12 @@ def test_evaluation_fails_when_the_answerer_rejects_every_request(tiny_world, ti
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tspo_ray.evaluation_job import run_evaluation
     from tiny_models import build_tiny_qwen2_5_vl
 
     from tspo_ray.answerers import build_answerer
     from tspo_ray.config import load_config
-    from tspo_ray.evaluation import AllRequestsRejected, check_answered
+    from tspo_ray.evaluation.accuracy import AllRequestsRejected, check_answered
+    from tspo_ray.evaluation.split_job import run_evaluation
 
     enc = f"{{backend: hf, model: {tiny_hf_clip}}}"
     cfg = load_config(overrides=[f"data.root={tiny_world}", f"features.encoder={enc}", f"features.store={tmp_path}/fs",

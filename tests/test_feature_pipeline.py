@@ -11,8 +11,8 @@ import torch
 
 from tspo_ray.distributed.feature_decode import DecodeSpec, decode_rows
 from tspo_ray.distributed.feature_pipeline import EncodeChunks, VideoAssembler, extract_with_ray
-from tspo_ray.encoders import load_encoder
-from tspo_ray.features import FeatureSpec, FeatureStore, extract_local
+from tspo_ray.video.encoders import load_encoder
+from tspo_ray.video.features import FeatureSpec, FeatureStore, extract_local
 
 
 def assert_same_entries(videos, spec, a: FeatureStore, b: FeatureStore) -> None:

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from tspo_ray import grpo, policy
-from tspo_ray.agent import TemporalAgent
+from tspo_ray.method import grpo, policy
+from tspo_ray.method.agent import TemporalAgent
 
 
 def test_group_advantages_hand_computed():

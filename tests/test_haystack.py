@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from tspo_ray import haystack
+from tspo_ray.data import haystack
+from tspo_ray.data.items import FeatureItem
 from tspo_ray.data.records import QARecord
-from tspo_ray.distributed.answerer_pool import ScoreJob, score_answers
-from tspo_ray.rollout import FeatureItem, selected_frames
+from tspo_ray.training import scoring
+from tspo_ray.training.rollout import selected_frames
+from tspo_ray.training.scoring import ScoreJob, score_answers
 
 
 def make_item(n: int, key: int, video: str | None = None, family: str = "needle_attribute", meta=None) -> FeatureItem:
@@ -131,7 +133,7 @@ def test_score_job_of_a_haystack_item(pool):
     inside, outside = np.flatnonzero(h.target_mask), np.flatnonzero(~h.target_mask)
     draws = torch.tensor([[int(outside[3]), int(inside[5]), int(inside[0])],  # draw order is not temporal order
                           [int(outside[0]), int(outside[1]), int(outside[2])]])
-    job = haystack.score_job(h, draws)
+    job = scoring.score_job(h, draws)
     assert job.r_temporal == pytest.approx((2 / 3, 0.0))
     assert job.duration_s == len(h.frame_indices) * haystack.CLIP_SPACING_S
     req = job.requests()[0]
@@ -148,7 +150,7 @@ def test_score_job_of_a_haystack_item(pool):
 def test_score_job_of_a_plain_item_is_the_coordinators(pool):
     item = pool[3]
     draws = torch.tensor([[5, 1, 9], [2, 3, 4]])
-    job = haystack.score_job(item, draws)
+    job = scoring.score_job(item, draws)
     sets = tuple((tuple(i), tuple(t)) for i, t in selected_frames(item, draws))
     assert job == ScoreJob(item.record, item.video_path, sets)
     assert [r.frame_videos for r in job.requests()] == [None, None]
@@ -166,7 +168,7 @@ def test_haystack_request_keys_name_the_files(pool):
         if pairs:
             break
     a, b = pairs[0]
-    job = haystack.score_job(h, torch.tensor([[int(a)], [int(b)]]))
+    job = scoring.score_job(h, torch.tensor([[int(a)], [int(b)]]))
     first, second = job.requests()
     assert first.frame_indices == second.frame_indices and first.frame_videos != second.frame_videos
     assert first.key.split(":")[1] != second.key.split(":")[1] and first.key.startswith("q0#0:")

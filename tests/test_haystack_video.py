@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tspo_ray import haystack
 from tspo_ray.answerers import prompts
 from tspo_ray.answerers.base import AnswerRequest
 from tspo_ray.answerers.embedded import OBJECTS, EmbeddedAnswerer
 from tspo_ray.answerers.inputs import COMPOSITE_FPS, PromptStyle, prepare
-from tspo_ray.video import read_frames
+from tspo_ray.data import haystack
+from tspo_ray.training import scoring
+from tspo_ray.video.frames import read_frames
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +105,8 @@ def test_model_inputs_hold_each_files_pixels_with_clip_metadata(plans, tmp_path)
 @pytest.fixture(scope="module")
 def world_items(tiny_world, tmp_path_factory):
     from tspo_ray.config import load_config
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.features import prepare_split
+    from tspo_ray.splits import prepare_split
+    from tspo_ray.video.encoders import load_encoder
 
     store = tmp_path_factory.mktemp("features")
     cfg = load_config(overrides=[f"data.root={tiny_world}", f"features.store={store}"])
@@ -128,11 +129,11 @@ def test_a_haystack_of_real_features_is_answered_from_its_sources(world_items, a
     assert all(h.frame_videos[p] == h.video_path for p in inside) and all(h.frame_videos[p] != h.video_path
                                                                          for p in others)
     mixed, pure = torch.tensor([list(inside[:n]) + list(others)]), torch.tensor([list(inside[:n])])
-    reward = haystack.reward_fn(answerer)
+    reward = scoring.reward_fn(answerer)
     for draws, r_t in ((mixed, 0.5), (pure, 1.0)):
         pos = sorted(draws[0].tolist())
         files = [h.frame_videos[p] for p in pos]
-        answer = answerer.answer(haystack.score_job(h, draws).requests())[0]
+        answer = answerer.answer(scoring.score_job(h, draws).requests())[0]
         assert answer.extra["labels"] == labels_alone(answerer, files, [int(h.frame_indices[p]) for p in pos])
         result = reward(h, draws)
         assert result.r_temporal.tolist() == pytest.approx([r_t])

@@ -13,12 +13,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "pipelines"))
 from convert_llava_video import ConversionError, convert, convert_key  # noqa: E402
-from tiny_models import (build_fake_llava_qwen, build_tiny_qwen2_5_vl, fake_llava_qwen_state_dict,  # noqa: E402
-                         write_ramp_video)
+from tiny_models import build_fake_llava_qwen, build_tiny_qwen2_5_vl, fake_llava_qwen_state_dict, write_ramp_video  # noqa: E402
 
-from tspo_ray.answerers import AnswerRequest, build_answerer  # noqa: E402
-from tspo_ray.answerers import prompts  # noqa: E402
-from tspo_ray.rewards import parse_option  # noqa: E402
+from tspo_ray.answerers import (  # noqa: E402
+    AnswerRequest,
+    build_answerer,
+    prompts,  # noqa: E402
+)
+from tspo_ray.method.rewards import parse_option  # noqa: E402
 
 OPTIONS = ("red", "blue", "green", "yellow")
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from tspo_ray.agent import TemporalAgent
 from tspo_ray.checkpoint import load_checkpoint, save_checkpoint
-from tspo_ray.model_selection import AGENT_MODES, best_mode, record_inference_mode
+from tspo_ray.method.agent import TemporalAgent
+from tspo_ray.training.model_selection import AGENT_MODES, best_mode, record_inference_mode
 
 
 def test_best_mode_takes_the_highest_accuracy_and_breaks_ties_by_preference():

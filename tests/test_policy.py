@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tspo_ray import policy
+from tspo_ray.method import policy
 
 
 def brute_force_ordered_prob(logits, ordered):

@@ -132,10 +132,9 @@ def _world_copy(tiny_world: Path, tmp_path: Path, extra_lines: list[str]) -> Pat
 
 
 def test_evaluation_lists_skipped_questions_and_refuses_splits_outside_the_root(tiny_world, tmp_path):
-    from tspo_ray.evaluation_job import run_evaluation
-
     from tspo_ray.config import ConfigError, load_config
-    from tspo_ray.features import NoUsableQuestions
+    from tspo_ray.evaluation.split_job import run_evaluation
+    from tspo_ray.splits import NoUsableQuestions
 
     root = _world_copy(tiny_world, tmp_path, [json.dumps({**GOOD, "id": "bad", "meta": [1]})])
     base = [f"data.root={root}", f"features.store={tmp_path}/fs", "features.max_candidates=16"]

@@ -1,6 +1,6 @@
 import pytest
 
-from tspo_ray.rewards import answer_reward, parse_option, temporal_reward, total_reward
+from tspo_ray.method.rewards import answer_reward, parse_option, temporal_reward, total_reward
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -10,11 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from tspo_ray.agent import TemporalAgent
-from tspo_ray.checkpoint import (OldFormatError, convert, load_agent, load_checkpoint, main as checkpoint_cli,
-                                 restore_rng, rng_state, save_checkpoint)
-from tspo_ray.features import FeatureStore, VideoFeatures, load_items
+from tspo_ray.checkpoint import (
+    OldFormatError,
+    convert,
+    load_agent,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from tspo_ray.checkpoint import main as checkpoint_cli
+from tspo_ray.method.agent import TemporalAgent
 from tspo_ray.safe_files import UnsafeFileError, join_payload, split_payload
+from tspo_ray.splits import load_items
+from tspo_ray.video.features import FeatureStore, VideoFeatures
 
 
 class WritesMarker:
@@ -158,7 +167,7 @@ class TinyEncoder:
 
 def test_feature_store_round_trip_and_crafted_pickles_refused(tmp_path):
     from tspo_ray.data.records import QARecord
-    from tspo_ray.features import FeatureSpec
+    from tspo_ray.video.features import FeatureSpec
 
     store = FeatureStore(tmp_path / "fs")
     f = feats()

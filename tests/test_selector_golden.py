@@ -32,8 +32,11 @@ def frames(T=40, seed=0):
 def reference_scores(folder, frames_uint8, problem, window=12):
     """S before the temperature, as the reference computes it, in float32 on the bf16 weights."""
     from safetensors import safe_open
-    from transformers import CLIPModel, CLIPProcessor
-    from transformers import CLIPImageProcessorPil  # the PIL CLIPImageProcessor of transformers 4.x
+    from transformers import (
+        CLIPImageProcessorPil,  # the PIL CLIPImageProcessor of transformers 4.x
+        CLIPModel,
+        CLIPProcessor,
+    )
 
     clip = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
     processor = CLIPProcessor.from_pretrained(folder)
@@ -111,7 +114,7 @@ def test_feature_pipeline_encoder_can_preprocess_exactly_as_the_selector(tmp_pat
     import torch
 
     from tspo_ray import KeyframeSelector
-    from tspo_ray.encoders import load_encoder
+    from tspo_ray.video.encoders import load_encoder
 
     folder = build_tspo_layout(tmp_path / "tspo", seed=5)
     frames = np.random.default_rng(0).integers(0, 256, size=(3, 48, 80, 3), dtype=np.uint8)

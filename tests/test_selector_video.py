@@ -8,7 +8,7 @@ import torch
 
 from tests.tiny_models import build_tspo_layout
 from tspo_ray import KeyframeSelector
-from tspo_ray import video as video_io
+from tspo_ray.video import frames as video_io
 
 
 def level(i: int) -> int:

@@ -15,7 +15,6 @@ import pytest
 from tspo_ray.serve.access import RequestError, resolve_video
 from tspo_ray.serve.cache import LRUCache
 
-
 # --- pure pieces -----------------------------------------------------------------------------------------------------
 
 def test_lru_cache_evicts_least_recently_used():
@@ -59,9 +58,9 @@ def checkpoint(tmp_path_factory) -> Path:
     """A jobs/train.py-style checkpoint of a seeded random agent on the shipped tiny CLIP's dimension."""
     import torch
 
-    from tspo_ray.agent import TemporalAgent
     from tspo_ray.checkpoint import save_checkpoint
-    from tspo_ray.encoders import load_encoder
+    from tspo_ray.method.agent import TemporalAgent
+    from tspo_ray.video.encoders import load_encoder
 
     torch.manual_seed(3)
     agent = TemporalAgent(load_encoder({"backend": "embedded"}).dim)
@@ -141,9 +140,9 @@ def test_selection_equals_the_evaluation_job(service, tiny_world, checkpoint, tm
     """Same features path (feature store), same checkpoint: the service returns exactly evaluate.py's frames."""
     from tspo_ray.checkpoint import load_agent
     from tspo_ray.config import load_config
-    from tspo_ray.encoders import load_encoder
-    from tspo_ray.evaluation import select_frames
-    from tspo_ray.features import prepare_split
+    from tspo_ray.evaluation.accuracy import select_frames
+    from tspo_ray.splits import prepare_split
+    from tspo_ray.video.encoders import load_encoder
 
     cfg = load_config(overrides=[f"data.root={tiny_world}", f"features.store={tmp_path}/fs"])
     items, _, _ = prepare_split(cfg, "test", load_encoder(cfg.features.encoder), progress=False)
@@ -329,8 +328,8 @@ def test_serve_config_and_job_settings(tmp_path):
     """configs/serve.yaml passes Ray's own schema and its args are valid ServeSettings; jobs/serve.py checks roots."""
     import yaml
     from ray.serve.schema import ServeDeploySchema
-
     from serve import parse_args, settings_from_args
+
     from tspo_ray.serve.service import ServeSettings
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "serve.yaml").read_text())
@@ -388,8 +387,8 @@ def test_concurrent_first_requests_decode_a_video_once(roots):
 
 
 def test_without_checkpoint_the_service_says_its_agent_is_random(tmp_path):
-    from tspo_ray.agent import TemporalAgent
     from tspo_ray.checkpoint import save_checkpoint
+    from tspo_ray.method.agent import TemporalAgent
     from tspo_ray.serve.service import KeyframeService, ServeSettings
 
     info = KeyframeService(ServeSettings()).describe()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tspo_ray.data.items import FeatureItem
 from tspo_ray.data.records import QARecord
-from tspo_ray.evaluation import select_frames
-from tspo_ray.features import FeatureSpec, compute_video_features
-from tspo_ray.rollout import FeatureItem
+from tspo_ray.evaluation.accuracy import select_frames
 from tspo_ray.selector import SelectionJob, select_many
 from tspo_ray.serve.service import KeyframeService, ServeSettings
+from tspo_ray.video.features import FeatureSpec, compute_video_features
 
 
 @pytest.fixture(scope="module")

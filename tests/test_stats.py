@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tspo_ray.stats import hierarchical_bootstrap_ci, intervals_overlap, mean_and_spread
+from tspo_ray.evaluation.stats import hierarchical_bootstrap_ci, intervals_overlap, mean_and_spread
 
 
 def test_mean_and_spread_by_hand():

@@ -6,19 +6,23 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from make_synthetic import main
 
-from tspo_ray import video
 from tspo_ray.data.records import read_records, resolve_video_path
 from tspo_ray.synthetic.build import SPLITS, video_seed
 from tspo_ray.synthetic.dataset import build_world
 from tspo_ray.synthetic.questions import make_questions
 from tspo_ray.synthetic.render import COLOURS
 from tspo_ray.synthetic.world import (
-    VideoPlan, WorldSettings, arrange_without_repeats, plan_video, recurrence_counts, snap_boundaries,
+    VideoPlan,
+    WorldSettings,
+    arrange_without_repeats,
+    plan_video,
+    recurrence_counts,
+    snap_boundaries,
 )
 from tspo_ray.synthetic.writer import frame_at
+from tspo_ray.video import frames as video
 
 TINY = dict(seed=7, min_s=60, max_s=80, workers=1, progress=False)
 
@@ -162,7 +166,7 @@ def load_split(world, split):
 
 @pytest.fixture(scope="module")
 def decoded(tiny_world):
-    """Every frame of every tiny-world video, decoded by tspo_ray.video: {video_id: uint8 [N, 128, 128, 3]}."""
+    """Every frame of every tiny-world video, decoded by tspo_ray.video.frames: {video_id: uint8 [N, 128, 128, 3]}."""
     out = {}
     for path in sorted((tiny_world / "videos").glob("*.mp4")):
         out[path.stem] = video.read_frames(path, range(video.probe(path).num_frames))

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tspo_ray.tracking import RunLogger, default_artifact_location, metric_name
+from tspo_ray.training.tracking import RunLogger, default_artifact_location, metric_name
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -1,11 +1,12 @@
 """The main job on a local Ray: decoupled rollouts, Ray Train learner, MLflow, checkpoints, exact resume."""
 import json
+
 import pytest
 import torch
 
 from tspo_ray.checkpoint import best_checkpoint, load_checkpoint
 from tspo_ray.config import FULL_SUITE
-from tspo_ray.model_selection import AGENT_MODES
+from tspo_ray.training.model_selection import AGENT_MODES
 
 
 def job_overrides(world, clip, out, steps=4, extra=(), store=None):
@@ -80,7 +81,6 @@ def test_resume_on_ray_and_across_loops_gives_the_uninterrupted_weights(ray_loca
     import shutil
 
     from mlflow.tracking import MlflowClient
-
     from train import main
 
     store = tmp_path  # one feature store for every run here
@@ -121,16 +121,17 @@ def test_resume_on_ray_and_across_loops_gives_the_uninterrupted_weights(ray_loca
 def test_killed_answerer_is_replaced_without_losing_or_repeating_groups(ray_local, tiny_world, tiny_hf_clip):
     from tspo_ray.answerers import AnswererFactory, build_answerer
     from tspo_ray.data.records import read_records
-    from tspo_ray.distributed.answerer_pool import AnswererPool, ScoreJob, score_answers
+    from tspo_ray.distributed.answerer_pool import AnswererPool
+    from tspo_ray.training.scoring import ScoreJob, score_answers
 
     records, _ = read_records(tiny_world / "train.jsonl")
     settings = {"encoder": {"backend": "hf", "model": tiny_hf_clip}}
     jobs = [ScoreJob(r, str(tiny_world / r.video), tuple(((i, i + 4), (i / 2, i / 2 + 2)) for i in range(0, 16, 4)))
             for r in records[:12]]
     pool = AnswererPool(AnswererFactory("embedded", settings), num_actors=2, num_cpus=0.25, jobs_per_call=1)
-    import ray
-
     import zlib
+
+    import ray
 
     ray.get([a.pid.remote() for a in pool.actors])  # both up
     slot = zlib.crc32(jobs[0].video_path.encode()) % 2  # the actor the first video's jobs are pinned to
@@ -149,7 +150,8 @@ def test_killed_answerer_is_replaced_without_losing_or_repeating_groups(ray_loca
 def test_each_video_is_answered_by_one_actor_so_frame_caches_do_not_overlap(ray_local, tiny_world, tiny_hf_clip):
     from tspo_ray.answerers import AnswererFactory
     from tspo_ray.data.records import read_records
-    from tspo_ray.distributed.answerer_pool import AnswererPool, ScoreJob
+    from tspo_ray.distributed.answerer_pool import AnswererPool
+    from tspo_ray.training.scoring import ScoreJob
 
     records, _ = read_records(tiny_world / "train.jsonl")
     jobs = [ScoreJob(r, str(tiny_world / r.video), (((i, i + 4), (i / 2, i / 2 + 2)),)) for i, r in enumerate(records)]

@@ -5,10 +5,10 @@ import torch
 
 from tspo_ray.config import load_config
 from tspo_ray.data.cursor import DataCursor
+from tspo_ray.data.items import FeatureItem
 from tspo_ray.data.records import QARecord
-from tspo_ray.rewards import temporal_reward
-from tspo_ray.rollout import FeatureItem, RewardResult
-from tspo_ray.trainer import LocalTrainer, expected_reward
+from tspo_ray.method.rewards import RewardResult, temporal_reward
+from tspo_ray.training.trainer import LocalTrainer, expected_reward
 
 D, T = 16, 40
 
@@ -89,8 +89,8 @@ def test_cursor_covers_each_epoch_once_and_resumes_mid_epoch():
 
 
 def test_batch_to_device_moves_every_tensor_the_update_reads():
-    from tspo_ray.learner import batch_to_device
-    from tspo_ray.rollout import Group
+    from tspo_ray.training.learner import batch_to_device
+    from tspo_ray.training.rollout import Group
 
     items = toy_items(2, seed=3)
     groups = [Group(it.key, torch.zeros(4, 2, dtype=torch.long), torch.zeros(4, 2), 0.1, 0, torch.ones(4),
@@ -146,7 +146,7 @@ def test_checkpoint_round_trip_through_the_file_resumes_exactly(tmp_path):
 
 
 def test_resume_refuses_another_dataset_and_missing_versions():
-    from tspo_ray.learner_state import ResumeError
+    from tspo_ray.training.learner_state import ResumeError
 
     items = toy_items(10, seed=6)
     trainer = LocalTrainer(items, toy_reward, lag_cfg(1))
@@ -163,9 +163,9 @@ def test_resume_refuses_another_dataset_and_missing_versions():
 def test_each_group_is_scored_at_its_own_temperature():
     """Two groups drawn at different τ by the same weights: before any update every importance ratio is exactly 1,
     which holds only when each group's likelihood is recomputed at the τ it was drawn with."""
-    from tspo_ray.learner import learner_step
-    from tspo_ray.learner_state import LearnerState
-    from tspo_ray.rollout import sample_group
+    from tspo_ray.training.learner import learner_step
+    from tspo_ray.training.learner_state import LearnerState
+    from tspo_ray.training.rollout import sample_group
 
     items = toy_items(2, seed=7)
     cfg = lag_cfg(0)

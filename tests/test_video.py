@@ -1,4 +1,4 @@
-"""tspo_ray.video: candidate sampling math (hand-computed), decoding real files, clear errors for bad files."""
+"""tspo_ray.video.frames: candidate sampling math (hand-computed), decoding real files, clear errors for bad files."""
 import json
 import os
 
@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from tspo_ray import video
+from tspo_ray.video import frames as video
 
 
 def write_flat_video(path, values, fps=2, size=32, **container_options):

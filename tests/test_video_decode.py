@@ -1,9 +1,10 @@
-"""tspo_ray.video_decode: the sequential PyAV decoder and the keyframe fast mode on a real 720p H.264 clip."""
+"""tspo_ray.video.decode: the sequential PyAV decoder and the keyframe fast mode on a real 720p H.264 clip."""
 import av
 import numpy as np
 import pytest
 
-from tspo_ray import video, video_decode
+from tspo_ray.video import decode as video_decode
+from tspo_ray.video import frames as video
 
 FPS, GOP, FRAMES = 30, 30, 75
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from tspo_ray import video
 from tspo_ray.data.records import QARecord
-from tspo_ray.encoders import load_encoder
-from tspo_ray.features import FeatureSpec, FeatureStore, extract_local, load_items
+from tspo_ray.splits import load_items
+from tspo_ray.video import frames as video
+from tspo_ray.video.encoders import load_encoder
+from tspo_ray.video.features import FeatureSpec, FeatureStore, extract_local
 
 
 def write_clip(path, frames: int, fps: int = 4, size: int = 32, faststart: bool = False) -> str:
@@ -126,7 +127,7 @@ def test_short_videos_are_skipped_below_the_minimum_and_warned_below_t_s(tmp_pat
     extract_local([one, five, str(broken)], encoder, spec, store, progress=False)
     records = [QARecord(id=name, video=f"{name}.mp4", question="What is shown?", options=["a", "b"], answer="A")
                for name in ("one", "five", "broken")]
-    with caplog.at_level(logging.WARNING, logger="tspo_ray.features"):
+    with caplog.at_level(logging.WARNING, logger="tspo_ray.video.features"):
         items, skipped = load_items(records, tmp_path, store, spec, encoder, min_candidates=2, num_frames=8)
     assert [it.key for it in items] == ["five"]
     reasons = {s["id"]: s["reason"] for s in skipped}
@@ -137,8 +138,8 @@ def test_short_videos_are_skipped_below_the_minimum_and_warned_below_t_s(tmp_pat
 
 
 def test_features_encoded_chunk_by_chunk_equal_one_pass(tmp_path, good_clip):
-    from tspo_ray.features import compute_video_features
-    from tspo_ray.video_decode import decode_sequential, iter_sequential
+    from tspo_ray.video.decode import decode_sequential, iter_sequential
+    from tspo_ray.video.features import compute_video_features
 
     indices = list(range(0, 40, 3))
     chunks = list(iter_sequential(good_clip, indices, 16, chunk=4))

@@ -20,7 +20,7 @@ from tiny_models import build_fake_llava_qwen, build_tiny_qwen2_5_vl, ramp_level
 from tspo_ray.answerers import AnswerRequest  # noqa: E402
 from tspo_ray.answerers.inputs import PromptStyle, hf_metadata, prepare  # noqa: E402
 from tspo_ray.answerers.prompts import QWEN2_5_VL_CHAT_TEMPLATE  # noqa: E402
-from tspo_ray.rewards import parse_option  # noqa: E402
+from tspo_ray.method.rewards import parse_option  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 FPS = 2  # the ramp video's frame rate: timestamps are index / 2

@@ -57,8 +57,13 @@ def _fast_tokenizer(tok, eos: str, pad: str, extra_specials: list[str]):
 def build_tiny_qwen2_5_vl(out: str | Path, seed: int = 0) -> Path:
     """Save a tiny random Qwen2.5-VL with tokenizer, processor (min/max pixels for 56-84 px frames) and template."""
     import torch
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     from tspo_ray.answerers.prompts import QWEN2_5_VL_CHAT_TEMPLATE
 

@@ -19,10 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from tspo_ray.agent import TemporalAgent
-from tspo_ray.data.records import write_text_atomic
-from tspo_ray.safe_files import (STRUCTURE_KEY, UnsafeFileError, looks_like_pickle, read_payload, read_tensors,
-                                 write_payload)
+from tspo_ray.method.agent import TemporalAgent
+from tspo_ray.safe_files import (
+    STRUCTURE_KEY,
+    UnsafeFileError,
+    looks_like_pickle,
+    read_payload,
+    read_tensors,
+    write_payload,
+    write_text_atomic,
+)
 
 LATEST = "latest.json"
 BEST = "best.json"  # the checkpoint with the best validation accuracy so far (train.eval_every)

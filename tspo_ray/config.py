@@ -5,7 +5,9 @@ naming the field, e.g. `grpo.clip_eps: must be in (0, 1), got 1.5`.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,7 +339,7 @@ def _check(ok: bool, where: str, message: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    from tspo_ray.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS
+    from tspo_ray.method.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS
 
     _check(cfg.features.encoder.backend in ("embedded", "hf", "open_clip"), "features.encoder.backend",
            f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
@@ -395,7 +397,6 @@ def validate(cfg: Config) -> Config:
     for i, s in enumerate(cfg.eval.selectors):
         _check(s in SELECTORS, f"eval.selectors[{i}]", f"unknown selector {s!r}; choose from {', '.join(SELECTORS)}")
     _validate_placement(cfg)
-    _validate_answerer_frames(cfg)
     return cfg
 
 
@@ -441,24 +442,24 @@ def _validate_placement(cfg: Config) -> None:
                "not use: train.learner_device is cpu; set train.learner_device=cuda or train.learner_gpus=0")
 
 
-def _validate_answerer_frames(cfg: Config) -> None:
-    """The answerer must accept every frame count it will be asked about: T_s of training and of evaluation."""
-    from tspo_ray.answerers import accepted_frames
+#: a config override on a command line: section.key[.key...]=value
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")
 
-    try:
-        limit = accepted_frames(cfg.answerer.kind, cfg.answerer.settings)
-    except ValueError as exc:  # bad settings name their field (answerer.settings.<name>)
-        raise ConfigError(str(exc)) from None
-    if limit is None:
-        return
-    checked = [("eval.num_frames", cfg.eval.num_frames), ("policy.num_frames", cfg.policy.num_frames)]
-    if cfg.haystack.probability > 0 and cfg.haystack.num_frames is not None:
-        checked.append(("haystack.num_frames", cfg.haystack.num_frames))
-    for where, frames in checked:
-        _check(frames <= limit, where,
-               f"{frames} frames per question, but answerer.settings.num_frames={limit} is the most the "
-               f"{cfg.answerer.kind} answerer accepts (it would reject every request); raise "
-               f"answerer.settings.num_frames to at least {frames} or lower {where}")
+
+def parse_job_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """parser.parse_args with config overrides (section.key=value) anywhere on the line: before, between and after
+    the options, also right after an option of several values (`--selectors a b train.steps=3`), which argparse
+    alone cannot do. They come back as args.overrides, in order; any other stray positional is refused by name."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    overrides = [a for a in argv if OVERRIDE.match(a)]
+    args = parser.parse_args([a for a in argv if not OVERRIDE.match(a)])
+    stray = getattr(args, "overrides", None)
+    if stray:
+        parser.error(f"{stray[0]}: an override must look like section.key=value")
+    args.overrides = overrides
+    return args
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -470,7 +471,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def _parse_selector_or_none(name: str) -> tuple[str | None, str | None]:
     """policy.parse_selector, with (None, None) for an unknown name (validate reports it)."""
-    from tspo_ray.policy import parse_selector
+    from tspo_ray.method.policy import parse_selector
 
     try:
         return parse_selector(name)

@@ -3,7 +3,8 @@
 A payload (nested dicts, lists, tuples, tensors, numpy arrays, numbers, strings) is split into its tensors, stored
 as safetensors, and its structure, stored as JSON under the metadata key "tspo_ray" of the same file, so one atomic
 rename publishes both. Tuples, non-string dict keys and numpy arrays are tagged in the JSON, so optimizer and RNG
-states come back exactly as they were saved. Files are written 0644 via a temp file and a rename.
+states come back exactly as they were saved. Every file here (tensors, text, JSON lines) is written 0644 via a temp
+file and a rename.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -87,22 +88,44 @@ def _hashable(key: Any) -> Any:
 
 # --- files ------------------------------------------------------------------------------------------------------
 
-def write_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor],
-                         metadata: dict[str, str] | None = None) -> None:
-    """Tensors (and string metadata) as a safetensors file, written to a temp name, made 0644, then renamed."""
-    from safetensors.torch import save_file
-
+def _publish_atomically(path: str | Path, write: Callable[[str], None]) -> None:
+    """Run write(temp path) beside path, then rename it into place: readers see the old file or the whole new one,
+    never a half-written one (a full disk leaves the old file as it was)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; these files are for every reader
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _publish_atomically(path, write)
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write rows as JSON lines via a temp file + rename so readers never see a half-written file."""
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def write_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor],
+                         metadata: dict[str, str] | None = None) -> None:
+    """Tensors (and string metadata) as a safetensors file, written to a temp name, made 0644, then renamed."""
+    from safetensors.torch import save_file
+
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _publish_atomically(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
 
 
 def read_tensors(path: str | Path, keep: Callable[[str], bool] | None = None

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tspo_ray import policy
-from tspo_ray import video as video_io
+from tspo_ray.method import policy
+from tspo_ray.video import frames as video_io
 
 #: frames decoded and encoded at a time by select(): 16k candidates of a 720p video never sit in memory at once
 DECODE_CHUNK = 256
@@ -161,8 +161,8 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
     """(agent in eval mode, its inference mode) from a TSPO-0.4B-layout folder, a TSPO-0.4B state dict file or a
     tspo-ray checkpoint (file or run folder; the mode is the one its config recorded, top-k when absent). A run
     folder gives its best checkpoint on validation when it has one, else its newest (recommended_checkpoint)."""
-    from tspo_ray.agent import TemporalAgent
     from tspo_ray.checkpoint import is_own_checkpoint_file, load_agent, load_checkpoint, recommended_checkpoint
+    from tspo_ray.method.agent import TemporalAgent
 
     path = Path(path)
     if not path.exists():
@@ -199,13 +199,13 @@ class KeyframeSelector:
                         heads: int = 8) -> "KeyframeSelector":
         """A TSPO-0.4B-layout folder (CLIPModel + selector.* keys + CLIPProcessor files), a CLIP folder alone, or a
         tspo-ray checkpoint (run folder or file; its encoder comes from `encoder` or the checkpoint's config)."""
-        from tspo_ray.agent import TemporalAgent
+        from tspo_ray.method.agent import TemporalAgent
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such checkpoint or model folder")
         if path.is_dir() and _is_clip_folder(path):
-            from tspo_ray.encoders.hf_clip import HFClipEncoder
+            from tspo_ray.video.encoders.hf_clip import HFClipEncoder
 
             clip = HFClipEncoder(str(path), device=device, exact_processor=(path / "preprocessor_config.json").exists())
             state = reference_selector_state(path)
@@ -218,7 +218,7 @@ class KeyframeSelector:
     @classmethod
     def _from_checkpoint(cls, path: Path, device: str, encoder: Any, window: int, heads: int) -> "KeyframeSelector":
         from tspo_ray.checkpoint import load_checkpoint
-        from tspo_ray.encoders import load_encoder
+        from tspo_ray.video.encoders import load_encoder
 
         agent, mode = load_selector_agent(path, window, heads)
         if encoder is None and path.suffix != ".safetensors":

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tspo_ray.answerers.base import Answer, AnswerRequest, Answerer
+from tspo_ray.answerers.base import Answer, Answerer, AnswerRequest
+from tspo_ray.config import Config, ConfigError
 
 KINDS = ("embedded", "vllm", "hf")
 
@@ -16,7 +17,7 @@ def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: An
     settings = {**(settings or {}), **more}
     if kind == "embedded":
         from tspo_ray.answerers.embedded import EmbeddedAnswerer
-        from tspo_ray.encoders import load_encoder
+        from tspo_ray.video.encoders import load_encoder
 
         encoder = load_encoder(settings.pop("encoder", {"backend": "embedded"}))
         return EmbeddedAnswerer(encoder, **settings)
@@ -50,6 +51,24 @@ def accepted_frames(kind: str, settings: dict[str, Any] | None) -> int | None:
     for settings.num_frames and reject larger requests; the embedded answerer takes any number (None)."""
     parsed = parse_settings(kind, settings)
     return None if parsed is None else parsed.num_frames
+
+
+def check_config(cfg: Config) -> Config:
+    """What only the answerer back ends can tell about a config, checked before any work: their settings are valid
+    (ConfigError naming answerer.settings.<name>), and the answerer accepts every frame count the config asks it
+    about, T_s of training, of haystack items and of evaluation (it would reject every request otherwise)."""
+    limit = accepted_frames(cfg.answerer.kind, cfg.answerer.settings)
+    if limit is None:
+        return cfg
+    checked = [("eval.num_frames", cfg.eval.num_frames), ("policy.num_frames", cfg.policy.num_frames)]
+    if cfg.haystack.probability > 0 and cfg.haystack.num_frames is not None:
+        checked.append(("haystack.num_frames", cfg.haystack.num_frames))
+    for where, frames in checked:
+        if frames > limit:
+            raise ConfigError(f"{where}: {frames} frames per question, but answerer.settings.num_frames={limit} is the "
+                              f"most the {cfg.answerer.kind} answerer accepts (it would reject every request); raise "
+                              f"answerer.settings.num_frames to at least {frames} or lower {where}")
+    return cfg
 
 
 class AnswererFactory:

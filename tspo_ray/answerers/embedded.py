@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from tspo_ray.answerers.base import Answer, AnswerRequest
-from tspo_ray.rewards import parse_option
+from tspo_ray.method.rewards import parse_option
 from tspo_ray.synthetic.render import COLOURS, SHAPES
-from tspo_ray.video import VideoError, read_frames
+from tspo_ray.video.frames import read_frames
+from tspo_ray.video.info import VideoError
 
 Label = tuple[str, str]  # (colour, shape)
 OBJECTS: list[Label] = [(c, s) for s in SHAPES for c in COLOURS]
@@ -169,7 +170,7 @@ class EmbeddedAnswerer:
     def __init__(self, encoder=None, frame_size: int = 64, edge_s: float = 6.0, edge_fraction: float = 0.05,
                  event_gap_s: float = 20.0, max_cached_frames: int = 200_000):
         if encoder is None:
-            from tspo_ray.encoders import load_encoder
+            from tspo_ray.video.encoders import load_encoder
 
             encoder = load_encoder({"backend": "embedded"})
         self.encoder, self.frame_size = encoder, frame_size

@@ -2,7 +2,7 @@
 
 - gold: up to k native frames spread evenly over the frames inside the record's target spans (pooled, so longer
   spans get more frames; relation questions get both spans, counting questions every occurrence);
-- uniform: k of the T_c 1-fps candidates, the centres of k equal bins (tspo_ray.policy's uniform baseline);
+- uniform: k of the T_c 1-fps candidates, the centres of k equal bins (tspo_ray.method.policy's uniform baseline);
 - random: k candidates drawn without replacement, seeded by the record id.
 Target spans are read here, by the measurement; the answerer only receives the resulting frames.
 """
@@ -13,18 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tspo_ray import video
 from tspo_ray.answerers.base import AnswerRequest
 from tspo_ray.data.records import QARecord
+from tspo_ray.method.policy import spread
+from tspo_ray.video import frames as video
 
 METHODS = ("gold", "uniform", "random")
-
-
-def spread(n: int, k: int) -> np.ndarray:
-    """k indices into range(n) at the centres of k equal bins (all of them when n <= k). Pure."""
-    if n <= k:
-        return np.arange(n)
-    return ((np.arange(k) + 0.5) * n / k).astype(np.int64)
 
 
 def gold_indices(spans, num_frames: int, native_fps: float, k: int) -> np.ndarray:

@@ -13,8 +13,15 @@ from typing import Any, Sequence
 
 from tspo_ray.answerers import inputs
 from tspo_ray.answerers.base import Answer, AnswerRequest
-from tspo_ray.answerers.model_io import (check_field, check_model_settings, processor_inputs, processor_kwargs,
-                                         prompt_style, resolve_family, settings_from_dict)
+from tspo_ray.answerers.model_io import (
+    check_field,
+    check_model_settings,
+    processor_inputs,
+    processor_kwargs,
+    prompt_style,
+    resolve_family,
+    settings_from_dict,
+)
 
 log = logging.getLogger(__name__)
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -16,8 +16,9 @@ import numpy as np
 from tspo_ray.answerers import prompts
 from tspo_ray.answerers.base import Answer, AnswerRequest
 from tspo_ray.answerers.errors import RequestError
-from tspo_ray.rewards import parse_option
-from tspo_ray.video import VideoError, VideoInfo, probe, read_frames
+from tspo_ray.method.rewards import parse_option
+from tspo_ray.video.frames import probe, read_frames
+from tspo_ray.video.info import VideoError, VideoInfo
 
 #: a clip built from several files is described to the model as a video of this rate on the clip's own times
 COMPOSITE_FPS = 1.0

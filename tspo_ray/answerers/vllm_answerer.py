@@ -24,8 +24,15 @@ import numpy as np
 from tspo_ray.answerers import inputs, prompts
 from tspo_ray.answerers.base import Answer, AnswerRequest
 from tspo_ray.answerers.errors import AnswererDied, EngineStartError
-from tspo_ray.answerers.model_io import (check_field, check_model_settings, count_prompt_tokens, processor_kwargs,
-                                         prompt_style, resolve_family, settings_from_dict)
+from tspo_ray.answerers.model_io import (
+    check_field,
+    check_model_settings,
+    count_prompt_tokens,
+    processor_kwargs,
+    prompt_style,
+    resolve_family,
+    settings_from_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -330,17 +337,3 @@ class VLLMAnswerer:
     def _to_answer(item: inputs.Prepared, out) -> Answer:
         extra = {"prompt_tokens": len(out.prompt_token_ids), "num_frames": len(item.frames)}
         return inputs.to_answer(item.key, out.outputs[0].text, item.num_options, extra, item.options)
-
-
-def remote_vllm_answerer(settings: dict[str, Any]):
-    """One Ray actor owning a VLLMAnswerer, with the resources its settings ask for (num_cpus, num_gpus).
-
-    The actor exits when its engine dies (AnswererDied); AnswererActorPool replaces such actors.
-    """
-    import ray
-
-    from tspo_ray.answerers import AnswererFactory
-    from tspo_ray.answerers.pool import AnswererActor
-
-    options = VLLMAnswererConfig.from_dict(settings).actor_options()
-    return ray.remote(AnswererActor).options(**options).remote(AnswererFactory("vllm", settings))

@@ -1,4 +1,4 @@
-"""Record schema and JSONL IO."""
-from tspo_ray.data.records import QARecord, RecordError, read_records, write_jsonl_atomic
+"""Records, the benchmark and TSPO-10K formats, exports, FeatureItem and the haystack builder."""
+from tspo_ray.data.records import QARecord, RecordError, read_records
 
-__all__ = ["QARecord", "RecordError", "read_records", "write_jsonl_atomic"]
+__all__ = ["QARecord", "RecordError", "read_records"]

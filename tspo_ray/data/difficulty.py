@@ -3,7 +3,8 @@
 TSPO-10K keeps questions a frozen answerer gets wrong from a few uniform frames but right from many: the ones a
 keyframe selector can make a difference on. Each question is answered from `easy_frames` (4) and `hard_frames`
 (64) frames spread uniformly over its candidates (the training grid); an item answerable from the few is
-"too_easy", one unanswerable from the many is "too_hard", and the rest are kept. No Ray and no model here.
+"too_easy", one unanswerable from the many is "too_hard", and the rest are kept. No Ray and no model here; the
+answerer's side (requests, judging answers) is in tspo_ray.distributed.difficulty_filter.
 """
 from __future__ import annotations
 
@@ -12,10 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from tspo_ray.answerers.base import Answer, AnswerRequest
-from tspo_ray.answerers.frame_sets import spread
-from tspo_ray.data.records import QARecord
-from tspo_ray.rewards import answer_reward
+from tspo_ray.method.policy import spread
 
 REASONS = ("kept", "too_easy", "too_hard", "failed")
 
@@ -41,19 +39,6 @@ def uniform_sets(candidate_indices: Sequence[int], candidate_times: Sequence[flo
         pick = spread(len(idx), k)
         out[name] = ([int(i) for i in idx[pick]], [float(t) for t in ts[pick]])
     return out
-
-
-def requests_for(record: QARecord, video_path: str, sets: dict[str, tuple[list[int], list[float]]]
-                 ) -> list[AnswerRequest]:
-    """The two AnswerRequests of a question (keys `<id>#easy`, `<id>#hard`): what a model would see, no answer."""
-    return [AnswerRequest.for_record(record, video_path, *sets[name], tag=name) for name in ("easy", "hard")]
-
-
-def correct(record: QARecord, answer: Answer) -> bool | None:
-    """R_A of an answer as a bool; None when the answerer reported an error for the request."""
-    if "error" in answer.extra:
-        return None
-    return bool(answer_reward(answer.option, record.answer))
 
 
 def counts(reasons: Iterable[str]) -> dict[str, int]:

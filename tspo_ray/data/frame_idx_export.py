@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tspo_ray.data.records import write_text_atomic
+from tspo_ray.safe_files import write_text_atomic
 
 #: the most frames an adapted lmms-eval model reads from frame_idx
 MAX_EXPORTED_FRAMES = 64

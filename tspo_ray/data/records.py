@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import string
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 QUESTION_TYPES = ("general", "needle")
 # The longest real benchmark questions (MLVU/LVBench, options inline) are ~2,000 characters and CLIP reads only
@@ -257,31 +255,17 @@ def format_skipped(problems: list[dict[str, str]], limit: int = 50) -> str:
     return "\n".join(lines)
 
 
+def resolve_video(record: QARecord, data_root: str | Path) -> str:
+    """Record video paths are relative to the dataset folder (absolute paths are kept)."""
+    p = Path(record.video)
+    # absolute, so that Ray workers with another working directory find the file
+    return str(p if p.is_absolute() else (Path(data_root) / p).absolute())
+
+
 def resolve_video_path(video: str | Path, jsonl_path: str | Path) -> Path:
     """A record's video path made usable: absolute paths as they are, relative ones against the JSONL's folder."""
     p = Path(video)
     return p if p.is_absolute() else Path(jsonl_path).parent / p
-
-
-def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write rows to path via a temp file + rename so readers never see a half-written file."""
-    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; written data is for every reader
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tspo_ray.data.benchmarks import _SOLUTION, _Bad, split_inline_options
-from tspo_ray.data.records import QARecord, write_jsonl_atomic
+from tspo_ray.data.records import QARecord
+from tspo_ray.safe_files import write_jsonl_atomic
 
 
 class TSPO10KWriteError(ValueError):

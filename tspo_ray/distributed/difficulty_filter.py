@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from tspo_ray.answerers.base import Answer, AnswerRequest
 from tspo_ray.data import difficulty
-from tspo_ray.data.records import QARecord, write_jsonl_atomic
+from tspo_ray.data.records import QARecord
 from tspo_ray.data.tspo10k import TSPO10KWriteError, to_tspo10k, write_tspo10k
+from tspo_ray.method.rewards import answer_reward
+from tspo_ray.safe_files import write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +56,22 @@ class FilterResult:
     seconds: float = 0.0
 
 
+def requests_for(record: QARecord, video_path: str, sets: dict[str, tuple[list[int], list[float]]]
+                 ) -> list[AnswerRequest]:
+    """The two AnswerRequests of a question (keys `<id>#easy`, `<id>#hard`): what a model would see, no answer."""
+    return [AnswerRequest.for_record(record, video_path, *sets[name], tag=name) for name in ("easy", "hard")]
+
+
+def correct(record: QARecord, answer: Answer) -> bool | None:
+    """R_A of an answer as a bool; None when the answerer reported an error for the request."""
+    if "error" in answer.extra:
+        return None
+    return bool(answer_reward(answer.option, record.answer))
+
+
 def plan_video(row: dict, settings: FilterSettings) -> list[dict]:
     """Ray Data flat_map: one video's candidates -> each of its questions' easy and hard frame sets (or why not)."""
-    from tspo_ray import video
+    from tspo_ray.video import frames as video
 
     try:
         cands = video.candidates(row["path"], settings.fps, settings.max_candidates, settings.min_candidates)
@@ -105,7 +121,7 @@ def _decision(record: QARecord, reqs: list, answers: dict[str, object]) -> dict:
     """A question's row of the decisions file from its two answers (an Answer, or the error text of its batch)."""
     got = [answers[r.key] for r in reqs]
     failed = lambda a: isinstance(a, str) or "error" in a.extra  # noqa: E731
-    judged = [None if isinstance(a, str) else difficulty.correct(record, a) for a in got]
+    judged = [None if isinstance(a, str) else correct(record, a) for a in got]
     return {"id": record.id, "video": record.video, "reason": difficulty.decide(*judged),
             "easy": None if isinstance(got[0], str) else got[0].option,
             "hard": None if isinstance(got[1], str) else got[1].option,
@@ -146,7 +162,7 @@ def filter_records(records: Sequence[QARecord], paths: Sequence[str], pool, vide
             continue
         sets = {name: ([int(i) for i in row[f"{name}_idx"]], [float(t) for t in row[f"{name}_ts"]])
                 for name in ("easy", "hard")}
-        batch.append((p, difficulty.requests_for(records[p], paths[p], sets)))
+        batch.append((p, requests_for(records[p], paths[p], sets)))
         if len(batch) >= settings.batch_size:
             flush()
     if batch:

@@ -39,7 +39,7 @@ def decode_rows(path: str, key: str, spec: DecodeSpec, chunk: int = 256) -> Iter
     """A video's candidate frames (those features.extract_local encodes) as rows of at most `chunk` frames, in
     order, the last flagged; a video that fails, before or part-way, ends with a row carrying the decoder's reason
     and no frames (chunk -1)."""
-    from tspo_ray import video as video_io
+    from tspo_ray.video import frames as video_io
 
     side = spec.frame_size or 1
     done = 0

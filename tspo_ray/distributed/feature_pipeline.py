@@ -7,17 +7,18 @@
 Splitting the stages lets decoding of the next video overlap encoding of this one, each on its own core, and puts
 GPUs only where the model runs. Only paths, keys, candidate indices and times, uint8 frames (between the two
 stages) and embeddings cross the object store. A long video becomes many rows, so memory holds a few chunks, not a
-video. Entries are built by `features.assemble_features` from the same chunks and batches as the single-process
-loop (`features.extract_local`), so both write the same features.
+video. Entries are built by `tspo_ray.video.features.assemble_features` from the same chunks and batches as the single-process
+loop (`tspo_ray.video.features.extract_local`), so both write the same features.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
 
 from tspo_ray.distributed.feature_decode import DecodeChunks, DecodeSpec
-from tspo_ray.features import FeatureSpec, FeatureStore, assemble_features, plan_extraction
+from tspo_ray.video.features import FeatureSpec, FeatureStore, assemble_features, plan_extraction
 
 
 def extract_kwargs(cfg) -> dict:
@@ -29,6 +30,19 @@ def extract_kwargs(cfg) -> dict:
             "gpus_per_worker": opts["num_gpus"], "resources": opts.get("resources")}
 
 
+def ray_extractor(cfg, progress: bool = True):
+    """An extractor for tspo_ray.splits.prepare_split and the benchmark job: extract_with_ray with the config's
+    encoder and actor placement, on the cluster at RAY_ADDRESS or a local Ray (started here when none is)."""
+    from tspo_ray.distributed import init_ray
+
+    def extract(videos: Sequence[str], spec: FeatureSpec, store: FeatureStore) -> dict[str, int]:
+        init_ray()  # a no-op when already connected
+        return extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, progress=progress,
+                                retry_failed=cfg.features.retry_failed, **extract_kwargs(cfg))
+
+    return extract
+
+
 class EncodeChunks:
     """Ray Data callable class: one encoder per actor (torch intra-op threads = its CPUs); frames in, embeddings out.
 
@@ -38,7 +52,7 @@ class EncodeChunks:
     def __init__(self, encoder_spec: dict, batch_size: int = 64, threads: int | None = None):
         import torch
 
-        from tspo_ray.encoders import load_encoder
+        from tspo_ray.video.encoders import load_encoder
 
         if threads:
             torch.set_num_threads(threads)

@@ -5,7 +5,7 @@ batch b is sampled by the coordinator with the weights of version max(0, b - max
 state dict, put once per version), answered by the answerer pool, and returned as groups stamped with that version.
 The learner updates on batch b at step b, so every group's staleness is at most max_lag (0 = synchronous: sample,
 then learn). The clipped importance ratio against the stored old log-probs keeps the stale groups' update correct.
-The schedule is the single-process loop's (tspo_ray.trainer), so both give the same weights for the same config.
+The schedule is the single-process loop's (tspo_ray.training.trainer), so both give the same weights for the same config.
 """
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from typing import Any, Sequence
 import ray
 import torch
 
-from tspo_ray import haystack
 from tspo_ray.checkpoint import latest_checkpoint
 from tspo_ray.config import Config, _build, validate
+from tspo_ray.data.items import FeatureItem
 from tspo_ray.distributed.answerer_pool import AnswererPool
-from tspo_ray.learner_state import LearnerState
-from tspo_ray.rollout import FeatureItem
-from tspo_ray.trainer import sample_batch
+from tspo_ray.training import scoring
+from tspo_ray.training.learner_state import LearnerState
+from tspo_ray.training.trainer import sample_batch
 
 
 class RolloutCoordinator:
@@ -34,7 +34,7 @@ class RolloutCoordinator:
 
     def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, cfg: dict,
                  val_items: Sequence[FeatureItem] = ()):
-        from tspo_ray.agent import TemporalAgent
+        from tspo_ray.method.agent import TemporalAgent
 
         cfg = validate(_build(Config, cfg, ""))
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
@@ -48,7 +48,7 @@ class RolloutCoordinator:
 
     def rollout(self, positions: list[int], version: int, weights: dict, tau: float, seed: int):
         """Batch `positions` sampled with `weights` (version `version`) at tau, noise and haystacks seeded by seed;
-        the same batch the single-process loop builds (tspo_ray.trainer.LocalTrainer.train_step)."""
+        the same batch the single-process loop builds (tspo_ray.training.trainer.LocalTrainer.train_step)."""
         t0 = time.perf_counter()
         with self._sampling:
             if version != self.loaded_version:
@@ -56,7 +56,7 @@ class RolloutCoordinator:
                 self.loaded_version = version
             batch, groups = sample_batch(self.agent, self.items, positions, self.cfg, tau, seed, version)
         t1 = time.perf_counter()
-        scored = self.pool.score([haystack.score_job(it, g.draws) for it, g in zip(batch, groups)])
+        scored = self.pool.score([scoring.score_job(it, g.draws) for it, g in zip(batch, groups)])
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
         t2 = time.perf_counter()
         return {"items": batch, "groups": groups, "seconds": t2 - t0, "sample_s": t1 - t0, "answer_s": t2 - t1,
@@ -65,8 +65,8 @@ class RolloutCoordinator:
     def validate(self, weights: dict, k: int) -> float:
         """The accuracy of the given weights (train.eval_selector) on the validation items, answered by the same
         pool."""
-        from tspo_ray.agent import TemporalAgent
-        from tspo_ray.evaluation import validation_accuracy
+        from tspo_ray.evaluation.accuracy import validation_accuracy
+        from tspo_ray.method.agent import TemporalAgent
 
         agent = TemporalAgent(**self.agent_config).eval()  # its own copy: rollouts keep sampling meanwhile
         agent.load_state_dict(weights)
@@ -106,7 +106,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     start = state.step
     tracker = None
     if config.get("mlflow_run_id"):
-        from tspo_ray.tracking import RunLogger
+        from tspo_ray.training.tracking import RunLogger
 
         tracker = RunLogger.attach(config["mlflow_tracking_uri"], config["mlflow_run_id"])
 
@@ -180,7 +180,7 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
 
     from tspo_ray.answerers import AnswererFactory
     from tspo_ray.distributed.placement import answerer_actor_options, learner_scaling
-    from tspo_ray.learner_state import build_agent
+    from tspo_ray.training.learner_state import build_agent
 
     dim = items[0].frame_features.shape[-1]
     agent_config = build_agent(cfg, dim).config()

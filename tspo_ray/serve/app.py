@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
 
+from tspo_ray.selector import SelectionJob
 from tspo_ray.serve.access import RequestError, relative_to_roots, resolve_video
 from tspo_ray.serve.schema import SelectRequest, SelectResponse
-from tspo_ray.selector import SelectionJob
 from tspo_ray.serve.service import KeyframeService, ServeSettings
 
 log = logging.getLogger("tspo_ray.serve")

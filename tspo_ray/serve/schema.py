@@ -30,7 +30,7 @@ class SelectRequest(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_selector(cls, v: str) -> str:
-        from tspo_ray.policy import parse_selector
+        from tspo_ray.method.policy import parse_selector
 
         parse_selector(v)  # ValueError names the valid selectors
         return v

@@ -19,12 +19,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from tspo_ray import video as video_io
-from tspo_ray.features import VideoFeatures
-from tspo_ray.policy import SELECTORS
+from tspo_ray.method.policy import SELECTORS
 from tspo_ray.selector import SelectionJob, select_many
 from tspo_ray.serve.access import RequestError, url_scheme
 from tspo_ray.serve.cache import LRUCache
+from tspo_ray.video import frames as video_io
+from tspo_ray.video.features import VideoFeatures
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ServeSettings:
     video_roots: list[str] = field(default_factory=list)
     #: URL schemes the service may open (e.g. ["https"]); none by default
     url_schemes: list[str] = field(default_factory=list)
-    #: the CLIP encoder spec (tspo_ray.encoders.load_encoder)
+    #: the CLIP encoder spec (tspo_ray.video.encoders.load_encoder)
     encoder: dict = field(default_factory=lambda: {"backend": "embedded"})
     #: default candidate rate and cap T_c (a request may override both; None = every frame of the 1-fps grid)
     fps: float = 1.0
@@ -92,8 +92,8 @@ def _file_digest(path: Path) -> str:
 
 def load_serving_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Module, str, str, str]:
     """(agent in eval mode, its inference mode, model_version, a sentence saying what was loaded)."""
-    from tspo_ray.agent import TemporalAgent
     from tspo_ray.checkpoint import recommended_checkpoint
+    from tspo_ray.method.agent import TemporalAgent
     from tspo_ray.selector import load_selector_agent
 
     if not settings.checkpoint:
@@ -139,7 +139,7 @@ class KeyframeService:
     """Holds the encoder, the agent and the feature cache; every method is safe to call from worker threads."""
 
     def __init__(self, settings: ServeSettings, workers: int | None = None):
-        from tspo_ray.encoders import load_encoder
+        from tspo_ray.video.encoders import load_encoder
 
         self.settings = settings
         self.encoder = load_encoder(settings.encoder)
@@ -197,7 +197,7 @@ class KeyframeService:
     def _compute(self, location: str, fps: float, max_candidates: int | None) -> VideoFeatures:
         """compute_video_features' result (same frames, same encoder batches, so the same features as the feature
         store), with the file probed once and decoded outside the torch slots, one codec thread per video."""
-        from tspo_ray import video_decode
+        from tspo_ray.video import decode as video_decode
 
         try:
             info = video_decode.probe(location)

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tspo_ray.data.records import write_jsonl_atomic, write_text_atomic
+from tspo_ray.safe_files import write_jsonl_atomic, write_text_atomic
 from tspo_ray.synthetic.build import SPLITS, VideoJob, build_video
 from tspo_ray.synthetic.stats import balance, uniform_coverage
 from tspo_ray.synthetic.world import WorldSettings

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from tspo_ray.rewards import temporal_reward
-from tspo_ray.video import candidate_indices
+from tspo_ray.method.rewards import temporal_reward
+from tspo_ray.video.frames import candidate_indices
 
 
 def balance(records: Sequence[dict]) -> dict:
@@ -22,7 +22,7 @@ def balance(records: Sequence[dict]) -> dict:
 def uniform_selection_times(num_frames: int, native_fps: float, k: int, fps: float = 1.0,
                             max_candidates: int = 128) -> list[float]:
     """Timestamps of k uniformly spread frames among the video's candidates (policy.select_uniform's rule)."""
-    from tspo_ray.policy import select_uniform
+    from tspo_ray.method.policy import select_uniform
 
     _, ts = candidate_indices(num_frames, native_fps, fps, max_candidates)
     return [float(ts[i]) for i in select_uniform(len(ts), k).tolist()]

@@ -1,7 +1,7 @@
 """The tiny CLIP of the synthetic world: model config, word-level tokenizer, training frames, texts, loss, metrics.
 
 Frames go through the same path as the videos' frames do at run time: rendered at 128 px, encoded with the
-videos' MPEG-4 codec, decoded by decord at the model's 64 px (tspo_ray.video.read_frames).
+videos' MPEG-4 codec, decoded by decord at the model's 64 px (tspo_ray.video.frames.read_frames).
 
 Texts are matched to frames by the attributes they name. Each step scores every image of the batch against
 (a) the fixed set of short texts the system uses -- "a red star", "a star", "a red object" and every question stem
@@ -117,7 +117,7 @@ def render_through_codec(scenes: Sequence[Scene], seed: int, qscale: int = write
     import av
     from tqdm import tqdm
 
-    from tspo_ray.video import read_frames
+    from tspo_ray.video.frames import read_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "frames.mp4"

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torchvision.transforms import ToTensor
 
-from tspo_ray.encoders.base import encode_frames_in_batches
-from tspo_ray.encoders.hf_clip import FEATURE_KIND, file_digest
+from tspo_ray.video.encoders.base import encode_frames_in_batches
+from tspo_ray.video.encoders.hf_clip import FEATURE_KIND, file_digest
 
 
 def _is_path(pretrained: str) -> bool:

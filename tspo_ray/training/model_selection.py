@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tspo_ray.policy import SELECTION_METHODS
+from tspo_ray.method.policy import SELECTION_METHODS
 
 #: the methods the agent's scores can be selected with (uniform ignores scores)
 AGENT_MODES = tuple(m for m in SELECTION_METHODS if m != "uniform")
@@ -44,7 +44,7 @@ def record_inference_mode(checkpoint: str | Path, mode: str, accuracy_by_mode: d
 def choose_inference_mode(cfg, checkpoint: str | Path, out_dir: Path, agent, answerer,
                           progress: bool = True) -> tuple[str, dict[str, float]]:
     """Evaluate agent:<mode> for every mode on the validation split, record the best in the checkpoint."""
-    from tspo_ray.evaluation_job import run_evaluation
+    from tspo_ray.evaluation.split_job import run_evaluation
 
     payload = run_evaluation(cfg, "val", [f"agent:{m}" for m in AGENT_MODES], out_dir, agent=agent,
                              answerer=answerer, checkpoint=str(checkpoint), progress=progress)

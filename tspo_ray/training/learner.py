@@ -6,8 +6,9 @@ from typing import Sequence
 
 import torch
 
-from tspo_ray import grpo, policy
-from tspo_ray.rollout import FeatureItem, Group
+from tspo_ray.data.items import FeatureItem
+from tspo_ray.method import grpo, policy
+from tspo_ray.training.rollout import Group
 
 
 def batch_to_device(items: Sequence[FeatureItem], groups: Sequence[Group],

@@ -1,13 +1,25 @@
 """TSPO rewards (R_A, R_T and the paper's totals) and the option parsing R_A reads. Pure functions; no Ray, no models."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
-from tspo_ray.answer_parsing import parse_option
+from tspo_ray.method.answer_parsing import parse_option
 
-__all__ = ["parse_option", "answer_reward", "temporal_reward", "total_reward"]
+__all__ = ["parse_option", "answer_reward", "temporal_reward", "total_reward", "RewardResult"]
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    """The rewards of one group's G sets."""
+
+    rewards: torch.Tensor  # [G] total reward of each set
+    r_answer: torch.Tensor  # [G]
+    r_temporal: torch.Tensor  # [G]
+    parse_failures: int = 0
 
 
 def answer_reward(predicted: str | None, answer: str) -> float:

@@ -2,7 +2,7 @@
 decoded by one of two back ends.
 
 "pyav" (the default, see benchmarks/decode.py): one sequential pass that converts only the kept frames
-(tspo_ray.video_decode). "decord": decord's VideoReader.get_batch. The fast mode "keyframes" decodes keyframes only and
+(tspo_ray.video.decode). "decord": decord's VideoReader.get_batch. The fast mode "keyframes" decodes keyframes only and
 returns the nearest keyframe for each candidate.
 """
 from __future__ import annotations
@@ -13,23 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tspo_ray.video.info import VideoError, VideoInfo
+
 BACKENDS = ("pyav", "decord")
 DEFAULT_BACKEND = "pyav"  # measured: benchmarks/decode.py
-
-
-class VideoError(RuntimeError):
-    """A video that cannot be used; the message names the file and the reason."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    path: str
-    num_frames: int
-    native_fps: float
-
-    @property
-    def duration_s(self) -> float:
-        return self.num_frames / self.native_fps
 
 
 @dataclass(frozen=True)
@@ -44,7 +31,7 @@ class Candidates:
 def _open(path: str | Path, size: int | None = None):
     import decord  # local import: decord's import is slow and not every caller decodes
 
-    from tspo_ray.video_decode import check_video_file
+    from tspo_ray.video.decode import check_video_file
 
     path = str(path)
     check_video_file(path)
@@ -84,7 +71,7 @@ def _backend(backend: str | None) -> str:
 def probe(path: str | Path, backend: str | None = None) -> VideoInfo:
     """Frame count and frame rate of a video (a container without a usable rate is read as 1 fps)."""
     if _backend(backend) == "pyav":
-        from tspo_ray import video_decode
+        from tspo_ray.video import decode as video_decode
 
         return video_decode.probe(path)
     reader = _open(path)
@@ -142,7 +129,7 @@ def candidates(path: str | Path, fps: float = 1.0, max_candidates: int | None = 
 def read_frames(path: str | Path, frame_indices, size: int | None = None, backend: str | None = None) -> np.ndarray:
     """Decode the given native frame indices: uint8 [N, H, W, 3] (resized to size×size when given)."""
     if _backend(backend) == "pyav":
-        from tspo_ray import video_decode
+        from tspo_ray.video import decode as video_decode
 
         info = video_decode.probe(path)
         bad = [int(i) for i in frame_indices if not 0 <= int(i) < info.num_frames]
@@ -179,7 +166,7 @@ def iter_frames(path: str | Path, frame_indices, size: int | None = None, backen
         for start in range(0, len(frame_indices), chunk):
             yield read_frames(path, frame_indices[start : start + chunk], size, backend)
         return
-    from tspo_ray import video_decode
+    from tspo_ray.video import decode as video_decode
 
     info = video_decode.probe(path)
     bad = [i for i in frame_indices if not 0 <= i < info.num_frames]
@@ -209,7 +196,7 @@ def decode_candidates(
     cands = candidates(path, fps, max_candidates, min_candidates, backend)
     if mode == "exact":
         return read_frames(path, cands.frame_indices, size, backend), cands
-    from tspo_ray import video_decode
+    from tspo_ray.video import decode as video_decode
 
     decoded = video_decode.decode_keyframes_nearest(path, cands.frame_indices, size)
     shown = np.minimum(np.round(decoded.timestamps_s * cands.info.native_fps).astype(np.int64), cands.info.num_frames - 1)

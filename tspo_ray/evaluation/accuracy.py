@@ -5,8 +5,8 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 from tspo_ray.answerers.base import AnswerRequest
-from tspo_ray.rewards import answer_reward, temporal_reward
-from tspo_ray.rollout import FeatureItem
+from tspo_ray.data.items import FeatureItem
+from tspo_ray.method.rewards import answer_reward, temporal_reward
 from tspo_ray.selector import select_from_features
 
 

@@ -21,12 +21,13 @@ from typing import Sequence
 
 import torch
 
-from tspo_ray import policy
-from tspo_ray.agent import TemporalAgent
 from tspo_ray.config import Config
 from tspo_ray.data.cursor import DataCursor
-from tspo_ray.learner import learner_step
-from tspo_ray.rollout import FeatureItem, Group
+from tspo_ray.data.items import FeatureItem
+from tspo_ray.method import policy
+from tspo_ray.method.agent import TemporalAgent
+from tspo_ray.training.learner import learner_step
+from tspo_ray.training.rollout import Group
 
 #: checkpoint schema written by LearnerState.state_dict (bumped when the meaning of a field changes)
 SCHEMA = 2
@@ -112,7 +113,7 @@ class LearnerState:
     # --- the update ---------------------------------------------------------------------------------------------
     def update(self, items: Sequence[FeatureItem], groups: Sequence[Group]) -> dict[str, float]:
         """Learn batch `step` (its groups, answered), keep this version's weights for the batches in flight, advance."""
-        from tspo_ray.learner import batch_to_device
+        from tspo_ray.training.learner import batch_to_device
 
         if self.max_lag:
             self.recent[self.step] = cpu_state(self.agent)

@@ -2,11 +2,12 @@
 
 1. The questions come from the benchmark's own annotation file (tspo_ray.data.benchmarks.load).
 2. Ray Data encodes ALL candidates on the 1-fps grid of every distinct video (no cap: the reference scores every grid
-   frame, ~4,100 per LVBench video) into the shared feature store; `use_ray=False` runs the same extraction in this
-   process (tests, one-box runs).
+   frame, ~4,100 per LVBench video) into the shared feature store, through the extractor the caller passes (jobs
+   pass tspo_ray.distributed.feature_pipeline.ray_extractor); without one, the same extraction runs in this process
+   (tests, one-box runs).
 3. Each selector picks eval.num_frames of them through the selector API's feature-level path
    (tspo_ray.selector.select_from_features), the one that evaluation, Serve and export share.
-4. Optionally the config's answerer answers; then the run (tspo_ray.benchmark_eval) writes the frame_idx export,
+4. Optionally the config's answerer answers; then the run (tspo_ray.evaluation.benchmark) writes the frame_idx export,
    the accuracy breakdown and resumes where a killed run stopped.
 """
 from __future__ import annotations
@@ -18,36 +19,20 @@ from typing import Any, Sequence
 
 import torch
 
-from tspo_ray.benchmark_eval import AnswerFn, BenchmarkRun, load_benchmark_records, run_benchmark
 from tspo_ray.config import Config, ConfigError
 from tspo_ray.data.frame_idx_export import MAX_EXPORTED_FRAMES
-from tspo_ray.data.records import QARecord
-from tspo_ray.features import FeatureSpec, FeatureStore, VideoFeatures, resolve_video
-from tspo_ray.policy import parse_selector
+from tspo_ray.data.records import QARecord, resolve_video
+from tspo_ray.evaluation.benchmark import AnswerFn, BenchmarkRun, load_benchmark_records, run_benchmark
+from tspo_ray.method.policy import parse_selector
 from tspo_ray.safe_files import UnsafeFileError
 from tspo_ray.selector import select_from_features
+from tspo_ray.splits import Extractor
+from tspo_ray.video.features import FeatureSpec, FeatureStore, VideoFeatures, extract_local
 
 
 def benchmark_feature_spec(cfg: Config, encoder_name: str) -> FeatureSpec:
     """Every candidate of the 1-fps grid (max_candidates None), whatever features.max_candidates says for training."""
     return FeatureSpec(cfg.features.fps, None, cfg.features.frame_size, encoder_name)
-
-
-def extract_benchmark_features(cfg: Config, videos: Sequence[str], spec: FeatureSpec, store: FeatureStore, encoder,
-                               use_ray: bool = True, progress: bool = True) -> dict[str, int]:
-    """Features of the videos not in the store yet: Ray Data encoder actors placed as the config says
-    (tspo_ray.distributed.placement), or the single-process loop."""
-    if not use_ray:
-        from tspo_ray.features import extract_local
-
-        return extract_local(list(videos), encoder, spec, store, progress=progress,
-                             retry_failed=cfg.features.retry_failed)
-    from tspo_ray.distributed import init_ray
-    from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray
-
-    init_ray()  # the cluster at RAY_ADDRESS, else a local Ray; a no-op when already connected
-    return extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, progress=progress,
-                            retry_failed=cfg.features.retry_failed, **extract_kwargs(cfg))
 
 
 class StoreSelection:
@@ -123,11 +108,11 @@ def _load_agent(cfg: Config, selectors: Sequence[str], checkpoint: str | None):
 
 def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: str | Path | None,
                       selectors: Sequence[str], out_dir: str | Path, checkpoint: str | None = None,
-                      answer: bool = False, use_ray: bool = True, progress: bool = True, chunk_size: int = 16,
-                      on_chunk=None) -> dict:
+                      answer: bool = False, extract: Extractor | None = None, progress: bool = True,
+                      chunk_size: int = 16, on_chunk=None) -> dict:
     """Records, features of all 1-fps candidates, selection by each selector, optional answers, the frame_idx
     export and the breakdown table; resumable in out_dir. Returns the run's summary."""
-    from tspo_ray.encoders import load_encoder
+    from tspo_ray.video.encoders import load_encoder
 
     k = cfg.eval.num_frames
     if k > MAX_EXPORTED_FRAMES:
@@ -143,7 +128,10 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
     spec = benchmark_feature_spec(cfg, encoder.name)
     store = FeatureStore(cfg.features.store)
     paths = list(dict.fromkeys(resolve_video(r, root) for r in records))
-    counts = extract_benchmark_features(cfg, paths, spec, store, encoder, use_ray=use_ray, progress=progress)
+    if extract is None:
+        counts = extract_local(paths, encoder, spec, store, progress=progress, retry_failed=cfg.features.retry_failed)
+    else:
+        counts = extract(paths, spec, store)
     text = store.text_features(encoder, (r.question for r in records))
     aks = asdict(cfg.eval.aks)
     select = StoreSelection(store, spec, text, root, k, agent, inference_mode, aks)
@@ -158,4 +146,4 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
         settings["answerer"] = {"kind": cfg.answerer.kind, "settings": cfg.answerer.settings}
     run = BenchmarkRun(name, Path(annotations), Path(out_dir), list(selectors), k, settings)
     return run_benchmark(run, records, select, answer_with, chunk_size=chunk_size, progress=progress,
-                         on_chunk=on_chunk, notes={"features": {"pipeline": "ray" if use_ray else "local", **counts}})
+                         on_chunk=on_chunk, notes={"features": {"pipeline": "local" if extract is None else "ray", **counts}})

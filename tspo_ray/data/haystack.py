@@ -9,7 +9,7 @@ R_T of a selection is the masked fraction of the selected candidates; the total 
 
 The answerer watches the haystack as one clip: the selected frames in haystack order, each decoded from its own
 file, at the clip's own times (candidate position x CLIP_SPACING_S). Everything is a pure function of its inputs
-and the seed; only `score_job` and `reward_fn` reach the answerer side.
+and the seed; tspo_ray.training.scoring turns a haystack item's sampled sets into the answerer's job.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from tspo_ray.data.items import FeatureItem
 from tspo_ray.data.records import QARecord
-from tspo_ray.rollout import FeatureItem, RewardResult
 
 #: seconds between two candidates on the haystack clip the answerer watches (the reference's 1-fps grid)
 CLIP_SPACING_S = 1.0
@@ -128,36 +128,3 @@ def options(section) -> dict:
 def num_frames(item: FeatureItem, default: int, haystack_frames: int | None) -> int:
     """T_s of an item: haystack_frames for haystack items when set, else default."""
     return haystack_frames if item.target_mask is not None and haystack_frames else default
-
-
-def score_job(item: FeatureItem, draws: torch.Tensor):
-    """The answerer pool's ScoreJob of an item's G sampled sets (draws [G, k], candidate positions). A plain item
-    gives the job the rollout coordinator builds; a haystack item's job names each frame's file, places the frames
-    on the haystack clip's times and carries R_T from the target mask."""
-    from tspo_ray.distributed.answerer_pool import ScoreJob
-    from tspo_ray.rollout import selected_frames
-
-    if item.target_mask is None:
-        sets = tuple((tuple(i), tuple(t)) for i, t in selected_frames(item, draws))
-        return ScoreJob(item.record, item.video_path, sets)
-    videos = candidate_videos(item)
-    sets, files, r_t = [], [], []
-    for row in draws.tolist():
-        pos = sorted(int(p) for p in row)
-        sets.append((tuple(int(item.frame_indices[p]) for p in pos), tuple(p * CLIP_SPACING_S for p in pos)))
-        files.append(tuple(videos[p] for p in pos))
-        r_t.append(temporal_mask_reward(item.target_mask, pos))
-    return ScoreJob(item.record, item.video_path, tuple(sets), frame_videos=tuple(files), r_temporal=tuple(r_t),
-                    duration_s=len(item.frame_indices) * CLIP_SPACING_S)
-
-
-def reward_fn(answerer):
-    """The single-process loop's reward function over any item: R_A + 1 / R_A + R_T as usual, and R_A + R_T with
-    R_T from the target mask for haystack items (the same scoring the answerer actors do)."""
-    from tspo_ray.distributed.answerer_pool import score_answers
-
-    def reward(item: FeatureItem, draws: torch.Tensor) -> RewardResult:
-        job = score_job(item, draws)
-        return score_answers(job, [a.option for a in answerer.answer(job.requests())])
-
-    return reward

@@ -127,6 +127,14 @@ def select_uniform(num_candidates: int, k: int) -> torch.Tensor:
     return ((torch.arange(k, dtype=torch.float64) + 0.5) * num_candidates / k).long()
 
 
+def spread(n: int, k: int) -> np.ndarray:
+    """k indices into range(n) at the centres of k equal bins (all of them when n <= k): select_uniform
+    for numpy callers. Pure."""
+    if n <= k:
+        return np.arange(n)
+    return ((np.arange(k) + 0.5) * n / k).astype(np.int64)
+
+
 def bin_centres(num_candidates: int, k: int) -> list[int]:
     """The reference's k evenly spaced centres over positions 0..T-1: round(i * (T-1) / (k-1)) with Python's
     round (half to even); one centre sits on the last position."""

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from tspo_ray.answerers import build_answerer
 from tspo_ray.config import ConfigError
-from tspo_ray.data.records import format_skipped, write_jsonl_atomic, write_text_atomic
-from tspo_ray.encoders import load_encoder
-from tspo_ray.evaluation import check_answered, evaluate_selector, format_table, summarise
-from tspo_ray.features import NoUsableQuestions, prepare_split
-from tspo_ray.policy import parse_selector
+from tspo_ray.data.records import format_skipped
+from tspo_ray.evaluation.accuracy import check_answered, evaluate_selector, format_table, summarise
+from tspo_ray.method.policy import parse_selector
+from tspo_ray.safe_files import write_jsonl_atomic, write_text_atomic
+from tspo_ray.splits import NoUsableQuestions, prepare_split
+from tspo_ray.video.encoders import load_encoder
 
 
 def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpoint: str | None = None,
@@ -53,7 +54,7 @@ def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpo
     write_text_atomic(out_dir / "table.md", table + "\n")
     write_jsonl_atomic(out_dir / "selections.jsonl", selections)
     if agent is not None and num_plots:
-        from tspo_ray.plots import plot_item
+        from tspo_ray.evaluation.plots import plot_item
 
         step = max(1, len(items) // num_plots)
         for item in items[::step][:num_plots]:

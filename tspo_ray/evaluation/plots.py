@@ -46,8 +46,8 @@ def plot_item(path, item, agent, k: int) -> Path:
     """The paper's Figure-5 view for one question: agent and CLIP scores, the agent's selection and its frames."""
     import torch
 
-    from tspo_ray.evaluation import select_frames
-    from tspo_ray.video import read_frames
+    from tspo_ray.evaluation.accuracy import select_frames
+    from tspo_ray.video.frames import read_frames
 
     with torch.no_grad():
         agent_scores = agent(item.frame_features, item.text_feature).numpy()

@@ -5,9 +5,9 @@ Every finished question is appended to `partial.jsonl` in the output folder (one
 so a killed run resumes without redoing finished questions; a torn last line is dropped. `run.json` pins the
 settings of the folder: a restart with other settings is refused rather than mixed in.
 
-Selection and answering come in as callables, so this module owns only the run: the job (tspo_ray/benchmark_job.py)
+Selection and answering come in as callables, so this module owns only the run: the job (tspo_ray/evaluation/benchmark_job.py)
 builds them from the feature store, the config's selectors and answerer. With answers, accuracy is broken down as
-each benchmark's own table does it (tspo_ray/benchmark_breakdown.py) into summary.json and table.md.
+each benchmark's own table does it (tspo_ray/evaluation/breakdown.py) into summary.json and table.md.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tspo_ray.benchmark_breakdown import breakdown, format_breakdown_table
 from tspo_ray.data.frame_idx_export import EXPORTABLE, ExportError, export_frame_idx, frame_idx_value
-from tspo_ray.data.records import QARecord, RecordError, write_text_atomic
+from tspo_ray.data.records import QARecord, RecordError
+from tspo_ray.evaluation.breakdown import breakdown, format_breakdown_table
+from tspo_ray.safe_files import write_text_atomic
 
 #: a selection: {"frame_indices": [...], "timestamps_s": [...], "scores": [...] or None, "video": the path to answer
 #: from}; raises ValueError for a question it cannot serve (no features, unreadable video), recorded with the reason
@@ -175,7 +176,7 @@ def _answer_rows(chunk: Sequence[tuple[str, QARecord]], rows: list[dict], answer
                  any_answered: bool) -> None:
     """Answer the selected rows in place. Nothing answered so far and this whole chunk rejected: a set-up failure
     (e.g. an answerer sized for fewer frames), raised before anything is recorded as finished."""
-    from tspo_ray.evaluation import AllRequestsRejected
+    from tspo_ray.evaluation.accuracy import AllRequestsRejected
 
     ok = [i for i, row in enumerate(rows) if row["error"] is None]
     got = answer([(chunk[i][1], rows[i]) for i in ok])

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from importlib import resources
 from typing import Any, Mapping
 
-from tspo_ray.encoders.base import FrameTextEncoder
+from tspo_ray.video.encoders.base import FrameTextEncoder
 
 BACKENDS = ("embedded", "hf", "open_clip")
 
@@ -55,18 +55,18 @@ def load_encoder(spec: Any = None) -> FrameTextEncoder:
     EncoderConfig). Unknown back ends and missing fields raise ValueError; missing files FileNotFoundError."""
     s = EncoderSpec.parse(spec)
     if s.backend == "embedded":
-        from tspo_ray.encoders.hf_clip import FEATURE_KIND, HFClipEncoder, weights_digest
+        from tspo_ray.video.encoders.hf_clip import FEATURE_KIND, HFClipEncoder, weights_digest
 
         path = s.model or embedded_clip_dir()
         return HFClipEncoder(path, device=s.device, name=f"hf:tiny-clip@{weights_digest(path)[:8]}{FEATURE_KIND}")
     if s.backend == "hf":
-        from tspo_ray.encoders.hf_clip import HFClipEncoder
+        from tspo_ray.video.encoders.hf_clip import HFClipEncoder
 
         if not s.model:
             raise ValueError("encoder backend 'hf' needs 'model' (a local CLIP folder or a hub id)")
         return HFClipEncoder(s.model, device=s.device, exact_processor=s.exact_processor)
     if s.backend == "open_clip":
-        from tspo_ray.encoders.open_clip_encoder import OpenClipEncoder
+        from tspo_ray.video.encoders.open_clip_encoder import OpenClipEncoder
 
         if not s.model:
             raise ValueError("encoder backend 'open_clip' needs 'model' (an architecture name, e.g. ViT-L-14)")

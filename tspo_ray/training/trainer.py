@@ -12,10 +12,13 @@ from typing import Callable, Sequence
 
 import torch
 
-from tspo_ray import haystack, policy
 from tspo_ray.config import Config
-from tspo_ray.learner_state import LearnerState, build_agent  # noqa: F401  (build_agent: the loops' one agent factory)
-from tspo_ray.rollout import FeatureItem, RewardFn, sample_groups
+from tspo_ray.data import haystack
+from tspo_ray.data.items import FeatureItem
+from tspo_ray.method import policy
+from tspo_ray.training import scoring
+from tspo_ray.training.learner_state import LearnerState, build_agent  # noqa: F401  (build_agent: the loops' one agent factory)
+from tspo_ray.training.rollout import RewardFn, sample_groups
 
 
 def sample_batch(agent, items: Sequence[FeatureItem], positions: Sequence[int], cfg: Config, tau: float, seed: int,
@@ -58,7 +61,7 @@ class LocalTrainer:
         if version == self.state.step:
             return self.state.agent
         if self._sampler is None:
-            from tspo_ray.agent import TemporalAgent
+            from tspo_ray.method.agent import TemporalAgent
 
             self._sampler = TemporalAgent(**self.state.agent.config()).eval()
         self._sampler.load_state_dict(self.state.weights_of(version))
@@ -102,14 +105,14 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
     from tqdm import tqdm
 
     from tspo_ray.checkpoint import latest_checkpoint
-    from tspo_ray.evaluation import validation_accuracy
+    from tspo_ray.evaluation.accuracy import validation_accuracy
 
     if answerer is None:
         from tspo_ray.answerers import build_answerer
 
         answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
     log = (lambda step, m: tracker.log_metrics(m, step)) if tracker else None
-    trainer = LocalTrainer(items, haystack.reward_fn(answerer), cfg, log)  # plain and haystack items alike
+    trainer = LocalTrainer(items, scoring.reward_fn(answerer), cfg, log)  # plain and haystack items alike
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     if resume and latest_checkpoint(ckpt_dir) is not None:
         trainer.state.load(ckpt_dir)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tspo_ray.encoders.base import encode_frames_in_batches
+from tspo_ray.video.encoders.base import encode_frames_in_batches
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 RUN_FILE = "mlflow_run.json"  # in a run's output folder: the MLflow run a resumed job continues
 
 
@@ -102,7 +101,7 @@ class RunLogger:
         """Write the run's id into the job's output folder, so `--resume` continues this run."""
         import json
 
-        from tspo_ray.data.records import write_text_atomic
+        from tspo_ray.safe_files import write_text_atomic
 
         write_text_atomic(Path(output_dir) / RUN_FILE, json.dumps({"run_id": self.run_id,
                                                                    "tracking_uri": self.tracking_uri}))

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from tspo_ray.video import VideoError, VideoInfo
+from tspo_ray.video.info import VideoError, VideoInfo
 
 
 @dataclass(frozen=True)

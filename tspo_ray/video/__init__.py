@@ -1,0 +1,1 @@
+"""Videos: decoding, the 1-fps candidate grid, CLIP encoders and the feature store."""

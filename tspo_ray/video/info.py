@@ -1,0 +1,19 @@
+"""What every video reader shares: the error a bad file raises and what a probe tells about a file."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    num_frames: int
+    native_fps: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.native_fps
