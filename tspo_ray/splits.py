@@ -117,6 +117,15 @@ def benchmark_records(fmt: str, path: Path, root: Path, strict: bool,
     return records, errors
 
 
+def fill_store(cfg, videos: Sequence[str], spec: FeatureSpec, store: FeatureStore, encoder,
+               extract: Extractor | None = None, progress: bool = True) -> dict:
+    """Features of the videos not in the store yet: by `extract` when given, else by the single-process loop with
+    `encoder`; returns the extraction counts."""
+    if extract is None:
+        return extract_local(videos, encoder, spec, store, progress=progress, retry_failed=cfg.features.retry_failed)
+    return extract(videos, spec, store)
+
+
 def prepare_split(cfg, split: str, encoder, extract: Extractor | None = None, max_questions: int | None = None,
                   progress: bool = True):
     """Records of a split -> features (extracted where missing) -> FeatureItems. Bad rows and videos are reported
@@ -131,10 +140,7 @@ def prepare_split(cfg, split: str, encoder, extract: Extractor | None = None, ma
     spec = feature_spec(cfg, encoder.name)
     store = FeatureStore(cfg.features.store)
     videos = list(dict.fromkeys(resolve_video(r, root) for r in records))
-    if extract is None:
-        counts = extract_local(videos, encoder, spec, store, progress=progress, retry_failed=cfg.features.retry_failed)
-    else:
-        counts = extract(videos, spec, store)
+    counts = fill_store(cfg, videos, spec, store, encoder, extract, progress)
     num_frames = cfg.policy.num_frames if split == "train" else cfg.eval.num_frames
     items, skipped = load_items(records, root, store, spec, encoder, cfg.data.min_video_candidates, num_frames)
     return items, problems + skipped, counts

@@ -26,8 +26,8 @@ from tspo_ray.evaluation.benchmark import AnswerFn, BenchmarkRun, load_benchmark
 from tspo_ray.method.policy import parse_selector
 from tspo_ray.safe_files import UnsafeFileError
 from tspo_ray.selector import select_from_features
-from tspo_ray.splits import Extractor
-from tspo_ray.video.features import FeatureSpec, FeatureStore, VideoFeatures, extract_local
+from tspo_ray.splits import Extractor, fill_store
+from tspo_ray.video.features import FeatureSpec, FeatureStore, VideoFeatures
 
 
 def benchmark_feature_spec(cfg: Config, encoder_name: str) -> FeatureSpec:
@@ -128,10 +128,7 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
     spec = benchmark_feature_spec(cfg, encoder.name)
     store = FeatureStore(cfg.features.store)
     paths = list(dict.fromkeys(resolve_video(r, root) for r in records))
-    if extract is None:
-        counts = extract_local(paths, encoder, spec, store, progress=progress, retry_failed=cfg.features.retry_failed)
-    else:
-        counts = extract(paths, spec, store)
+    counts = fill_store(cfg, paths, spec, store, encoder, extract, progress)
     text = store.text_features(encoder, (r.question for r in records))
     aks = asdict(cfg.eval.aks)
     select = StoreSelection(store, spec, text, root, k, agent, inference_mode, aks)
