@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from tspo_ray.answerers import build_answerer
+from tspo_ray.answerers import build_answerer, settings_for
 from tspo_ray.config import BASELINE_SELECTORS, load_config
 from tspo_ray.evaluation.accuracy import evaluate_selector, format_table, summarise
 from tspo_ray.splits import prepare_split
@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.config, [])
     items, _, _ = prepare_split(cfg, args.split, load_encoder(cfg.features.encoder))
-    answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
+    answerer = build_answerer(cfg.answerer.kind, settings_for(cfg))
     k = cfg.eval.num_frames
     results = {sel: summarise(evaluate_selector(items, sel, k, answerer, progress=False))
                for sel in BASELINE_SELECTORS if sel != "clip:events"}

@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from tspo_ray.answerers import build_answerer
+from tspo_ray.answerers import build_answerer, settings_for
 from tspo_ray.config import load_config
 from tspo_ray.evaluation.accuracy import evaluate_selector, summarise
 from tspo_ray.splits import prepare_split
@@ -48,7 +48,7 @@ def main() -> None:
     encoder = load_encoder(base.features.encoder)
     train_items, _, _ = prepare_split(base, "train", encoder)
     eval_items, _, _ = prepare_split(base, args.split, encoder)
-    answerer = build_answerer(base.answerer.kind, base.answerer.settings)
+    answerer = build_answerer(base.answerer.kind, settings_for(base))
     from tspo_ray.training.scoring import reward_fn
 
     k = base.eval.num_frames

@@ -82,7 +82,7 @@ def load_training_items(cfg: Config, args) -> tuple[list, list] | None:
 
 def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
     """The test-split table of the trained agent: printed, written to --results, logged to MLflow."""
-    from tspo_ray.answerers import build_answerer
+    from tspo_ray.answerers import build_answerer, settings_for
     from tspo_ray.checkpoint import load_agent, recommended_checkpoint
     from tspo_ray.evaluation.accuracy import AllRequestsRejected, format_table
     from tspo_ray.evaluation.split_job import run_evaluation
@@ -92,7 +92,7 @@ def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
     checkpoint = recommended_checkpoint(out / "checkpoints") or out / "checkpoints"
     print(f"evaluating {checkpoint.name if checkpoint.is_file() else 'the final checkpoint'}")
     agent = load_agent(checkpoint).eval()
-    answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
+    answerer = build_answerer(cfg.answerer.kind, settings_for(cfg))
     try:
         if cfg.eval.choose_inference_mode and (Path(cfg.data.root) / cfg.data.val).exists():
             from tspo_ray.training.model_selection import choose_inference_mode

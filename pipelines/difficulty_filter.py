@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     records = records[: args.limit] if args.limit else records
     out = Path(args.out or root / f"tspo10k_{args.split}.jsonl")
     families = cfg.haystack.families if args.specific_families is None else args.specific_families
-    from tspo_ray.answerers import AnswererFactory
+    from tspo_ray.answerers import AnswererFactory, settings_for
     from tspo_ray.answerers.pool import AnswererActorPool, actor_options
     from tspo_ray.distributed import init_ray
     from tspo_ray.distributed.difficulty_filter import filter_records, write_result
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     init_ray(ignore_reinit_error=True, log_to_driver=False)
     quiet_ray_data()
     options = actor_options(cfg.answerer.kind, cfg.answerer.settings) | {"num_cpus": cfg.train.answerer_cpus}
-    pool = AnswererActorPool(AnswererFactory(cfg.answerer.kind, cfg.answerer.settings),
+    pool = AnswererActorPool(AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
                              args.answerers or cfg.train.num_answerers, options)
     print(f"answerer: {pool.ready()[0]} x {len(pool.actors)}; {len(records)} questions of {args.split}")
     result = filter_records(records, [str(resolve_video(r, root)) for r in records], pool,

@@ -189,3 +189,28 @@ def test_packed_lengths_must_cover_the_frames():
         agent(torch.randn(10, 16), torch.randn(2, 16), lengths=[4, 5])
     with pytest.raises(ValueError, match="lengths"):
         agent(torch.randn(10, 16), torch.randn(2, 16), lengths=[10, 0])
+
+
+def test_the_query_conditioned_option_starts_as_the_plain_agent_and_learns_from_the_question():
+    from tspo_ray.method.agent import TemporalAgent
+
+    torch.manual_seed(0)
+    plain = TemporalAgent(16, window=4, heads=4)
+    cond = TemporalAgent(16, window=4, heads=4, query_conditioned=True)
+    cond.load_state_dict({**plain.state_dict(), **{k: v for k, v in cond.state_dict().items() if "film" in k}})
+    frames, text = torch.randn(20, 16), torch.randn(16)
+    assert torch.equal(plain(frames, text), cond(frames, text))  # zero-initialised modulation: the same scores
+    assert plain.config() == {"dim": 16, "window": 4, "heads": 4, "hidden": 16}  # plain checkpoints unchanged
+    assert TemporalAgent(**cond.config()).query_conditioned
+    cond(frames, text).sum().backward()
+    assert cond.film.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        cond.film.weight.normal_()
+    other = torch.randn(16)
+    # now F_e depends on the question: the enhanced frames differ between two questions
+    assert not torch.allclose(cond.enhance(frames, text_feature=text), cond.enhance(frames, text_feature=other))
+    assert torch.equal(plain.enhance(frames), plain.enhance(frames, text_feature=other))
+    # packed videos, one question each, score as one at a time
+    f2, t2 = torch.randn(7, 16), torch.randn(16)
+    packed = cond(torch.cat([frames, f2]), torch.stack([text, t2]), lengths=[20, 7])
+    assert torch.allclose(packed, torch.cat([cond(frames, text), cond(f2, t2)]), atol=1e-5)

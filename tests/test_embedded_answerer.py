@@ -6,93 +6,82 @@ import numpy as np
 import pytest
 
 from tspo_ray.answerers.base import AnswerRequest
-from tspo_ray.answerers.embedded import (
-    EmbeddedAnswerer,
-    Question,
-    count_events,
-    decide,
-    edge_label,
-    nearest_count,
-    neighbour,
-    option_index,
-    parse_question,
-)
+from tspo_ray.answerers.embedded import EmbeddedAnswerer, decide, nearest_count, option_index, perceive
 from tspo_ray.answerers.frame_sets import frame_set, gold_indices, request_for
 from tspo_ray.data.records import read_records
 from tspo_ray.method.policy import spread
-from tspo_ray.synthetic import templates
+from tspo_ray.synthetic.families import FamilyGrammar, load_families
 from tspo_ray.video.info import VideoError
 
 RED_STAR, BLUE_CIRCLE, GREEN_SQUARE = ("red", "star"), ("blue", "circle"), ("green", "square")
+EDGES = dict(edge_s=6, edge_fraction=0.05, event_gap_s=20)
+GRAMMAR = FamilyGrammar(load_families())
 
 
 # --- pure reasoning -------------------------------------------------------------------------------------------
 
-def test_parse_question_recognises_every_template():
-    assert parse_question(templates.NEEDLE_COLOUR.format(shape="star")) == Question("colour_of", ("star",))
-    assert parse_question(templates.NEEDLE_SHAPE.format(colour="red")) == Question("shape_of", ("red",))
-    assert parse_question(templates.RELATION_AFTER.format(colour="red", shape="star")) == \
-        Question("relation", ("after", "red", "star"))
-    assert parse_question(templates.RELATION_BEFORE.format(colour="Blue", shape="cross")) == \
-        Question("relation", ("before", "blue", "cross"))
-    assert parse_question(templates.POSITION_BEGINNING) == Question("position", ("beginning",))
-    assert parse_question(templates.POSITION_END) == Question("position", ("end",))
-    assert parse_question(templates.COUNTING.format(colour="orange", shape="diamond")) == \
-        Question("counting", ("orange", "diamond"))
-    assert parse_question("Why is the sky blue?") == Question("unknown")
+def test_every_shipped_wording_reads_as_its_own_program():
+    for fam in GRAMMAR.families:
+        for variant in fam.variants:
+            for wording in variant.wordings:
+                slots = {"colour": "orange", "shape": "diamond"}
+                parsed = GRAMMAR.parse(wording.format(**slots).upper())  # case is not part of the wording
+                assert (parsed.family.name, parsed.variant.form) == (fam.name, variant.form)
+                assert parsed.slots == {k: v for k, v in slots.items() if k in variant.slots}
+    assert GRAMMAR.parse("Why is the sky blue?") is None
 
 
-def test_count_events_by_hand():
-    t = [0, 5, 10, 15, 20, 25]
-    other, misread = BLUE_CIRCLE, ("red", "cross")  # another colour / the same colour, another shape
-    labels = [RED_STAR, RED_STAR, other, RED_STAR, other, RED_STAR]
-    assert count_events(labels, RED_STAR, t, event_gap_s=20) == 3
-    assert count_events([other] * 6, RED_STAR, t, event_gap_s=20) == 0
-    assert count_events([RED_STAR] * 6, RED_STAR, t, event_gap_s=20) == 1
-    # a same-colour frame of another shape inside an event is read as the object misread, not as a break
-    assert count_events([RED_STAR, misread, RED_STAR, other, RED_STAR], RED_STAR, t[:5], event_gap_s=20) == 2
-    assert count_events([RED_STAR, misread, other, RED_STAR], RED_STAR, t[:4], event_gap_s=20) == 2
-    # two adjacent selected frames far apart in time: two events (nothing in between was looked at)
-    assert count_events([RED_STAR, RED_STAR], RED_STAR, [10.0, 95.0], event_gap_s=20) == 2
-    assert count_events([RED_STAR, RED_STAR], RED_STAR, [10.0, 25.0], event_gap_s=20) == 1
-    assert count_events([RED_STAR, misread, RED_STAR], RED_STAR, [10.0, 40.0, 60.0], event_gap_s=20) == 2
-
-
-def test_neighbour_edge_and_option_helpers():
-    labels = [BLUE_CIRCLE, RED_STAR, RED_STAR, GREEN_SQUARE]
-    assert neighbour(labels, RED_STAR, "after") == GREEN_SQUARE
-    assert neighbour(labels, RED_STAR, "before") == BLUE_CIRCLE
-    assert neighbour(labels, GREEN_SQUARE, "after") is None
-    assert neighbour(labels, ("yellow", "cross"), "after") is None
-    times = [3.0, 50.0, 60.0, 197.0]
-    assert edge_label(labels, times, "beginning", 200.0, edge_s=6, edge_fraction=0.05) == BLUE_CIRCLE
-    assert edge_label(labels, times, "end", 200.0, edge_s=6, edge_fraction=0.05) == GREEN_SQUARE
-    # the earliest frame at 12 s is past max(6 s, 5% of 200 s = 10 s): it says nothing about the beginning
-    assert edge_label(labels, [12.0] + times[1:], "beginning", 200.0, edge_s=6, edge_fraction=0.05) is None
-    assert edge_label(labels, times[:3] + [150.0], "end", 200.0, edge_s=6, edge_fraction=0.05) is None
+def test_perceived_events_by_hand():
+    t = [0.0, 5, 10, 15, 20, 25]
+    tl = perceive([RED_STAR, RED_STAR, BLUE_CIRCLE, RED_STAR, BLUE_CIRCLE, RED_STAR], t, 30.0, **EDGES)
+    assert [(e.colour, e.shape) for e in tl.events] == [RED_STAR, BLUE_CIRCLE, RED_STAR, BLUE_CIRCLE, RED_STAR]
+    assert tl.events[0].weight == 2 and tl.frame_event == [0, 0, 1, 2, 3, 4]
+    # the same object in two frames far apart: two events with an unseen one between them
+    far = perceive([RED_STAR, RED_STAR], [10.0, 95.0], 100.0, **EDGES)
+    assert [e.colour for e in far.events] == ["red", None, "red"]
+    assert len(perceive([RED_STAR, RED_STAR], [10.0, 25.0], 100.0, **EDGES).events) == 1
+    # edges and fractions need a frame near them: max(6 s, 5% of 200 s = 10 s)
+    tl = perceive([BLUE_CIRCLE, RED_STAR, GREEN_SQUARE], [3.0, 95.0, 197.0], 200.0, **EDGES)
+    assert tl.starts_at_video_start() and tl.ends_at_video_end() and tl.event_at(0.5) == 1
+    assert tl.event_at(0.25) is None  # 50 s: the nearest frame (3 s or 95 s) is more than 10 s away
+    late = perceive([BLUE_CIRCLE, RED_STAR], [12.0, 150.0], 200.0, **EDGES)
+    assert not late.starts_at_video_start() and not late.ends_at_video_end()
     assert option_index(["a Red  star", "a blue circle"], "a red star") == 0
     assert option_index(["x"], None) is None
     assert nearest_count(["4", "2", "5", "1"], 3) == 1  # 2 and 4 tie: the smaller
     assert nearest_count(["red", "blue"], 3) is None
 
 
-def test_decide_each_form():
-    labels, times = [BLUE_CIRCLE, RED_STAR, RED_STAR, GREEN_SQUARE, RED_STAR], [2.0, 40, 45, 80, 120]
-    args = dict(duration_s=130.0, edge_s=6, edge_fraction=0.05, event_gap_s=20)
-    assert decide(Question("colour_of", ("star",)), labels, times, ["blue", "red"], **args).index == 1
-    assert decide(Question("shape_of", ("green",)), labels, times, ["star", "square"], **args).index == 1
-    rel = decide(Question("relation", ("after", "red", "star")), labels, times,
-                 ["a blue circle", "a green square"], **args)
-    assert rel.index is None and not rel.evidence  # the anchor's last frame is the last frame: nothing after it
-    rel = decide(Question("relation", ("before", "red", "star")), labels, times, ["a green square",
-                 "a blue circle"], **args)
-    assert rel.index == 1 and rel.evidence
-    pos = decide(Question("position", ("beginning",)), labels, times, ["a red star", "a blue circle"], **args)
-    assert pos.index == 1
-    cnt = decide(Question("counting", ("red", "star")), labels, times, ["1", "2", "3"], **args)
+def test_decide_each_family():
+    labels, times = [BLUE_CIRCLE, RED_STAR, RED_STAR, GREEN_SQUARE, BLUE_CIRCLE, RED_STAR], [2.0, 20, 25, 40, 60, 125]
+    tl = perceive(labels, times, 130.0, **EDGES)  # events: circle, star, square, circle, star
+
+    def ask(question, options):
+        return decide(GRAMMAR.parse(question), tl, options)
+
+    assert ask("What colour is the star?", ["blue", "red"]).index == 1
+    assert ask("What shape is the green object?", ["star", "square"]).index == 1
+    assert ask("What appears right after the green square?", ["a red star", "a blue circle"]).index == 1
+    assert ask("What appears right before the green square?", ["a red star", "a blue circle"]).index == 0
+    assert ask("What appears right after what appears right after the green square?",
+               ["a red star", "a blue circle"]).index == 0
+    assert ask("What appears right before what appears right before the green square?",
+               ["a red star", "a blue circle"]).index == 1
+    assert ask("What is shown at the beginning of the video?", ["a red star", "a blue circle"]).index == 1
+    assert ask("What is shown at the end of the video?", ["a red star", "a blue circle"]).index == 0
+    assert ask("What is shown right after the beginning of the video?", ["a green square", "a red star"]).index == 1
+    assert ask("What is shown right after what is shown right after the beginning of the video?",
+               ["a green square", "a red star"]).index == 0
+    assert ask("What is shown right before the end of the video?", ["a red star", "a blue circle"]).index == 1
+    cnt = ask("How many times does a red star appear?", ["1", "2", "3"])
     assert cnt.index == 1 and cnt.evidence
-    unseen = decide(Question("colour_of", ("cross",)), labels, times, ["blue", "red"], **args)
+    # without evidence: no index (CLIP's best guess follows), with the statement a frame would show
+    unseen = ask("What colour is the cross?", ["blue", "red"])
     assert unseen.index is None and not unseen.evidence and unseen.statement("blue") == "a blue cross"
+    edge = ask("What appears right after the red star?", ["a green square"])  # the last star has nothing after it
+    assert edge.index is None and not edge.evidence
+    assert ask("How many times does a yellow cross appear?", ["1", "2"]).index == 0  # unseen: the smallest count
+    assert decide(None, tl, ["a", "b"]).index is None
 
 
 def test_frame_set_helpers_by_hand():
@@ -100,7 +89,9 @@ def test_frame_set_helpers_by_hand():
     assert spread(16, 4).tolist() == [2, 6, 10, 14]
     # 2 fps, spans [1, 2] and [5, 5.5]: frames 2, 3, 4 and 10, 11 are inside
     assert gold_indices([[1, 2], [5, 5.5]], 20, 2.0, 8).tolist() == [2, 3, 4, 10, 11]
-    assert gold_indices([[1, 2], [5, 5.5]], 20, 2.0, 2).tolist() == [3, 10]
+    assert gold_indices([[1, 2], [5, 5.5]], 20, 2.0, 2).tolist() == [3, 11]  # each span's centre first
+    # a short span (a needle) among long ones still gets a frame: 3 spans, 3 frames
+    assert gold_indices([[0, 10], [10.5, 11], [11.5, 30]], 61, 2.0, 3).tolist() == [10, 22, 42]
 
 
 # --- the real answerer on a tiny world -------------------------------------------------------------------------

@@ -94,6 +94,8 @@ class AgentConfig:
     heads: int = 8
     # MLP hidden width (None: the feature dim).
     hidden: int | None = None
+    # Modulate the attended features by the question before the MLP (FiLM; not in TSPO's eq. 3, off by default).
+    query_conditioned: bool = False
     # Start from this checkpoint (ours or the published TSPO-0.4B layout); None: random init.
     init_checkpoint: str | None = None
     # The selection method the "agent" selector uses with this agent (saved with every checkpoint's config):

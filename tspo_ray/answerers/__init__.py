@@ -20,7 +20,7 @@ def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: An
         from tspo_ray.video.encoders import load_encoder
 
         encoder = load_encoder(settings.pop("encoder", {"backend": "embedded"}))
-        return EmbeddedAnswerer(encoder, **settings)
+        return EmbeddedAnswerer(encoder, families=embedded_families(settings), **settings)
     if kind == "vllm":
         from tspo_ray.answerers.vllm_answerer import VLLMAnswerer
 
@@ -30,6 +30,27 @@ def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: An
 
         return HFAnswerer.from_settings(settings)
     raise ValueError(f"unknown answerer kind {kind!r}; choose one of {KINDS}")
+
+
+def embedded_families(settings: dict[str, Any]):
+    """The question families the embedded answerer reads questions with, taken out of its settings: `families`
+    (family files), else `world` (a world folder: the families its manifest keeps), else the shipped ones."""
+    from tspo_ray.synthetic.dataset import world_families
+    from tspo_ray.synthetic.families import load_families
+
+    files, world = settings.pop("families", None), settings.pop("world", None)
+    if files:
+        return load_families(files)
+    return world_families(world) if world else None
+
+
+def settings_for(cfg: Config) -> dict[str, Any]:
+    """The answerer settings a job passes on: the config's, and for the embedded answerer the world it answers
+    about (data.root), whose manifest holds the question families it must read."""
+    settings = dict(cfg.answerer.settings or {})
+    if cfg.answerer.kind == "embedded" and "families" not in settings:
+        settings.setdefault("world", str(cfg.data.root))
+    return settings
 
 
 def parse_settings(kind: str, settings: dict[str, Any] | None):

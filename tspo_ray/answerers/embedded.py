@@ -1,31 +1,30 @@
 """The embedded answerer: answers the synthetic world's questions from the selected frames' pixels only.
 
-Perception: each selected frame is decoded (only the requested indices, each from its own file), encoded by
-the tiny CLIP and labelled with the object name ("a red star") whose text feature is closest. Reasoning, per
-question form recognised from the wording of templates.py, over the labels in timestamp order:
-- attribute: "What colour is the star?" -> the colour most frames showing a star have (and the reverse for
-  "What shape is the red object?");
-- relation: "right after / right before the red star" -> the first object different from the anchor after its
-  last frame (before its first frame), by timestamp;
-- position: "beginning" / "end" -> the object of the earliest / latest frame, but only when that frame lies
-  within `edge_s` seconds (or `edge_fraction` of duration_s) of the video's start / end: a frame from the middle
-  says nothing about the beginning;
-- counting: the number of events showing the object: a new event starts at a frame showing it when a frame of
-  another colour lies between it and the last frame showing it, or when more than `event_gap_s` seconds have
-  passed since that frame (longer than an event usually lasts). A same-colour frame of another shape in between
-  does not split an event: colour is read almost perfectly, shape is not, so it is most likely the object misread.
-Without evidence (the object asked about is in no frame, the anchor has no neighbour, the edge frame is missing)
-it still answers: the option whose statement ("a blue star") CLIP finds best supported by any frame, or for
-counting the smallest count. It sees pixels, timestamps, question, options and duration only -- never answers,
-target spans or record metadata.
+It plays a Video-MLLM that understands language perfectly and perceives imperfectly. Language: the question's
+program is recovered from its text through the world's question families (synthetic/families.py; exactly one
+wording must match). Perception: each selected frame is decoded (only the requested indices, each from its own
+file), encoded by the tiny CLIP and labelled with the object name ("a red star") whose text feature is closest.
+Reasoning: the program runs on the timeline those labels show, in timestamp order (PerceivedTimeline):
+- an event is a run of frames with the same label; two frames of the same object more than `event_gap_s` apart
+  are two events with an unseen one between them (longer than an event usually lasts). A frame of another shape
+  in the run's colour is taken as what it shows: next events often share a colour, and the tiny CLIP's rare
+  misreads (0.8% of frames, all of shape) are confident, so no rule tells the two apart;
+- the video's start (end) is in the frames only when the earliest (latest) frame lies within `edge_s` seconds (or
+  `edge_fraction` of duration_s) of it, and so is a fraction of the video: a frame from the middle says nothing
+  about the beginning;
+- "the k-th event" counts runs from a frame at the start; "n steps after" counts runs, so a skipped event makes it
+  wrong, as it would a model that did not see it.
+Without evidence (nothing asked about is in the frames, the anchor has no neighbour, an edge is missing) it still
+answers: the option whose statement ("a blue star") CLIP finds best supported by any frame, or for counting the
+smallest count. It sees pixels, timestamps, question, options and duration only -- never answers, target spans or
+record metadata.
 """
 from __future__ import annotations
 
 import os
-import re
 import string
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 
 from tspo_ray.answerers.base import Answer, AnswerRequest
 from tspo_ray.method.rewards import parse_option
+from tspo_ray.synthetic.families import Event, FamilyGrammar, NoEvidence, Parsed, load_families, run_program
 from tspo_ray.synthetic.render import COLOURS, SHAPES
 from tspo_ray.video.frames import read_frames
 from tspo_ray.video.info import VideoError
@@ -42,81 +42,57 @@ Label = tuple[str, str]  # (colour, shape)
 OBJECTS: list[Label] = [(c, s) for s in SHAPES for c in COLOURS]
 OBJECT_NAMES = [f"a {c} {s}" for c, s in OBJECTS]
 
-_FORMS = {
-    "colour_of": re.compile(r"what colou?r is the (\w+)\?", re.I),
-    "shape_of": re.compile(r"what shape is the (\w+) object\?", re.I),
-    "relation": re.compile(r"what appears right (after|before) the (\w+) (\w+)\?", re.I),
-    "position": re.compile(r"what is shown at the (beginning|end) of the video\?", re.I),
-    "counting": re.compile(r"how many times does an? (\w+) (\w+) appear\?", re.I),
-}
+
+# --- the timeline the frames show (pure) ------------------------------------------------------------------------
+
+@dataclass
+class PerceivedTimeline:
+    """The events seen in temporally ordered labelled frames (see the module docstring)."""
+
+    events: list[Event]
+    frame_event: list[int]  # the event of each frame
+    times: list[float]
+    duration_s: float | None
+    margin_s: float
+
+    def starts_at_video_start(self) -> bool:
+        return bool(self.times) and self.times[0] <= self.margin_s
+
+    def ends_at_video_end(self) -> bool:
+        """Without a duration the end cannot be judged, so the latest frame is trusted."""
+        return bool(self.times) and (self.duration_s is None or self.times[-1] >= self.duration_s - self.margin_s)
+
+    def event_at(self, fraction: float) -> int | None:
+        if self.duration_s is None or not self.times:
+            return None
+        t = fraction * self.duration_s
+        k = min(range(len(self.times)), key=lambda j: abs(self.times[j] - t))
+        return self.frame_event[k] if abs(self.times[k] - t) <= self.margin_s else None
 
 
-@dataclass(frozen=True)
-class Question:
-    form: str  # one of _FORMS, or "unknown"
-    args: tuple[str, ...] = ()
-
-
-def parse_question(text: str) -> Question:
-    """Recognise the question form and its arguments (lower-cased) from the wording. Pure."""
-    for form, pattern in _FORMS.items():
-        if m := pattern.fullmatch(text.strip()):
-            return Question(form, tuple(g.lower() for g in m.groups()))
-    return Question("unknown")
-
-
-# --- reasoning over labelled frames (pure) ----------------------------------------------------------------------
-
-def majority(values: Sequence[str]) -> str | None:
-    """The most frequent value (ties: the earliest seen), None when empty."""
-    return Counter(values).most_common(1)[0][0] if values else None
-
-
-def neighbour(labels: Sequence[Label], anchor: Label, direction: str) -> Label | None:
-    """The first label different from the anchor after its last frame ("after") or before its first ("before")."""
-    hits = [i for i, lab in enumerate(labels) if lab == anchor]
-    if not hits:
-        return None
-    order = range(hits[-1] + 1, len(labels)) if direction == "after" else range(hits[0] - 1, -1, -1)
-    return next((labels[i] for i in order if labels[i] != anchor), None)
-
-
-def edge_label(labels: Sequence[Label], times: Sequence[float], which: str, duration_s: float | None,
-               edge_s: float, edge_fraction: float) -> Label | None:
-    """The earliest (latest) frame's label when that frame is near the video's start (end), else None.
-
-    Without a duration the end cannot be judged, so the latest frame is trusted."""
-    if not labels:
-        return None
+def perceive(labels: Sequence[Label], times: Sequence[float], duration_s: float | None, edge_s: float,
+             edge_fraction: float, event_gap_s: float) -> PerceivedTimeline:
+    """Labelled frames in temporal order -> the events they show. Pure."""
+    events: list[Event] = []
+    frame_event: list[int] = []
+    for k, (lab, t) in enumerate(zip(labels, times)):
+        if k and lab == labels[k - 1] and t - times[k - 1] <= event_gap_s:
+            last = events[-1]
+            events[-1] = Event(last.colour, last.shape, weight=last.weight + 1)
+        else:
+            if k and lab == labels[k - 1]:
+                events.append(Event(None, None))  # the same object twice, far apart: something came between
+            events.append(Event(*lab))
+        frame_event.append(len(events) - 1)
     margin = max(edge_s, edge_fraction * (duration_s or 0.0))
-    if which == "beginning":
-        return labels[0] if times[0] <= margin else None
-    if duration_s is None or times[-1] >= duration_s - margin:
-        return labels[-1]
-    return None
-
-
-def count_events(labels: Sequence[Label], obj: Label, times: Sequence[float], event_gap_s: float) -> int:
-    """Events of obj among temporally ordered labelled frames: runs of frames showing it. A run ends at a frame of
-    another colour in between, or where more than event_gap_s seconds pass between two frames showing it. A frame
-    of the same colour but another shape does not end a run: the colour reading is near perfect and the shape
-    reading is not, so such a frame inside an event is most likely the object misread."""
-    events, last_t, broken = 0, None, True
-    for (colour, shape), t in zip(labels, times):
-        if (colour, shape) != obj:
-            broken = broken or colour != obj[0]
-            continue
-        if broken or last_t is None or t - last_t > event_gap_s:
-            events += 1
-        last_t, broken = t, False
-    return events
+    return PerceivedTimeline(events, frame_event, list(times), duration_s, margin)
 
 
 def option_index(options: Sequence[str], value: str | None) -> int | None:
     """The option equal to value (case and spacing ignored), None when there is none."""
     if value is None:
         return None
-    norm = lambda s: " ".join(s.lower().split())
+    norm = lambda s: " ".join(s.lower().split())  # noqa: E731
     return next((i for i, o in enumerate(options) if norm(o) == norm(value)), None)
 
 
@@ -133,33 +109,33 @@ class Decision:
     index: int | None
     statement: Callable[[str], str] = lambda o: o
     evidence: bool = True
+    why: str = field(default="", compare=False)
 
 
-def decide(q: Question, labels: Sequence[Label], times: Sequence[float], options: Sequence[str],
-           duration_s: float | None, edge_s: float, edge_fraction: float, event_gap_s: float) -> Decision:
-    """Apply the reasoning rule of the question's form to labels in temporal order. Pure."""
-    name = lambda lab: f"a {lab[0]} {lab[1]}" if lab else None
-    if q.form == "colour_of":
-        (shape,) = q.args
-        value = majority([c for c, s in labels if s == shape])
-        return Decision(option_index(options, value), lambda o: f"a {o} {shape}", value is not None)
-    if q.form == "shape_of":
-        (colour,) = q.args
-        value = majority([s for c, s in labels if c == colour])
-        return Decision(option_index(options, value), lambda o: f"a {colour} {o}", value is not None)
-    if q.form == "relation":
-        direction, colour, shape = q.args
-        found = neighbour(labels, (colour, shape), direction)
-        return Decision(option_index(options, name(found)), evidence=found is not None)
-    if q.form == "position":
-        found = edge_label(labels, times, q.args[0], duration_s, edge_s, edge_fraction)
-        return Decision(option_index(options, name(found)), evidence=found is not None)
-    if q.form == "counting":
-        colour, shape = q.args
-        events = count_events(labels, (colour, shape), times, event_gap_s)
-        # unseen: the object shows up at least once somewhere, so the smallest count is the best guess
-        return Decision(nearest_count(options, max(events, 1)), evidence=events > 0)
-    return Decision(None, evidence=False)
+def statement_form(parsed: Parsed) -> Callable[[str], str]:
+    """How an option reads as something a frame could show: "a {option} {shape}" for a colour asked about a shape."""
+    answer, slots = parsed.variant.answer, parsed.slots
+    if answer == "colour" and "shape" in slots:
+        return lambda o: f"a {o} {slots['shape']}"
+    if answer == "shape" and "colour" in slots:
+        return lambda o: f"a {slots['colour']} {o}"
+    return lambda o: o
+
+
+def decide(parsed: Parsed | None, timeline: PerceivedTimeline, options: Sequence[str]) -> Decision:
+    """Run the question's program on the perceived timeline and map its value to an option. Pure."""
+    if parsed is None:
+        return Decision(None, evidence=False, why="no family wording matches the question")
+    counting = parsed.variant.answer == "count"
+    try:
+        value = run_program(parsed.variant.program, timeline, parsed.slots).value
+    except NoEvidence as exc:
+        if counting:  # unseen: the object shows up at least once somewhere, so the smallest count is the best guess
+            return Decision(nearest_count(options, 1), evidence=False, why=str(exc))
+        return Decision(None, statement_form(parsed), evidence=False, why=str(exc))
+    if counting:
+        return Decision(nearest_count(options, max(int(value), 1)), evidence=int(value) > 0)
+    return Decision(option_index(options, value), statement_form(parsed))
 
 
 # --- the answerer -----------------------------------------------------------------------------------------------
@@ -168,11 +144,13 @@ class EmbeddedAnswerer:
     """Answerer protocol over the tiny CLIP (or any FrameTextEncoder that knows the world's words)."""
 
     def __init__(self, encoder=None, frame_size: int = 64, edge_s: float = 6.0, edge_fraction: float = 0.05,
-                 event_gap_s: float = 20.0, max_cached_frames: int = 200_000):
+                 event_gap_s: float = 20.0, max_cached_frames: int = 200_000, families=None):
         if encoder is None:
             from tspo_ray.video.encoders import load_encoder
 
             encoder = load_encoder({"backend": "embedded"})
+        # the world's question families (synthetic/families.py): how a question's text maps to its program
+        self.grammar = FamilyGrammar(load_families() if families is None else families)
         self.encoder, self.frame_size = encoder, frame_size
         self.edge_s, self.edge_fraction, self.event_gap_s = edge_s, edge_fraction, event_gap_s
         self.name = f"embedded:{encoder.name}"
@@ -253,12 +231,14 @@ class EmbeddedAnswerer:
         order = np.argsort(np.asarray(req.timestamps_s, dtype=np.float64), kind="stable")
         feats, times = feats[order], [float(req.timestamps_s[i]) for i in order]
         labels = [OBJECTS[i] for i in (feats @ self.object_text.T).argmax(-1).tolist()]
-        q = parse_question(req.question)
-        d = decide(q, labels, times, req.options, req.duration_s, self.edge_s, self.edge_fraction, self.event_gap_s)
+        parsed = self.grammar.parse(req.question)
+        timeline = perceive(labels, times, req.duration_s, self.edge_s, self.edge_fraction, self.event_gap_s)
+        d = decide(parsed, timeline, req.options)
         index, guessed = d.index, d.index is None
         if guessed:  # no usable evidence: CLIP's best guess over the options' statements
             support = (feats @ self._texts([d.statement(o) for o in req.options]).T).max(0).values
             index = int(support.argmax())
         letter = string.ascii_uppercase[index]
-        extra = {"form": q.form, "evidence": d.evidence and not guessed, "labels": [f"{c} {s}" for c, s in labels]}
+        form = "unknown" if parsed is None else f"{parsed.family.name}:{parsed.variant.form}"
+        extra = {"form": form, "evidence": d.evidence and not guessed, "labels": [f"{c} {s}" for c, s in labels]}
         return Answer(req.key, letter, parse_option(letter, len(req.options)), extra)

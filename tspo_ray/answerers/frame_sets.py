@@ -22,13 +22,19 @@ METHODS = ("gold", "uniform", "random")
 
 
 def gold_indices(spans, num_frames: int, native_fps: float, k: int) -> np.ndarray:
-    """Native frame indices whose time lies inside any span, thinned evenly to at most k. Pure."""
+    """At most k native frame indices inside the spans: the centre frame of every span first (a question needs
+    each of its events seen, a short needle too), then the rest spread evenly over the frames inside any span.
+    Pure."""
     times = np.arange(num_frames) / native_fps
-    inside = np.zeros(num_frames, dtype=bool)
-    for start, end in spans:
-        inside |= (times >= start) & (times <= end)
-    idx = np.flatnonzero(inside)
-    return idx[spread(len(idx), k)]
+    per_span = [np.flatnonzero((times >= start) & (times <= end)) for start, end in spans]
+    per_span = [idx for idx in per_span if len(idx)]
+    centres = [int(idx[len(idx) // 2]) for idx in per_span]
+    if len(centres) >= k:
+        return np.array(sorted(centres[i] for i in spread(len(centres), k)), dtype=np.int64)
+    pooled = np.unique(np.concatenate(per_span)) if per_span else np.array([], dtype=np.int64)
+    picked = set(centres)
+    rest = [int(i) for i in pooled[spread(len(pooled), k)] if int(i) not in picked]
+    return np.array(sorted(picked | set(rest[: k - len(picked)])), dtype=np.int64)
 
 
 def _seed(text: str) -> int:

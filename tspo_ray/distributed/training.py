@@ -178,14 +178,14 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from tspo_ray.answerers import AnswererFactory
+    from tspo_ray.answerers import AnswererFactory, settings_for
     from tspo_ray.distributed.placement import answerer_actor_options, learner_scaling
     from tspo_ray.training.learner_state import build_agent
 
     dim = items[0].frame_features.shape[-1]
     agent_config = build_agent(cfg, dim).config()
     actor = answerer_actor_options(cfg)
-    pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, cfg.answerer.settings),
+    pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
                    "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
                    "resources": actor.get("resources")}
     coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2)(RolloutCoordinator).remote(

@@ -137,9 +137,9 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
                                 "max_candidates": None, "frame_size": cfg.features.frame_size, "aks": aks}
     answer_with = None
     if answer:
-        from tspo_ray.answerers import build_answerer
+        from tspo_ray.answerers import build_answerer, settings_for
 
-        answer_with = answer_fn(build_answerer(cfg.answerer.kind, cfg.answerer.settings))
+        answer_with = answer_fn(build_answerer(cfg.answerer.kind, settings_for(cfg)))
         settings["answerer"] = {"kind": cfg.answerer.kind, "settings": cfg.answerer.settings}
     run = BenchmarkRun(name, Path(annotations), Path(out_dir), list(selectors), k, settings)
     return run_benchmark(run, records, select, answer_with, chunk_size=chunk_size, progress=progress,

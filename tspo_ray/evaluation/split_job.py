@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tspo_ray.answerers import build_answerer
+from tspo_ray.answerers import build_answerer, settings_for
 from tspo_ray.config import ConfigError
 from tspo_ray.data.records import format_skipped
 from tspo_ray.evaluation.accuracy import check_answered, evaluate_selector, format_table, summarise
@@ -34,7 +34,7 @@ def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpo
         if not items:
             raise NoUsableQuestions(f"no usable questions in the {split} split"
                                     + (format_skipped(problems) if problems else " (the split is empty)"))
-    answerer = answerer or build_answerer(cfg.answerer.kind, cfg.answerer.settings)
+    answerer = answerer or build_answerer(cfg.answerer.kind, settings_for(cfg))
     k = cfg.eval.num_frames
     results, selections = {}, []
     for method in selectors:

@@ -152,7 +152,8 @@ class TemporalAgent(nn.Module):
     S is returned before the temperature; the policy divides by tau.
     """
 
-    def __init__(self, dim: int, window: int = 12, heads: int = 8, hidden: int | None = None):
+    def __init__(self, dim: int, window: int = 12, heads: int = 8, hidden: int | None = None,
+                 query_conditioned: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"feature dim {dim} is not divisible by heads={heads}")
@@ -164,9 +165,19 @@ class TemporalAgent(nn.Module):
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)
         self.mlp = nn.Sequential(nn.Linear(dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, dim))
+        # Optional, off by default (TSPO's eq. 3 has no such term): the attended features are modulated by the
+        # question before the MLP, h -> h * (1 + g(F_t)) + b(F_t) (FiLM), so that F_e can depend on what is asked.
+        # Zero-initialised: an untrained conditioned agent scores exactly like the plain one.
+        self.query_conditioned = query_conditioned
+        if query_conditioned:
+            self.film = nn.Linear(dim, 2 * dim)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
-    def enhance(self, frame_features: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
-        """F_e = MLP(LocalWindowAttention(F_f + PE)) + F_f; `lengths`: videos packed along T (see forward)."""
+    def enhance(self, frame_features: torch.Tensor, lengths: list[int] | None = None,
+                text_feature: torch.Tensor | None = None) -> torch.Tensor:
+        """F_e = MLP(LocalWindowAttention(F_f + PE)) + F_f; `lengths`: videos packed along T (see forward);
+        `text_feature`: the question, for a query-conditioned agent only."""
         T, dev, dtype = frame_features.shape[-2], frame_features.device, frame_features.dtype
         if lengths is None:
             pe, segments = sinusoidal_positions(T, self.dim, dev, dtype), None
@@ -181,6 +192,8 @@ class TemporalAgent(nn.Module):
         q, k, v = F.linear(x, weight, bias).split(self.dim, dim=-1)
         del x
         attended = banded_attention(q, k, v, self.heads, self.window, segments)
+        if self.query_conditioned:
+            attended = self._modulate(attended, text_feature, lengths)
         first, _, second = self.mlp
         # self.mlp, with the ReLU and the residual in place on fresh outputs (autograd needs neither's input)
         hidden = F.linear(attended, first.weight, first.bias).relu_()
@@ -196,11 +209,27 @@ class TemporalAgent(nn.Module):
             if frame_features.dim() != 2 or sum(lengths) != frame_features.shape[0] or min(lengths, default=0) < 1:
                 raise ValueError(f"packed videos of lengths {lengths} need frame_features [{sum(lengths)}, D], "
                                  f"got {list(frame_features.shape)}")
-        enhanced = self.enhance(frame_features, lengths)
+        enhanced = self.enhance(frame_features, lengths, text_feature)
         return cosine_to_text(enhanced, text_feature, lengths) + cosine_to_text(frame_features, text_feature, lengths)
 
+    def _modulate(self, attended: torch.Tensor, text_feature: torch.Tensor | None,
+                  lengths: list[int] | None) -> torch.Tensor:
+        if text_feature is None:
+            raise ValueError("a query-conditioned agent needs the question's text feature")
+        text = F.normalize(text_feature, dim=-1)  # the direction of the question, not CLIP's scale
+        scale, shift = self.film(text).chunk(2, dim=-1)
+        if lengths is not None:  # one question per packed video: repeat its modulation over the video's frames
+            counts = torch.tensor(lengths, device=attended.device)
+            scale, shift = scale.repeat_interleave(counts, dim=0), shift.repeat_interleave(counts, dim=0)
+        else:
+            scale, shift = scale.unsqueeze(-2), shift.unsqueeze(-2)
+        return attended * (1 + scale) + shift
+
     def config(self) -> dict:
-        return {"dim": self.dim, "window": self.window, "heads": self.heads, "hidden": self.hidden}
+        out = {"dim": self.dim, "window": self.window, "heads": self.heads, "hidden": self.hidden}
+        if self.query_conditioned:  # absent for the plain agent, so its checkpoints read as before
+            out["query_conditioned"] = True
+        return out
 
     # --- the published TSPO-0.4B layout -------------------------------------------------------------------------
     _REFERENCE_KEYS = {

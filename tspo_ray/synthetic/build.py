@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tspo_ray.synthetic.families import families_from_manifest
 from tspo_ray.synthetic.questions import make_questions
 from tspo_ray.synthetic.world import WorldSettings, plan_video
 from tspo_ray.synthetic.writer import fingerprint, video_is_complete, write_video
@@ -35,6 +36,7 @@ class VideoJob:
     index: int
     seed: int  # the world seed
     settings: WorldSettings
+    families: tuple[dict, ...] = ()  # the question families as the manifest keeps them (Family.to_manifest)
 
     @property
     def video_id(self) -> str:
@@ -52,7 +54,7 @@ def build_video(job: VideoJob) -> dict:
     vseed = video_seed(job.seed, job.split, job.index)
     rng = random.Random(vseed)
     plan = plan_video(job.video_id, rng, job.settings)
-    records = make_questions(plan, job.video_rel, rng)
+    records = make_questions(plan, job.video_rel, rng, families_from_manifest(job.families))
     for r in records:
         r["meta"]["video_seed"] = vseed
     result = {"video_id": job.video_id, "split": job.split, "plan": plan.to_dict(), "records": records,

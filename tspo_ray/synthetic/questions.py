@@ -1,25 +1,24 @@
-"""QA records of a haystack video (world.py): four question families, each answerable only from its target frames.
+"""QA records of a haystack video (world.py) from question families (families.py): every question a family's
+programs can ask about the video, within its constraints, then a sample of them.
 
-Every family is typed "needle" with target_spans = the segments needed to answer, so R_T is defined for all:
-- needle_attribute: "What colour is the {shape}?" about either needle (its shape is unique to it), and "What shape
-  is the {colour} object?" about needle B (its colour is unique to it). Target: the needle.
-- relation: "What appears right after / before the {colour} {shape}?" about an object that appears once.
-  Target: the anchor segment and the neighbouring segment that holds the answer.
-- position: "What is shown at the beginning / end of the video?". Target: the first / last segment.
-- counting: "How many times does a {colour} {shape} appear?" about a haystack object (1..4 separate appearances);
-  options are always "1".."4". Target: every appearance.
-Wrong options are things the same video shows elsewhere, neighbours first, so frames from the wrong place lead to
-a wrong answer; meta["distractor_segments"] names a segment that shows each one. The option order is shuffled.
-meta holds the generator's ground truth for tests and analysis; answerers never read it.
+For each variant of a family, every binding of its slots to what the video shows (each distinct colour, shape or
+object) is tried: the program runs on the video's true timeline, and the binding is kept when the program answers
+and the constraints hold. A family keeps `per_video` of them at random (all when absent), spread over their answers
+when it asks for balance. Every question is typed "needle" with target_spans = the segments its program needed
+(R_T is defined for all). Wrong options are things the same video shows elsewhere, those next to the answer and
+to the object the question names first, so frames from the wrong place lead to a wrong answer; meta
+["distractor_segments"] names a segment that shows each one. Counting options are always "1".."4". The option order
+is shuffled. meta holds the generator's ground truth for tests and analysis; answerers never read it.
 """
 from __future__ import annotations
 
 import random
 import string
 from dataclasses import dataclass, field
+from typing import Sequence
 
-from tspo_ray.synthetic import templates
-from tspo_ray.synthetic.world import MAX_RECURRENCE, Segment, VideoPlan
+from tspo_ray.synthetic.families import Family, NoEvidence, TrueTimeline, Variant, run_program
+from tspo_ray.synthetic.world import MAX_RECURRENCE, VideoPlan
 
 COUNT_OPTIONS = tuple(str(k) for k in range(1, MAX_RECURRENCE + 1))
 
@@ -29,7 +28,7 @@ class Draft:
     """A question before its options are drawn and shuffled."""
 
     family: str
-    form: str  # colour | shape | after | before | beginning | end | count
+    form: str
     question: str
     answer: str
     targets: list[int]  # indices of the segments needed to answer
@@ -38,99 +37,88 @@ class Draft:
     truth: dict = field(default_factory=dict)
 
 
-def _witnesses(segs: tuple[Segment, ...], attr: str, exclude: set[int], answer: str) -> dict[str, int]:
-    """Each value of `attr` shown outside `exclude` (and other than the answer) -> the first segment showing it."""
+def _value(plan: VideoPlan, i: int, kind: str) -> str:
+    s = plan.segments[i]
+    return s.name if kind == "object" else getattr(s, kind)
+
+
+def _witnesses(plan: VideoPlan, kind: str, exclude: set[int], answer: str) -> dict[str, int]:
+    """Each value of `kind` shown outside `exclude` (and other than the answer) -> the first segment showing it."""
     out: dict[str, int] = {}
-    for i, s in enumerate(segs):
-        value = getattr(s, attr)
+    for i in range(len(plan.segments)):
+        value = _value(plan, i, kind)
         if i not in exclude and value != answer:
             out.setdefault(value, i)
     return out
 
 
-def needle_attribute_drafts(plan: VideoPlan) -> list[Draft]:
-    segs = plan.segments
-    needles = [i for i, s in enumerate(segs) if s.needle]
+def _bindings(variant: Variant, plan: VideoPlan) -> list[dict[str, str]]:
+    """Every assignment of the variant's slots to values the video shows together in one segment."""
+    if not variant.slots:
+        return [{}]
+    seen = {tuple(getattr(s, a) for a in variant.slots) for s in plan.segments}
+    return [dict(zip(variant.slots, values)) for values in sorted(seen)]
+
+
+def _holds(variant: Variant, timeline: TrueTimeline, slots: dict, result) -> bool:
+    c = variant.constraints
+    found = [i for i, e in enumerate(timeline.events) if slots and all(getattr(e, a) == v for a, v in slots.items())]
+    if "appearances" in c and len(found) != c["appearances"]:
+        return False
+    if "needle" in c and any(timeline.events[i].needle != c["needle"] for i in found):
+        return False
+    if "answer_needle" in c and any(timeline.events[i].needle != c["answer_needle"] for i in result.events):
+        return False
+    return True
+
+
+def family_drafts(family: Family, plan: VideoPlan, rng: random.Random) -> list[Draft]:
+    """The drafts a family keeps for a video (see the module docstring). Deterministic for an rng state."""
+    timeline = TrueTimeline.of_plan(plan)
     drafts = []
-    for i in needles:
-        n = segs[i]
-        near = [segs[j].colour for j in (i - 1, i + 1)]
-        drafts.append(Draft("needle_attribute", "colour", templates.NEEDLE_COLOUR.format(shape=n.shape), n.colour,
-                            [i], _witnesses(segs, "colour", {i}, n.colour), near, {"subject": n.shape}))
-    colours = [s.colour for s in segs]
-    for i in needles:
-        n = segs[i]
-        if colours.count(n.colour) == 1:  # only a colour unique to the needle names it
-            near = [segs[j].shape for j in (i - 1, i + 1)]
-            drafts.append(Draft("needle_attribute", "shape", templates.NEEDLE_SHAPE.format(colour=n.colour), n.shape,
-                                [i], _witnesses(segs, "shape", {i}, n.shape), near, {"subject": n.colour}))
-    return drafts
+    for variant in family.variants:
+        for slots in _bindings(variant, plan):
+            try:
+                result = run_program(variant.program, timeline, slots)
+            except NoEvidence:
+                continue
+            if not _holds(variant, timeline, slots, result):
+                continue
+            drafts.append(_draft(family, variant, plan, slots, result, rng))
+    rng.shuffle(drafts)
+    if family.balance:  # round-robin over the answers
+        by_answer: dict[str, list[Draft]] = {}
+        for d in drafts:
+            by_answer.setdefault(d.answer, []).append(d)
+        drafts = [d for group in _round_robin(list(by_answer.values())) for d in group]
+    return drafts if family.per_video is None else drafts[: family.per_video]
 
 
-def relation_drafts(plan: VideoPlan, rng: random.Random, limit: int) -> list[Draft]:
-    """Questions about what is next to an object that appears once (the anchor): one random direction per anchor,
-    and the other direction too for some anchors when there are fewer anchors than `limit`."""
-    segs = plan.segments
-    names = [s.name for s in segs]
-    anchors = [i for i in range(1, len(segs) - 1) if names.count(names[i]) == 1]
-    rng.shuffle(anchors)
-    asks = [(i, rng.random() < 0.5) for i in anchors]
-    asks += [(i, not after) for i, after in asks[: max(0, limit - len(asks))]]
-    drafts = []
-    for i, after in asks[:limit]:
-        a = segs[i]
-        j, other_side, further = (i + 1, i - 1, i + 2) if after else (i - 1, i + 1, i - 2)
-        tmpl = templates.RELATION_AFTER if after else templates.RELATION_BEFORE
-        preferred = [names[k] for k in (other_side, further) if 0 <= k < len(segs)]
-        drafts.append(Draft("relation", "after" if after else "before",
-                            tmpl.format(colour=a.colour, shape=a.shape), names[j], sorted([i, j]),
-                            _witnesses(segs, "name", {i}, names[j]), preferred,
-                            {"subject": a.name, "anchor_segment": i, "answer_segment": j}))
-    return drafts
+def _round_robin(groups: list[list[Draft]]) -> list[list[Draft]]:
+    out = []
+    while any(groups):
+        out.append([g.pop(0) for g in groups if g])
+    return out
 
 
-def position_drafts(plan: VideoPlan) -> list[Draft]:
-    segs = plan.segments
-    first, last = 0, len(segs) - 1
-    return [
-        Draft("position", "beginning", templates.POSITION_BEGINNING, segs[first].name, [first],
-              _witnesses(segs, "name", {first}, segs[first].name), [segs[1].name, segs[last].name]),
-        Draft("position", "end", templates.POSITION_END, segs[last].name, [last],
-              _witnesses(segs, "name", {last}, segs[last].name), [segs[last - 1].name, segs[first].name]),
-    ]
-
-
-def counting_drafts(plan: VideoPlan, rng: random.Random, limit: int) -> list[Draft]:
-    """Counting questions about haystack objects, spread over as many different answers as the video allows."""
-    segs = plan.segments
-    by_name: dict[str, list[int]] = {}
-    for i, s in enumerate(segs):
-        if not s.needle:
-            by_name.setdefault(s.name, []).append(i)
-    by_count: dict[int, list[str]] = {}
-    for name, occ in by_name.items():
-        by_count.setdefault(len(occ), []).append(name)
-    for names in by_count.values():
-        rng.shuffle(names)
-    order = sorted(by_count)
-    rng.shuffle(order)
-    picked = []
-    while len(picked) < limit and any(by_count.values()):  # round-robin over the counts
-        for c in order:
-            if by_count[c] and len(picked) < limit:
-                picked.append(by_count[c].pop())
-    drafts = []
-    for name in picked:
-        occ = by_name[name]
-        s = segs[occ[0]]
-        drafts.append(Draft("counting", "count", templates.COUNTING.format(colour=s.colour, shape=s.shape),
-                            str(len(occ)), occ, truth={"subject": name, "count": len(occ)}))
-    return drafts
+def _draft(family: Family, variant: Variant, plan: VideoPlan, slots: dict, result, rng: random.Random) -> Draft:
+    answer = str(result.value)
+    wording = rng.choice(variant.wordings)
+    truth = {"slots": slots, "answer_segments": list(result.events)}
+    if variant.answer == "count":
+        return Draft(family.name, variant.form, wording.format(**slots), answer, list(result.touched), truth=truth)
+    kind = variant.answer
+    targets = set(result.touched)
+    near = [j for i in result.events for j in (i - 1, i + 1)] + [j for j in (min(targets) - 1, min(targets) + 1)]
+    preferred = [_value(plan, j, kind) for j in near if 0 <= j < len(plan.segments)]
+    witnesses = _witnesses(plan, kind, set(result.events), answer)
+    return Draft(family.name, variant.form, wording.format(**slots), answer, sorted(targets), witnesses,
+                 [p for p in preferred if p != answer], truth)
 
 
 def draw_options(draft: Draft, rng: random.Random, n: int = 4) -> list[str] | None:
     """The answer and n-1 wrong options (hard ones first, then at random), shuffled; None if too few exist."""
-    if draft.form == "count":
+    if draft.family and not draft.witnesses and draft.answer in COUNT_OPTIONS:
         options = list(COUNT_OPTIONS)
     else:
         pool = [o for o in draft.witnesses if o != draft.answer]
@@ -147,7 +135,7 @@ def to_record(plan: VideoPlan, video_rel: str, qid: str, draft: Draft, options: 
     """A QA record (tspo_ray.data.records schema) with the ground truth in meta."""
     meta = {"family": draft.family, "form": draft.form, "answer_text": draft.answer, "segments": draft.targets,
             **draft.truth}
-    if draft.form != "count":
+    if draft.witnesses:
         meta["distractor_segments"] = {o: draft.witnesses[o] for o in options if o != draft.answer}
     return {
         "id": qid, "video": video_rel, "question": draft.question, "options": options,
@@ -157,15 +145,12 @@ def to_record(plan: VideoPlan, video_rel: str, qid: str, draft: Draft, options: 
     }
 
 
-def make_questions(plan: VideoPlan, video_rel: str, rng: random.Random, max_relation: int = 4,
-                   max_counting: int = 3) -> list[dict]:
-    """All QA records of one video: 2-3 needle_attribute, up to max_relation relation, 2 position and up to
-    max_counting counting questions. Deterministic for an rng state."""
-    drafts = (needle_attribute_drafts(plan) + relation_drafts(plan, rng, max_relation) + position_drafts(plan)
-              + counting_drafts(plan, rng, max_counting))
+def make_questions(plan: VideoPlan, video_rel: str, rng: random.Random, families: Sequence[Family]) -> list[dict]:
+    """All QA records of one video, family by family in the given order. Deterministic for an rng state."""
     records = []
-    for draft in drafts:
-        options = draw_options(draft, rng)
-        if options is not None:
-            records.append(to_record(plan, video_rel, f"{plan.video_id}-q{len(records):02d}", draft, options))
+    for family in families:
+        for draft in family_drafts(family, plan, rng):
+            options = draw_options(draft, rng)
+            if options is not None:
+                records.append(to_record(plan, video_rel, f"{plan.video_id}-q{len(records):02d}", draft, options))
     return records

@@ -41,6 +41,16 @@ MAX_TOKENS = 24
 Requirement = tuple
 
 
+def shipped_vocabulary() -> set[str]:
+    """The words the shipped tiny CLIP's tokenizer knows (families may only use these unless it is retrained)."""
+    import json
+
+    from tspo_ray.video.encoders import embedded_clip_dir
+
+    vocab = json.loads((Path(embedded_clip_dir()) / "tokenizer.json").read_text())["model"]["vocab"]
+    return {w for w in vocab if w not in SPECIALS}
+
+
 def vocabulary() -> list[str]:
     """Every word of the templates, the renderer's names and the captions, plus the special tokens."""
     words = set()

@@ -42,7 +42,8 @@ def build_agent(cfg: Config, dim: int) -> TemporalAgent:
         if agent.dim != dim:
             raise ValueError(f"agent.init_checkpoint has feature dim {agent.dim}, the encoder gives {dim}")
         return agent
-    return TemporalAgent(dim, window=cfg.agent.window, heads=cfg.agent.heads, hidden=cfg.agent.hidden)
+    return TemporalAgent(dim, window=cfg.agent.window, heads=cfg.agent.heads, hidden=cfg.agent.hidden,
+                         query_conditioned=cfg.agent.query_conditioned)
 
 
 def batch_seed(seed: int, batch_index: int) -> int:

@@ -108,9 +108,9 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
     from tspo_ray.evaluation.accuracy import validation_accuracy
 
     if answerer is None:
-        from tspo_ray.answerers import build_answerer
+        from tspo_ray.answerers import build_answerer, settings_for
 
-        answerer = build_answerer(cfg.answerer.kind, cfg.answerer.settings)
+        answerer = build_answerer(cfg.answerer.kind, settings_for(cfg))
     log = (lambda step, m: tracker.log_metrics(m, step)) if tracker else None
     trainer = LocalTrainer(items, scoring.reward_fn(answerer), cfg, log)  # plain and haystack items alike
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
