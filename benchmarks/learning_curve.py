@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--split", default="val")
+    ap.add_argument("--selectors", nargs="+", default=["agent"],
+                    help="the agent's selectors evaluated at each point (e.g. agent:top-k agent:events)")
+    ap.add_argument("--baselines", nargs="+", default=["uniform", "clip-top-k"], help="training-free selectors")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args()
     variants = args.variant or [""]
@@ -53,7 +56,7 @@ def main() -> None:
 
     k = base.eval.num_frames
     baselines = {m: summarise(evaluate_selector(eval_items, m, k, answerer, progress=False))
-                 for m in ("uniform", "clip-top-k")}
+                 for m in args.baselines}
     families = sorted(baselines["uniform"]["per_family"])
     header = f"{'selector':<22}{'overall':>9}" + "".join(f"{f[:9]:>10}" for f in families) + f"{'R_T':>8}"
     report = {"split": args.split, "questions": len(eval_items), "baselines": baselines, "variants": {}}
@@ -66,13 +69,15 @@ def main() -> None:
             if step % args.every == 0 or step == args.steps:
                 trainer.agent.eval()
                 with torch.no_grad():
-                    s = summarise(evaluate_selector(eval_items, "agent", k, answerer, trainer.agent, progress=False))
+                    got = {sel: summarise(evaluate_selector(eval_items, sel, k, answerer, trainer.agent,
+                                                            progress=False)) for sel in args.selectors}
                 trainer.agent.train()
                 zv = sum(zero_var[-args.every:]) / len(zero_var[-args.every:])
-                curve.append({"step": step, "summary": s, "zero_variance_fraction": zv,
-                              "train_seconds": round(time.time() - t0, 1)})
-                lines.append(row(f"agent, step {step}", s, families, f"   zero-var {zv:.2f}"))
-                print(lines[-1], flush=True)
+                curve.append({"step": step, "summary": got[args.selectors[0]], "selectors": got,
+                              "zero_variance_fraction": zv, "train_seconds": round(time.time() - t0, 1)})
+                for sel, s in got.items():
+                    lines.append(row(f"{sel}, step {step}", s, families, f"   zero-var {zv:.2f}"))
+                    print(lines[-1], flush=True)
         report["variants"][variant or "(config)"] = curve
         print(f"\n{args.split} split, {len(eval_items)} questions, T_s={k}; variant: {variant or '(config as is)'}")
         print(header)

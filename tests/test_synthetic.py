@@ -11,6 +11,7 @@ from make_synthetic import main
 from tspo_ray.data.records import read_records, resolve_video_path
 from tspo_ray.synthetic.build import SPLITS, video_seed
 from tspo_ray.synthetic.dataset import build_world
+from tspo_ray.synthetic.families import load_families
 from tspo_ray.synthetic.questions import make_questions
 from tspo_ray.synthetic.render import COLOURS
 from tspo_ray.synthetic.world import (
@@ -58,6 +59,8 @@ def test_snap_boundaries_hand_computed():
     with pytest.raises(ValueError):
         snap_boundaries([1, 1, 1], 2, 2)
 
+FAMILIES = load_families()
+
 
 def test_settings_validation():
     with pytest.raises(ValueError, match="too short"):
@@ -74,7 +77,7 @@ def full_size_plans():
     for i in range(200):
         rng = random.Random(video_seed(0, "train", i))
         plan = plan_video(f"train-{i:04d}", rng)
-        out.append((plan, make_questions(plan, f"videos/train-{i:04d}.mp4", rng)))
+        out.append((plan, make_questions(plan, f"videos/train-{i:04d}.mp4", rng, FAMILIES)))
     return out
 
 
@@ -107,34 +110,46 @@ def answer_text(r: dict) -> str:
 
 
 def test_questions_are_true_to_the_timeline(full_size_plans):
+    """Every question checked against the plan by an independent restatement of what its family asks."""
+    offsets = {"after": 1, "before": -1, "two_after": 2, "two_before": -2}
+    nth = {"beginning": 0, "second": 1, "third": 2, "end": -1, "second_last": -2}
     for plan, records in full_size_plans:
         segs = plan.segments
         names = [s.name for s in segs]
-        assert Counter(r["meta"]["family"] for r in records) == {
-            "needle_attribute": 3, "relation": 4, "position": 2, "counting": 3}
+        per_family = Counter(r["meta"]["family"] for r in records)
+        assert {k: per_family[k] for k in ("needle_attribute", "relation", "position", "counting", "second_event",
+                                           "third_event", "second_last_event")} == {
+            "needle_attribute": 3, "relation": 4, "position": 2, "counting": 3, "second_event": 1, "third_event": 1,
+            "second_last_event": 1}
+        assert 1 <= per_family["relation_two"] <= 3
         for r in records:
-            m, ans = r["meta"], answer_text(r)
+            m, ans, slots = r["meta"], answer_text(r), r["meta"]["slots"]
             assert len(set(r["options"])) == 4 and ans == m["answer_text"] and r["type"] == "needle"
             assert r["target_spans"] == [[segs[i].start_s, segs[i].end_s] for i in m["segments"]]
             if m["form"] == "colour":  # the subject shape is in the target segment only
                 (i,) = m["segments"]
-                assert [k for k, s in enumerate(segs) if s.shape == m["subject"]] == [i] and ans == segs[i].colour
+                assert [k for k, s in enumerate(segs) if s.shape == slots["shape"]] == [i] and ans == segs[i].colour
+                assert segs[i].needle
             elif m["form"] == "shape":
                 (i,) = m["segments"]
-                assert [k for k, s in enumerate(segs) if s.colour == m["subject"]] == [i] and ans == segs[i].shape
-            elif m["form"] in ("after", "before"):
-                a = m["anchor_segment"]
-                assert names.count(names[a]) == 1 and r["question"].endswith(f"{names[a][2:]}?")
-                assert ans == names[a + 1 if m["form"] == "after" else a - 1]
-                assert sorted(m["segments"]) == sorted([a, m["answer_segment"]])
-            elif m["form"] in ("beginning", "end"):
-                assert ans == names[0 if m["form"] == "beginning" else -1]
+                assert [k for k, s in enumerate(segs) if s.colour == slots["colour"]] == [i] and ans == segs[i].shape
+            elif m["form"] in offsets:
+                (a,) = [k for k, n in enumerate(names) if n == f"a {slots['colour']} {slots['shape']}"]
+                j = a + offsets[m["form"]]
+                assert ans == names[j] and m["segments"] == list(range(min(a, j), max(a, j) + 1))
+                assert r["question"].endswith(f"{slots['colour']} {slots['shape']}?")
+            elif m["form"] in nth:
+                j = nth[m["form"]] % len(segs)
+                assert ans == names[j]
+                if m["form"] in ("second", "third"):
+                    assert m["segments"] == list(range(j + 1))  # every event up to it, from the start
             else:
-                occurrences = [k for k, n in enumerate(names) if n == m["subject"]]
-                assert int(ans) == m["count"] == len(occurrences) and m["segments"] == occurrences
+                occurrences = [k for k, n in enumerate(names) if n == f"a {slots['colour']} {slots['shape']}"]
+                assert int(ans) == len(occurrences) and not any(segs[k].needle for k in occurrences)
+                assert m["segments"] == sorted(set(occurrences) | {k + 1 for k in occurrences[:-1]})
                 assert sorted(r["options"]) == ["1", "2", "3", "4"]
             for option, k in m.get("distractor_segments", {}).items():  # wrong options are visible elsewhere
-                assert option != ans and k not in m["segments"]
+                assert option != ans and k not in m["answer_segments"]
                 shown = {"colour": segs[k].colour, "shape": segs[k].shape}.get(m["form"], names[k])
                 assert shown == option
 
@@ -143,7 +158,7 @@ def test_answers_are_balanced(full_size_plans):
     records = [r for _, rs in full_size_plans for r in rs]
     letters = Counter(r["answer"] for r in records)
     assert all(0.2 < letters[x] / len(records) < 0.3 for x in "ABCD")
-    counts = Counter(r["meta"]["count"] for r in records if r["meta"]["family"] == "counting")
+    counts = Counter(int(r["meta"]["answer_text"]) for r in records if r["meta"]["family"] == "counting")
     assert set(counts) == {1, 2, 3, 4} and min(counts.values()) > 0.15 * sum(counts.values())
 
 

@@ -189,12 +189,13 @@ def test_periodic_validation_keeps_the_best_checkpoint_beside_the_newest(tmp_pat
     items = toy_items(10, seed=8)
     cfg = lag_cfg(1, steps=6, extra=["train.eval_every=2", "train.keep_checkpoints=1", "train.checkpoint_every=1"])
     trainer = LocalTrainer(items, toy_reward, cfg)
-    scripted = iter([0.30, 0.50, 0.40])  # validation accuracy at steps 2, 4, 6
+    scripted = iter([{"accuracy": a, "family/relation": a / 2} for a in (0.30, 0.50, 0.40)])  # at steps 2, 4, 6
     logged = []
     for _ in range(6):
         trainer.train_step()
         logged.append(trainer.state.checkpoint_after_step(tmp_path, lambda: next(scripted)))
     assert [m.get("val/accuracy") for m in logged] == [None, 0.30, None, 0.50, None, 0.40]
+    assert [m.get("val/family/relation") for m in logged if m] == [0.15, 0.25, 0.20]  # per family, over the steps
     assert [m.get("val/new_best") for m in logged if m] == [1.0, 1.0, 0.0]
     assert best_checkpoint(tmp_path).name == "checkpoint-000004.safetensors"
     assert latest_checkpoint(tmp_path).name == "checkpoint-000006.safetensors"

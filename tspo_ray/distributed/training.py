@@ -62,9 +62,9 @@ class RolloutCoordinator:
         return {"items": batch, "groups": groups, "seconds": t2 - t0, "sample_s": t1 - t0, "answer_s": t2 - t1,
                 "pool_restarts": self.pool.restarts}
 
-    def validate(self, weights: dict, k: int) -> float:
-        """The accuracy of the given weights (train.eval_selector) on the validation items, answered by the same
-        pool."""
+    def validate(self, weights: dict, k: int) -> dict:
+        """The accuracy of the given weights (train.eval_selector) on the validation items, overall and per family,
+        answered by the same pool."""
         from tspo_ray.evaluation.accuracy import validation_accuracy
         from tspo_ray.method.agent import TemporalAgent
 
@@ -117,7 +117,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     progress_every = max(1, cfg.train.steps // 30)
     t_start = time.perf_counter()
 
-    def validate_remotely() -> float:
+    def validate_remotely() -> dict:
         return ray.get(coordinator.validate.remote(state.weights_of(state.step), cfg.eval.num_frames))
 
     validate_fn = validate_remotely if config.get("has_val_items") else None

@@ -45,9 +45,11 @@ def evaluate_selector(items: Sequence[FeatureItem], method: str, k: int, answere
     return rows
 
 
-def validation_accuracy(items: Sequence[FeatureItem], agent, k: int, answerer, selector: str = "agent:top-k") -> float:
-    """The accuracy of one selector on a split's items, quietly: the periodic validation of a training run."""
-    return summarise(evaluate_selector(items, selector, k, answerer, agent, progress=False))["accuracy"]
+def validation_accuracy(items: Sequence[FeatureItem], agent, k: int, answerer, selector: str = "agent:top-k") -> dict:
+    """The periodic validation of a training run, quietly: one selector's accuracy on a split's items, overall
+    ("accuracy") and per family ("family/<name>")."""
+    s = summarise(evaluate_selector(items, selector, k, answerer, agent, progress=False))
+    return {"accuracy": s["accuracy"], **{f"family/{f}": v["accuracy"] for f, v in s["per_family"].items()}}
 
 
 class AllRequestsRejected(RuntimeError):

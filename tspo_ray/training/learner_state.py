@@ -203,12 +203,13 @@ class LearnerState:
         return is_best
 
     def checkpoint_after_step(self, directory: str | Path, validate) -> dict[str, float]:
-        """After a step: validate (`validate()` -> accuracy; None: no validation items) and checkpoint when due;
-        the metrics to log."""
+        """After a step: validate (`validate()` -> {"accuracy": ..., "family/<name>": ...}; None: no validation
+        items) and checkpoint when due; the metrics to log (val/accuracy, val/family/<name>, ...)."""
         if validate is not None and self.due_for_validation():
-            accuracy = validate()
-            best = self.record_validation(accuracy, directory)
-            return {"val/accuracy": accuracy, "val/best_accuracy": float(self.best_val), "val/new_best": float(best)}
+            scores = validate()
+            best = self.record_validation(scores["accuracy"], directory)
+            return {**{f"val/{k}": v for k, v in scores.items()}, "val/best_accuracy": float(self.best_val),
+                    "val/new_best": float(best)}
         if self.due_for_checkpoint():
             self.save(directory)
         return {}
