@@ -255,3 +255,35 @@ def test_events_returns_min_k_t_distinct_sorted_frames_with_the_top_and_the_edge
             assert int(scores.argmax()) in got
             if 3 <= k < T:
                 assert got[0] == 0 and got[-1] == T - 1
+
+
+def test_anchors_puts_the_scorer_frames_first_and_the_events_method_on_the_base_fills_the_rest():
+    # base (CLIP) cosines: the same single event at 6..9 as in the events test above
+    base = torch.zeros(20)
+    base[6:10] = torch.tensor([0.8, 0.9, 1.0, 0.85])
+    scores = torch.zeros(20)
+    scores[15], scores[13] = 2.0, 1.0  # the scorer's two anchors
+    # anchors 15, 13, then the events priority on the base: peak 8, edges 0 and 19, context 10 and 5, bin-max 6...
+    got = policy.select_anchors(scores, 6, base)
+    assert got.tolist() == [0, 8, 10, 13, 15, 19]
+    assert policy.select("anchors", 20, 6, scores, base_scores=base).tolist() == [0, 8, 10, 13, 15, 19]
+    assert policy.select_anchors(scores, 6, base, anchors=1).tolist() == [0, 5, 8, 10, 15, 19]
+    # an anchor the events method would take anyway costs nothing: the set is the events set
+    on_peak = torch.zeros(20)
+    on_peak[8], on_peak[0] = 2.0, 1.0
+    assert policy.select_anchors(on_peak, 6, base).tolist() == policy.select_events(base, 6).tolist()
+    # without base scores, the scores are the base (clip:anchors): the events set with the top frames first
+    assert policy.select_anchors(base, 6).tolist() == [0, 5, 7, 8, 10, 19]
+    with pytest.raises(ValueError, match="base scores cover 19"):
+        policy.select_anchors(scores, 6, base[:19])
+
+
+def test_anchored_set_returns_min_k_t_distinct_sorted_frames_holding_every_anchor():
+    g = torch.Generator().manual_seed(5)
+    for T, k in [(1, 8), (3, 8), (9, 8), (40, 3), (128, 8), (300, 32)]:
+        for _ in range(10):
+            base = torch.randn(T, generator=g)
+            anchors = torch.randperm(T, generator=g)[: min(2, k, T)].tolist()
+            got = policy.anchored_set(anchors, base, k).tolist()
+            assert got == sorted(set(got)) and len(got) == min(k, T)
+            assert set(anchors) <= set(got)

@@ -205,13 +205,15 @@ def in_span(n: int, start: float, end: float, fps: int = 2) -> np.ndarray:
 def test_records_are_valid_and_resolve_to_real_videos(tiny_world):
     for split in SPLITS:
         records, plans = load_split(tiny_world, split)
-        assert len(records) == 12 * len(plans) and len(plans) == {"train": 3, "val": 1, "test": 2}[split]
+        # per video: counting 3, needle_attribute 3, position 2, relation 4, relation_two 3 and one of each
+        # event-order family (second, third, second-last event)
+        assert len(records) == 18 * len(plans) and len(plans) == {"train": 3, "val": 1, "test": 2}[split]
         for r in records:
             path = resolve_video_path(r.video, tiny_world / f"{split}.jsonl")
             assert path == tiny_world / "videos" / f"{r.id.rsplit('-q', 1)[0]}.mp4" and path.is_file()
             assert r.duration_s == plans[path.stem].duration_s and 60 <= r.duration_s <= 80
     manifest = json.loads((tiny_world / "manifest.json").read_text())
-    assert manifest["splits"]["train"]["questions"] == 36 and manifest["settings"]["min_s"] == 60
+    assert manifest["splits"]["train"]["questions"] == 54 and manifest["settings"]["min_s"] == 60
     assert (tiny_world / "quarantine.jsonl").read_text() == ""
 
 

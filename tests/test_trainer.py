@@ -205,3 +205,49 @@ def test_periodic_validation_keeps_the_best_checkpoint_beside_the_newest(tmp_pat
     resumed = LocalTrainer(items, toy_reward, cfg)
     resumed.state.load(tmp_path)
     assert resumed.state.best_val == 0.50  # a resumed run does not forget the best so far
+
+
+def test_anchor_sampling_draws_the_anchors_and_learns_where_to_put_them():
+    """policy.sampling=anchors: each set is the agent's draw of 2 frames and policy.anchored_set around it (the set
+    the anchors inference method builds), the old log-prob is the draw's exact Plackett-Luce likelihood, the reward
+    sees the whole set, and training moves the anchors onto the needle that CLIP's cosine does not point to."""
+    from tspo_ray.method import policy
+    from tspo_ray.selector import select_positions
+    from tspo_ray.training.learner_state import LearnerState
+    from tspo_ray.training.rollout import clip_cosines, sample_group
+
+    cfg = load_config(overrides=["policy.num_frames=4", "policy.group_size=8", "train.questions_per_step=8",
+                                 "train.steps=40", "grpo.lr=3e-3", "agent.heads=4", "policy.tau_start=0.1",
+                                 "policy.tau_end=0.05", "train.max_lag=0", "policy.sampling=anchors",
+                                 "policy.anchors=2"])
+    items = toy_items(24, seed=0)
+    state = LearnerState(cfg, D, len(items))
+    grp = sample_group(state.agent, items[0], 8, 4, 0.1, "plackett_luce", 0, torch.Generator().manual_seed(1),
+                       anchors=2)
+    assert grp.draws.shape == (8, 2) and grp.shown.shape == (8, 4)
+    base = clip_cosines(items[0])
+    for draw, shown in zip(grp.draws.tolist(), grp.shown.tolist()):
+        assert shown == policy.anchored_set(draw, base, 4).tolist() and set(draw) <= set(shown)
+    with torch.no_grad():
+        logits = state.agent(items[0].frame_features, items[0].text_feature) / 0.1
+    assert torch.allclose(grp.logp_old, policy.plackett_luce_logprob(logits, grp.draws), atol=1e-5)
+
+    seen = []
+    def reward(item, frames):
+        seen.append(tuple(frames.shape))
+        return toy_reward(item, frames)
+
+    def hit_rate(agent):
+        hits = 0
+        for it in toy_items(16, seed=1):
+            pos, _ = select_positions(it.frame_features, it.text_feature, "agent:anchors", 4, agent)
+            hits += temporal_reward([it.timestamps_s[p] for p in pos.tolist()], it.record.target_spans) > 0
+        return hits / 16
+
+    trainer = LocalTrainer(items, reward, cfg)
+    before = hit_rate(trainer.agent)
+    trainer.run()
+    assert set(seen) == {(8, 4)}
+    after = hit_rate(trainer.agent)
+    print(before, after)
+    assert after >= before + 0.3, (before, after)

@@ -115,6 +115,12 @@ class PolicyConfig:
     tau_end: float = 0.01
     # Set likelihood: "plackett_luce" (exact, ratio per set) or "per_frame" (the reference's per-frame ratios).
     likelihood: str = "plackett_luce"
+    # How a training set is drawn: "top-k" (the paper: T_s frames by Gumbel-top-k) or "anchors" (the agent draws
+    # `anchors` frames and the anchors method fills the rest of the T_s budget around them: training then samples
+    # the sets the anchors inference mode selects, policy.select_anchors).
+    sampling: str = "top-k"
+    # Frames the agent draws per set under sampling=anchors (and places under the anchors inference method).
+    anchors: int = 2
 
 
 @dataclass
@@ -369,6 +375,10 @@ def validate(cfg: Config) -> Config:
     _check(cfg.policy.tau_start > 0 and cfg.policy.tau_end > 0, "policy.tau_start", "temperatures must be > 0")
     _check(cfg.policy.likelihood in LIKELIHOODS, "policy.likelihood",
            f"must be one of {', '.join(LIKELIHOODS)}, got {cfg.policy.likelihood!r}")
+    _check(cfg.policy.sampling in ("top-k", "anchors"), "policy.sampling",
+           f"must be top-k or anchors, got {cfg.policy.sampling!r}")
+    _check(1 <= cfg.policy.anchors <= cfg.policy.num_frames, "policy.anchors",
+           f"must be in 1..policy.num_frames ({cfg.policy.num_frames}), got {cfg.policy.anchors}")
     _check(cfg.grpo.lr > 0, "grpo.lr", f"must be > 0, got {cfg.grpo.lr}")
     _check(0 < cfg.grpo.clip_eps < 1, "grpo.clip_eps", f"must be in (0, 1), got {cfg.grpo.clip_eps}")
     _check(cfg.grpo.epochs >= 1, "grpo.epochs", f"must be >= 1, got {cfg.grpo.epochs}")

@@ -55,8 +55,16 @@ def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, s
     scorer, method = policy.parse_selector(selector)
     method = method or inference_mode
     scores = selector_scores(frame_features, text_feature, scorer, agent)
+    params = {**anchor_base(method, scorer, frame_features, text_feature), **params}
     positions = policy.select(method, frame_features.shape[0], k, scores, **params)
     return positions, scores
+
+
+def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor) -> dict:
+    """The anchors method places the agent's best frames and spends the rest of the budget by CLIP's cosines."""
+    if method == "anchors" and scorer == "agent":
+        return {"base_scores": clip_scores(frame_features, text_feature)}
+    return {}
 
 
 def selection_record(key: str, selector: str, positions: torch.Tensor, scores: torch.Tensor | None,
@@ -124,7 +132,9 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     for i, (job, (scorer, method)) in enumerate(zip(jobs, parsed)):
         feats = job.frame_features.float()
         s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
-        positions = policy.select(method or inference_mode, feats.shape[0], job.k, s)
+        method = method or inference_mode
+        base = anchor_base(method, scorer, feats, job.text_feature.float())
+        positions = policy.select(method, feats.shape[0], job.k, s, **base)
         out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
                                     time.perf_counter() - t0))
     return out

@@ -56,7 +56,7 @@ class RolloutCoordinator:
                 self.loaded_version = version
             batch, groups = sample_batch(self.agent, self.items, positions, self.cfg, tau, seed, version)
         t1 = time.perf_counter()
-        scored = self.pool.score([scoring.score_job(it, g.draws) for it, g in zip(batch, groups)])
+        scored = self.pool.score([scoring.score_job(it, g.shown) for it, g in zip(batch, groups)])
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
         t2 = time.perf_counter()
         return {"items": batch, "groups": groups, "seconds": t2 - t0, "sample_s": t1 - t0, "answer_s": t2 - t1,

@@ -93,7 +93,7 @@ def frame_entropy(logits: torch.Tensor) -> torch.Tensor:
 # "agent:aks"), plus "uniform", which needs no scores.
 
 SCORERS = ("clip", "agent")
-SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "events", "uniform")
+SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "events", "anchors", "uniform")
 #: old names kept: "agent" is the agent with the inference method recorded in its checkpoint (method None here)
 SELECTOR_ALIASES = {"uniform": (None, "uniform"), "clip-top-k": ("clip", "top-k"), "bin-max": ("clip", "bin-max"),
                     "agent": ("agent", None)}
@@ -198,6 +198,12 @@ def select_events(scores: torch.Tensor, k: int, accept: float = EVENTS_ACCEPT, r
     k = effective_k(T, k)
     if k == T:
         return torch.arange(T)
+    return _first_k(events_priority(scores, k, accept, run), k)
+
+
+def events_priority(scores: torch.Tensor, k: int, accept: float = EVENTS_ACCEPT, run: float = EVENTS_RUN) -> list[int]:
+    """Every candidate position once, in the order the events method spends its budget on them (select_events)."""
+    T = scores.shape[-1]
     s = scores.detach().double().cpu().numpy()
     median = float(np.median(s))
     order = np.argsort(-s, kind="stable")
@@ -221,8 +227,41 @@ def select_events(scores: torch.Tensor, k: int, accept: float = EVENTS_ACCEPT, r
     context = [c for _, first, last in events for c in (last + 1, first - 1) if 0 <= c < T]
     edges = [0, T - 1] if k >= 3 else []
     wanted = [*peaks[:1], *edges, *peaks[1:], *context, *select_binmax(scores, k).tolist(), *order.tolist()]
-    chosen = list(dict.fromkeys(wanted))[:k]  # first occurrences, in priority order
-    return torch.tensor(sorted(chosen), dtype=torch.long)
+    return list(dict.fromkeys(int(p) for p in wanted))  # first occurrences, in priority order
+
+
+def _first_k(priority: list[int], k: int) -> torch.Tensor:
+    return torch.tensor(sorted(list(dict.fromkeys(priority))[:k]), dtype=torch.long)
+
+
+#: frames of the budget the agent places itself under the anchors method (policy.anchors)
+ANCHORS = 2
+
+
+def anchored_set(anchors: list[int], base_scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The anchors method's set around given anchors: the anchors, then the events method on the base (CLIP) cosines
+    for the rest of the budget, in temporal order. Training expands each sampled draw of anchors with it, and
+    inference expands the agent's best anchors, so both see the same kind of set."""
+    k = effective_k(base_scores.shape[-1], k)
+    return _first_k([*(int(a) for a in anchors), *events_priority(base_scores, k)], k)
+
+
+def select_anchors(scores: torch.Tensor, k: int, base_scores: torch.Tensor | None = None,
+                   anchors: int = ANCHORS) -> torch.Tensor:
+    """The `anchors` best-scoring candidates, the rest of the budget by the events method on base_scores.
+
+    The events method finds what the question names and the frames around it, and nothing else; a question whose
+    frames follow from temporal structure ("two events after X", "the third event") needs frames no cosine with
+    the question points to. Here the scorer places `anchors` frames where it likes, and the events method supplies
+    the context (what is named, the edges, the frames around each event). base_scores defaults to `scores`: CLIP's
+    cosines for clip:anchors, so that rule is the events method with its best frames first.
+    """
+    base = scores if base_scores is None else base_scores
+    if base.shape[-1] != scores.shape[-1]:
+        raise ValueError(f"base scores cover {base.shape[-1]} candidates, the scores {scores.shape[-1]}")
+    k = effective_k(scores.shape[-1], k)
+    top = scores.topk(min(max(int(anchors), 0), k)).indices.tolist()
+    return anchored_set(top, base, k)
 
 
 def _stable_top(values: np.ndarray, n: int) -> np.ndarray:
@@ -268,20 +307,22 @@ def select_aks(scores: torch.Tensor, k: int, t1: float = 0.2, t2: float = -100.0
 
 
 def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None = None, **params) -> torch.Tensor:
-    """Candidate positions chosen by a method (SELECTION_METHODS); params go to aks (t1, t2, all_depth) and events
-    (accept, run)."""
+    """Candidate positions chosen by a method (SELECTION_METHODS); params go to aks (t1, t2, all_depth), events
+    (accept, run) and anchors (base_scores, anchors)."""
     if method == "uniform":
         return select_uniform(num_candidates, k)
     if method not in SELECTION_METHODS:
         raise ValueError(f"unknown selection method {method!r}; choose one of {SELECTION_METHODS}")
     if scores is None or scores.shape[-1] != num_candidates:
         raise ValueError(f"method {method!r} needs scores for all {num_candidates} candidates")
-    if params and method not in ("aks", "events"):
+    if params and method not in ("aks", "events", "anchors"):
         raise ValueError(f"method {method!r} takes no parameters, got {sorted(params)}")
     if method == "aks":
         return select_aks(scores, k, **params)
     if method == "events":
         return select_events(scores, k, **params)
+    if method == "anchors":
+        return select_anchors(scores, k, **params)
     return {"top-k": select_topk, "bin-max": select_binmax, "top-k+edges": select_topk_edges}[method](scores, k)
 
 

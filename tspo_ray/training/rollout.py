@@ -19,7 +19,7 @@ from tspo_ray.method.rewards import RewardResult
 @dataclass
 class Group:
     key: str
-    draws: torch.Tensor  # long [G, k]: candidate positions in draw order
+    draws: torch.Tensor  # long [G, m]: candidate positions in draw order (the sampled part of each set)
     logp_old: torch.Tensor  # [G, m]: likelihood terms under the sampling policy
     tau: float
     version: int
@@ -28,6 +28,12 @@ class Group:
     r_temporal: torch.Tensor | None = None
     parse_failures: int = 0
     extra: dict = field(default_factory=dict)
+    sets: torch.Tensor | None = None  # long [G, k]: the frames each set shows, when they are more than the draws
+
+    @property
+    def shown(self) -> torch.Tensor:
+        """The candidate positions the answerer sees for each set: the draws, or the sets built around them."""
+        return self.draws if self.sets is None else self.sets
 
     def with_rewards(self, result: RewardResult) -> "Group":
         return replace(self, rewards=result.rewards.float(), r_answer=result.r_answer.float(),
@@ -39,12 +45,28 @@ RewardFn = Callable[[FeatureItem, torch.Tensor], RewardResult]
 
 @torch.no_grad()
 def sample_group(agent: torch.nn.Module, item: FeatureItem, group_size: int, num_frames: int, tau: float,
-                 likelihood: policy.LikelihoodKind, version: int, generator: torch.Generator | None = None) -> Group:
-    """Draw G Gumbel-top-k sets for one question and store their log-likelihood under the sampling policy."""
+                 likelihood: policy.LikelihoodKind, version: int, generator: torch.Generator | None = None,
+                 anchors: int | None = None) -> Group:
+    """Draw G sets for one question and store their log-likelihood under the sampling policy.
+
+    anchors None: each set is a Gumbel-top-k draw of num_frames frames (the paper's sampling). anchors m: the agent
+    draws m frames (Gumbel-top-m, exact Plackett-Luce likelihood of that draw) and each set is policy.anchored_set
+    around them, the same set the anchors inference method builds around the agent's best m frames; the rest of a
+    set depends on the features alone, so the draw's likelihood is the set's.
+    """
     logits = agent(item.frame_features, item.text_feature) / tau
-    draws = policy.gumbel_topk(logits, num_frames, group_size, generator)
-    logp = policy.set_logprob(logits, draws, likelihood)
-    return Group(item.key, draws, logp, tau, version)
+    if anchors is None:
+        draws = policy.gumbel_topk(logits, num_frames, group_size, generator)
+        return Group(item.key, draws, policy.set_logprob(logits, draws, likelihood), tau, version)
+    draws = policy.gumbel_topk(logits, min(anchors, num_frames), group_size, generator)
+    base = clip_cosines(item)
+    sets = torch.stack([policy.anchored_set(row, base, num_frames) for row in draws.tolist()])
+    return Group(item.key, draws, policy.set_logprob(logits, draws, likelihood), tau, version, sets=sets)
+
+
+def clip_cosines(item: FeatureItem) -> torch.Tensor:
+    """cos(F_f, F_t) per candidate, float32."""
+    return torch.nn.functional.cosine_similarity(item.frame_features.float(), item.text_feature.float()[None], dim=-1)
 
 
 def selected_frames(item: FeatureItem, draws: torch.Tensor) -> list[tuple[list[int], list[float]]]:
@@ -58,7 +80,13 @@ def selected_frames(item: FeatureItem, draws: torch.Tensor) -> list[tuple[list[i
 
 def sample_groups(agent, items: Sequence[FeatureItem], group_size: int, num_frames: int, tau: float,
                   likelihood: policy.LikelihoodKind, version: int, generator=None,
-                  haystack_frames: int | None = None) -> list[Group]:
-    """One group per item; haystack items (those with a target mask) draw haystack_frames sets when it is set."""
-    k = lambda it: haystack_frames if it.target_mask is not None and haystack_frames else num_frames  # noqa: E731
-    return [sample_group(agent, it, group_size, k(it), tau, likelihood, version, generator) for it in items]
+                  haystack_frames: int | None = None, anchors: int | None = None) -> list[Group]:
+    """One group per item; haystack items (those with a target mask) draw haystack_frames sets when it is set, and
+    always by plain Gumbel-top-k (their reward is the target mask, no events to place context around)."""
+    def one(it: FeatureItem) -> Group:
+        if it.target_mask is not None:
+            return sample_group(agent, it, group_size, haystack_frames or num_frames, tau, likelihood, version,
+                                generator)
+        return sample_group(agent, it, group_size, num_frames, tau, likelihood, version, generator, anchors)
+
+    return [one(it) for it in items]

@@ -30,7 +30,8 @@ def sample_batch(agent, items: Sequence[FeatureItem], positions: Sequence[int], 
         batch = haystack.haystack_items(batch, items, seed, **haystack.options(cfg.haystack))
     p = cfg.policy
     groups = sample_groups(agent, batch, p.group_size, p.num_frames, tau, p.likelihood, version,
-                           torch.Generator().manual_seed(seed), cfg.haystack.num_frames)
+                           torch.Generator().manual_seed(seed), cfg.haystack.num_frames,
+                           p.anchors if p.sampling == "anchors" else None)
     return batch, groups
 
 
@@ -74,7 +75,7 @@ class LocalTrainer:
         batch, groups = sample_batch(self._sampling_agent(version), self.items, self.state.positions(b), self.cfg,
                                      self.state.tau_at(b), self.state.sampling_seed(b), version)
         t1 = time.perf_counter()
-        groups = [grp.with_rewards(self.reward_fn(item, grp.draws)) for item, grp in zip(batch, groups)]
+        groups = [grp.with_rewards(self.reward_fn(item, grp.shown)) for item, grp in zip(batch, groups)]
         t2 = time.perf_counter()
         metrics = self.state.update(batch, groups)
         # where a step's time goes (benchmarks/training_loop.py sets these beside the Ray loop's)
