@@ -45,6 +45,7 @@ def main() -> None:
                     help="the agent's selectors evaluated at each point (e.g. agent:top-k agent:events)")
     ap.add_argument("--baselines", nargs="+", default=["uniform", "clip-top-k"], help="training-free selectors")
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--png", help="draw the first variant's per-family curves (first --selectors) here")
     args = ap.parse_args()
     variants = args.variant or [""]
     base = load_config(args.config, [f"train.steps={args.steps}"])
@@ -64,15 +65,16 @@ def main() -> None:
         cfg = load_config(args.config, [f"train.steps={args.steps}", *variant.split()])
         trainer = LocalTrainer(train_items, reward_fn(answerer), cfg)
         lines, curve, zero_var, t0 = [], [], [], time.time()
-        for step in range(1, args.steps + 1):
-            zero_var.append(trainer.train_step()["zero_variance_fraction"])
+        for step in range(0, args.steps + 1):  # step 0: the untrained agent
+            if step:
+                zero_var.append(trainer.train_step()["zero_variance_fraction"])
             if step % args.every == 0 or step == args.steps:
                 trainer.agent.eval()
                 with torch.no_grad():
                     got = {sel: summarise(evaluate_selector(eval_items, sel, k, answerer, trainer.agent,
                                                             progress=False)) for sel in args.selectors}
                 trainer.agent.train()
-                zv = sum(zero_var[-args.every:]) / len(zero_var[-args.every:])
+                zv = sum(zero_var[-args.every:]) / max(len(zero_var[-args.every:]), 1)
                 curve.append({"step": step, "summary": got[args.selectors[0]], "selectors": got,
                               "zero_variance_fraction": zv, "train_seconds": round(time.time() - t0, 1)})
                 for sel, s in got.items():
@@ -86,6 +88,15 @@ def main() -> None:
         print("\n".join(lines) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.png:
+        from tspo_ray.evaluation.plots import learning_curves_png
+
+        name, curve = next(iter(report["variants"].items()))
+        learning_curves_png(args.png, [p["step"] for p in curve],
+                            {f: [p["summary"]["per_family"][f]["accuracy"] for p in curve] for f in families},
+                            {m: {f: v["accuracy"] for f, v in s["per_family"].items()} for m, s in baselines.items()},
+                            f"{args.selectors[0]} on the {args.split} split ({len(eval_items)} questions); {name}")
+        print(f"learning curves: {args.png}")
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ def test_needle_is_inside_its_span_and_absent_elsewhere(tiny_world, area):
         for r in records:
             if r.meta["form"] != "shape":  # the needle whose colour is unique to it
                 continue
-            colour, ((start, end),) = r.meta["subject"], r.target_spans
+            colour, ((start, end),) = r.meta["slots"]["colour"], r.target_spans
             share = area[r.video.split("/")[-1][:-4]][colour]
             inside = in_span(len(share), start, end)
             assert share[inside].min() > 0.05 and share[~inside].max() < 0.002
@@ -259,8 +259,10 @@ def test_every_target_span_shows_its_object(tiny_world, area):
             ans = r.options["ABCD".index(r.answer)]
             if r.meta["form"] == "colour":
                 assert area[vid][ans][in_span(n, *r.target_spans[0])].min() > 0.05
-            if r.meta["form"] == "count":
-                assert int(ans) == len(r.target_spans) == sum(s.name == r.meta["subject"] for s in segs)
+            if r.meta["form"] == "count":  # the spans hold each appearance and the segment that separates it
+                subject = "a {colour} {shape}".format(**r.meta["slots"])
+                assert int(ans) == len(r.meta["answer_segments"]) == sum(s.name == subject for s in segs)
+                assert all(segs[k].name == subject for k in r.meta["answer_segments"])
 
 
 def test_distractors_are_visible_in_the_video(tiny_world, area):
@@ -293,7 +295,7 @@ def test_splits_hold_disjoint_videos(tiny_world):
 def test_generation_is_deterministic(tiny_world, tmp_path):
     build_world(tmp_path, {"train": 2}, **TINY)
     assert (tmp_path / "train.jsonl").read_text().splitlines() == \
-        (tiny_world / "train.jsonl").read_text().splitlines()[:24]
+        (tiny_world / "train.jsonl").read_text().splitlines()[:36]
     for vid in ("train-0000", "train-0001"):
         a = video.read_frames(tmp_path / "videos" / f"{vid}.mp4", [0, 10, 50, 100])
         b = video.read_frames(tiny_world / "videos" / f"{vid}.mp4", [0, 10, 50, 100])
@@ -327,7 +329,7 @@ def test_a_failing_video_is_quarantined_and_the_rest_goes_on(tmp_path):
     (bad,) = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     assert bad["video"] == "val-0001" and "val-0001.mp4" in bad["reason"]
     records, _ = read_records(tmp_path / "val.jsonl")
-    assert {r.video for r in records} == {"videos/val-0000.mp4", "videos/val-0002.mp4"} and len(records) == 24
+    assert {r.video for r in records} == {"videos/val-0000.mp4", "videos/val-0002.mp4"} and len(records) == 36
 
 
 def test_command_line_prints_the_counts(tmp_path, capsys):

@@ -230,10 +230,11 @@ class AKSConfig:
 
 
 #: the training-free baselines every results table carries
-BASELINE_SELECTORS = ("uniform", "clip:top-k", "clip:bin-max", "clip:aks", "clip:top-k+edges", "clip:events")
+BASELINE_SELECTORS = ("uniform", "clip:top-k", "clip:bin-max", "clip:aks", "clip:top-k+edges", "clip:events",
+                      "clip:anchors")
 #: the baselines, the agent under each selection method, and `agent` (its default mode)
 FULL_SUITE = BASELINE_SELECTORS + ("agent:top-k", "agent:bin-max", "agent:aks", "agent:top-k+edges", "agent:events",
-                                   "agent")
+                                   "agent:anchors", "agent")
 
 
 @dataclass
@@ -367,7 +368,7 @@ def validate(cfg: Config) -> Config:
     _check(cfg.features.frame_size is None or cfg.features.frame_size >= 8, "features.frame_size", "must be >= 8")
     _check(cfg.agent.inference_mode in SELECTION_METHODS and cfg.agent.inference_mode != "uniform",
            "agent.inference_mode",
-           f"must be one of top-k, bin-max, aks, top-k+edges, events, got {cfg.agent.inference_mode!r}")
+           f"must be one of top-k, bin-max, aks, top-k+edges, events, anchors, got {cfg.agent.inference_mode!r}")
     _check(cfg.agent.window >= 1, "agent.window", f"must be >= 1, got {cfg.agent.window}")
     _check(cfg.agent.heads >= 1, "agent.heads", f"must be >= 1, got {cfg.agent.heads}")
     _check(cfg.policy.num_frames >= 1, "policy.num_frames", f"must be >= 1, got {cfg.policy.num_frames}")

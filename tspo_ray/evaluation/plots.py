@@ -57,3 +57,39 @@ def plot_item(path, item, agent, k: int) -> Path:
     return score_curve_png(path, item.timestamps_s, {"agent S": agent_scores, "CLIP cos": clip_scores},
                            sel["positions"], frames, item.record.target_spans,
                            f"{item.key}: {item.record.question}  (answer {item.record.answer})")
+
+
+def learning_curves_png(path: str | Path, steps: Sequence[int], per_family: dict[str, Sequence[float]],
+                        baselines: dict[str, dict[str, float]], title: str) -> Path:
+    """Validation accuracy per family over the training steps, one panel per family, each baseline a dashed line.
+
+    per_family: {family: [accuracy at each of steps]}; baselines: {selector: {family: accuracy}}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(per_family)
+    cols = min(4, max(len(families), 1))
+    rows = -(-len(families) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False, sharex=True)
+    for ax, family in zip(axes.flat, families):
+        ax.plot(steps, [100 * a for a in per_family[family]], marker="o", ms=3, lw=1.5, label="agent")
+        for i, (name, accs) in enumerate(baselines.items()):
+            if family in accs:
+                ax.axhline(100 * accs[family], ls="--", lw=1, color=f"C{i + 1}", label=name)
+        ax.set_title(family, fontsize=9)
+        ax.set_ylim(0, 102)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(families):]:
+        ax.set_axis_off()
+    axes.flat[0].legend(fontsize=6, loc="lower right")
+    fig.supxlabel("training step", fontsize=8)
+    fig.supylabel("validation accuracy (%)", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
