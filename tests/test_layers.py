@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"data", "video", "checkpoint"},
     {"config"},
     {"synthetic", "splits", "selector"},
-    {"answerers"},
+    {"answerers", "export"},
     {"evaluation"},
     {"training"},
     {"distributed", "serve"},

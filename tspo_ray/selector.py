@@ -26,6 +26,8 @@ from tspo_ray.video import frames as video_io
 
 #: frames decoded and encoded at a time by select(): 16k candidates of a 720p video never sit in memory at once
 DECODE_CHUNK = 256
+#: beside a TSPO-0.4B-layout folder exported by tspo_ray.export: the inference mode chosen on validation, heads, window
+SELECTOR_CONFIG = "selector_config.json"
 
 
 def clip_scores(frame_features: torch.Tensor, text_feature: torch.Tensor) -> torch.Tensor:
@@ -167,6 +169,19 @@ def _is_clip_folder(folder: Path) -> bool:
         return False
 
 
+def layout_settings(folder: Path, window: int, heads: int) -> tuple[str, int, int]:
+    """(inference mode, window, heads) of a TSPO-0.4B-layout folder: its selector_config.json where it has one (an
+    exported run), else top-k and the given window and heads (the published TSPO-0.4B has no such file)."""
+    file = folder / SELECTOR_CONFIG
+    if not file.is_file():
+        return "top-k", window, heads
+    try:
+        cfg = json.loads(file.read_text())
+        return str(cfg.get("inference_mode") or "top-k"), int(cfg.get("window", window)), int(cfg.get("heads", heads))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{file}: not a selector config ({exc})") from None
+
+
 def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
     """(agent in eval mode, its inference mode) from a TSPO-0.4B-layout folder, a TSPO-0.4B state dict file or a
     tspo-ray checkpoint (file or run folder; the mode is the one its config recorded, top-k when absent). A run
@@ -181,7 +196,8 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
         state = reference_selector_state(path)
         if not state:
             raise ValueError(f"{path}: a CLIP folder without selector.* weights; the agent scorer is unavailable")
-        return TemporalAgent.from_reference_state_dict(state, window=window, heads=heads).eval(), "top-k"
+        mode, window, heads = layout_settings(path, window, heads)
+        return TemporalAgent.from_reference_state_dict(state, window=window, heads=heads).eval(), mode
     if path.is_dir():
         path = recommended_checkpoint(path) or path  # no pointer: load_checkpoint says so below
     meta: dict = {}
@@ -221,8 +237,9 @@ class KeyframeSelector:
             state = reference_selector_state(path)
             if not state:
                 return cls(clip, None, source=f"CLIP {path} (no selector weights)")
+            mode, window, heads = layout_settings(path, window, heads)
             agent = TemporalAgent.from_reference_state_dict(state, window=window, heads=heads)
-            return cls(clip, agent, source=f"TSPO-0.4B layout {path}")
+            return cls(clip, agent, inference_mode=mode, source=f"TSPO-0.4B layout {path}")
         return cls._from_checkpoint(path, device, encoder, window, heads)
 
     @classmethod

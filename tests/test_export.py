@@ -1,0 +1,131 @@
+"""`python -m tspo_ray.export`: a run trained here on the tiny-CLIP world, written in the TSPO-0.4B layout and read
+back by KeyframeSelector.from_pretrained and by the golden test's independent restatement of the reference."""
+import json
+
+import pytest
+import torch
+
+from tests.test_selector_golden import reference_scores
+from tspo_ray import KeyframeSelector
+from tspo_ray.checkpoint import best_checkpoint, load_checkpoint, save_checkpoint
+from tspo_ray.data.records import read_records, resolve_video
+from tspo_ray.export import ExportError, export, main
+from tspo_ray.method.agent import TemporalAgent
+from tspo_ray.video import frames as video_io
+from tspo_ray.video.encoders import embedded_clip_dir
+
+#: bf16 keeps 8 significant bits (relative step 2^-8 = 0.0039) in every CLIP and selector weight; S sums two cosines
+#: of vectors through ~10 such layers. Measured on this test's 69 candidates: 0.0023 (README, the export section).
+BF16_SCORE_TOLERANCE = 0.01
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_world, tmp_path_factory):
+    """jobs/train.py --local on the tiny world with the shipped tiny CLIP: 2 steps, validated at 2, only the agent in the final table."""
+    from train import main as train_main
+
+    out = tmp_path_factory.mktemp("run")
+    assert train_main([f"data.root={tiny_world}", f"features.store={out}/features", "features.max_candidates=32",
+                       "policy.num_frames=4", "policy.group_size=4", "train.steps=2", "train.questions_per_step=4",
+                       "train.checkpoint_every=2", "train.eval_every=2", f"train.output_dir={out}/run",
+                       "eval.num_plots=0", "eval.selectors=[agent]", f"tracking.tracking_uri=sqlite:///{out}/mlflow.db", "--local"]) == 0
+    return out / "run" / "checkpoints"
+
+
+def first_test_question(tiny_world):
+    record = read_records(tiny_world / "test.jsonl")[0][0]
+    return resolve_video(record, tiny_world), record.question
+
+
+def candidate_frames(video):
+    cands = video_io.candidates(video, 1.0, None)
+    return video_io.read_frames(video, cands.frame_indices, 64), cands
+
+
+def test_export_round_trip(trained_run, tiny_world, tmp_path, capsys):
+    from safetensors import safe_open
+    from transformers import CLIPModel, CLIPProcessor
+
+    out = tmp_path / "TSPO-tiny"
+    assert main(["--checkpoint", str(trained_run), "--clip", embedded_clip_dir(), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    ckpt = load_checkpoint(best_checkpoint(trained_run))
+    # the layout: a CLIPModel folder, selector.* in its safetensors under the reference's names and shapes, in bf16
+    assert isinstance(CLIPModel.from_pretrained(out), CLIPModel)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
+        keys = list(fh.keys())
+        selector = {k: fh.get_tensor(k) for k in keys if k.startswith("selector.")}
+        vision = fh.get_tensor("vision_model.embeddings.patch_embedding.weight")
+    names = {f"selector.{m}.{leaf}" for m in ("temporal.Self_q", "temporal.Self_k", "temporal.Self_v",
+                                              "temporal.ffn_o", "mlp.0", "mlp.2") for leaf in ("weight", "bias")}
+    assert set(selector) == names
+    assert all(t.dtype == torch.bfloat16 for t in selector.values()) and vision.dtype == torch.bfloat16
+    assert all(t.shape == ((64, 64) if k.endswith("weight") else (64,)) for k, t in selector.items())
+    ours = TemporalAgent(**ckpt["agent_config"])
+    ours.load_state_dict(ckpt["agent"])
+    assert torch.equal(selector["selector.temporal.Self_q.weight"], ours.query.weight.detach().bfloat16())
+    assert not selector["selector.temporal.ffn_o.weight"].any()  # unused by the forward pass: zeros
+    assert CLIPProcessor.from_pretrained(out).image_processor.size == {"height": 64, "width": 64}
+    card = (out / "README.md").read_text()
+    mode = ckpt["inference_mode"]
+    assert f"`{mode}`" in card and f"| {mode} (chosen) | {ckpt['inference_mode_validation'][mode]:.3f} |" in card
+    assert f"{ckpt['best_val']:.3f}" in card and str(tiny_world) in card and '"group_size": 4' in card
+
+    # the round trip: the exported folder scores as the checkpoint did, up to bf16, and selects with its mode
+    video, question = first_test_question(tiny_world)
+    frames, cands = candidate_frames(video)
+    run_sel, layout_sel = KeyframeSelector.from_pretrained(trained_run), KeyframeSelector.from_pretrained(out)
+    assert layout_sel.inference_mode == run_sel.inference_mode == mode
+    want, got = run_sel.scores(frames, question), layout_sel.scores(frames, question)
+    diff = (got - want).abs().max().item()
+    print(f"export bf16: max |S_export - S_checkpoint| = {diff:.4f} over {len(frames)} candidates")
+    assert 0 < diff <= BF16_SCORE_TOLERANCE
+    # ... and the reference's forward pass, restated independently, agrees with the selector on that folder
+    reference, _ = reference_scores(out, frames, question)
+    assert (got - reference).abs().max().item() <= 1e-4
+    picked = layout_sel.select(video, question, k=8, frame_size=64)
+    assert picked["method"] == "agent" and len(picked["frame_indices"]) == 8
+
+
+def test_float32_export_is_exact(trained_run, tiny_world, tmp_path):
+    out = tmp_path / "fp32"
+    export(trained_run, embedded_clip_dir(), out, dtype="float32")
+    frames, _ = candidate_frames(first_test_question(tiny_world)[0])
+    question = first_test_question(tiny_world)[1]
+    want = KeyframeSelector.from_pretrained(trained_run).scores(frames, question)
+    got = KeyframeSelector.from_pretrained(out).scores(frames, question)
+    assert (got - want).abs().max().item() <= 1e-5
+
+
+def agent_checkpoint(folder, dim=64, heads=8):
+    agent = TemporalAgent(dim, heads=heads)
+    save_checkpoint(folder, 1, {"agent": agent.state_dict(), "agent_config": agent.config(), "config": {}})
+    return folder
+
+
+def test_a_clip_of_another_dimension_is_refused_naming_both(tmp_path, capsys):
+    from tests.tiny_models import build_tspo_layout
+
+    clip32 = build_tspo_layout(tmp_path / "clip32", dim=32)
+    run = agent_checkpoint(tmp_path / "run")
+    assert main(["--checkpoint", str(run), "--clip", str(clip32), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "trained on 64-dimensional features" in err and "projects to 32" in err and str(clip32) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_other_refusals(tmp_path):
+    run = agent_checkpoint(tmp_path / "run4", heads=4)
+    with pytest.raises(ExportError, match="4 heads and window 12"):
+        export(run, embedded_clip_dir(), tmp_path / "a")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("")
+    with pytest.raises(ExportError, match="not empty"):
+        export(agent_checkpoint(tmp_path / "run8"), embedded_clip_dir(), busy)
+    with pytest.raises(ExportError, match="without a checkpoint"):
+        export(tmp_path / "busy", embedded_clip_dir(), tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        export(tmp_path / "missing", embedded_clip_dir(), tmp_path / "c")
+    assert not list(tmp_path.glob(".*.tmp"))  # no staging folder left behind
+    json.dumps(load_checkpoint(tmp_path / "run8")["agent_config"])  # the refused runs are untouched
