@@ -5,7 +5,7 @@ needs (gold) beside every training-free selector, on a world built for the purpo
 
 gold: the centre frame of every segment the program needed, then more frames spread over them (8 in all;
 tspo_ray.answerers.frame_sets); the training-free suite (tspo_ray.config.BASELINE_SELECTORS: uniform,
-clip:top-k, clip:bin-max, clip:aks, clip:top-k+edges, clip:events) selects eval.num_frames of the 128 candidates
+clip:top-k, clip:bin-max, clip:aks, clip:top-k+edges, clip:events, clip:anchors) selects eval.num_frames of the 128 candidates
 from candidate features, cosines and timestamps only. A family shows what learning can add only where the best
 of the suite stays well below gold (the headroom column). Design families on seed 0's train and val splits; the
 held-out seeds of benchmarks/heldout.py are for the final table only.

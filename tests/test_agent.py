@@ -214,3 +214,26 @@ def test_the_query_conditioned_option_starts_as_the_plain_agent_and_learns_from_
     f2, t2 = torch.randn(7, 16), torch.randn(16)
     packed = cond(torch.cat([frames, f2]), torch.stack([text, t2]), lengths=[20, 7])
     assert torch.allclose(packed, torch.cat([cond(frames, text), cond(f2, t2)]), atol=1e-5)
+
+
+def test_position_scale_multiplies_the_position_code_only():
+    """F_e with PE x s equals the plain agent's F_e on frames moved by (s - 1) PE, less that move (the residual adds
+    the frames themselves, not the positions); s = 1 is the reference and leaves the config as before."""
+    torch.manual_seed(0)
+    T, D, s = 40, 16, 20.0
+    plain = TemporalAgent(D, window=6, heads=4)
+    scaled = TemporalAgent(D, window=6, heads=4, position_scale=s)
+    scaled.load_state_dict(plain.state_dict())
+    frames, text = torch.randn(T, D), torch.randn(D)
+    shift = (s - 1) * sinusoidal_positions(T, D)
+    with torch.no_grad():
+        expected = plain.enhance(frames + shift) - shift
+        assert torch.allclose(scaled.enhance(frames), expected, atol=1e-4)
+        assert not torch.allclose(scaled(frames, text), plain(frames, text), atol=1e-3)
+    assert "position_scale" not in plain.config() and scaled.config()["position_scale"] == s
+    rebuilt = TemporalAgent(**scaled.config())  # as a checkpoint's agent_config rebuilds it
+    rebuilt.load_state_dict(scaled.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(frames, text), scaled(frames, text))
+    with pytest.raises(ValueError, match="position_scale must be > 0"):
+        TemporalAgent(D, position_scale=0)

@@ -249,5 +249,4 @@ def test_anchor_sampling_draws_the_anchors_and_learns_where_to_put_them():
     trainer.run()
     assert set(seen) == {(8, 4)}
     after = hit_rate(trainer.agent)
-    print(before, after)
     assert after >= before + 0.3, (before, after)

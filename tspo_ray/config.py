@@ -96,6 +96,8 @@ class AgentConfig:
     hidden: int | None = None
     # Modulate the attended features by the question before the MLP (FiLM; not in TSPO's eq. 3, off by default).
     query_conditioned: bool = False
+    # PE is multiplied by this before it is added to the frame features (1: the reference's eq. 3).
+    position_scale: float = 1.0
     # Start from this checkpoint (ours or the published TSPO-0.4B layout); None: random init.
     init_checkpoint: str | None = None
     # The selection method the "agent" selector uses with this agent (saved with every checkpoint's config):
@@ -371,6 +373,7 @@ def validate(cfg: Config) -> Config:
            f"must be one of top-k, bin-max, aks, top-k+edges, events, anchors, got {cfg.agent.inference_mode!r}")
     _check(cfg.agent.window >= 1, "agent.window", f"must be >= 1, got {cfg.agent.window}")
     _check(cfg.agent.heads >= 1, "agent.heads", f"must be >= 1, got {cfg.agent.heads}")
+    _check(cfg.agent.position_scale > 0, "agent.position_scale", f"must be > 0, got {cfg.agent.position_scale}")
     _check(cfg.policy.num_frames >= 1, "policy.num_frames", f"must be >= 1, got {cfg.policy.num_frames}")
     _check(cfg.policy.group_size >= 2, "policy.group_size", f"GRPO needs G >= 2, got {cfg.policy.group_size}")
     _check(cfg.policy.tau_start > 0 and cfg.policy.tau_end > 0, "policy.tau_start", "temperatures must be > 0")

@@ -153,7 +153,7 @@ class TemporalAgent(nn.Module):
     """
 
     def __init__(self, dim: int, window: int = 12, heads: int = 8, hidden: int | None = None,
-                 query_conditioned: bool = False):
+                 query_conditioned: bool = False, position_scale: float = 1.0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"feature dim {dim} is not divisible by heads={heads}")
@@ -169,6 +169,12 @@ class TemporalAgent(nn.Module):
         # question before the MLP, h -> h * (1 + g(F_t)) + b(F_t) (FiLM), so that F_e can depend on what is asked.
         # Zero-initialised: an untrained conditioned agent scores exactly like the plain one.
         self.query_conditioned = query_conditioned
+        # Optional, 1 by default (the reference adds PE as is): PE is multiplied by this before it is added. The
+        # sinusoids of t/T move by well under 1 in norm across a video while two frames' CLIP features differ by
+        # 10 or more, so the plain agent learns where things are said much faster than where they are in time.
+        if not position_scale > 0:
+            raise ValueError(f"position_scale must be > 0, got {position_scale}")
+        self.position_scale = float(position_scale)
         if query_conditioned:
             self.film = nn.Linear(dim, 2 * dim)
             nn.init.zeros_(self.film.weight)
@@ -185,7 +191,7 @@ class TemporalAgent(nn.Module):
             pe = torch.cat([sinusoidal_positions(n, self.dim, dev, dtype) for n in lengths])
             segments = torch.repeat_interleave(torch.arange(len(lengths), device=dev),
                                                torch.tensor(lengths, device=dev))
-        x = frame_features + pe
+        x = frame_features + (pe if self.position_scale == 1.0 else self.position_scale * pe)
         # q, k and v in one matmul: one pass over x instead of three.
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
@@ -229,6 +235,8 @@ class TemporalAgent(nn.Module):
         out = {"dim": self.dim, "window": self.window, "heads": self.heads, "hidden": self.hidden}
         if self.query_conditioned:  # absent for the plain agent, so its checkpoints read as before
             out["query_conditioned"] = True
+        if self.position_scale != 1.0:
+            out["position_scale"] = self.position_scale
         return out
 
     # --- the published TSPO-0.4B layout -------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def build_agent(cfg: Config, dim: int) -> TemporalAgent:
             raise ValueError(f"agent.init_checkpoint has feature dim {agent.dim}, the encoder gives {dim}")
         return agent
     return TemporalAgent(dim, window=cfg.agent.window, heads=cfg.agent.heads, hidden=cfg.agent.hidden,
-                         query_conditioned=cfg.agent.query_conditioned)
+                         query_conditioned=cfg.agent.query_conditioned,
+                         position_scale=cfg.agent.position_scale)
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
