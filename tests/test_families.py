@@ -7,8 +7,15 @@ import json
 
 import pytest
 
-from tspo_ray.synthetic.families import (Event, FamilyError, NoEvidence, TrueTimeline, family_from_text,
-                                         load_families, run_program)
+from tspo_ray.synthetic.families import (
+    Event,
+    FamilyError,
+    NoEvidence,
+    TrueTimeline,
+    family_from_text,
+    load_families,
+    run_program,
+)
 from tspo_ray.synthetic.tiny_clip import shipped_vocabulary
 
 # segments:      0 red star   1 blue circle   2 red star   3 green square (needle)   4 blue circle
