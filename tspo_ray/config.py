@@ -121,7 +121,8 @@ class PolicyConfig:
     # `anchors` frames and the anchors method fills the rest of the T_s budget around them: training then samples
     # the sets the anchors inference mode selects, policy.select_anchors).
     sampling: str = "top-k"
-    # Frames the agent draws per set under sampling=anchors (and places under the anchors inference method).
+    # Frames the agent draws per set under sampling=anchors (the anchors inference method places policy.ANCHORS = 2;
+    # keep this at 2 for training and inference to match).
     anchors: int = 2
 
 

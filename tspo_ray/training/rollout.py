@@ -14,6 +14,7 @@ import torch
 from tspo_ray.data.items import FeatureItem
 from tspo_ray.method import policy
 from tspo_ray.method.rewards import RewardResult
+from tspo_ray.selector import clip_scores
 
 
 @dataclass
@@ -65,8 +66,8 @@ def sample_group(agent: torch.nn.Module, item: FeatureItem, group_size: int, num
 
 
 def clip_cosines(item: FeatureItem) -> torch.Tensor:
-    """cos(F_f, F_t) per candidate, float32."""
-    return torch.nn.functional.cosine_similarity(item.frame_features.float(), item.text_feature.float()[None], dim=-1)
+    """cos(F_f, F_t) per candidate, float32: the base the anchors method fills a set by."""
+    return clip_scores(item.frame_features.float(), item.text_feature.float())
 
 
 def selected_frames(item: FeatureItem, draws: torch.Tensor) -> list[tuple[list[int], list[float]]]:
