@@ -25,7 +25,9 @@ def trained_run(tiny_world, tmp_path_factory):
     from train import main as train_main
 
     out = tmp_path_factory.mktemp("run")
+    # agent.position_scale=1: the layout adds PE as is (the embedded config's 20 is refused, tested below)
     assert train_main([f"data.root={tiny_world}", f"features.store={out}/features", "features.max_candidates=32",
+                       "agent.position_scale=1",
                        "policy.num_frames=4", "policy.group_size=4", "train.steps=2", "train.questions_per_step=4",
                        "train.checkpoint_every=2", "train.eval_every=2", f"train.output_dir={out}/run",
                        "eval.num_plots=0", "eval.selectors=[agent]", f"tracking.tracking_uri=sqlite:///{out}/mlflow.db", "--local"]) == 0
@@ -97,8 +99,8 @@ def test_float32_export_is_exact(trained_run, tiny_world, tmp_path):
     assert (got - want).abs().max().item() <= 1e-5
 
 
-def agent_checkpoint(folder, dim=64, heads=8):
-    agent = TemporalAgent(dim, heads=heads)
+def agent_checkpoint(folder, dim=64, heads=8, **options):
+    agent = TemporalAgent(dim, heads=heads, **options)
     save_checkpoint(folder, 1, {"agent": agent.state_dict(), "agent_config": agent.config(), "config": {}})
     return folder
 
@@ -118,6 +120,10 @@ def test_other_refusals(tmp_path):
     run = agent_checkpoint(tmp_path / "run4", heads=4)
     with pytest.raises(ExportError, match="4 heads and window 12"):
         export(run, embedded_clip_dir(), tmp_path / "a")
+    for options in ({"position_scale": 20.0}, {"query_conditioned": True}):
+        with pytest.raises(ExportError, match="adds PE as is and has no FiLM"):
+            export(agent_checkpoint(tmp_path / f"run-{len(options)}-{next(iter(options))}", **options),
+                   embedded_clip_dir(), tmp_path / "a")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("")

@@ -8,8 +8,9 @@ published; `--dtype float32` keeps full precision), the CLIPProcessor files, and
 training config, data, validation table and the inference mode chosen on validation. `selector_config.json` records
 that mode, the window and the heads, so `KeyframeSelector.from_pretrained(DIR)` selects as the run did.
 
-The reference computes 8 heads over a window of 12 and has no field for other values, so a checkpoint trained with
-others is refused, as is one trained on features of another dimension than the given CLIP projects to.
+The reference computes 8 heads over a window of 12, adds PE as is and has no FiLM, with no field for anything else,
+so a checkpoint trained otherwise (heads, window, agent.position_scale, agent.query_conditioned) is refused, as is
+one trained on features of another dimension than the given CLIP projects to.
 `selector.temporal.ffn_o` exists in the reference's module but its forward pass never uses it; it is written as zeros
 so the reference's strict load finds every key.
 """
@@ -57,7 +58,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def check_compatible(agent, clip_dim: int, checkpoint: Path, clip: str | Path) -> None:
-    """ExportError unless the agent scores features of the CLIP's dimension with the reference's heads and window."""
+    """ExportError unless the agent scores features of the CLIP's dimension as the reference's forward pass does."""
     if agent.dim != clip_dim:
         raise ExportError(f"{checkpoint} was trained on {agent.dim}-dimensional features, but the CLIP at {clip} "
                           f"projects to {clip_dim}: give the CLIP the run's features came from")
@@ -65,6 +66,10 @@ def check_compatible(agent, clip_dim: int, checkpoint: Path, clip: str | Path) -
         raise ExportError(f"{checkpoint}: an agent with {agent.heads} heads and window {agent.window}; the TSPO-0.4B "
                           f"layout is read as {REFERENCE_HEADS} heads and window {REFERENCE_WINDOW}, so the reference "
                           f"would score it differently")
+    if getattr(agent, "position_scale", 1.0) != 1.0 or getattr(agent, "query_conditioned", False):
+        raise ExportError(f"{checkpoint}: an agent with position_scale {agent.position_scale} and query_conditioned "
+                          f"{agent.query_conditioned}; the TSPO-0.4B layout adds PE as is and has no FiLM, so the "
+                          f"reference would score it differently (train with agent.position_scale=1 to publish)")
 
 
 def selector_tensors(agent, dtype: torch.dtype) -> dict[str, torch.Tensor]:
