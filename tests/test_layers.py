@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"data", "video", "checkpoint"},
     {"config"},
     {"synthetic", "splits", "selector"},
-    {"answerers", "export"},
+    {"answerers", "export", "lmms_eval_model"},
     {"evaluation"},
     {"training"},
     {"distributed", "serve"},

@@ -169,3 +169,24 @@ def test_unreadable_file(tmp_path, tiny_world):
             video.candidates(p)
     finally:
         p.chmod(0o644)
+
+
+def test_a_selection_clip_holds_exactly_the_selected_frames_at_their_times(tmp_path):
+    from tests.tiny_models import write_ramp_video
+    from tspo_ray.video.clips import write_selection_clip
+
+    source = write_ramp_video(tmp_path / "ramp.mp4", num_frames=20)
+    indices, times = [15, 1, 9, 4], [7.5, 0.5, 4.5, 2.0]  # any order: the clip is in time order
+    clip = write_selection_clip(source, indices, times, tmp_path / "clips" / "c.mp4")
+    got = video.read_frames(clip, range(4))
+    want = video.read_frames(source, sorted(indices))
+    assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).mean() < 4
+    assert video.probe(clip).num_frames == 4
+
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        pts = [float(f.pts * stream.time_base) for f in container.decode(stream)]
+    assert np.allclose(np.diff(pts), np.diff(sorted(times)), atol=1e-3)  # the gaps between the frames' own times
+    assert not list((tmp_path / "clips").glob(".*"))  # written under a temporary name, renamed into place
+    with pytest.raises(ValueError, match="increase"):
+        write_selection_clip(source, [1, 2], [1.0, 1.0], tmp_path / "bad.mp4")

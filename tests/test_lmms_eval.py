@@ -1,0 +1,154 @@
+"""tspo_select in a stock lmms-eval: a task written here over generated videos, a tiny random Qwen2.5-VL as the inner
+model, run through lmms-eval's own simple_evaluate. Needs the optional group: `uv sync --group lmms`."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch  # noqa: F401  (before lmms-eval: its scikit-learn loaded first makes torch's CPU matmuls crash)
+
+lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is the optional group: uv sync --group lmms")
+
+from tests.tiny_models import build_tiny_qwen2_5_vl, build_tspo_layout, write_ramp_video  # noqa: E402
+
+K = 4
+
+TASK_YAML = """task: tspo_tiny
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_visual: !function utils.doc_to_visual
+doc_to_text: !function utils.doc_to_text
+doc_to_target: answer
+generation_kwargs:
+  max_new_tokens: 2
+  do_sample: false
+process_results: !function utils.process_results
+metric_list:
+  - metric: accuracy
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  - version: 0.0
+"""
+
+TASK_UTILS = '''
+def doc_to_visual(doc):
+    return [doc["video"]]
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return doc["question"] + "\\n" + "\\n".join(doc["options"]) + "\\nAnswer with the option's letter."
+
+
+def process_results(doc, results):
+    return {"accuracy": float(results[0].strip()[:1] == doc["answer"])}
+'''
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lmms")
+    docs = []
+    for i in range(3):
+        video = write_ramp_video(root / f"video{i}.mp4", num_frames=16 + 2 * i)
+        docs.append({"video": str(video), "question": f"What is shown after the ramp {i}?",
+                     "options": ["A. dark", "B. light"], "answer": "AB"[i % 2]})
+    (root / "tiny.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    task = root / "task"
+    task.mkdir()
+    (task / "tspo_tiny.yaml").write_text(TASK_YAML.format(data=root / "tiny.jsonl"))
+    (task / "utils.py").write_text(TASK_UTILS)
+    return root, docs
+
+
+def test_tspo_select_hands_the_inner_model_exactly_the_selected_frames(task_dir, tmp_path, monkeypatch):
+    import decord
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.models import get_model
+    from lmms_eval.tasks import TaskManager
+
+    from tspo_ray.selector import KeyframeSelector
+    from tspo_ray.video import frames as video_io
+
+    monkeypatch.setenv("FORCE_QWENVL_VIDEO_READER", "decord")  # qwen-vl-utils' torchvision reader is gone in 0.26
+    root, docs = task_dir
+    selector_dir = build_tspo_layout(tmp_path / "selector")
+    qwen = build_tiny_qwen2_5_vl(tmp_path / "qwen")
+    model_cls = get_model("tspo_select")  # found through the project's entry point
+    args = dict(inner="qwen2_5_vl", selector=str(selector_dir), num_frames=K, method="agent:top-k",
+                store=str(tmp_path / "store"), clips=str(tmp_path / "clips"), selections=str(tmp_path / "sel.jsonl"),
+                inner_pretrained=str(qwen), inner_device="cpu", inner_device_map="cpu", inner_max_num_frames=K,
+                inner_max_pixels=64 * 64, inner_min_pixels=28 * 28)
+    model = model_cls(**args)
+    received = []
+    inner_generate = model.inner.generate_until
+
+    def spy(requests):  # what the inner model is handed: one clip per request, read back as it would read it
+        for r in requests:
+            doc = model.task_dict[r.arguments[4]][r.arguments[5]][r.arguments[3]]
+            (clip,) = r.arguments[2](doc)
+            reader = decord.VideoReader(clip)
+            received.append((r.arguments[3], clip, reader.get_batch(range(len(reader))).asnumpy()))
+        return inner_generate(requests)
+
+    monkeypatch.setattr(model.inner, "generate_until", spy)
+    out = simple_evaluate(model=model, tasks=["tspo_tiny"], task_manager=TaskManager(include_path=str(root / "task")),
+                          batch_size=1, device="cpu")
+    accuracy = out["results"]["tspo_tiny"]["accuracy,none"]
+    assert 0.0 <= accuracy <= 1.0
+
+    selections = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    assert sorted(s["doc_id"] for s in selections) == [0, 1, 2] and len(received) == 3
+    independent = KeyframeSelector.from_pretrained(selector_dir)
+    for s in selections:
+        doc = docs[s["doc_id"]]
+        assert s["question"] == doc["question"]  # the question without its options
+        expected = independent.select(doc["video"], doc["question"], K, method="agent:top-k")
+        assert s["frame_indices"] == expected["frame_indices"] and len(s["frame_indices"]) == K
+        (frames,) = [f for doc_id, clip, f in received if doc_id == s["doc_id"]]
+        original = video_io.read_frames(doc["video"], s["frame_indices"])
+        assert frames.shape[0] == K  # exactly the selected frames, in order, and nothing else
+        assert np.abs(frames.astype(int) - original.astype(int)).mean() < 4
+
+    # a second run finds every video's features in the store: nothing is encoded again
+    stored = sorted(os.listdir(tmp_path / "store" / "videos"))
+    assert len(stored) == 3
+    again = model_cls(**{**args, "selections": str(tmp_path / "sel2.jsonl")})
+    monkeypatch.setattr(again.selector.encoder, "encode_frames",
+                        lambda *a, **k: pytest.fail("frames encoded again"))
+    simple_evaluate(model=again, tasks=["tspo_tiny"], task_manager=TaskManager(include_path=str(root / "task")),
+                    batch_size=1, device="cpu")
+    assert [json.loads(x)["frame_indices"] for x in (tmp_path / "sel2.jsonl").read_text().splitlines()] == \
+        [s["frame_indices"] for s in selections]
+
+
+def test_the_lmms_eval_command_line_finds_tspo_select_and_writes_the_accuracy(task_dir, tmp_path):
+    """As a user types it: `python -m lmms_eval --model tspo_select ...`, the model found through the entry point."""
+    import subprocess
+    import sys
+
+    root, docs = task_dir
+    selector_dir = build_tspo_layout(tmp_path / "selector")
+    qwen = build_tiny_qwen2_5_vl(tmp_path / "qwen")
+    model_args = ",".join([
+        "inner=qwen2_5_vl", f"selector={selector_dir}", f"num_frames={K}", "method=agent:top-k",
+        f"store={tmp_path / 'store'}", f"clips={tmp_path / 'clips'}", f"selections={tmp_path / 'sel.jsonl'}",
+        f"inner_pretrained={qwen}", "inner_device=cpu", "inner_device_map=cpu", f"inner_max_num_frames={K}"])
+    env = {**os.environ, "FORCE_QWENVL_VIDEO_READER": "decord"}
+    done = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "tspo_select", "--model_args", model_args,
+                           "--tasks", "tspo_tiny", "--include_path", str(root / "task"), "--output_path",
+                           str(tmp_path / "out"), "--batch_size", "1", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (results,) = (tmp_path / "out").rglob("*_results.json")
+    accuracy = json.loads(results.read_text())["results"]["tspo_tiny"]["accuracy,none"]
+    assert 0.0 <= accuracy <= 1.0
+    selections = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    assert sorted(s["doc_id"] for s in selections) == [0, 1, 2]
+    assert all(len(s["frame_indices"]) == K for s in selections)

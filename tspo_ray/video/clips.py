@@ -1,0 +1,65 @@
+"""A video clip of chosen frames only, each at its own time: how a selection reaches a model that takes a video file.
+
+The clip holds exactly the k frames given, in order, with presentation times equal to their timestamps in the source
+video (variable frame rate), so a reader that takes every frame of it gets the selected frames, and one that reads
+times gets theirs. Written under a temporary name and renamed into place: a reader never sees half a clip.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tspo_ray.video import frames as video_io
+
+#: presentation times in milliseconds
+TIME_BASE = Fraction(1, 1000)
+
+
+def write_selection_clip(video: str | Path, frame_indices: Sequence[int], timestamps_s: Sequence[float],
+                         out: str | Path, codec: str = "mpeg4", quality: int = 2) -> Path:
+    """Decode `frame_indices` of `video` at their native size and write them to `out` at `timestamps_s`."""
+    if len(frame_indices) != len(timestamps_s) or not len(frame_indices):
+        raise ValueError(f"{video}: {len(frame_indices)} frames and {len(timestamps_s)} timestamps for a clip")
+    order = np.argsort(np.asarray(timestamps_s, dtype=np.float64), kind="stable")
+    frames = video_io.read_frames(video, [int(frame_indices[i]) for i in order])
+    times = [float(timestamps_s[i]) for i in order]
+    return write_frames_clip(frames, times, out, codec, quality)
+
+
+def write_frames_clip(frames: np.ndarray, timestamps_s: Sequence[float], out: str | Path, codec: str = "mpeg4",
+                      quality: int = 2) -> Path:
+    """frames uint8 [k, H, W, 3] at strictly increasing timestamps_s (rounded to the millisecond) -> an mp4."""
+    import av
+
+    pts = [round(t / float(TIME_BASE)) for t in timestamps_s]
+    if any(b <= a for a, b in zip(pts, pts[1:])):
+        raise ValueError(f"clip timestamps must increase by at least 1 ms, got {list(timestamps_s)}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".mp4")
+    os.close(fd)
+    height, width = (frames.shape[1] // 2) * 2, (frames.shape[2] // 2) * 2  # yuv420p needs even sides
+    try:
+        with av.open(tmp, mode="w", format="mp4") as container:
+            stream = container.add_stream(codec, rate=1000)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.time_base = TIME_BASE
+            stream.options = {"qscale": str(quality)}
+            for frame, t in zip(frames, pts):
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
+                vf.pts, vf.time_base = t, TIME_BASE
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
