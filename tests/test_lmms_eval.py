@@ -152,3 +152,18 @@ def test_the_lmms_eval_command_line_finds_tspo_select_and_writes_the_accuracy(ta
     selections = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
     assert sorted(s["doc_id"] for s in selections) == [0, 1, 2]
     assert all(len(s["frame_indices"]) == K for s in selections)
+
+
+def test_a_missing_video_names_the_document_and_the_reason(tmp_path):
+    from lmms_eval.api.instance import Instance
+    from lmms_eval.models import get_model
+
+    model = get_model("tspo_select")(inner="qwen2_5_vl", selector=str(build_tspo_layout(tmp_path / "selector")),
+                                     num_frames=K, store=str(tmp_path / "store"), clips=str(tmp_path / "clips"),
+                                     inner_pretrained=str(build_tiny_qwen2_5_vl(tmp_path / "qwen")),
+                                     inner_device="cpu", inner_device_map="cpu")
+    model.task_dict = {"t": {"test": [{"video": str(tmp_path / "gone.mp4"), "question": "What?"}]}}
+    request = Instance("generate_until", ("What?", {}, lambda d: [d["video"]], 0, "t", "test"), 0,
+                       {"task": "t", "doc_id": 0, "repeats": 1})
+    with pytest.raises(ValueError, match=r"tspo_select: t document 0: .*gone\.mp4"):
+        model.generate_until([request])

@@ -33,6 +33,7 @@ from lmms_eval.models.registry_v2 import ModelManifest
 from tspo_ray.selector import KeyframeSelector
 from tspo_ray.video.clips import write_selection_clip
 from tspo_ray.video.features import FeatureSpec, FeatureStore, compute_video_features
+from tspo_ray.video.info import VideoError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -105,7 +106,10 @@ class TSPOSelect(lmms):
                              f"of exactly one")
         question = question_of(doc, context, self.question_field)
         name = hashlib.sha1(f"{task}|{split}|{doc_id}|{videos[0]}|{question}".encode()).hexdigest()[:16]
-        record = self.select(videos[0], question, name)
+        try:
+            record = self.select(videos[0], question, name)
+        except (VideoError, OSError) as exc:  # one line naming the document and the reason, not a decoder trace
+            raise ValueError(f"tspo_select: {task} document {doc_id}: {videos[0]}: {exc}") from None
         if self.selections is not None:
             self.selections.parent.mkdir(parents=True, exist_ok=True)
             with self.selections.open("a") as f:
