@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,16 @@ def test_answers_in_order_spread_over_actors_and_a_killed_actor_replaced(local_r
     assert sorted((tmp_path / "answered.txt").read_text().split()) == sorted(r.key for r in reqs)
     assert [s["requests"] for s in pool.stats()] == [4, 3]
 
-    local_ray.kill(pool.actors[0])
+    killed = pool.actors[0]
+    local_ray.kill(killed)
+    deadline = time.monotonic() + 60  # ray.kill returns before the actor is gone: a call may still get through
+    while True:
+        try:
+            local_ray.get(killed.pid.remote(), timeout=10)
+        except local_ray.exceptions.RayActorError:
+            break
+        assert time.monotonic() < deadline, "the killed actor still answers after 60 s"
+        time.sleep(0.1)
     answers = pool.answer(requests(3))
     assert pool.restarts == 1 and [a.key for a in answers] == ["q#0", "q#1", "q#2"]
     pool.shutdown()
