@@ -35,6 +35,7 @@ def parse_args(argv=None):
                     help="decode videos that failed before again (by default their recorded reason stands)")
     ap.add_argument("overrides", nargs="*", help="config overrides anywhere on the line, e.g. train.steps=20 grpo.lr=1e-3")
     args = parse_job_args(ap, argv)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # for the --resume hint
     if args.retry_failed:
         args.overrides.append("features.retry_failed=true")
     return args
@@ -130,15 +131,42 @@ def run_job(cfg: Config, args, tracker) -> int:
     if loaded is None:
         return 1
     items, val_items = loaded
+    stopped: tuple = ()  # the Ray path's "a process died more often than allowed"
     if args.local:
         from tspo_ray.training.trainer import train_single_process as train
     else:
+        from tspo_ray.distributed.training import TrainingStopped
         from tspo_ray.distributed.training import train_distributed as train
-    train(cfg, items, tracker, resume=args.resume, stop_after=args.stop_after, val_items=val_items)
+
+        stopped = (TrainingStopped,)
+    try:
+        train(cfg, items, tracker, resume=args.resume, stop_after=args.stop_after, val_items=val_items)
+    except stopped as exc:
+        print(stopped_line(cfg, args, exc), file=sys.stderr)
+        return 1
     if args.stop_after:
         print(f"stopped after step {args.stop_after} as asked")
         return 0
     return evaluate_and_report(cfg, args, tracker, time.time() - t0)
+
+
+def stopped_line(cfg: Config, args, exc: Exception) -> str:
+    """The one line a stopped run ends with: what died and how often, the newest checkpoint, the --resume command.
+    A Ray this job started is shut down first, so that no log line of its processes comes after it."""
+    import shlex
+
+    from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint
+
+    if args.owns_ray:
+        import ray
+
+        ray.shutdown()
+    newest = latest_checkpoint(Path(cfg.train.output_dir) / "checkpoints")
+    where = "no checkpoint yet"
+    if newest is not None and newest.exists():
+        where = f"newest checkpoint {newest} (step {load_checkpoint(newest)['step']})"
+    again = [a for a in args.command_line if a != "--resume"]
+    return f"error: {exc}; {where}; resume with: python jobs/train.py --resume {shlex.join(again)}".rstrip()
 
 
 def raise_interrupt(signum, frame):
@@ -157,10 +185,15 @@ def main(argv=None) -> int:
         return 2
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    args.owns_ray = False
     if not args.local:
         import os
 
+        import ray
+
         from tspo_ray.distributed import init_ray
+
+        args.owns_ray = not ray.is_initialized()
 
         # A local Ray on a small machine: the actors are light, so offer at least 4 logical CPUs
         # (the learner, two answerers, the coordinator and the feature workers all fit). Ignored for a cluster.

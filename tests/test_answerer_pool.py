@@ -30,6 +30,12 @@ class EchoAnswerer:
 
     def __init__(self, workdir: str, die_on: str | None = None, die_always: bool = False):
         self.workdir, self.die_on, self.die_always = Path(workdir), die_on, die_always
+        try:  # an actor that fails to start (once per marker): e.g. its engine finds no free GPU memory
+            (self.workdir / "fail-next-start").unlink()
+        except FileNotFoundError:
+            pass
+        else:
+            raise RuntimeError("engine did not start")
         self.stats = {"generate_calls": 0, "requests": 0}
 
     def answer(self, requests):
@@ -72,6 +78,21 @@ def make_pool(workdir, num_actors=2, max_restarts=2, **answerer_kwargs):
                              actor_options={"num_cpus": 0.5}, max_restarts=max_restarts)
 
 
+def kill_and_wait(ray, actor) -> None:
+    """ray.kill returns before the actor is gone (a call sent right after may still be answered): wait until a
+    call to it fails, so that the pool's next call meets a dead actor."""
+    from ray.exceptions import RayActorError
+
+    ray.kill(actor)
+    for _ in range(600):
+        try:
+            ray.get(actor.pid.remote(), timeout=30)
+        except RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers")
+
+
 def test_answers_in_order_spread_over_actors_and_a_killed_actor_replaced(local_ray, tmp_path):
     pool = make_pool(tmp_path)
     reqs = requests(7)
@@ -82,18 +103,33 @@ def test_answers_in_order_spread_over_actors_and_a_killed_actor_replaced(local_r
     assert sorted((tmp_path / "answered.txt").read_text().split()) == sorted(r.key for r in reqs)
     assert [s["requests"] for s in pool.stats()] == [4, 3]
 
-    killed = pool.actors[0]
-    local_ray.kill(killed)
-    deadline = time.monotonic() + 60  # ray.kill returns before the actor is gone: a call may still get through
-    while True:
-        try:
-            local_ray.get(killed.pid.remote(), timeout=10)
-        except local_ray.exceptions.RayActorError:
-            break
-        assert time.monotonic() < deadline, "the killed actor still answers after 60 s"
-        time.sleep(0.1)
-    answers = pool.answer(requests(3))
+    kill_and_wait(local_ray, pool.actors[0])
+    answers = pool.answer(requests(3))  # chunks q#0-1 (actor 0, dead) and q#2 (actor 1)
     assert pool.restarts == 1 and [a.key for a in answers] == ["q#0", "q#1", "q#2"]
+    pool.shutdown()
+
+
+def test_every_actor_killed_at_once_is_replaced_and_every_key_answered_once(local_ray, tmp_path):
+    pool = make_pool(tmp_path)
+    old = local_ray.get([a.pid.remote() for a in pool.actors])
+    for actor in list(pool.actors):
+        kill_and_wait(local_ray, actor)
+    answers = pool.answer(requests(6))
+    assert pool.restarts == 2 and [a.key for a in answers] == [f"q#{i}" for i in range(6)]
+    assert not set(local_ray.get([a.pid.remote() for a in pool.actors])) & set(old)
+    assert sorted((tmp_path / "answered.txt").read_text().split()) == sorted(f"q#{i}" for i in range(6))
+    pool.shutdown()
+
+
+def test_a_replacement_that_fails_to_start_is_replaced_again(local_ray, tmp_path):
+    pool = make_pool(tmp_path, max_restarts=2)
+    local_ray.get([a.pid.remote() for a in pool.actors])  # both started before the next start is made to fail
+    (tmp_path / "fail-next-start").touch()
+    kill_and_wait(local_ray, pool.actors[0])
+    answers = pool.answer(requests(4))  # actor 0 dead; its replacement fails to start; the next one answers
+    assert not (tmp_path / "fail-next-start").exists()  # the failed start happened
+    assert pool.restarts == 2 and [a.key for a in answers] == [f"q#{i}" for i in range(4)]
+    assert sorted((tmp_path / "answered.txt").read_text().split()) == sorted(f"q#{i}" for i in range(4))
     pool.shutdown()
 
 
@@ -112,9 +148,14 @@ def test_engine_death_makes_the_actor_exit_and_its_chunk_go_to_a_replacement(loc
 
 
 def test_gives_up_after_max_restarts(local_ray, tmp_path):
+    from tspo_ray.answerers.errors import AnswerersGaveUp
+
     pool = make_pool(tmp_path, num_actors=1, max_restarts=1, die_on="q#0", die_always=True)
-    with pytest.raises(RuntimeError, match="answerer actors died 2 times; giving up"):
+    with pytest.raises(AnswerersGaveUp, match=r"answerer actors died 2 times; giving up \(max_restarts 1\)"):
         pool.answer(requests(2))
+    with pytest.raises(AnswerersGaveUp):  # and stays given up, without starting more actors
+        pool.answer(requests(1))
+    assert pool.restarts == 2
     pool.shutdown()
 
 

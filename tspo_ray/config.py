@@ -184,6 +184,10 @@ class TrainConfig:
     eval_selector: str = "agent:top-k"
     # Checkpoints kept in the run's folder: the newest N, plus the best on validation (train.eval_every).
     keep_checkpoints: int = 3
+    # Restarts allowed to the Ray Train learner worker and to the rollout coordinator actor, each continuing the run.
+    max_failures: int = 3
+    # Replacements allowed to the answerer actors of one rollout coordinator (a replacement that fails counts too).
+    answerer_max_restarts: int = 10
     # Where checkpoints, results and plots go.
     output_dir: str = "outputs/run"
 
@@ -400,6 +404,9 @@ def validate(cfg: Config) -> Config:
     _check(eval_scorer == "agent" and eval_method is not None, "train.eval_selector",
            f"must be agent:METHOD (e.g. agent:events), got {cfg.train.eval_selector!r}")
     _check(cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+    _check(cfg.train.max_failures >= 0, "train.max_failures", f"must be >= 0, got {cfg.train.max_failures}")
+    _check(cfg.train.answerer_max_restarts >= 0, "train.answerer_max_restarts",
+           f"must be >= 0, got {cfg.train.answerer_max_restarts}")
     h = cfg.haystack
     _check(0 <= h.probability <= 1, "haystack.probability", f"must be in [0, 1], got {h.probability}")
     _check(h.chunk_frames >= 1, "haystack.chunk_frames", f"must be >= 1, got {h.chunk_frames}")

@@ -12,3 +12,7 @@ class AnswererDied(RuntimeError):
 
 class EngineStartError(RuntimeError):
     """The model engine did not start with the configured limits; the message says which setting to change."""
+
+
+class AnswerersGaveUp(RuntimeError):
+    """The answerer actors died more often than the pool's max_restarts allows; the message says how often."""

@@ -17,7 +17,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from tspo_ray.answerers.base import Answer, AnswerRequest
-from tspo_ray.answerers.errors import AnswererDied
+from tspo_ray.answerers.errors import AnswererDied, AnswerersGaveUp
 from tspo_ray.answerers.inputs import dedupe
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class AnswererActorPool:
         self.factory, self.max_restarts, self.max_per_call = factory, max_restarts, max_requests_per_call
         self.actors = [self._remote.remote(factory) for _ in range(num_actors)]
         self.restarts = 0
+        self.gave_up: str | None = None  # why the pool stopped replacing actors, once it has
         self._replacing = threading.Lock()  # the rollout coordinator calls the pool from several threads
 
     @classmethod
@@ -89,13 +90,19 @@ class AnswererActorPool:
         return ray.get([a.stats.remote() for a in self.actors])
 
     def _replace(self, slot: int, dead: Any, error: BaseException) -> None:
+        """Start a fresh actor in `slot` in place of `dead`; an actor that fails to start is replaced the same way
+        (its calls fail like a dead actor's), and every replacement counts against max_restarts."""
         with self._replacing:
+            if self.gave_up:
+                raise AnswerersGaveUp(self.gave_up)
             if self.actors[slot] is not dead:  # another caller saw the same death and replaced it already
                 return
             self.restarts += 1
             if self.restarts > self.max_restarts:
-                raise RuntimeError(
-                    f"answerer actors died {self.restarts} times; giving up. Last error: {error}") from error
+                last = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                self.gave_up = (f"answerer actors died {self.restarts} times; giving up (max_restarts "
+                                f"{self.max_restarts}). Last error: {type(error).__name__}: {last}")
+                raise AnswerersGaveUp(self.gave_up) from error
             log.warning("answerer actor %d died (%s); starting a replacement", slot, type(error).__name__)
             try:
                 ray.kill(dead)
@@ -118,6 +125,8 @@ class AnswererActorPool:
 
         slots[i] pins chunk i to actor slots[i] % N (e.g. by video, so each actor's frame cache holds its own
         videos); unpinned chunks go to whichever actor is idle."""
+        if self.gave_up:
+            raise AnswerersGaveUp(self.gave_up)
         results: dict[str, Answer] = {}
         pins = [None if slots is None else slots[i] % len(self.actors) for i in range(len(chunks))]
         queue = [(chunk, pin) for chunk, pin in zip(chunks, pins) if chunk]

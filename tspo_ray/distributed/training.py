@@ -72,6 +72,13 @@ class RolloutCoordinator:
         agent.load_state_dict(weights)
         return validation_accuracy(self.val_items, agent, k, self.pool, self.cfg.train.eval_selector)
 
+    def ping(self) -> bool:
+        return True
+
+    def failure(self) -> str | None:
+        """Why this coordinator cannot roll out any more (its answerer actors gave up), or None."""
+        return self.pool.gave_up
+
     def kill_answerer(self, slot: int = 0) -> int:
         """Kill one answerer actor (used by fault-tolerance tests); the pool replaces it on its next use."""
         ray.kill(self.pool.actors[slot])
@@ -91,18 +98,123 @@ def learner_device(cfg: Config) -> torch.device:
     return device
 
 
+class LearnerStopped(Exception):
+    """The learner cannot go on, for a reason a restart of the learner does not mend: the rollout coordinator is
+    gone for good, or its answerer actors gave up. The learner returns; the driver says why (train_distributed)."""
+
+
+class RolloutPipeline:
+    """The learner's side of the rollouts: the batches in flight (up to max_lag + 1), their weights in the object
+    store (one copy per version), and their re-submission when the rollout coordinator restarts.
+
+    A batch is a function of (seed, batch index) and the weights of its version, all held by the LearnerState (and
+    so by its checkpoint): a restarted coordinator, which holds no state, is sent the batches it owed again and
+    samples them exactly; results of the dead calls never arrive, so no group is lost or learned twice."""
+
+    def __init__(self, state: LearnerState, coordinator, cfg: Config):
+        self.state, self.coordinator, self.cfg = state, coordinator, cfg
+        self.in_flight: collections.deque = collections.deque()  # (batch index, future)
+        self.weight_refs: dict[int, Any] = {}
+        self.next_batch = state.step
+        self.coordinator_restarts = 0
+
+    def _weights_ref(self, version: int):
+        if version not in self.weight_refs:
+            self.weight_refs[version] = ray.put(self.state.weights_of(version))  # the coordinator samples on CPU
+        return self.weight_refs[version]
+
+    def _submit(self, batch: int):
+        s = self.state
+        version = s.sampling_version(batch)
+        return self.coordinator.rollout.remote(s.positions(batch), version, self._weights_ref(version),
+                                               s.tau_at(batch), s.sampling_seed(batch))
+
+    def next_rollout(self) -> tuple[int, dict, float]:
+        """Top up the pipeline (batches up to step + max_lag, each with the version the schedule names), then the
+        rollout of batch `step`: (batch index, the coordinator's output, seconds waited)."""
+        while self.next_batch < self.cfg.train.steps and self.next_batch <= self.state.step + self.cfg.train.max_lag:
+            self.in_flight.append((self.next_batch, self._submit(self.next_batch)))
+            self.next_batch += 1
+        t0 = time.perf_counter()
+        while True:
+            batch, future = self.in_flight[0]
+            try:
+                out = self.call(lambda: ray.get(future))
+                break
+            except CoordinatorRestarted:
+                self.in_flight = collections.deque((b, self._submit(b)) for b, _ in self.in_flight)
+        self.in_flight.popleft()
+        # batches in flight hold their own reference; only versions not yet sampled from are kept here
+        keep_from = self.state.sampling_version(self.next_batch)
+        self.weight_refs = {v: r for v, r in self.weight_refs.items() if v >= keep_from}
+        return batch, out, time.perf_counter() - t0
+
+    def call(self, get):
+        """get() (a ray.get on the coordinator); CoordinatorRestarted once Ray restarted a dead coordinator,
+        LearnerStopped when it will not come back or its answerers gave up."""
+        from ray.exceptions import RayActorError
+
+        from tspo_ray.answerers.errors import AnswerersGaveUp
+
+        try:
+            return get()
+        except AnswerersGaveUp as exc:  # raised in the coordinator, re-raised here as RayTaskError(AnswerersGaveUp)
+            raise LearnerStopped(str(exc).strip().splitlines()[-1]) from exc
+        except RayActorError:
+            self.await_coordinator()
+            self.coordinator_restarts += 1
+            print(f"rollout coordinator died; restarted, re-sending batches {[b for b, _ in self.in_flight]}",
+                  file=sys.__stdout__, flush=True)
+            raise CoordinatorRestarted() from None
+
+    def await_coordinator(self, timeout_s: float = 600.0) -> None:
+        """Wait until Ray has restarted the coordinator (calls meanwhile say it is unavailable); LearnerStopped when
+        it is dead for good (past its max_restarts)."""
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.coordinator.ping.remote(), timeout=60)
+                return
+            except ActorDiedError as exc:
+                raise LearnerStopped("the rollout coordinator is dead for good") from exc
+            except (ActorUnavailableError, GetTimeoutError):
+                time.sleep(0.5)
+        raise LearnerStopped(f"the rollout coordinator did not come back within {timeout_s:.0f} s")
+
+
+class CoordinatorRestarted(Exception):
+    """The coordinator died and Ray restarted it: the calls in flight are lost and must be sent again."""
+
+
+def checkpoint_mark(ckpt_dir: Path) -> tuple[str, int] | None:
+    """The newest checkpoint's path and modification time: a restarted learner tells by it whether this run wrote a
+    checkpoint since it started (a fresh run must not continue a previous run's leftovers)."""
+    path = latest_checkpoint(ckpt_dir)
+    if path is None or not path.exists():
+        return None
+    return str(path), path.stat().st_mtime_ns
+
+
 def learner_loop(config: dict[str, Any]) -> None:
-    """Ray Train's train_loop_per_worker: the TSPO learner, driving the rollout pipeline."""
+    """Ray Train's train_loop_per_worker: the TSPO learner, driving the rollout pipeline.
+
+    Ray Train starts it again in a fresh worker when the worker dies (train.max_failures); the new one continues
+    from the newest checkpoint this run wrote, or from where the run started."""
     import ray.train
 
     cfg = validate(_build(Config, config["cfg"], ""))
-    coordinator = config["coordinator"]
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     stop_after = config.get("stop_after_steps")  # simulates an interruption in tests
 
     state = LearnerState(cfg, config["dim"], config["num_items"], learner_device(cfg))
-    if config.get("resume") and latest_checkpoint(ckpt_dir) is not None:
+    written_since_start = checkpoint_mark(ckpt_dir) != config.get("start_mark")
+    if (config.get("resume") or written_since_start) and latest_checkpoint(ckpt_dir) is not None:
         state.load(ckpt_dir)
+        if written_since_start:
+            print(f"learner restarted: continuing from the checkpoint of step {state.step}", file=sys.__stdout__,
+                  flush=True)
     start = state.step
     tracker = None
     if config.get("mlflow_run_id"):
@@ -116,66 +228,73 @@ def learner_loop(config: dict[str, Any]) -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # that module names its logger by file
     progress_every = max(1, cfg.train.steps // 30)
     t_start = time.perf_counter()
+    pipeline = RolloutPipeline(state, config["coordinator"], cfg)
 
     def validate_remotely() -> dict:
-        return ray.get(coordinator.validate.remote(state.weights_of(state.step), cfg.eval.num_frames))
+        weights = state.weights_of(state.step)
+        while True:
+            try:
+                return pipeline.call(lambda: ray.get(pipeline.coordinator.validate.remote(weights, cfg.eval.num_frames)))
+            except CoordinatorRestarted:
+                continue
 
     validate_fn = validate_remotely if config.get("has_val_items") else None
-    in_flight: collections.deque = collections.deque()
-    weight_refs: dict[int, Any] = {}  # one object-store copy per version, shared by the batches sampled with it
-    next_batch = state.step
-    while state.step < cfg.train.steps:
-        # Top up the pipeline: batches up to step + max_lag, each with the version the schedule names.
-        while next_batch < cfg.train.steps and next_batch <= state.step + cfg.train.max_lag:
-            version = state.sampling_version(next_batch)
-            if version not in weight_refs:
-                weight_refs[version] = ray.put(state.weights_of(version))  # the coordinator samples on CPU
-            fut = coordinator.rollout.remote(state.positions(next_batch), version, weight_refs[version],
-                                             state.tau_at(next_batch), state.sampling_seed(next_batch))
-            in_flight.append((next_batch, fut))
-            next_batch += 1
-        batch_index, fut = in_flight.popleft()
-        t_wait = time.perf_counter()
-        out = ray.get(fut)
-        waited = time.perf_counter() - t_wait
-        t0 = time.perf_counter()
-        metrics = state.update(out["items"], out["groups"])
-        learn_s = time.perf_counter() - t0
-        # batches in flight hold their own reference; only versions not yet sampled from are kept here
-        weight_refs = {v: r for v, r in weight_refs.items() if v >= state.sampling_version(next_batch)}
-        n = len(out["groups"])
-        metrics.update(
-            rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
-            learner_wait_s=waited, answerer_restarts=float(out["pool_restarts"]), step=float(state.step),
-            batch_index=float(batch_index),
-            # where a step's time goes; sampling and answering overlap the learner's update of the batch before
-            time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
-            time_wait_s=waited,
-        )
-        metrics.update(state.checkpoint_after_step(ckpt_dir, validate_fn))
-        if tracker:
-            tracker.log_metrics(metrics, state.step)
-        if state.step == cfg.train.steps or (stop_after is not None and state.step >= stop_after):
-            # once, at the end: a report is a round trip through Ray Train's controller (about 1.6 s each on the
-            # 2-core machine, which at every 3rd step had cost the loop half its speed); metrics go to MLflow
-            ray.train.report({k: float(v) for k, v in metrics.items()})
-        if state.step % progress_every == 0 or state.step == cfg.train.steps:
-            # to the process's own stdout: Ray Train wraps sys.stdout in the worker and echoes it, so a plain
-            # print reached the driver twice
-            print(f"step {state.step}/{cfg.train.steps}  reward {metrics['reward']:.3f}  "
-                  f"accuracy {metrics['accuracy']:.3f}  R_T {metrics['r_temporal']:.3f}  tau {metrics['tau']:.3f}  "
-                  f"zero-var {metrics['zero_variance_fraction']:.2f}  staleness {metrics['staleness']:.1f}  "
-                  f"{(state.step - start) / (time.perf_counter() - t_start):.2f} steps/s",
-                  file=sys.__stdout__, flush=True)
-        if stop_after is not None and state.step >= stop_after:
-            break
+    try:
+        while state.step < cfg.train.steps:
+            batch_index, out, waited = pipeline.next_rollout()
+            t0 = time.perf_counter()
+            metrics = state.update(out["items"], out["groups"])
+            learn_s = time.perf_counter() - t0
+            n = len(out["groups"])
+            metrics.update(
+                rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
+                learner_wait_s=waited, answerer_restarts=float(out["pool_restarts"]), step=float(state.step),
+                batch_index=float(batch_index), coordinator_restarts=float(pipeline.coordinator_restarts),
+                # where a step's time goes; sampling and answering overlap the learner's update of the batch before
+                time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
+                time_wait_s=waited,
+            )
+            metrics.update(state.checkpoint_after_step(ckpt_dir, validate_fn))
+            if tracker:
+                tracker.log_metrics(metrics, state.step)
+            if state.step == cfg.train.steps or (stop_after is not None and state.step >= stop_after):
+                # once, at the end: a report is a round trip through Ray Train's controller (about 1.6 s each on
+                # the 2-core machine, which at every 3rd step had cost the loop half its speed); metrics go to MLflow
+                ray.train.report({k: float(v) for k, v in metrics.items()})
+            if state.step % progress_every == 0 or state.step == cfg.train.steps:
+                print_progress(state, metrics, start, t_start)
+            if stop_after is not None and state.step >= stop_after:
+                break
+    except LearnerStopped as exc:
+        # not raised: Ray Train would start the learner again, to meet the same dead end
+        print(f"learner stopped at step {state.step}: {exc}", file=sys.__stdout__, flush=True)
+
+
+def print_progress(state: LearnerState, metrics: dict, start: int, t_start: float) -> None:
+    """One short progress line, to the process's own stdout: Ray Train wraps sys.stdout in the worker and echoes
+    it, so a plain print reached the driver twice."""
+    steps = state.cfg.train.steps
+    print(f"step {state.step}/{steps}  reward {metrics['reward']:.3f}  "
+          f"accuracy {metrics['accuracy']:.3f}  R_T {metrics['r_temporal']:.3f}  tau {metrics['tau']:.3f}  "
+          f"zero-var {metrics['zero_variance_fraction']:.2f}  staleness {metrics['staleness']:.1f}  "
+          f"{(state.step - start) / (time.perf_counter() - t_start):.2f} steps/s",
+          file=sys.__stdout__, flush=True)
+
+
+class TrainingStopped(RuntimeError):
+    """A run that stopped short of train.steps because a process died more often than allowed; the message says
+    which and how often (jobs/train.py adds the newest checkpoint and the --resume command)."""
 
 
 def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, resume: bool = False,
                       stop_after: int | None = None, val_items: Sequence[FeatureItem] = ()) -> None:
     """The whole run on Ray (connected by the caller): the rollout coordinator with its answerer pool, and the Ray
-    Train learner, which checkpoints into train.output_dir/checkpoints (resumed from with `resume`)."""
-    from ray.train import RunConfig, ScalingConfig
+    Train learner, which checkpoints into train.output_dir/checkpoints (resumed from with `resume`).
+
+    A dead learner worker is started again by Ray Train and a dead coordinator by Ray, up to train.max_failures
+    times each, and answerer actors are replaced up to train.answerer_max_restarts times; the run continues from
+    the learner's checkpoint to the weights of an uninterrupted run. Past a limit: TrainingStopped."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     from tspo_ray.answerers import AnswererFactory, settings_for
@@ -187,18 +306,55 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
     actor = answerer_actor_options(cfg)
     pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
                    "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
-                   "resources": actor.get("resources")}
-    coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2)(RolloutCoordinator).remote(
+                   "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts}
+    # max_task_retries=0: the learner itself sends a restarted coordinator the batches it owed (RolloutPipeline)
+    coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2, max_restarts=cfg.train.max_failures,
+                             max_task_retries=0)(RolloutCoordinator).remote(
         items, agent_config, pool_kwargs, cfg.to_dict(), val_items)
+    ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
-                   "resume": resume, "stop_after_steps": stop_after, "has_val_items": bool(val_items)}
+                   "resume": resume, "stop_after_steps": stop_after, "has_val_items": bool(val_items),
+                   "start_mark": checkpoint_mark(ckpt_dir)}
     if tracker:
         loop_config.update(mlflow_run_id=tracker.run_id, mlflow_tracking_uri=tracker.tracking_uri)
     trainer = TorchTrainer(
         learner_loop, train_loop_config=loop_config, scaling_config=ScalingConfig(**learner_scaling(cfg)),
-        run_config=RunConfig(name="learner", storage_path=str((Path(cfg.train.output_dir) / "ray_train").resolve())),
+        run_config=RunConfig(name="learner", storage_path=str((Path(cfg.train.output_dir) / "ray_train").resolve()),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
     )
     try:
-        trainer.fit()
+        try:
+            trainer.fit()
+        except TrainingFailedError as exc:
+            raise TrainingStopped(f"the Ray Train learner worker failed {cfg.train.max_failures + 1} times "
+                                  f"(train.max_failures={cfg.train.max_failures}); last: {last_worker_error(exc)}"
+                                  ) from None
+        why = coordinator_failure(coordinator, cfg)
+        if why:
+            raise TrainingStopped(why)
     finally:
         ray.kill(coordinator)
+
+
+def coordinator_failure(coordinator, cfg: Config) -> str | None:
+    """After the learner returned: why the run cannot go on (the coordinator dead for good, or its answerers gave
+    up), or None."""
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    try:
+        why = ray.get(coordinator.failure.remote(), timeout=120)
+    except ActorDiedError:
+        return (f"the rollout coordinator actor died {cfg.train.max_failures + 1} times "
+                f"(train.max_failures={cfg.train.max_failures})")
+    except RayActorError:  # restarting again after the learner gave up on it: the learner said why on stdout
+        return "the rollout coordinator actor was unavailable when the learner needed it"
+    return f"{why} (train.answerer_max_restarts={cfg.train.answerer_max_restarts})" if why else None
+
+
+def last_worker_error(exc: BaseException) -> str:
+    """One line naming the learner's last error: the worker's own exception, or the reason its process died."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    error = next(iter(failures.values()), exc)
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    text = next((ln for ln in lines if "died" in ln or "Error" in ln or "killed" in ln), lines[0] if lines else "")
+    return f"{type(error).__name__}: {text[:200]}"

@@ -1,0 +1,106 @@
+"""A training job on a real local Ray outlives the SIGKILL of any one of its processes: the Ray Train learner worker,
+the rollout coordinator, one answerer actor, every answerer actor at once, and the driver (followed by --resume);
+each run ends with the weights of an uninterrupted run. Past a restart limit the job stops with one line that says
+what died, how often, the newest checkpoint and the --resume command."""
+from __future__ import annotations
+
+import pytest
+
+from tspo_ray.checkpoint import load_checkpoint
+from tspo_ray.distributed.chaos import kill_at_step
+
+STEPS = 5
+KILL_AT = 2  # once the checkpoint of this step is written
+
+
+def opts(world, clip, out, store, extra=()):
+    from test_train_job import job_overrides
+
+    return job_overrides(world, clip, out, steps=STEPS, store=store,
+                         extra=["eval.selectors=[agent]", "train.max_lag=1", *extra])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("chaos_store")  # one feature store for every run here
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_world, tiny_hf_clip, store):
+    """The uninterrupted run (the single-process loop, which trains the Ray path's weights)."""
+    from train import main
+
+    out = store / "reference"
+    assert main(opts(tiny_world, tiny_hf_clip, out, store) + ["--local", "--stop-after", str(STEPS)]) == 0
+    return load_checkpoint(out / "run" / "checkpoints")
+
+
+def assert_uninterrupted(out, reference):
+    import torch
+
+    final = load_checkpoint(out / "run" / "checkpoints")
+    assert final["step"] == STEPS and final["history"] == reference["history"]
+    for name, value in reference["agent"].items():
+        torch.testing.assert_close(final["agent"][name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def mlflow_runs(out):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    return client, client.search_runs([client.get_experiment_by_name("tspo-ray").experiment_id])
+
+
+def run_with_kill(ray_local, world, clip, out, store, kind, how_many=1, extra=()):
+    from train import main
+
+    killer = kill_at_step(out / "run" / "checkpoints", KILL_AT, kind, how_many)
+    try:
+        code = main(opts(world, clip, out, store, extra) + ["--stop-after", str(STEPS)])
+    finally:
+        killer.stop()
+    assert killer.killed, f"no {kind} process was killed"
+    return code
+
+
+def test_killed_learner_worker_is_restarted_and_continues_the_same_run(ray_local, tiny_world, tiny_hf_clip,
+                                                                        store, reference, tmp_path):
+    assert run_with_kill(ray_local, tiny_world, tiny_hf_clip, tmp_path, store, "learner") == 0
+    assert_uninterrupted(tmp_path, reference)
+    client, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 1  # the restarted worker logged into the same MLflow run
+    assert {m.step for m in client.get_metric_history(runs[0].info.run_id, "reward")} == set(range(1, STEPS + 1))
+
+
+def test_killed_feature_workers_lose_no_entry_and_duplicate_none(ray_local, tiny_world, tmp_path):
+    """Every Ray Data worker of the pipeline (decoder and encoder) SIGKILLed once the first entry is written: Ray
+    Data restarts them and retries their rows; the counts and the entries are an uninterrupted run's."""
+    from test_feature_pipeline import assert_same_entries
+
+    from tspo_ray.distributed.chaos import KillWhen, kill_processes
+    from tspo_ray.distributed.feature_pipeline import extract_with_ray
+    from tspo_ray.video.encoders import load_encoder
+    from tspo_ray.video.features import FeatureSpec, FeatureStore
+
+    videos = sorted(str(p) for p in (tiny_world / "videos").glob("*.mp4"))
+    spec_dict = {"backend": "embedded"}
+    spec = FeatureSpec(2.0, 64, 32, load_encoder(spec_dict).name)
+    kwargs = dict(num_workers=1, cpus_per_worker=0.5, decode_cpus=0.5, progress=False, chunk=16)
+    straight = FeatureStore(tmp_path / "straight")
+    expected = extract_with_ray(videos, spec_dict, spec, straight, **kwargs)
+    assert expected["encoded"] == len(videos)
+
+    store = FeatureStore(tmp_path / "killed")
+    written = lambda: len(list((store.root / "videos").glob("*.safetensors")))  # noqa: E731
+    at_kill = []
+    killer = KillWhen(lambda: written() >= 1, lambda: at_kill.append(written()) or kill_processes("feature_worker", None),
+                      poll_s=0.01)
+    killer.start()
+    try:
+        counts = extract_with_ray(videos, spec_dict, spec, store, **kwargs)
+    finally:
+        killer.stop()
+    assert killer.killed and at_kill[-1] < len(videos), f"killed {killer.killed} with {at_kill} entries written"
+    assert counts == expected
+    assert written() == len(videos) and not store.errors()
+    assert_same_entries(videos, spec, store, straight)
