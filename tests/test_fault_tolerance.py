@@ -9,7 +9,7 @@ import pytest
 from tspo_ray.checkpoint import load_checkpoint
 from tspo_ray.distributed.chaos import kill_at_step
 
-STEPS = 5
+STEPS = 4
 KILL_AT = 2  # once the checkpoint of this step is written
 
 
@@ -104,3 +104,58 @@ def test_killed_feature_workers_lose_no_entry_and_duplicate_none(ray_local, tiny
     assert counts == expected
     assert written() == len(videos) and not store.errors()
     assert_same_entries(videos, spec, store, straight)
+
+
+@pytest.mark.parametrize("kind,how_many", [("coordinator", 1), ("answerer", 1), ("answerer", None)],
+                         ids=["coordinator", "one_answerer", "all_answerers"])
+def test_killed_rollout_process_is_replaced_and_the_run_ends_with_the_uninterrupted_weights(
+        ray_local, tiny_world, tiny_hf_clip, store, reference, tmp_path, kind, how_many):
+    assert run_with_kill(ray_local, tiny_world, tiny_hf_clip, tmp_path, store, kind, how_many) == 0
+    assert_uninterrupted(tmp_path, reference)
+    client, runs = mlflow_runs(tmp_path)
+    metric = "coordinator_restarts" if kind == "coordinator" else "answerer_restarts"
+    assert max(m.value for m in client.get_metric_history(runs[0].info.run_id, metric)) >= 1  # it did die
+
+
+def test_killed_driver_then_resume_ends_with_the_uninterrupted_weights(ray_local, tiny_world, tiny_hf_clip, store,
+                                                                       reference, tmp_path):
+    """The driver process (jobs/train.py) SIGKILLed: nothing restarts it; `--resume` continues the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from train import main
+
+    from tspo_ray.distributed.chaos import KillWhen, checkpoint_step
+
+    job = [sys.executable, "jobs/train.py", *opts(tiny_world, tiny_hf_clip, tmp_path, store), "--stop-after",
+           str(STEPS)]
+    # its own session, so that the Ray it starts can be cleaned up after the kill
+    proc = subprocess.Popen(job, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = tmp_path / "run" / "checkpoints"
+    killer = KillWhen(lambda: checkpoint_step(ckpt) >= KILL_AT or proc.poll() is not None,
+                      lambda: [proc.pid] if proc.poll() is None and not os.kill(proc.pid, signal.SIGKILL) else [-1])
+    killer.run()  # in this thread: returns once it killed (or the job ended first)
+    proc.wait(timeout=60)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what the driver's local Ray left behind
+    except ProcessLookupError:
+        pass
+    assert killer.killed == [proc.pid] and proc.returncode == -signal.SIGKILL
+    assert KILL_AT <= checkpoint_step(ckpt) < STEPS
+    assert main(opts(tiny_world, tiny_hf_clip, tmp_path, store) + ["--resume", "--stop-after", str(STEPS)]) == 0
+    assert_uninterrupted(tmp_path, reference)
+    client, runs = mlflow_runs(tmp_path)
+    assert len(runs) == 1  # the resumed job continued the killed job's MLflow run
+
+
+def test_past_the_restart_limit_the_job_ends_with_one_line_saying_what_died(ray_local, tiny_world, tiny_hf_clip,
+                                                                            store, tmp_path, capsys):
+    code = run_with_kill(ray_local, tiny_world, tiny_hf_clip, tmp_path, store, "learner",
+                         extra=["train.max_failures=0"])
+    assert code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: the Ray Train learner worker died once (train.max_failures=0)"), last
+    assert f"newest checkpoint {tmp_path / 'run' / 'checkpoints'}" in last and "resume with: python jobs/train.py " \
+        "--resume " in last, last

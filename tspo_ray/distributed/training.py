@@ -307,10 +307,12 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
     pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
                    "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
                    "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts}
-    # max_task_retries=0: the learner itself sends a restarted coordinator the batches it owed (RolloutPipeline)
+    # max_task_retries=0: the learner itself sends a restarted coordinator the batches it owed (RolloutPipeline).
+    # The items go to the object store once, held here for the whole run, so that a restart finds them there.
+    item_refs = ray.put(list(items)), ray.put(list(val_items))
     coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2, max_restarts=cfg.train.max_failures,
                              max_task_retries=0)(RolloutCoordinator).remote(
-        items, agent_config, pool_kwargs, cfg.to_dict(), val_items)
+        item_refs[0], agent_config, pool_kwargs, cfg.to_dict(), item_refs[1])
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
                    "resume": resume, "stop_after_steps": stop_after, "has_val_items": bool(val_items),
@@ -326,9 +328,10 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
         try:
             trainer.fit()
         except TrainingFailedError as exc:
-            raise TrainingStopped(f"the Ray Train learner worker failed {cfg.train.max_failures + 1} times "
-                                  f"(train.max_failures={cfg.train.max_failures}); last: {last_worker_error(exc)}"
-                                  ) from None
+            last = last_worker_error(exc)
+            how = "died" if "died" in last or "ActorError" in last or "killed" in last else "failed"
+            raise TrainingStopped(f"the Ray Train learner worker {how} {times(cfg.train.max_failures + 1)} "
+                                  f"(train.max_failures={cfg.train.max_failures}); last: {last}") from None
         why = coordinator_failure(coordinator, cfg)
         if why:
             raise TrainingStopped(why)
@@ -344,11 +347,15 @@ def coordinator_failure(coordinator, cfg: Config) -> str | None:
     try:
         why = ray.get(coordinator.failure.remote(), timeout=120)
     except ActorDiedError:
-        return (f"the rollout coordinator actor died {cfg.train.max_failures + 1} times "
+        return (f"the rollout coordinator actor died {times(cfg.train.max_failures + 1)} "
                 f"(train.max_failures={cfg.train.max_failures})")
     except RayActorError:  # restarting again after the learner gave up on it: the learner said why on stdout
         return "the rollout coordinator actor was unavailable when the learner needed it"
     return f"{why} (train.answerer_max_restarts={cfg.train.answerer_max_restarts})" if why else None
+
+
+def times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 def last_worker_error(exc: BaseException) -> str:
