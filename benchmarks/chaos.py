@@ -147,8 +147,9 @@ def print_table(rows: list[dict]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         diff = "–" if r["max_weight_diff"] is None else f"{r['max_weight_diff']:.1e}"
-        print(f"| {r['kind']} | {r['killed']} | {r['kill_at_step'] or '–'} | {'yes' if r['finished_by_itself'] else 'no'}"
-              f" | {'yes' if r['finished'] else 'no'} | {'–' if r['steps_redone'] is None else r['steps_redone']} | "
+        yes = lambda flag: "yes" if flag else "no"  # noqa: E731
+        print(f"| {r['kind']} | {r['killed']} | {r['kill_at_step'] or '–'} | {yes(r['finished_by_itself'])}"
+              f" | {yes(r['finished'])} | {'–' if r['steps_redone'] is None else r['steps_redone']} | "
               f"{r['time_lost_s']} | {diff} |")
     for r in rows:
         if r["last_line"]:

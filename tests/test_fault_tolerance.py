@@ -93,8 +93,8 @@ def test_killed_feature_workers_lose_no_entry_and_duplicate_none(ray_local, tiny
     store = FeatureStore(tmp_path / "killed")
     written = lambda: len(list((store.root / "videos").glob("*.safetensors")))  # noqa: E731
     at_kill = []
-    killer = KillWhen(lambda: written() >= 1, lambda: at_kill.append(written()) or kill_processes("feature_worker", None),
-                      poll_s=0.01)
+    kill_all = lambda: at_kill.append(written()) or kill_processes("feature_worker", None)  # noqa: E731
+    killer = KillWhen(lambda: written() >= 1, kill_all, poll_s=0.01)
     killer.start()
     try:
         counts = extract_with_ray(videos, spec_dict, spec, store, **kwargs)

@@ -81,7 +81,8 @@ class KillWhen(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-        self.join(timeout=5)
+        if self.ident is not None:  # started
+            self.join(timeout=5)
 
 
 def kill_at_step(ckpt_dir: str | Path, step: int, kind: str, how_many: int | None = 1) -> KillWhen:

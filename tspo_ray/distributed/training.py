@@ -234,7 +234,8 @@ def learner_loop(config: dict[str, Any]) -> None:
         weights = state.weights_of(state.step)
         while True:
             try:
-                return pipeline.call(lambda: ray.get(pipeline.coordinator.validate.remote(weights, cfg.eval.num_frames)))
+                return pipeline.call(
+                    lambda: ray.get(pipeline.coordinator.validate.remote(weights, cfg.eval.num_frames)))
             except CoordinatorRestarted:
                 continue
 
@@ -328,13 +329,15 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
         try:
             trainer.fit()
         except TrainingFailedError as exc:
-            last = last_worker_error(exc)
-            how = "died" if "died" in last or "ActorError" in last or "killed" in last else "failed"
+            how, last = last_worker_error(exc)
             raise TrainingStopped(f"the Ray Train learner worker {how} {times(cfg.train.max_failures + 1)} "
                                   f"(train.max_failures={cfg.train.max_failures}); last: {last}") from None
         why = coordinator_failure(coordinator, cfg)
         if why:
             raise TrainingStopped(why)
+        reached = checkpoint_mark(ckpt_dir) and load_step(ckpt_dir)
+        if stop_after is None and reached != cfg.train.steps:
+            raise TrainingStopped(f"the learner returned at step {reached} of {cfg.train.steps} (its output says why)")
     finally:
         ray.kill(coordinator)
 
@@ -354,14 +357,25 @@ def coordinator_failure(coordinator, cfg: Config) -> str | None:
     return f"{why} (train.answerer_max_restarts={cfg.train.answerer_max_restarts})" if why else None
 
 
+def load_step(ckpt_dir: Path) -> int:
+    """The step of the newest checkpoint (latest.json), without reading the checkpoint."""
+    import json
+
+    return int(json.loads((ckpt_dir / "latest.json").read_text())["step"])
+
+
 def times(n: int) -> str:
     return "once" if n == 1 else f"{n} times"
 
 
-def last_worker_error(exc: BaseException) -> str:
-    """One line naming the learner's last error: the worker's own exception, or the reason its process died."""
+def last_worker_error(exc: BaseException) -> tuple[str, str]:
+    """("died" or "failed", one line naming the learner's last error): the reason its process died, or the
+    worker's own exception."""
+    from ray.exceptions import RayActorError
+
     failures = getattr(exc, "worker_failures", None) or {}
     error = next(iter(failures.values()), exc)
     lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
-    text = next((ln for ln in lines if "died" in ln or "Error" in ln or "killed" in ln), lines[0] if lines else "")
-    return f"{type(error).__name__}: {text[:200]}"
+    died = isinstance(error, RayActorError) or any("died" in ln for ln in lines)
+    text = next((ln for ln in lines if "died" in ln or "Error" in ln), lines[0] if lines else "")
+    return ("died" if died else "failed"), f"{type(error).__name__}: {text[:200]}"
