@@ -21,7 +21,7 @@ from tspo_ray.checkpoint import (
 )
 from tspo_ray.checkpoint import main as checkpoint_cli
 from tspo_ray.method.agent import TemporalAgent
-from tspo_ray.safe_files import UnsafeFileError, join_payload, split_payload
+from tspo_ray.safe_files import UnsafeFileError, join_payload, looks_like_pickle, split_payload
 from tspo_ray.splits import load_items
 from tspo_ray.video.features import FeatureStore, VideoFeatures
 
@@ -212,3 +212,17 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
                                                                 "checkpoint-000020.safetensors"]
     with pytest.raises(ValueError, match="keep must be >= 1"):
         prune_checkpoints(tmp_path, 0)
+
+
+def test_a_checkpoint_whose_header_length_begins_like_a_pickle_still_loads(tmp_path):
+    """A safetensors file starts with its header's length (u64, little-endian); when its low byte is 0x80 (1 file
+    in 256), the file's first byte is a raw pickle's. Such a checkpoint is ours and loads."""
+    ck = tmp_path / "ck"
+    for pad in range(512):
+        path = save_checkpoint(ck, 1, {"agent": {"w": torch.ones(2)}, "note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        raise AssertionError("no padding gave a header length with low byte 0x80")
+    assert load_checkpoint(ck)["note"] == "x" * pad
+    assert not looks_like_pickle(path)

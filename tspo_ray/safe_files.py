@@ -26,9 +26,18 @@ class UnsafeFileError(ValueError):
     """A file that is not safetensors (e.g. a pickle) or not a valid one; the message names it and says what to do."""
 
 
+def looks_like_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file starts with its JSON header's length (u64, little-endian), then the header's `{`."""
+    return len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
 def looks_like_pickle(path: str | Path) -> bool:
+    path = Path(path)
     with open(path, "rb") as fh:
-        head = fh.read(4)
+        head = fh.read(9)
+    # checked first: a header length whose low byte is 0x80 (1 in 256 files) begins like a raw pickle
+    if looks_like_safetensors(head, path.stat().st_size):
+        return False
     return any(head.startswith(m) for m in _PICKLE_MAGIC)
 
 
