@@ -30,8 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from tspo_ray.checkpoint import load_checkpoint
 from tspo_ray.distributed import init_ray
 from tspo_ray.distributed.chaos import KillWhen, kill_processes

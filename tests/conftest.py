@@ -39,10 +39,14 @@ def tiny_hf_clip(tmp_path_factory) -> str:
     return str(out)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
+    """The suite's shared local Ray, started on a module's first use and again after a module that ran its own
+    (tests/local_ray.py) shut it down; left running for the next test."""
+    import ray
+
     from tspo_ray.distributed import init_ray
 
-    ray = init_ray("local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    if not ray.is_initialized():
+        init_ray("local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    return ray

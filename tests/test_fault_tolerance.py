@@ -9,7 +9,7 @@ import pytest
 from tspo_ray.checkpoint import load_checkpoint
 from tspo_ray.distributed.chaos import kill_at_step
 
-STEPS = 4
+STEPS = 6
 KILL_AT = 2  # once the checkpoint of this step is written
 
 
@@ -127,14 +127,15 @@ def test_killed_driver_then_resume_ends_with_the_uninterrupted_weights(ray_local
 
     from train import main
 
-    from tspo_ray.distributed.chaos import KillWhen, checkpoint_step
+    from tspo_ray.checkpoint import latest_step
+    from tspo_ray.distributed.chaos import KillWhen
 
     job = [sys.executable, "jobs/train.py", *opts(tiny_world, tiny_hf_clip, tmp_path, store), "--stop-after",
            str(STEPS)]
     # its own session, so that the Ray it starts can be cleaned up after the kill
     proc = subprocess.Popen(job, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = tmp_path / "run" / "checkpoints"
-    killer = KillWhen(lambda: checkpoint_step(ckpt) >= KILL_AT or proc.poll() is not None,
+    killer = KillWhen(lambda: latest_step(ckpt) >= KILL_AT or proc.poll() is not None,
                       lambda: [proc.pid] if proc.poll() is None and not os.kill(proc.pid, signal.SIGKILL) else [-1])
     killer.run()  # in this thread: returns once it killed (or the job ended first)
     proc.wait(timeout=60)
@@ -143,19 +144,23 @@ def test_killed_driver_then_resume_ends_with_the_uninterrupted_weights(ray_local
     except ProcessLookupError:
         pass
     assert killer.killed == [proc.pid] and proc.returncode == -signal.SIGKILL
-    assert KILL_AT <= checkpoint_step(ckpt) < STEPS
+    assert KILL_AT <= latest_step(ckpt) < STEPS
     assert main(opts(tiny_world, tiny_hf_clip, tmp_path, store) + ["--resume", "--stop-after", str(STEPS)]) == 0
     assert_uninterrupted(tmp_path, reference)
     client, runs = mlflow_runs(tmp_path)
     assert len(runs) == 1  # the resumed job continued the killed job's MLflow run
 
 
+@pytest.mark.parametrize("kind,limit,said", [
+    ("learner", "train.max_failures=0", "the Ray Train learner worker died once (train.max_failures=0)"),
+    ("answerer", "train.answerer_max_restarts=0", "answerer actors died once; giving up (max_restarts 0)"),
+], ids=["learner", "answerer"])
 def test_past_the_restart_limit_the_job_ends_with_one_line_saying_what_died(ray_local, tiny_world, tiny_hf_clip,
-                                                                            store, tmp_path, capsys):
-    code = run_with_kill(ray_local, tiny_world, tiny_hf_clip, tmp_path, store, "learner",
-                         extra=["train.max_failures=0"])
+                                                                            store, tmp_path, capsys, kind, limit,
+                                                                            said):
+    code = run_with_kill(ray_local, tiny_world, tiny_hf_clip, tmp_path, store, kind, extra=[limit])
     assert code == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: the Ray Train learner worker died once (train.max_failures=0)"), last
+    assert last.startswith("error: ") and said in last, last
     assert f"newest checkpoint {tmp_path / 'run' / 'checkpoints'}" in last and "resume with: python jobs/train.py " \
         "--resume " in last, last

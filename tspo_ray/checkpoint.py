@@ -92,6 +92,15 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return _pointed(Path(directory), LATEST)
 
 
+def latest_step(directory: str | Path) -> int:
+    """The step latest.json names (0 before the first checkpoint, or while it cannot be read); the checkpoint
+    itself is not read."""
+    try:
+        return int(json.loads((Path(directory) / LATEST).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def recommended_checkpoint(directory: str | Path) -> Path | None:
     """The checkpoint a run folder offers for use: the best on validation (best.json, the one its final table
     evaluated and whose inference mode was chosen), else the newest. Resuming uses latest_checkpoint instead."""

@@ -100,7 +100,8 @@ class AnswererActorPool:
             self.restarts += 1
             if self.restarts > self.max_restarts:
                 last = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                self.gave_up = (f"answerer actors died {self.restarts} times; giving up (max_restarts "
+                died = "once" if self.restarts == 1 else f"{self.restarts} times"
+                self.gave_up = (f"answerer actors died {died}; giving up (max_restarts "
                                 f"{self.max_restarts}). Last error: {type(error).__name__}: {last}")
                 raise AnswerersGaveUp(self.gave_up) from error
             log.warning("answerer actor %d died (%s); starting a replacement", slot, type(error).__name__)

@@ -7,13 +7,14 @@ needed) and killed with SIGKILL as the kernel's OOM killer or a reclaimed node w
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Callable
+
+from tspo_ray.checkpoint import latest_step
 
 #: process kind -> a part of the Ray actor class name that runs it
 ACTOR_CLASSES = {
@@ -26,15 +27,17 @@ ACTOR_CLASSES = {
 
 
 def live_actor_pids(kind: str) -> list[int]:
-    """Process ids of the live actors of `kind` on this node (sorted: the same victim for the same cluster)."""
+    """Process ids of the live actors of `kind` on this node, the most recently started first: an earlier job's
+    actors, still listed alive while they exit, come last and are not the victims of a kill of one."""
     import ray
     from ray._private import state
 
     part = ACTOR_CLASSES[kind]
     node = ray.get_runtime_context().get_node_id()
-    return sorted(int(a["Pid"]) for a in state.actors().values()
-                  if part in a.get("ActorClassName", "") and a.get("State") == "ALIVE" and a.get("Pid")
-                  and a.get("Address", {}).get("NodeID") == node)
+    live = [a for a in state.actors().values()
+            if part in a.get("ActorClassName", "") and a.get("State") == "ALIVE" and a.get("Pid")
+            and a.get("Address", {}).get("NodeID") == node]
+    return [int(a["Pid"]) for a in sorted(live, key=lambda a: (-float(a.get("StartTime") or 0), int(a["Pid"])))]
 
 
 def kill_processes(kind: str, how_many: int | None = 1) -> list[int]:
@@ -47,14 +50,6 @@ def kill_processes(kind: str, how_many: int | None = 1) -> list[int]:
         except ProcessLookupError:  # exited meanwhile
             pass
     return victims
-
-
-def checkpoint_step(ckpt_dir: str | Path) -> int:
-    """The step of a run's newest checkpoint (latest.json), 0 before the first."""
-    try:
-        return int(json.loads((Path(ckpt_dir) / "latest.json").read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
 
 
 class KillWhen(threading.Thread):
@@ -87,6 +82,6 @@ class KillWhen(threading.Thread):
 
 def kill_at_step(ckpt_dir: str | Path, step: int, kind: str, how_many: int | None = 1) -> KillWhen:
     """Started: SIGKILLs `how_many` processes of `kind` once the run's newest checkpoint reaches `step`."""
-    killer = KillWhen(lambda: checkpoint_step(ckpt_dir) >= step, lambda: kill_processes(kind, how_many))
+    killer = KillWhen(lambda: latest_step(ckpt_dir) >= step, lambda: kill_processes(kind, how_many))
     killer.start()
     return killer

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import ray
 import torch
 
-from tspo_ray.checkpoint import latest_checkpoint
+from tspo_ray.checkpoint import latest_checkpoint, latest_step
 from tspo_ray.config import Config, _build, validate
 from tspo_ray.data.items import FeatureItem
 from tspo_ray.distributed.answerer_pool import AnswererPool
@@ -335,7 +335,7 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
         why = coordinator_failure(coordinator, cfg)
         if why:
             raise TrainingStopped(why)
-        reached = checkpoint_mark(ckpt_dir) and load_step(ckpt_dir)
+        reached = latest_step(ckpt_dir)
         if stop_after is None and reached != cfg.train.steps:
             raise TrainingStopped(f"the learner returned at step {reached} of {cfg.train.steps} (its output says why)")
     finally:
@@ -355,13 +355,6 @@ def coordinator_failure(coordinator, cfg: Config) -> str | None:
     except RayActorError:  # restarting again after the learner gave up on it: the learner said why on stdout
         return "the rollout coordinator actor was unavailable when the learner needed it"
     return f"{why} (train.answerer_max_restarts={cfg.train.answerer_max_restarts})" if why else None
-
-
-def load_step(ckpt_dir: Path) -> int:
-    """The step of the newest checkpoint (latest.json), without reading the checkpoint."""
-    import json
-
-    return int(json.loads((ckpt_dir / "latest.json").read_text())["step"])
 
 
 def times(n: int) -> str:
