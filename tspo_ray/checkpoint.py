@@ -22,6 +22,7 @@ import torch
 from tspo_ray.method.agent import TemporalAgent
 from tspo_ray.safe_files import (
     STRUCTURE_KEY,
+    DiskFullError,
     UnsafeFileError,
     looks_like_pickle,
     read_payload,
@@ -57,8 +58,14 @@ def save_checkpoint(directory: str | Path, step: int, payload: dict[str, Any], k
     latest.json names it); None keeps every one."""
     directory = Path(directory)
     path = directory / f"checkpoint-{step:06d}{SUFFIX}"
-    write_payload(path, {"step": step, **payload})
-    write_text_atomic(directory / LATEST, json.dumps({"step": step, "file": path.name}))
+    try:
+        write_payload(path, {"step": step, **payload})
+        write_text_atomic(directory / LATEST, json.dumps({"step": step, "file": path.name}))
+    except DiskFullError as exc:  # latest.json still names the previous checkpoint, which is complete
+        newest = latest_checkpoint(directory)
+        kept = (f"; the newest complete checkpoint is {newest.name} (free space, then resume from it)"
+                if newest is not None else "; no earlier checkpoint of this run exists")
+        raise DiskFullError(exc.path, kept) from exc
     if keep is not None:
         prune_checkpoints(directory, keep)
     return path

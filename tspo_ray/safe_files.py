@@ -8,8 +8,10 @@ file and a rename.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -24,6 +26,38 @@ _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 class UnsafeFileError(ValueError):
     """A file that is not safetensors (e.g. a pickle) or not a valid one; the message names it and says what to do."""
+
+
+class DiskFullError(RuntimeError):
+    """A file could not be written because its disk (or quota) is full; the message names the file.
+
+    Deliberately not an OSError: loops that catch OSError to skip one unreadable input (a video, a record) must not
+    take a full disk for a bad input and go on marking every following one as failed. It stops the job instead."""
+
+    def __init__(self, path: str | Path, detail: str = ""):
+        self.path = Path(path)
+        free = _free_bytes(self.path.parent)
+        where = f" ({free / 2**20:.1f} MiB free in {self.path.parent})" if free is not None else ""
+        super().__init__(f"{self.path}: cannot be written: no space left on the device{where}; "
+                         f"the previous version of the file, if any, is unchanged{detail}")
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# safetensors (Rust) reports an I/O failure as SafetensorError("... IoError(Os { code: 28, kind: StorageFull ..."
+_DISK_FULL_WORDS = ("No space left on device", "StorageFull", "QuotaExceeded", "Disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    return any(word in str(exc) for word in _DISK_FULL_WORDS)
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -99,17 +133,22 @@ def _hashable(key: Any) -> Any:
 
 def _publish_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     """Run write(temp path) beside path, then rename it into place: readers see the old file or the whole new one,
-    never a half-written one (a full disk leaves the old file as it was)."""
+    never a half-written one. A full disk leaves the old file as it was, removes the partial temp file and raises
+    DiskFullError naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; these files are for every reader
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise DiskFullError(path) from exc
         raise
 
 

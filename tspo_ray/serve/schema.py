@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# Every numeric field is finite and bounded: a value the schema admits is one the service can compute with (a rate of
+# 5e-324 fps once overflowed to an infinite frame step and a 500).
 MAX_FRAMES = 256
+MIN_CANDIDATE_FPS = 0.001  # one candidate per 1,000 s
+MAX_CANDIDATE_FPS = 30.0
+MAX_CANDIDATES = 1024
 
 
 class SelectRequest(BaseModel):
@@ -21,9 +26,9 @@ class SelectRequest(BaseModel):
     #: "agent" is the TSPO temporal agent with its recorded inference method
     method: str = Field(default="agent", max_length=64)
     #: candidate sampling rate (frames per second); the service default when omitted
-    candidate_fps: float | None = Field(default=None, gt=0, le=30)
+    candidate_fps: float | None = Field(default=None, ge=MIN_CANDIDATE_FPS, le=MAX_CANDIDATE_FPS, allow_inf_nan=False)
     #: T_c, the cap on candidate frames; the service default when omitted
-    max_candidates: int | None = Field(default=None, ge=1, le=1024)
+    max_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
     #: also return the selected frames as base64 JPEG thumbnails
     return_frames: bool = False
 

@@ -1,0 +1,121 @@
+"""A full disk (ENOSPC, simulated: this machine cannot fill a real disk safely) while writing a checkpoint or a
+feature-store entry: a clear error naming the file, no temp file left behind, and every earlier file still loads.
+
+The simulation breaks the write where the kernel would: the safetensors writer (Rust) after half the bytes, or
+fsync of a text file, with the error each really raises on ENOSPC."""
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+import torch
+
+from tspo_ray import safe_files
+from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tspo_ray.safe_files import DiskFullError, is_disk_full
+from tspo_ray.video.features import FeatureStore, VideoFeatures
+
+# what safetensors' Python binding raises when the OS refuses a write with ENOSPC
+RUST_ENOSPC = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """After this fixture is called with arm(), safetensors writes half a file then fails as on a full disk."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    real = safetensors.torch.save_file
+
+    def arm():
+        def half_then_enospc(tensors, filename, metadata=None):
+            real(tensors, filename, metadata=metadata)
+            size = Path(filename).stat().st_size
+            with open(filename, "r+b") as fh:
+                fh.truncate(size // 2)
+            raise SafetensorError(RUST_ENOSPC)
+
+        monkeypatch.setattr(safetensors.torch, "save_file", half_then_enospc)
+
+    return arm
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_disk_full_is_recognised_in_each_form():
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert is_disk_full(RuntimeError(RUST_ENOSPC))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert not isinstance(DiskFullError("x"), OSError)  # per-input OSError handlers must not swallow it
+
+
+def test_checkpoint_on_a_full_disk_names_the_file_and_keeps_the_newest_complete_one(tmp_path, full_disk):
+    run = tmp_path / "checkpoints"
+    for step in (1, 2):
+        save_checkpoint(run, step, {"w": torch.full((256,), float(step))}, keep=3)
+    full_disk()
+    with pytest.raises(DiskFullError) as err:
+        save_checkpoint(run, 3, {"w": torch.full((256,), 3.0)}, keep=3)
+    message = str(err.value)
+    assert "checkpoint-000003.safetensors: cannot be written: no space left on the device" in message
+    assert "the newest complete checkpoint is checkpoint-000002.safetensors" in message
+    assert latest_checkpoint(run).name == "checkpoint-000002.safetensors"
+    assert torch.equal(load_checkpoint(latest_checkpoint(run))["w"], torch.full((256,), 2.0))
+    assert not (run / "checkpoint-000003.safetensors").exists() and leftovers(run) == []
+
+
+def test_checkpoint_pointer_on_a_full_disk_keeps_pointing_at_the_previous_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "checkpoints"
+    save_checkpoint(run, 1, {"w": torch.ones(4)})
+
+    def enospc(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safe_files.os, "fsync", enospc)  # the text write of latest.json fails; tensors need no fsync
+    with pytest.raises(DiskFullError, match=r"latest\.json: cannot be written: no space left on the device"):
+        save_checkpoint(run, 2, {"w": torch.full((4,), 2.0)})
+    assert latest_checkpoint(run).name == "checkpoint-000001.safetensors"
+    assert torch.equal(load_checkpoint(latest_checkpoint(run))["w"], torch.ones(4))
+    assert leftovers(run) == []
+
+
+def _features(seed: int) -> VideoFeatures:
+    import numpy as np
+
+    g = torch.Generator().manual_seed(seed)
+    return VideoFeatures(torch.randn(6, 8, generator=g).half(), np.arange(6, dtype=np.int64) * 30,
+                         np.arange(6, dtype=np.float64), 6.0, f"video_{seed}.mp4")
+
+
+def test_feature_entry_on_a_full_disk_names_the_file_and_finished_entries_stay_readable(tmp_path, full_disk):
+    store = FeatureStore(tmp_path / "features")
+    done = {key: _features(i) for i, key in enumerate(["a" * 16, "b" * 16])}
+    for key, feats in done.items():
+        store.put(key, feats)
+    full_disk()
+    with pytest.raises(DiskFullError, match=r"videos/c{16}\.safetensors: cannot be written: no space left on the device"):
+        store.put("c" * 16, _features(9))
+    assert not store.has("c" * 16) and leftovers(store.root) == []
+    for key, feats in done.items():
+        assert torch.equal(store.get(key).frame_features, feats.frame_features)
+
+
+def test_extraction_on_a_full_disk_stops_instead_of_marking_videos_bad(tiny_world, tmp_path, full_disk):
+    """The single-process extraction loop skips a video it cannot read (OSError); a full disk is no such video."""
+    from tspo_ray.video.encoders import load_encoder
+    from tspo_ray.video.features import FeatureSpec, extract_local
+
+    videos = sorted(str(p) for p in tiny_world.rglob("*.mp4"))[:2]
+    store = FeatureStore(tmp_path / "features")
+    spec = FeatureSpec(1.0, 16, 32, "embedded", None)
+    encoder = load_encoder({"backend": "embedded"})
+    extract_local(videos[:1], encoder, spec, store, progress=False)
+    full_disk()
+    with pytest.raises(DiskFullError, match="no space left on the device"):
+        extract_local(videos, encoder, spec, store, progress=False)
+    assert store.errors() == [] and leftovers(store.root) == []
+    assert store.get(spec.video_key(videos[0])).frame_features.shape[0] == 16
