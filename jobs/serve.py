@@ -1,18 +1,24 @@
 """Start the keyframe-selection service on a local Ray (or a running cluster) and keep it up.
 
     uv run python jobs/serve.py --checkpoint outputs/run/checkpoints --video-root data/synthetic
-    uv run python jobs/serve.py --video-root /data/videos --address auto --replicas 2 --port 8000
+    TSPO_SERVE_TOKEN=... uv run python jobs/serve.py --video-root /data/videos --address auto --replicas 2 \
+        --host 0.0.0.0 --port 8000          # or --auth-token-file ~/.tspo-ray/serve_token
 
-Without --checkpoint the agent is freshly initialised (GET / says so). For `serve run` / `serve deploy` use
-configs/serve.yaml instead.
+Without --checkpoint the agent is freshly initialised (GET / says so). With a token (--auth-token-file, or the
+TSPO_SERVE_TOKEN environment variable) every request needs `Authorization: Bearer <token>`; on a host other than
+loopback the service refuses to start without one unless --insecure-no-auth is given. For `serve run` /
+`serve deploy` use configs/serve.yaml instead.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 from pathlib import Path
+
+from tspo_ray.serve.auth import TOKEN_ENV
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,7 +36,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--address", default=None, help="Ray address ('auto' for a running cluster; default: start one)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--auth-token-file", help=f"file holding the bearer token callers must send (default: the "
+                                              f"{TOKEN_ENV} environment variable, else no token)")
+    ap.add_argument("--insecure-no-auth", action="store_true",
+                    help="serve beyond loopback without a token (only on a network you trust)")
     return ap.parse_args(argv)
+
+
+def access_settings(args: argparse.Namespace) -> dict:
+    """The token's digest (never the token: the deployment config is visible in Ray's dashboard) and the refusal
+    to serve beyond loopback without one."""
+    from tspo_ray.serve.auth import checked_token, read_token_file, require_token_beyond_loopback, token_digest
+
+    try:
+        if args.auth_token_file:
+            token = read_token_file(args.auth_token_file)
+        elif os.environ.get(TOKEN_ENV):
+            token = checked_token(os.environ[TOKEN_ENV], f"environment variable {TOKEN_ENV}")
+        else:
+            token = None
+        require_token_beyond_loopback(args.host, token is not None, args.insecure_no_auth)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return {"auth_token_sha256": token_digest(token) if token else None, "insecure_no_auth": args.insecure_no_auth}
 
 
 def absolute_local_paths(encoder: dict) -> dict:
@@ -68,16 +96,17 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     settings = settings_from_args(args)
+    access = access_settings(args)  # before Ray starts: a refused start costs nothing
     from ray import serve
 
     from tspo_ray.distributed import init_ray
-    from tspo_ray.serve.app import KeyframeSelector, ServeSettings
+    from tspo_ray.serve.app import build_app
 
     init_ray(args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
-    app = KeyframeSelector.options(num_replicas=args.replicas).bind(ServeSettings.from_dict(settings).to_dict())
-    serve.run(app, name="tspo-select", route_prefix="/")
-    print(json.dumps({"url": f"http://{args.host}:{args.port}", **settings}, indent=2))
+    serve.run(build_app({**settings, **access}, replicas=args.replicas), name="tspo-select", route_prefix="/")
+    print(json.dumps({"url": f"http://{args.host}:{args.port}", "bearer_token": access["auth_token_sha256"] is not None,
+                      **settings}, indent=2))
     print("serving; Ctrl-C to stop", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

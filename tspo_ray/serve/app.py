@@ -1,12 +1,17 @@
-"""The Ray Serve app: one deployment (CLIP encoder + temporal agent + feature cache) behind a FastAPI ingress.
+"""The Ray Serve app: a light HTTP ingress (SelectIngress) in front of the selector replicas (KeyframeSelector:
+CLIP encoder + temporal agent + feature cache).
 
     serve run configs/serve.yaml                      # or: uv run python jobs/serve.py --video-root DIR
     POST /select   {video, question, num_frames, method?, candidate_fps?, max_candidates?, return_frames?}
     GET  /healthz  liveness
     GET  /         what is loaded (agent weights or random init, encoder, defaults, cache)
 
-Bad input never becomes a 500: every client error is a 4xx JSON {error, message}. Agent scoring of concurrent
-requests is grouped with @serve.batch.
+Bad input never becomes a 500: every client error is a 4xx JSON {error, message}. With a token configured every
+route needs `Authorization: Bearer <token>` (401 otherwise). The ingress holds no model: it checks the token, reads
+and validates the body, and hands the request to a selector replica. Ray Serve's proxy answers 500 for a request
+whose replica died; the ingress instead sends it again to a live replica (a selection is a pure function of the
+request), and answers 503 with Retry-After only when none is left. Agent scoring of concurrent requests is grouped
+with @serve.batch in the selector.
 """
 from __future__ import annotations
 
@@ -22,9 +27,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
 from tspo_ray.selector import SelectionJob
 from tspo_ray.serve.access import RequestError, relative_to_roots, resolve_video
+from tspo_ray.serve.auth import authorize, configured_digest, require_token_beyond_loopback
 from tspo_ray.serve.schema import SelectRequest, SelectResponse
 from tspo_ray.serve.service import KeyframeService, ServeSettings
 
@@ -73,10 +81,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def error_body(exc: RequestError, roots: Sequence[str] = ()) -> dict:
+    """The 4xx answer's body; paths under the video roots are named relative to their root."""
+    return {"error": exc.kind, "message": relative_to_roots(exc.message, roots)}
+
+
 def error_response(exc: RequestError, roots: Sequence[str] = ()) -> JSONResponse:
-    """The 4xx answer; paths under the video roots are named relative to their root."""
-    return JSONResponse(status_code=exc.status,
-                        content={"error": exc.kind, "message": relative_to_roots(exc.message, roots)})
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(status_code=exc.status, content=error_body(exc, roots), headers=headers)
 
 
 def replica_cpus() -> int:
@@ -86,10 +98,10 @@ def replica_cpus() -> int:
     return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
-@serve.deployment(name="KeyframeSelector", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
-@serve.ingress(api)
+@serve.deployment(name="KeyframeSelector", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1},
+                  health_check_period_s=2)
 class KeyframeSelector:
-    """One replica: loads the encoder and agent once; serves /select, /healthz and /."""
+    """One selector replica: loads the encoder and agent once; answers the ingress with {status, body}."""
 
     def __init__(self, settings: dict[str, Any] | None = None):
         self.settings = ServeSettings.from_dict(settings)
@@ -100,17 +112,15 @@ class KeyframeSelector:
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # recent batches only
         self.num_batches = 0
 
-    @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "model_version": self.service.model_version}
+        return {"status": 200, "body": {"status": "ok", "model_version": self.service.model_version}}
 
-    @api.get("/")
     async def info(self) -> dict:
         recent = list(self.batch_sizes)
-        return {**self.service.describe(),
-                "workers": self.service.workers,
-                "batching": {"max_batch_size": self.settings.max_batch_size, "batches": self.num_batches,
-                             "mean_batch_size": sum(recent) / len(recent) if recent else None}}
+        return {"status": 200, "body": {
+            **self.service.describe(), "workers": self.service.workers,
+            "batching": {"max_batch_size": self.settings.max_batch_size, "batches": self.num_batches,
+                         "mean_batch_size": sum(recent) / len(recent) if recent else None}}}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _select_batch(self, jobs: list[SelectionJob]) -> list[dict]:
@@ -119,16 +129,14 @@ class KeyframeSelector:
         self.num_batches += 1
         return await asyncio.to_thread(self.service.select_many, jobs)
 
-    @api.post("/select")
-    async def select(self, request: Request):
+    async def select(self, req: SelectRequest) -> dict:
         try:
-            body = await read_body(request, self.settings.max_body_bytes)
-            return (await self._select(parse_select(body))).model_dump(exclude_none=False)
+            return {"status": 200, "body": (await self._select(req)).model_dump(exclude_none=False)}
         except RequestError as exc:
-            return error_response(exc, self.settings.video_roots)
+            return {"status": exc.status, "body": error_body(exc, self.settings.video_roots)}
         except Exception:  # a bug, not bad input: log it, answer 500, keep serving
             log.exception("select failed")
-            return JSONResponse(status_code=500, content={"error": "internal", "message": "internal server error"})
+            return {"status": 500, "body": {"error": "internal", "message": "internal server error"}}
 
     async def _select(self, req: SelectRequest) -> SelectResponse:
         t0 = time.perf_counter()
@@ -151,7 +159,85 @@ class KeyframeSelector:
                               num_candidates=len(feats.frame_indices), frames_jpeg_b64=frames)
 
 
-def build_app(args: dict[str, Any] | None = None):
-    """Application builder for `serve run tspo_ray.serve.app:build_app` and serve configs (args = ServeSettings)."""
-    settings = ServeSettings.from_dict(args)
-    return KeyframeSelector.bind(settings.to_dict())
+def http_host() -> str | None:
+    """The host Serve's HTTP proxies bind (serve.start / the config's http_options), None if it cannot be read."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client().http_config.host
+    except Exception:  # not inside a Serve instance (e.g. an in-process test)
+        return None
+
+
+@serve.deployment(name="SelectIngress", max_ongoing_requests=512, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class SelectIngress:
+    """The HTTP front: token, body limit and schema here; selection on a KeyframeSelector replica."""
+
+    def __init__(self, selector, settings: dict[str, Any] | None = None):
+        self.settings = ServeSettings.from_dict(settings)
+        s = self.settings
+        self.token_digest = configured_digest(s.auth_token_file, s.auth_token_env, s.auth_token_sha256)
+        host = http_host()
+        require_token_beyond_loopback(host or "unknown host", self.token_digest is not None, s.insecure_no_auth)
+        self.selector = selector
+
+    async def _ask(self, method: str, *args) -> JSONResponse:
+        """The selector's answer to `method`; a request whose replica died is sent again to a live one."""
+        for attempt in range(self.settings.replica_retries + 1):
+            try:
+                answer = await getattr(self.selector, method).remote(*args)
+                return JSONResponse(status_code=answer["status"], content=answer["body"])
+            except (RayActorError, ReplicaUnavailableError) as exc:  # the router now avoids that replica
+                log.warning("a selector replica failed under %s (attempt %d): %s", method, attempt + 1,
+                            type(exc).__name__)
+                await asyncio.sleep(0.05 * (attempt + 1))
+            except (BackPressureError, DeploymentUnavailableError):  # every replica full, or none yet
+                break
+            except Exception:  # a bug: log it, answer 500, keep serving
+                log.exception("%s failed", method)
+                return JSONResponse(status_code=500, content={"error": "internal", "message": "internal server error"})
+        return JSONResponse(status_code=503, headers={"Retry-After": "1"},
+                            content={"error": "unavailable", "message": "no selector replica could answer now "
+                                                                         "(one is being replaced); retry"})
+
+    def _authorize(self, request: Request) -> None:
+        authorize(request.headers.get("authorization"), self.token_digest)
+
+    @api.get("/healthz")
+    async def healthz(self, request: Request):
+        try:
+            self._authorize(request)
+        except RequestError as exc:
+            return error_response(exc)
+        return await self._ask("healthz")
+
+    @api.get("/")
+    async def info(self, request: Request):
+        try:
+            self._authorize(request)
+        except RequestError as exc:
+            return error_response(exc)
+        return await self._ask("info")
+
+    @api.post("/select")
+    async def select(self, request: Request):
+        try:
+            self._authorize(request)
+            req = parse_select(await read_body(request, self.settings.max_body_bytes))
+        except RequestError as exc:
+            return error_response(exc, self.settings.video_roots)
+        return await self._ask("select", req)
+
+
+def build_app(args: dict[str, Any] | None = None, replicas: int | None = None, replica_cpus: float | None = None):
+    """Application builder for `serve run tspo_ray.serve.app:build_app` and serve configs (args = ServeSettings);
+    replicas / replica_cpus override the selector's num_replicas and num_cpus."""
+    settings = ServeSettings.from_dict(args).to_dict()
+    options: dict[str, Any] = {}
+    if replicas is not None:
+        options["num_replicas"] = replicas
+    if replica_cpus is not None:
+        options["ray_actor_options"] = {"num_cpus": replica_cpus}
+    selector = KeyframeSelector.options(**options) if options else KeyframeSelector
+    return SelectIngress.bind(selector.bind(settings), settings)

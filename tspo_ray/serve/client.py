@@ -1,7 +1,7 @@
 """A small HTTP client of the keyframe-selection service.
 
     from tspo_ray.serve.client import SelectClient
-    with SelectClient("http://127.0.0.1:8000") as c:
+    with SelectClient("http://127.0.0.1:8000", token=open(".../serve_token").read().strip()) as c:
         sel = c.select("video_0001.mp4", "When does the red star appear?", 8, method="agent")
 """
 from __future__ import annotations
@@ -20,8 +20,10 @@ class ServiceError(RuntimeError):
 
 
 class SelectClient:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 60.0):
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 60.0, token: str | None = None):
+        """token: the service's bearer token, when it requires one."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
 
     def _check(self, resp: httpx.Response) -> Any:
         if resp.status_code >= 400:

@@ -62,6 +62,15 @@ class ServeSettings:
     #: Separate single-threaded calls use the cores without the barrier waits of one multi-threaded call, which on
     #: shared cores cost several times the work itself (benchmarks/serve_load.py)
     workers: int | None = None
+    #: the bearer token callers must send (tspo_ray.serve.auth): a file holding it, the name of an environment
+    #: variable holding it, or its SHA-256 digest; none = no token, allowed only on a loopback host
+    auth_token_file: str | None = None
+    auth_token_env: str | None = None
+    auth_token_sha256: str | None = None
+    #: serve beyond loopback without a token (a trusted network only)
+    insecure_no_auth: bool = False
+    #: how often a request whose replica died is sent again to another (selection is idempotent) before a 503
+    replica_retries: int = 2
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> "ServeSettings":
