@@ -397,3 +397,65 @@ def test_without_checkpoint_the_service_says_its_agent_is_random(tmp_path):
     path = save_checkpoint(tmp_path, 1, {"agent": wrong.state_dict(), "agent_config": wrong.config()})
     with pytest.raises(ValueError, match="does not match the encoder"):
         KeyframeService(ServeSettings(checkpoint=str(path)))
+
+
+# --- property-based: requests over the whole schema, valid and not, against the running service ----------------------
+
+def _request_strategy():
+    """Valid requests, valid ones with one field replaced by anything JSON can carry (NaN and Infinity included),
+    and bodies of any shape."""
+    from hypothesis import strategies as st
+
+    from tspo_ray.method.policy import SELECTORS
+    from tspo_ray.serve.schema import MAX_CANDIDATE_FPS, MAX_CANDIDATES, MAX_FRAMES, MIN_CANDIDATE_FPS
+
+    anything = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                         max_size=3), max_leaves=6)
+    videos = st.sampled_from(["clip.mp4", "missing.mp4", "corrupt.mp4", "notes.txt", "../outside/secret.mp4",
+                              "escape.mp4", "loop.mp4", "a/clip.mp4", "/etc/passwd", "https://x.org/v.mp4"])
+    valid = {
+        "video": st.one_of(videos, videos, st.text(min_size=1, max_size=300)),
+        "question": st.one_of(st.sampled_from(["When does the red star appear?", "What colour is the square?"]),
+                              st.text(max_size=80)),
+        "num_frames": st.integers(1, MAX_FRAMES),
+    }
+    optional = {
+        "method": st.one_of(st.sampled_from([*SELECTORS, "agent", "agent:bin-max", "clip:aks", "agent:events"]),
+                            st.text(max_size=20)),
+        "candidate_fps": st.floats(MIN_CANDIDATE_FPS, MAX_CANDIDATE_FPS),
+        "max_candidates": st.integers(1, MAX_CANDIDATES),
+        "return_frames": st.booleans(),
+    }
+    any_number = st.one_of(st.integers(), st.floats(), st.floats(max_value=1e-300, min_value=0), st.just(5e-324))
+    well_formed = st.fixed_dictionaries(valid, optional=optional)
+
+    @st.composite
+    def one_field_bad(draw):
+        body = draw(well_formed)
+        name = draw(st.sampled_from([*valid, *optional, "extra_field"]))
+        body[name] = draw(st.one_of(anything, any_number))
+        return body
+
+    return st.one_of(well_formed, one_field_bad(), anything)
+
+
+def test_no_request_over_the_schema_gets_a_5xx(service):
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(body=_request_strategy())
+    def check(body):
+        raw = json.dumps(body, allow_nan=True).encode()  # NaN / Infinity as Python's json (and the service) read them
+        resp = service.post("/select", content=raw, headers={"content-type": "application/json"})
+        assert resp.status_code < 500, (body, resp.text)
+        answer = resp.json()
+        if resp.status_code == 200:
+            assert len(answer["frame_indices"]) <= body["num_frames"]
+        else:
+            assert answer["error"] and answer["message"], answer
+
+    check()

@@ -169,6 +169,14 @@ def http_host() -> str | None:
         return None
 
 
+def access_digest(s: ServeSettings) -> str | None:
+    """The configured token's digest; ValueError (the deployment does not start) when the proxies listen beyond
+    loopback without one and insecure_no_auth is not set. A host that cannot be read counts as beyond loopback."""
+    digest = configured_digest(s.auth_token_file, s.auth_token_env, s.auth_token_sha256)
+    require_token_beyond_loopback(http_host() or "an unknown host", digest is not None, s.insecure_no_auth)
+    return digest
+
+
 @serve.deployment(name="SelectIngress", max_ongoing_requests=512, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class SelectIngress:
@@ -176,10 +184,7 @@ class SelectIngress:
 
     def __init__(self, selector, settings: dict[str, Any] | None = None):
         self.settings = ServeSettings.from_dict(settings)
-        s = self.settings
-        self.token_digest = configured_digest(s.auth_token_file, s.auth_token_env, s.auth_token_sha256)
-        host = http_host()
-        require_token_beyond_loopback(host or "unknown host", self.token_digest is not None, s.insecure_no_auth)
+        self.token_digest = access_digest(self.settings)
         self.selector = selector
 
     async def _ask(self, method: str, *args) -> JSONResponse:
