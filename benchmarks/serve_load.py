@@ -9,6 +9,13 @@ phase. Two phases of `--duration` seconds per service, `--concurrency` clients l
   uncached  every request names a (video, max_candidates) pair not seen before, so it decodes and encodes.
 Reports requests/s, p50/p99 latency, the service's CPU seconds per request (its whole process tree), the cache-hit
 ratio and the error count per phase (JSON).
+
+With --kill-replica (2 replicas, e.g. --concurrency 16), a third phase: cached load for --duration seconds, one
+selector replica SIGKILLed a third of the way in. It reports the answers of the requests in flight at the kill and of
+those sent after it by status (500s and dropped connections counted apart), and the seconds until Serve runs the
+two replicas again:
+    uv run python benchmarks/serve_load.py --replicas 2 --replica-cpus 1 --concurrency 16 --duration 30 \
+        --phases --kill-replica [--baseline-ref <git ref>]
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +73,70 @@ async def run_phase(url: str, payloads, concurrency: int, duration_s: float) -> 
             "cache_hits": hits}
 
 
+async def run_kill_phase(url: str, payloads, concurrency: int, duration_s: float, child) -> dict:
+    """`concurrency` clients on cached requests; a third of the way in the service's launcher SIGKILLs one selector
+    replica; the load goes on until the duration is over and the service has been whole again for 5 s."""
+    log: list[tuple] = []  # (sent, answered, status or None for a dropped connection, Retry-After, detail)
+    stop = asyncio.Event()
+    kill: dict = {}
+
+    async def worker(client: httpx.AsyncClient):
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                resp = await client.post("/select", json=next(payloads))
+                log.append((t0, time.perf_counter(), resp.status_code, resp.headers.get("retry-after"),
+                            resp.text[:200] if resp.status_code != 200 else ""))
+            except httpx.HTTPError as exc:
+                log.append((t0, time.perf_counter(), None, None, f"{type(exc).__name__}: {exc}"))
+
+    def kill_one() -> None:  # blocking pipe I/O with the launcher, in a thread
+        child.stdin.write("kill\n")
+        child.stdin.flush()
+        for line in child.stdout:
+            if line.startswith("KILLED"):
+                kill["t"] = time.perf_counter()
+            elif line.startswith("WHOLE "):
+                kill["whole_s"] = float(line.split()[1])
+                return
+
+    async def conductor():
+        t_start = time.perf_counter()
+        await asyncio.sleep(duration_s / 3)
+        await asyncio.to_thread(kill_one)
+        await asyncio.sleep(max(5.0, duration_s - (time.perf_counter() - t_start)))
+        stop.set()
+
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=concurrency)) as c:
+        t_begin = time.perf_counter()
+        await asyncio.gather(conductor(), *(worker(c) for _ in range(concurrency)))
+    return summarize_kill(log, kill, t_begin)
+
+
+def summarize_kill(log: list[tuple], kill: dict, t_begin: float) -> dict:
+    t_kill, whole_s = kill["t"], kill["whole_s"]
+    t_whole = t_kill + whole_s
+
+    def by_status(entries):
+        counts: dict[str, int] = {}
+        for e in entries:
+            key = str(e[2]) if e[2] is not None else "dropped connection"
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
+
+    in_flight = [e for e in log if e[0] < t_kill < e[1]]
+    after = [e for e in log if e[0] >= t_kill]
+    whole_again = [e for e in log if e[0] >= t_whole]
+    end = max(e[1] for e in log)
+    return {"requests": len(log), "in_flight_at_kill": by_status(in_flight), "sent_after_kill": by_status(after),
+            "500s": sum(e[2] == 500 for e in log), "dropped_connections": sum(e[2] is None for e in log),
+            "503s_without_retry_after": sum(e[2] == 503 and e[3] is None for e in log),
+            "replica_replaced_after_s": round(whole_s, 2),
+            "requests_per_s_before_kill": round(sum(e[1] < t_kill for e in log) / (t_kill - t_begin), 2),
+            "requests_per_s_once_whole": round(sum(e[1] > t_whole for e in whole_again) / max(end - t_whole, 1e-9), 2),
+            "error_samples": [e[4] for e in log if e[2] != 200][:3]}
+
+
 def payload_streams(videos: list[str], num_frames: int, seed: int = 0):
     """(warm-up payloads, cached stream, uncached stream): cached reuses 3 videos at the default T_c; uncached
     walks unseen (video, max_candidates) pairs."""
@@ -88,28 +160,46 @@ def payload_streams(videos: list[str], num_frames: int, seed: int = 0):
 
 # Runs in a child process whose PYTHONPATH is one source tree, so a baseline tree serves with its own code.
 LAUNCHER = r"""
-import json, socket, sys
+import importlib.util, json, socket, sys, time
 from pathlib import Path
 from ray import serve
 from tspo_ray.distributed import init_ray
-from tspo_ray.serve.app import KeyframeSelector
 args = json.loads(sys.argv[1])
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
 init_ray("local", num_cpus=4, include_dashboard=False, log_to_driver=False)
 serve.start(http_options={"host": "127.0.0.1", "port": port})
-app = KeyframeSelector.options(num_replicas=args["replicas"], ray_actor_options={"num_cpus": args["cpus"]})
-serve.run(app.bind(args["settings"]), name="tspo-select", route_prefix="/")
+try:  # this tree's app builder (ingress + selector replicas)
+    from tspo_ray.serve.app import SelectIngress, build_app
+    app = build_app(args["settings"], replicas=args["replicas"], replica_cpus=args["cpus"])
+except ImportError:  # an earlier tree: the selector was the ingress
+    from tspo_ray.serve.app import KeyframeSelector
+    app = KeyframeSelector.options(num_replicas=args["replicas"], ray_actor_options={"num_cpus": args["cpus"]})
+    app = app.bind(args["settings"])
+serve.run(app, name="tspo-select", route_prefix="/")
 print(f"URL http://127.0.0.1:{port}", flush=True)
-sys.stdin.read()  # serve until the benchmark closes our stdin (or exits)
+# the benchmark's replica tools (tspo_ray/serve/replicas.py of the measuring tree: same app and deployment names)
+spec = importlib.util.spec_from_file_location("replicas", args["replica_tools"])
+replicas = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(replicas)
+for line in sys.stdin:  # serve until the benchmark closes our stdin (or exits); "kill" kills one selector replica
+    if line.strip() == "kill":
+        before = set(replicas.replica_names())
+        victim = sorted(before)[0]
+        t_kill = time.perf_counter()
+        replicas.kill_replica(victim)
+        print("KILLED", flush=True)
+        whole = replicas.wait_until_whole(before, victim, args["replicas"], since=t_kill)
+        print(f"WHOLE {whole:.3f}", flush=True)
 """
 
 
 def launch_service(tree: Path, video_root: str, checkpoint: str | None, replicas: int, cpus: float):
     """(child process, URL): the service of the source tree `tree` on a private local Ray."""
     settings = {"checkpoint": checkpoint, "video_roots": [str(Path(video_root).resolve())], "cache_size": 512}
-    args = json.dumps({"settings": settings, "replicas": replicas, "cpus": cpus})
+    tools = Path(__file__).resolve().parents[1] / "tspo_ray" / "serve" / "replicas.py"
+    args = json.dumps({"settings": settings, "replicas": replicas, "cpus": cpus, "replica_tools": str(tools)})
     env = {**os.environ, "PYTHONPATH": str(tree)}
     child = subprocess.Popen([sys.executable, "-c", LAUNCHER, args], cwd=tree, env=env, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
@@ -182,11 +272,15 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per phase and service")
     ap.add_argument("--rounds", type=int, default=2, help="slices per phase, alternating between services")
-    ap.add_argument("--phases", nargs="+", default=["cached", "uncached"], choices=["cached", "uncached"])
+    ap.add_argument("--phases", nargs="*", default=["cached", "uncached"], choices=["cached", "uncached"])
+    ap.add_argument("--kill-replica", action="store_true",
+                    help="then SIGKILL one of the selector replicas under cached load (needs --replicas >= 2)")
     ap.add_argument("--num-frames", type=int, default=8)
     args = ap.parse_args()
     root = Path(args.video_root)
     videos = sorted(str(p.relative_to(root)) for p in root.rglob("*.mp4"))
+    if args.kill_replica and (args.url or args.replicas < 2):
+        sys.exit("error: --kill-replica needs a service started here (no --url) with --replicas 2 or more")
     if len(videos) < 4:
         sys.exit(f"error: {root}: need at least 4 .mp4 videos (build some with pipelines/make_synthetic.py)")
     children, services = [], {}
@@ -207,8 +301,14 @@ def main() -> None:
                 services[name] = url
             if args.url:
                 services["current"] = args.url
-            pids = {name: child.pid for name, child in zip(trees, [c for c in children if c.poll() is None])}
+            live = {name: child for name, child in zip(trees, [c for c in children if c.poll() is None])}
+            pids = {name: child.pid for name, child in live.items()}
             report = measure(services, pids, videos, args)
+            if args.kill_replica:
+                for name, url in services.items():
+                    cached = payload_streams(videos, args.num_frames, seed=1)[1]
+                    report[name]["kill_replica"] = asyncio.run(
+                        run_kill_phase(url, cached, args.concurrency, args.duration, live[name]))
         finally:
             for child in children:
                 child.stdin.close()

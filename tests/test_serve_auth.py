@@ -51,7 +51,7 @@ def guarded(ray_local, tiny_world, tmp_path_factory):
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer " + TOKEN[:-1] + "x"}, {"Authorization": TOKEN},
-                                     {"Authorization": "Basic " + TOKEN}, {"Authorization": "Bearer "}],
+                                     {"Authorization": "Basic " + TOKEN}, {"Authorization": "Bearer"}],
                          ids=["none", "wrong", "no-scheme", "basic", "empty"])
 def test_requests_without_the_token_get_a_401_json_error(guarded, headers):
     for method, path, kw in (("POST", "/select", {"json": GOOD}), ("GET", "/", {}), ("GET", "/healthz", {})):
