@@ -144,7 +144,8 @@ class GRPOConfig:
 
 @dataclass
 class AnswererConfig:
-    # "embedded" (tiny-CLIP answerer), "vllm" or "hf".
+    # "embedded" (tiny-CLIP answerer), "vllm", "hf", or "simulated" (another back end's answers after a modelled
+    # Video-MLLM latency; tspo_ray/answerers/simulated.py).
     kind: str = "embedded"
     # Back-end settings passed to the answerer factory (model path, engine limits, resources...).
     settings: dict[str, Any] = field(default_factory=dict)
@@ -166,6 +167,11 @@ class TrainConfig:
     answerer_cpus: float = 0.5
     # Custom Ray resources per answerer actor, e.g. {rollout: 1} for cluster.yaml's rollout nodes ({}: none).
     answerer_resources: dict[str, float] = field(default_factory=dict)
+    # Questions (all their G sets) per batched answerer call; 0: each batch spread over its share of the answerers
+    # (num_answerers // (max_lag + 1) calls), an idle answerer taking work pinned to a busy one.
+    jobs_per_call: int = 4
+    # Custom Ray resources for the rollout coordinator, e.g. {coordinator: 1} for cluster.yaml's head ({}: none).
+    coordinator_resources: dict[str, float] = field(default_factory=dict)
     # Learner workers (Ray Train); only 1 is supported (no data-parallel learner).
     num_learners: int = 1
     # Torch device of the agent in the learner: "cpu", or "cuda" (the GPU Ray Train assigns; needs learner_gpus > 0).
@@ -392,8 +398,8 @@ def validate(cfg: Config) -> Config:
     _check(0 < cfg.grpo.clip_eps < 1, "grpo.clip_eps", f"must be in (0, 1), got {cfg.grpo.clip_eps}")
     _check(cfg.grpo.epochs >= 1, "grpo.epochs", f"must be >= 1, got {cfg.grpo.epochs}")
     _check(cfg.grpo.kl_coef >= 0, "grpo.kl_coef", "must be >= 0")
-    _check(cfg.answerer.kind in ("embedded", "vllm", "hf"), "answerer.kind",
-           f"must be one of embedded, vllm, hf, got {cfg.answerer.kind!r}")
+    _check(cfg.answerer.kind in ("embedded", "vllm", "hf", "simulated"), "answerer.kind",
+           f"must be one of embedded, vllm, hf, simulated, got {cfg.answerer.kind!r}")
     _check(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")
     _check(cfg.train.questions_per_step >= 1, "train.questions_per_step", "must be >= 1")
     _check(cfg.train.max_lag >= 0, "train.max_lag", f"must be >= 0, got {cfg.train.max_lag}")
@@ -452,6 +458,8 @@ def _validate_placement(cfg: Config) -> None:
     _check_resources(f.worker_resources, "features.worker_resources")
     _check_resources(t.answerer_resources, "train.answerer_resources")
     _check_resources(t.learner_resources, "train.learner_resources")
+    _check_resources(t.coordinator_resources, "train.coordinator_resources")
+    _check(t.jobs_per_call >= 0, "train.jobs_per_call", f"must be >= 0 (0: spread), got {t.jobs_per_call}")
     _check(t.answerer_cpus > 0, "train.answerer_cpus", f"must be > 0, got {t.answerer_cpus}")
     _check(t.num_learners == 1, "train.num_learners", "must be 1: the learner is a single Ray Train worker "
            f"(data-parallel learners are not implemented), got {t.num_learners}")

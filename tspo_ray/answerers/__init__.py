@@ -6,11 +6,12 @@ from typing import Any
 from tspo_ray.answerers.base import Answer, Answerer, AnswerRequest
 from tspo_ray.config import Config, ConfigError
 
-KINDS = ("embedded", "vllm", "hf")
+KINDS = ("embedded", "vllm", "hf", "simulated")
 
 
 def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: Any) -> Answerer:
-    """Build an answerer back end: "embedded" (tiny CLIP), "vllm" or "hf" (their own modules, imported lazily).
+    """Build an answerer back end: "embedded" (tiny CLIP), "vllm", "hf" (their own modules, imported lazily), or
+    "simulated" (another back end's answers returned after a modelled Video-MLLM latency).
 
     Settings come as a mapping, as keywords (`build_answerer("vllm", model=..., num_frames=16)`), or both.
     """
@@ -29,6 +30,10 @@ def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: An
         from tspo_ray.answerers.hf_answerer import HFAnswerer
 
         return HFAnswerer.from_settings(settings)
+    if kind == "simulated":  # another back end's answers after a real model's latency (simulated.py)
+        from tspo_ray.answerers.simulated import build_simulated
+
+        return build_simulated(settings, build_answerer)
     raise ValueError(f"unknown answerer kind {kind!r}; choose one of {KINDS}")
 
 
@@ -70,14 +75,29 @@ def parse_settings(kind: str, settings: dict[str, Any] | None):
 def accepted_frames(kind: str, settings: dict[str, Any] | None) -> int | None:
     """The most frames one request may carry: the model back ends size their inputs (and vLLM its engine limits)
     for settings.num_frames and reject larger requests; the embedded answerer takes any number (None)."""
+    if kind == "simulated":
+        from tspo_ray.answerers.simulated import SimulatedSettings
+
+        inner = SimulatedSettings.from_dict(settings)
+        return accepted_frames(inner.inner_kind, inner.inner_settings)
     parsed = parse_settings(kind, settings)
     return None if parsed is None else parsed.num_frames
+
+
+def slots_per_actor(kind: str, settings: dict[str, Any] | None) -> int:
+    """Calls one answerer actor takes at once: the simulated answerer's gpus_per_actor, else 1 (one engine)."""
+    if kind == "simulated":
+        from tspo_ray.answerers.simulated import SimulatedSettings
+
+        return SimulatedSettings.from_dict(settings).gpus_per_actor
+    return 1
 
 
 def check_config(cfg: Config) -> Config:
     """What only the answerer back ends can tell about a config, checked before any work: their settings are valid
     (ConfigError naming answerer.settings.<name>), and the answerer accepts every frame count the config asks it
     about, T_s of training, of haystack items and of evaluation (it would reject every request otherwise)."""
+    slots_per_actor(cfg.answerer.kind, cfg.answerer.settings)  # the simulated kind's settings, validated
     limit = accepted_frames(cfg.answerer.kind, cfg.answerer.settings)
     if limit is None:
         return cfg
@@ -103,4 +123,4 @@ class AnswererFactory:
 
 
 __all__ = ["Answer", "AnswerRequest", "Answerer", "build_answerer", "AnswererFactory", "KINDS", "accepted_frames",
-           "parse_settings"]
+           "parse_settings", "slots_per_actor"]

@@ -47,6 +47,9 @@ class AnswererActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
 
 def actor_options(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Ray resources for one actor of an answerer kind, from its settings (vLLM and HF configs carry them)."""
@@ -65,12 +68,21 @@ class AnswererActorPool:
     """N answerer actors that replace themselves when they die; `answer` is idempotent per request key."""
 
     def __init__(self, factory: Callable[[], Any], num_actors: int = 1, actor_options: dict[str, Any] | None = None,
-                 max_restarts: int = 3, max_requests_per_call: int | None = None):
+                 max_restarts: int = 3, max_requests_per_call: int | None = None, slots_per_actor: int = 1):
+        """`num_actors` answerer slots (engines); with slots_per_actor k > 1 they live k to an actor process, which
+        answers k calls at once (the simulated answerer's several GPUs per process)."""
         if num_actors < 1:
             raise ValueError(f"num_actors must be >= 1, got {num_actors}")
-        self._remote = ray.remote(AnswererActor).options(**(actor_options or {"num_cpus": 1}))
+        if slots_per_actor < 1:
+            raise ValueError(f"slots_per_actor must be >= 1, got {slots_per_actor}")
+        options = dict(actor_options or {"num_cpus": 1})
+        if slots_per_actor > 1:
+            options["max_concurrency"] = slots_per_actor
+        self._remote = ray.remote(AnswererActor).options(**options)
         self.factory, self.max_restarts, self.max_per_call = factory, max_restarts, max_requests_per_call
-        self.actors = [self._remote.remote(factory) for _ in range(num_actors)]
+        processes = [self._remote.remote(factory) for _ in range(-(-num_actors // slots_per_actor))]
+        #: one entry per slot; slot i lives in process i // slots_per_actor
+        self.actors = [processes[i // slots_per_actor] for i in range(num_actors)]
         self.restarts = 0
         self.gave_up: str | None = None  # why the pool stopped replacing actors, once it has
         self._replacing = threading.Lock()  # the rollout coordinator calls the pool from several threads
@@ -82,12 +94,17 @@ class AnswererActorPool:
 
         return cls(AnswererFactory(kind, settings), num_actors, actor_options(kind, settings), **kwargs)
 
+    def processes(self) -> list[Any]:
+        """The distinct actor processes behind the slots, in slot order."""
+        return list({id(a): a for a in self.actors}.values())
+
     def ready(self) -> list[str]:
         """Wait until every actor has built its answerer; their names. An actor that failed to start raises here."""
-        return ray.get([a.name.remote() for a in self.actors])
+        return ray.get([a.name.remote() for a in self.processes()])
 
     def stats(self) -> list[dict[str, Any]]:
-        return ray.get([a.stats.remote() for a in self.actors])
+        """Per actor process."""
+        return ray.get([a.stats.remote() for a in self.processes()])
 
     def _replace(self, slot: int, dead: Any, error: BaseException) -> None:
         """Start a fresh actor in `slot` in place of `dead`; an actor that fails to start is replaced the same way
@@ -109,7 +126,8 @@ class AnswererActorPool:
                 ray.kill(dead)
             except Exception:  # already gone
                 pass
-            self.actors[slot] = self._remote.remote(self.factory)
+            fresh = self._remote.remote(self.factory)
+            self.actors = [fresh if a is dead else a for a in self.actors]  # every slot of the dead process
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
         """One Answer per request, in order; max_requests_per_call (default: an even split over the actors) each."""
@@ -121,11 +139,12 @@ class AnswererActorPool:
         return [answers[r.key] for r in requests]
 
     def answer_chunks(self, chunks: Sequence[Sequence[AnswerRequest]],
-                      slots: Sequence[int] | None = None) -> dict[str, Answer]:
+                      slots: Sequence[int] | None = None, steal: bool = False) -> dict[str, Answer]:
         """Answers by key, one actor call per chunk. A chunk lost with a dead actor is resent (the actor replaced).
 
         slots[i] pins chunk i to actor slots[i] % N (e.g. by video, so each actor's frame cache holds its own
-        videos); unpinned chunks go to whichever actor is idle."""
+        videos); unpinned chunks go to whichever actor is idle. With `steal`, a pin is a preference: an idle actor
+        with nothing of its own takes a chunk pinned to a busy one, so collisions of the pins never serialise calls."""
         if self.gave_up:
             raise AnswerersGaveUp(self.gave_up)
         results: dict[str, Answer] = {}
@@ -134,12 +153,20 @@ class AnswererActorPool:
         pending: dict[Any, tuple[int, Any, Sequence[AnswerRequest], int | None]] = {}  # future -> slot, actor, ...
         while queue or pending:
             busy = {slot for slot, _, _, _ in pending.values()}
-            for slot, actor in enumerate(self.actors):
-                pick = next((i for i, (_, pin) in enumerate(queue) if pin in (None, slot)), None)
-                if slot in busy or pick is None:
-                    continue
-                chunk, pin = queue.pop(pick)
-                pending[actor.answer.remote(list(chunk))] = (slot, actor, chunk, pin)
+            # first every actor takes its own (or unpinned) work; then, with `steal`, the idle ones take chunks
+            # pinned to busy actors (a sweep of its own, so an actor early in the order is not passed over)
+            for stealing in (False, True) if steal else (False,):
+                for slot, actor in enumerate(self.actors):
+                    if slot in busy:
+                        continue
+                    mine = (None, slot)
+                    pick = next((i for i, (_, pin) in enumerate(queue) if (pin in busy if stealing else pin in mine)),
+                                None)
+                    if pick is None:
+                        continue
+                    chunk, pin = queue.pop(pick)
+                    pending[actor.answer.remote(list(chunk))] = (slot, actor, chunk, pin)
+                    busy.add(slot)
             done, _ = ray.wait(list(pending), num_returns=1)
             slot, actor, chunk, pin = pending.pop(done[0])
             try:
@@ -153,6 +180,6 @@ class AnswererActorPool:
         return results
 
     def shutdown(self) -> None:
-        for actor in self.actors:
+        for actor in self.processes():
             ray.kill(actor)
         self.actors = []

@@ -22,10 +22,20 @@ class AnswererPool(AnswererActorPool):
 
     def __init__(self, answerer_factory: Callable[[], Any], num_actors: int, num_cpus: float = 1.0,
                  num_gpus: float = 0.0, jobs_per_call: int = 4, max_restarts: int = 10,
-                 resources: dict[str, float] | None = None):
+                 resources: dict[str, float] | None = None, slots_per_actor: int = 1, batches_in_flight: int = 1):
+        """jobs_per_call 0 spreads each batch over its share of the answerers: len(slots) // batches_in_flight calls
+        (the batches the learner keeps in flight, max_lag + 1), a video's jobs together where they fit, and an idle
+        answerer takes a chunk pinned to a busy one."""
         options = {"num_cpus": num_cpus, "num_gpus": num_gpus} | ({"resources": dict(resources)} if resources else {})
-        super().__init__(answerer_factory, num_actors, options, max_restarts)
-        self.jobs_per_call = jobs_per_call
+        super().__init__(answerer_factory, num_actors, options, max_restarts, slots_per_actor=slots_per_actor)
+        self.jobs_per_call, self.batches_in_flight = jobs_per_call, max(1, batches_in_flight)
+
+    def chunk_size(self, num_jobs: int) -> int:
+        """Jobs per answer call for a batch of num_jobs."""
+        if self.jobs_per_call:
+            return self.jobs_per_call
+        share = max(1, len(self.actors) // self.batches_in_flight)
+        return max(1, -(-num_jobs // share))
 
     def score(self, jobs: Sequence[ScoreJob]) -> list[tuple[RewardResult, list[str]]]:
         """(rewards, answer texts) per job, in job order; survives actor deaths (see AnswererActorPool)."""
@@ -35,12 +45,13 @@ class AnswererPool(AnswererActorPool):
         by_slot: dict[int, list[int]] = {}
         for i, job in enumerate(jobs):
             by_slot.setdefault(zlib.crc32(job.video_path.encode()) % len(self.actors), []).append(i)
+        size = self.chunk_size(len(jobs))
         chunks, slots = [], []
         for slot, idx in sorted(by_slot.items()):
-            for start in range(0, len(idx), self.jobs_per_call):
-                chunks.append(dedupe([r for i in idx[start : start + self.jobs_per_call] for r in per_job[i]]))
+            for start in range(0, len(idx), size):
+                chunks.append(dedupe([r for i in idx[start : start + size] for r in per_job[i]]))
                 slots.append(slot)
-        answers = self.answer_chunks(chunks, slots)
+        answers = self.answer_chunks(chunks, slots, steal=not self.jobs_per_call)
         out = []
         for job, reqs in zip(jobs, per_job):
             got = [answers[r.key] for r in reqs]

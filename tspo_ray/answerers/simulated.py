@@ -1,0 +1,147 @@
+"""An answerer with the latency of a real Video-MLLM: another back end's answers, returned after a modelled time.
+
+`answerer.kind: simulated` wraps any back end (by default the embedded answerer, so rewards stay the real rewards of
+the frames chosen) and returns each batched call after
+
+    per_call_s + sum over its requests of (per_request_s + per_frame_s * frames of the request)
+
+seconds (times `time_scale`), the time a 7B Video-MLLM on vLLM on one GPU spends on it: G requests of T_s frames each
+are prefilled (visual tokens dominate), then a few answer tokens are decoded for the whole batch at once. The inner
+back end's own compute counts toward that time; a call whose compute alone takes longer overruns, and `stats` says
+how often, so a benchmark can tell a simulated GPU from a saturated CPU.
+
+One actor process can hold several simulated GPUs (`gpus_per_actor`): it then answers that many calls at once in
+threads (the pool gives it as many slots), each sleeping its own latency, the inner answerer's compute serialised
+under a lock. That is how 64 of them fit in a 2-core machine: 64 GPUs in 4 processes cost 4 copies of the embedded
+answerer (about 300 MB each), not 64.
+
+Default figures, per GPU (settings override every one):
+- prefill at 17,900 input tokens/s: sglang's bench_serving against a vLLM server of Qwen2.5-VL-7B-Instruct,
+  random images, 768 requests of about 1,000 vision tokens each and 1 output token, 17,916.56 input tokens/s and
+  17.53 requests/s (github.com/sgl-project/sglang/pull/9812, the `vllm-chat` run);
+- 196 visual tokens a frame for LLaVA-Video-7B (SigLIP at 384 px: 27 x 27 patches, pooled 2 x 2 to 14 x 14) and
+  about 150 text tokens of prompt, question and options: per_frame_s = 196 / 17,900, per_request_s = 150 / 17,900;
+- per call, 4 decoded tokens (an answer letter and the tags around it) at 25.44 ms each, the median inter-token
+  latency of vLLM serving an 8B model under load (`vllm bench serve`, 1,000 ShareGPT prompts,
+  github.com/vllm-project/vllm/pull/18566): per_call_s = 0.10.
+So one question's G = 8 sets of T_s = 8 frames take 0.77 s of prefill, of T_s = 16 1.47 s.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Sequence
+
+from tspo_ray.answerers.base import Answer, AnswerRequest
+from tspo_ray.config import ConfigError
+
+PREFILL_TOKENS_PER_S = 17_900.0
+TOKENS_PER_FRAME = 196
+PROMPT_TOKENS = 150
+DECODE_TOKENS = 4
+INTER_TOKEN_S = 0.02544
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Seconds one GPU spends on a batched call: a per-call cost plus a per-request and a per-frame cost. Pure."""
+
+    per_call_s: float = DECODE_TOKENS * INTER_TOKEN_S
+    per_request_s: float = PROMPT_TOKENS / PREFILL_TOKENS_PER_S
+    per_frame_s: float = TOKENS_PER_FRAME / PREFILL_TOKENS_PER_S
+
+    def seconds(self, frames_per_request: Sequence[int]) -> float:
+        if not frames_per_request:
+            return 0.0
+        return self.per_call_s + sum(self.per_request_s + self.per_frame_s * f for f in frames_per_request)
+
+    def question_seconds(self, group_size: int, frames: int, questions_per_call: int = 1) -> float:
+        """Seconds of one call answering `questions_per_call` questions of G sets of T_s frames, per question."""
+        return self.seconds([frames] * (group_size * questions_per_call)) / questions_per_call
+
+
+@dataclass(frozen=True)
+class SimulatedSettings:
+    """answerer.settings of the simulated kind."""
+
+    #: the back end whose answers are returned ("embedded", "hf", "vllm") and its settings
+    inner_kind: str = "embedded"
+    inner_settings: dict = field(default_factory=dict)
+    per_call_s: float = LatencyModel.per_call_s
+    per_request_s: float = LatencyModel.per_request_s
+    per_frame_s: float = LatencyModel.per_frame_s
+    #: every modelled time is multiplied by this (e.g. 0.2 for a shorter benchmark on a proportionally faster GPU)
+    time_scale: float = 1.0
+    #: simulated GPUs per actor process: the actor answers this many calls at once
+    gpus_per_actor: int = 1
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any] | None) -> "SimulatedSettings":
+        settings = dict(settings or {})
+        known = {f.name for f in fields(cls)}
+        for key in settings:
+            if key not in known:
+                raise ConfigError(f"answerer.settings.{key}: unknown setting of the simulated answerer; "
+                                  f"known: {', '.join(sorted(known))}")
+        out = cls(**settings)
+        for name in ("per_call_s", "per_request_s", "per_frame_s"):
+            if not float(getattr(out, name)) >= 0:
+                raise ConfigError(f"answerer.settings.{name}: must be >= 0 seconds, got {getattr(out, name)!r}")
+        if not float(out.time_scale) > 0:
+            raise ConfigError(f"answerer.settings.time_scale: must be > 0, got {out.time_scale!r}")
+        if not (isinstance(out.gpus_per_actor, int) and out.gpus_per_actor >= 1):
+            raise ConfigError(f"answerer.settings.gpus_per_actor: must be an integer >= 1, got {out.gpus_per_actor!r}")
+        if out.inner_kind == "simulated":
+            raise ConfigError("answerer.settings.inner_kind: the simulated answerer cannot wrap itself")
+        return out
+
+    def latency(self) -> LatencyModel:
+        s = float(self.time_scale)
+        return LatencyModel(s * self.per_call_s, s * self.per_request_s, s * self.per_frame_s)
+
+
+class SimulatedAnswerer:
+    """Answers with `inner`'s answers, each batched call returned after `latency.seconds(frames of its requests)`."""
+
+    def __init__(self, inner, latency: LatencyModel, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.inner, self.latency, self._sleep, self._clock = inner, latency, sleep, clock
+        self.name = f"simulated:{inner.name}"
+        self._compute = threading.Lock()  # the inner answerer's caches are not thread-safe; the GPUs are separate
+        self._stats_lock = threading.Lock()
+        self._stats = {"calls": 0, "requests": 0, "modelled_s": 0.0, "slept_s": 0.0, "overrun_calls": 0,
+                       "overrun_s": 0.0, "in_flight": 0, "max_in_flight": 0}
+
+    @property
+    def stats(self) -> dict[str, float]:
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
+        start = self._clock()
+        with self._stats_lock:  # calls answered at once by this process's simulated GPUs
+            self._stats["in_flight"] += 1
+            self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._stats["in_flight"])
+        with self._compute:
+            answers = self.inner.answer(requests)
+        modelled = self.latency.seconds([len(r.frame_indices) for r in requests])
+        remaining = modelled - (self._clock() - start)
+        if remaining > 0:
+            self._sleep(remaining)
+        with self._stats_lock:
+            s = self._stats
+            s["in_flight"] -= 1
+            s["calls"] += 1
+            s["requests"] += len(requests)
+            s["modelled_s"] += modelled
+            s["slept_s"] += max(remaining, 0.0)
+            if remaining < 0:
+                s["overrun_calls"] += 1
+                s["overrun_s"] -= remaining
+        return answers
+
+
+def build_simulated(settings: dict[str, Any] | None, build_inner: Callable[[str, dict], Any]) -> SimulatedAnswerer:
+    parsed = SimulatedSettings.from_dict(settings)
+    return SimulatedAnswerer(build_inner(parsed.inner_kind, dict(parsed.inner_settings)), parsed.latency())
