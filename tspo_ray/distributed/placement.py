@@ -46,6 +46,12 @@ def answerer_actor_options(cfg: Config) -> dict[str, Any]:
                            cfg.train.answerer_resources)
 
 
+def coordinator_options(cfg: Config) -> dict[str, Any]:
+    """Ray actor options of the rollout coordinator: a tenth of a CPU (it samples between waits), one thread per
+    batch in flight plus one for validation, and train.coordinator_resources."""
+    return _with_resources({"num_cpus": 0.1, "max_concurrency": cfg.train.max_lag + 2}, cfg.train.coordinator_resources)
+
+
 def learner_scaling(cfg: Config) -> dict[str, Any]:
     """Ray Train ScalingConfig keywords: one worker; a GPU reserved (use_gpu) exactly when the agent trains on CUDA."""
     t = cfg.train

@@ -60,7 +60,7 @@ class RolloutCoordinator:
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
         t2 = time.perf_counter()
         return {"items": batch, "groups": groups, "seconds": t2 - t0, "sample_s": t1 - t0, "answer_s": t2 - t1,
-                "pool_restarts": self.pool.restarts}
+                "pool_restarts": self.pool.restarts, "result_bytes": tensor_bytes((batch, groups))}
 
     def validate(self, weights: dict, k: int) -> dict:
         """The accuracy of the given weights (train.eval_selector) on the validation items, overall and per family,
@@ -75,6 +75,14 @@ class RolloutCoordinator:
     def ping(self) -> bool:
         return True
 
+    def node_id(self) -> str:
+        """The Ray node this coordinator runs on (placement checks)."""
+        return ray.get_runtime_context().get_node_id()
+
+    def answerer_node_ids(self) -> list[str]:
+        """The Ray node of each answerer actor process (placement checks)."""
+        return ray.get([a.node_id.remote() for a in self.pool.processes()])
+
     def failure(self) -> str | None:
         """Why this coordinator cannot roll out any more (its answerer actors gave up), or None."""
         return self.pool.gave_up
@@ -83,6 +91,20 @@ class RolloutCoordinator:
         """Kill one answerer actor (used by fault-tolerance tests); the pool replaces it on its next use."""
         ray.kill(self.pool.actors[slot])
         return slot
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a rollout result or a state dict: what it costs the object store, near enough (the
+    rest is ids, paths and floats)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(tensor_bytes(getattr(obj, f)) for f in obj.__dataclass_fields__)
+    return 0
 
 
 def learner_device(cfg: Config) -> torch.device:
@@ -117,10 +139,16 @@ class RolloutPipeline:
         self.weight_refs: dict[int, Any] = {}
         self.next_batch = state.step
         self.coordinator_restarts = 0
+        # the weight broadcast of the latest top-up: seconds spent putting new versions, and their bytes
+        self.broadcast_s, self.broadcast_bytes = 0.0, 0
 
     def _weights_ref(self, version: int):
         if version not in self.weight_refs:
-            self.weight_refs[version] = ray.put(self.state.weights_of(version))  # the coordinator samples on CPU
+            t0 = time.perf_counter()
+            weights = self.state.weights_of(version)
+            self.weight_refs[version] = ray.put(weights)  # the coordinator samples on CPU
+            self.broadcast_s += time.perf_counter() - t0
+            self.broadcast_bytes += tensor_bytes(weights)
         return self.weight_refs[version]
 
     def _submit(self, batch: int):
@@ -132,6 +160,7 @@ class RolloutPipeline:
     def next_rollout(self) -> tuple[int, dict, float]:
         """Top up the pipeline (batches up to step + max_lag, each with the version the schedule names), then the
         rollout of batch `step`: (batch index, the coordinator's output, seconds waited)."""
+        self.broadcast_s, self.broadcast_bytes = 0.0, 0
         while self.next_batch < self.cfg.train.steps and self.next_batch <= self.state.step + self.cfg.train.max_lag:
             self.in_flight.append((self.next_batch, self._submit(self.next_batch)))
             self.next_batch += 1
@@ -240,6 +269,8 @@ def learner_loop(config: dict[str, Any]) -> None:
                 continue
 
     validate_fn = validate_remotely if config.get("has_val_items") else None
+    if config.get("report_node"):  # placement checks: where the learner, the coordinator and the answerers run
+        report_placement(config["report_node"], pipeline.coordinator)
     try:
         while state.step < cfg.train.steps:
             batch_index, out, waited = pipeline.next_rollout()
@@ -253,7 +284,9 @@ def learner_loop(config: dict[str, Any]) -> None:
                 batch_index=float(batch_index), coordinator_restarts=float(pipeline.coordinator_restarts),
                 # where a step's time goes; sampling and answering overlap the learner's update of the batch before
                 time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
-                time_wait_s=waited,
+                time_wait_s=waited, time_broadcast_s=pipeline.broadcast_s,
+                # object-store traffic of the step: the weights put for new versions, the rollout result coming back
+                store_weight_bytes=float(pipeline.broadcast_bytes), store_result_bytes=float(out["result_bytes"]),
             )
             metrics.update(state.checkpoint_after_step(ckpt_dir, validate_fn))
             if tracker:
@@ -269,6 +302,15 @@ def learner_loop(config: dict[str, Any]) -> None:
     except LearnerStopped as exc:
         # not raised: Ray Train would start the learner again, to meet the same dead end
         print(f"learner stopped at step {state.step}: {exc}", file=sys.__stdout__, flush=True)
+
+
+def report_placement(registry, coordinator) -> None:
+    """Tell `registry` (an actor with put(name, node_id)) the node of the learner, the coordinator and every
+    answerer actor process."""
+    ray.get([registry.put.remote("learner", ray.get_runtime_context().get_node_id()),
+             registry.put.remote("coordinator", ray.get(coordinator.node_id.remote()))]
+            + [registry.put.remote(f"answerer{i}", node)
+               for i, node in enumerate(ray.get(coordinator.answerer_node_ids.remote()))])
 
 
 def print_progress(state: LearnerState, metrics: dict, start: int, t_start: float) -> None:
@@ -288,18 +330,22 @@ class TrainingStopped(RuntimeError):
 
 
 def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, resume: bool = False,
-                      stop_after: int | None = None, val_items: Sequence[FeatureItem] = ()) -> None:
+                      stop_after: int | None = None, val_items: Sequence[FeatureItem] = (),
+                      report_node: Any = None) -> None:
     """The whole run on Ray (connected by the caller): the rollout coordinator with its answerer pool, and the Ray
     Train learner, which checkpoints into train.output_dir/checkpoints (resumed from with `resume`).
 
     A dead learner worker is started again by Ray Train and a dead coordinator by Ray, up to train.max_failures
     times each, and answerer actors are replaced up to train.answerer_max_restarts times; the run continues from
-    the learner's checkpoint to the weights of an uninterrupted run. Past a limit: TrainingStopped."""
+    the learner's checkpoint to the weights of an uninterrupted run. Past a limit: TrainingStopped.
+
+    For placement checks, `report_node` (an actor with put(name, node_id), e.g. distributed.cluster.NodeRegistry)
+    is told the node of the learner, the coordinator and every answerer actor process."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
-    from tspo_ray.answerers import AnswererFactory, settings_for
-    from tspo_ray.distributed.placement import answerer_actor_options, learner_scaling
+    from tspo_ray.answerers import AnswererFactory, settings_for, slots_per_actor
+    from tspo_ray.distributed.placement import answerer_actor_options, coordinator_options, learner_scaling
     from tspo_ray.training.learner_state import build_agent
 
     dim = items[0].frame_features.shape[-1]
@@ -307,17 +353,20 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
     actor = answerer_actor_options(cfg)
     pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
                    "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
-                   "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts}
+                   "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts,
+                   "jobs_per_call": cfg.train.jobs_per_call,
+                   "slots_per_actor": slots_per_actor(cfg.answerer.kind, cfg.answerer.settings),
+                   "batches_in_flight": cfg.train.max_lag + 1}
     # max_task_retries=0: the learner itself sends a restarted coordinator the batches it owed (RolloutPipeline).
     # The items go to the object store once, held here for the whole run, so that a restart finds them there.
     item_refs = ray.put(list(items)), ray.put(list(val_items))
-    coordinator = ray.remote(num_cpus=0.1, max_concurrency=cfg.train.max_lag + 2, max_restarts=cfg.train.max_failures,
+    coordinator = ray.remote(**coordinator_options(cfg), max_restarts=cfg.train.max_failures,
                              max_task_retries=0)(RolloutCoordinator).remote(
         item_refs[0], agent_config, pool_kwargs, cfg.to_dict(), item_refs[1])
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
                    "resume": resume, "stop_after_steps": stop_after, "has_val_items": bool(val_items),
-                   "start_mark": checkpoint_mark(ckpt_dir)}
+                   "start_mark": checkpoint_mark(ckpt_dir), "report_node": report_node}
     if tracker:
         loop_config.update(mlflow_run_id=tracker.run_id, mlflow_tracking_uri=tracker.tracking_uri)
     trainer = TorchTrainer(
