@@ -186,6 +186,8 @@ def main() -> None:
             for variant in args.variants:
                 if variant.endswith("lag2") and n < args.lag2_from:
                     continue
+                if variant != args.variants[0] and n == args.answerers[0] == 1:
+                    continue  # one answerer: every variant is the same pool (its one-answerer rate is the first's)
                 row = run_one(VARIANTS[variant], n, steps_for(n, args), tmp, f"{variant}-{n}", args)
                 tables.setdefault(variant, []).append(row)
                 print(f"  {variant} N={n}: {row['steps_per_s']:.3f} steps/s ({row['steps']} steps, "
