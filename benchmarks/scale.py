@@ -158,6 +158,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the rate")
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--videos", type=int, default=12, help="training videos of the small world")
+    ap.add_argument("--one-answerer-rate", type=float,
+                    help="steps/s of one answerer from an earlier run, for a run that starts past N = 1 (default: "
+                         "this run's first variant at N = 1)")
+    ap.add_argument("--pinned-up-to", type=int, default=64, help="the pinned variant runs up to this N")
     ap.add_argument("--lag2-from", type=int, default=8, help="the max_lag 2 variant runs from this N on")
     args = ap.parse_args()
 
@@ -184,7 +188,7 @@ def main() -> None:
         tables = {}
         for n in args.answerers:  # variants side by side at each N, so machine load hits them alike
             for variant in args.variants:
-                if variant.endswith("lag2") and n < args.lag2_from:
+                if variant.endswith("lag2") and n < args.lag2_from or variant == "pinned" and n > args.pinned_up_to:
                     continue
                 if variant != args.variants[0] and n == args.answerers[0] == 1:
                     continue  # one answerer: every variant is the same pool (its one-answerer rate is the first's)
@@ -193,12 +197,16 @@ def main() -> None:
                 print(f"  {variant} N={n}: {row['steps_per_s']:.3f} steps/s ({row['steps']} steps, "
                       f"{row['wall_s']:.0f} s with start-up) {row}", flush=True)
         # efficiency against N x the one-answerer rate of the default pool (the same at N = 1 for every variant)
-        one = tables[args.variants[0]][0]
+        if args.one_answerer_rate:
+            rate = args.one_answerer_rate
+        else:
+            one = tables[args.variants[0]][0]
+            rate = one["steps_per_s"] / one["n"]
         for variant, rows in tables.items():
-            print_table(variant, rows, one["steps_per_s"] / one["n"])
+            print_table(variant, rows, rate)
         # the projection uses the variant that scales best at the largest N measured
         best = max(tables, key=lambda v: (tables[v][-1]["n"], tables[v][-1]["steps_per_s"]))
-        print_projection(tables[best], one["steps_per_s"] / one["n"], best)
+        print_projection(tables[best], rate, best)
 
 
 if __name__ == "__main__":
