@@ -26,6 +26,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -119,6 +120,53 @@ def print_table(variant: str, rows: list[dict], one_answerer: float) -> None:
     print(f"\nlargest N where the learner keeps up: {max(up) if up else 'none'}")
 
 
+def scheduled_batch_seconds(n: int, lag: int, questions: int, videos: int, per_call: "Callable[[int], float]",
+                            draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """(calls per batch, seconds to answer a batch) by the latency model alone, under the `spread` pool's cut: a
+    batch's questions drawn uniformly over `videos` videos, pinned by a hash of the video to one of n slots, cut per
+    slot into calls of ceil(questions / share) (share = n // (lag + 1), the batch's share of the answerers) and
+    list-scheduled on `share` answerers, longest first. per_call(q): seconds of a call of q questions. What the
+    answering would take if nothing but the modelled GPUs cost time."""
+    import random
+    import zlib
+
+    rng = random.Random(seed)
+    share = max(1, n // (lag + 1))
+    size = max(1, -(-questions // share))
+    total_calls, total_s = 0, 0.0
+    for _ in range(draws):
+        slot_of = [zlib.crc32(f"{rng.random()}".encode()) % n for _ in range(videos)]  # paths hash anywhere
+        per_slot: dict[int, int] = {}
+        for _ in range(questions):
+            slot = slot_of[rng.randrange(videos)]
+            per_slot[slot] = per_slot.get(slot, 0) + 1
+        calls = sorted((min(size, k - start) for k in per_slot.values() for start in range(0, k, size)), reverse=True)
+        free = [0.0] * share
+        for q in calls:
+            i = min(range(share), key=free.__getitem__)
+            free[i] += per_call(q)
+        total_calls += len(calls)
+        total_s += max(free)
+    return total_calls / draws, total_s / draws
+
+
+def print_schedule_model(answerers: list[int], args, cfg, measured: dict[int, float] | None = None) -> None:
+    """The latency model's answering time of one batch at each N beside the measured one (spread, max_lag 1)."""
+    from tspo_ray.answerers.simulated import SimulatedSettings
+
+    lat = SimulatedSettings.from_dict({"time_scale": args.time_scale}).latency()
+    frames, g = cfg.policy.num_frames, cfg.policy.group_size
+    print(f"\nanswering one batch by the latency model alone (spread, max_lag {cfg.train.max_lag}, {args.videos} "
+          "videos): calls a batch, seconds; beside the measured\n")
+    print("| N | calls a batch | modelled s | measured s |")
+    print("|---:|---:|---:|---:|")
+    for n in answerers:
+        calls, secs = scheduled_batch_seconds(n, cfg.train.max_lag, cfg.train.questions_per_step, args.videos,
+                                              lambda q: lat.seconds([frames] * (g * q)))
+        got = (measured or {}).get(n)
+        print(f"| {n} | {calls:.1f} | {secs:.2f} | {'–' if got is None else f'{got:.2f}'} |")
+
+
 def efficiency_at(rows: list[dict], n: int, one_answerer: float) -> tuple[int, float]:
     """(the measured N used, its efficiency) for n answerers: the largest measured N <= n (efficiency falls with N,
     so that is the optimistic side for n between two measurements; n = 8, 16, 64 are measured exactly)."""
@@ -162,6 +210,8 @@ def main() -> None:
                     help="steps/s of one answerer from an earlier run, for a run that starts past N = 1 (default: "
                          "this run's first variant at N = 1)")
     ap.add_argument("--pinned-up-to", type=int, default=64, help="the pinned variant runs up to this N")
+    ap.add_argument("--model-only", action="store_true",
+                    help="print only the latency model's answering time of a batch at each N (no Ray, seconds)")
     ap.add_argument("--lag2-from", type=int, default=8, help="the max_lag 2 variant runs from this N on")
     args = ap.parse_args()
 
@@ -173,6 +223,10 @@ def main() -> None:
     from tspo_ray.synthetic.dataset import build_world
     from tspo_ray.video.encoders import load_encoder
 
+    if args.model_only:
+        cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "embedded.yaml", [])
+        print_schedule_model(args.answerers, args, cfg)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_world(tmp / "world", {"train": args.videos, "val": 1, "test": 1}, seed=3, min_s=60, max_s=120,
@@ -204,6 +258,8 @@ def main() -> None:
             rate = one["steps_per_s"] / one["n"]
         for variant, rows in tables.items():
             print_table(variant, rows, rate)
+        if "spread" in tables:
+            print_schedule_model(args.answerers, args, cfg, {r["n"]: r["time_answer_s"] for r in tables["spread"]})
         # the projection uses the variant that scales best at the largest N measured
         best = max(tables, key=lambda v: (tables[v][-1]["n"], tables[v][-1]["steps_per_s"]))
         print_projection(tables[best], rate, best)

@@ -12,3 +12,12 @@ def start_local_ray(num_cpus: int = 2, extra_paths: tuple[str, ...] = (), tries:
         ray.shutdown()
     return init_ray("local", num_cpus=num_cpus, extra_paths=extra_paths, tries=tries, include_dashboard=False,
                     ignore_reinit_error=True, log_to_driver=False)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for a test's Serve HTTP proxy)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

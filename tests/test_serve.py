@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from local_ray import free_port
 
 from tspo_ray.serve.access import RequestError, resolve_video
 from tspo_ray.serve.cache import LRUCache
@@ -46,11 +47,6 @@ def test_resolve_video_rules(tmp_path):
 
 
 # --- the running service ---------------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +88,7 @@ def service(ray_local, roots, checkpoint):
 
     from tspo_ray.serve.app import build_app
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = {"checkpoint": str(checkpoint), "video_roots": [str(roots["root"]), str(roots["world"])],
                 "max_body_bytes": 16384}

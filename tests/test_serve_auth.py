@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from local_ray import free_port
 
 from tspo_ray.serve.auth import (
     authorize,
@@ -24,11 +24,6 @@ TOKEN = secrets.token_urlsafe(32)
 GOOD = {"video": "clip.mp4", "question": "When does the red star appear?", "num_frames": 4, "max_candidates": 24}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def guarded(ray_local, tiny_world, tmp_path_factory):
@@ -41,7 +36,7 @@ def guarded(ray_local, tiny_world, tmp_path_factory):
     (base / "videos").mkdir()
     shutil.copy(sorted(tiny_world.rglob("*.mp4"))[0], base / "videos" / "clip.mp4")
     (base / "token").write_text(TOKEN + "\n")
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"video_roots": [str(base / "videos")], "auth_token_file": str(base / "token")}),
               name="tspo-select", route_prefix="/")

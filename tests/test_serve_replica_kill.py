@@ -4,20 +4,15 @@ replaces the replica."""
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 
 import httpx
 import pytest
+from local_ray import free_port
 
 REPLICAS, CLIENTS = 2, 16
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +23,7 @@ def two_replicas(ray_local, tiny_world, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("kill_videos")
     shutil.copy(sorted(tiny_world.rglob("*.mp4"))[0], root / "clip.mp4")
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"video_roots": [str(root)], "max_candidates": 32}, replicas=REPLICAS, replica_cpus=1),
               name="tspo-select", route_prefix="/")
