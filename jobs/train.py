@@ -35,7 +35,6 @@ def parse_args(argv=None):
                     help="decode videos that failed before again (by default their recorded reason stands)")
     ap.add_argument("overrides", nargs="*", help="config overrides anywhere on the line, e.g. train.steps=20 grpo.lr=1e-3")
     args = parse_job_args(ap, argv)
-    args.command_line = list(sys.argv[1:] if argv is None else argv)  # for the --resume hint
     if args.retry_failed:
         args.overrides.append("features.retry_failed=true")
     return args
@@ -175,6 +174,7 @@ def raise_interrupt(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # for the --resume hint of a stopped run
     try:
         cfg = check_config(load_config(args.config, args.overrides))
         # absolute, because Ray Train workers run in their own working directory

@@ -288,9 +288,14 @@ def learner_loop(config: dict[str, Any]) -> None:
                 # object-store traffic of the step: the weights put for new versions, the rollout result coming back
                 store_weight_bytes=float(pipeline.broadcast_bytes), store_result_bytes=float(out["result_bytes"]),
             )
-            metrics.update(state.checkpoint_after_step(ckpt_dir, validate_fn))
+            # the step's metrics before its checkpoint: a learner killed between the two redoes the step from the
+            # previous checkpoint and logs it again, rather than resuming past a step MLflow never saw
             if tracker:
                 tracker.log_metrics(metrics, state.step)
+            checkpoint_metrics = state.checkpoint_after_step(ckpt_dir, validate_fn)
+            if tracker and checkpoint_metrics:
+                tracker.log_metrics(checkpoint_metrics, state.step)
+            metrics.update(checkpoint_metrics)
             if state.step == cfg.train.steps or (stop_after is not None and state.step >= stop_after):
                 # once, at the end: a report is a round trip through Ray Train's controller (about 1.6 s each on
                 # the 2-core machine, which at every 3rd step had cost the loop half its speed); metrics go to MLflow
