@@ -46,19 +46,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def access_settings(args: argparse.Namespace) -> dict:
     """The token's digest (never the token: the deployment config is visible in Ray's dashboard) and the refusal
     to serve beyond loopback without one."""
-    from tspo_ray.serve.auth import checked_token, read_token_file, require_token_beyond_loopback, token_digest
+    from tspo_ray.serve.auth import configured_digest, require_token_beyond_loopback
 
-    try:
-        if args.auth_token_file:
-            token = read_token_file(args.auth_token_file)
-        elif os.environ.get(TOKEN_ENV):
-            token = checked_token(os.environ[TOKEN_ENV], f"environment variable {TOKEN_ENV}")
-        else:
-            token = None
-        require_token_beyond_loopback(args.host, token is not None, args.insecure_no_auth)
+    try:  # the file first, else the environment variable when it is set
+        digest = configured_digest(args.auth_token_file, TOKEN_ENV if os.environ.get(TOKEN_ENV) else None, None)
+        require_token_beyond_loopback(args.host, digest is not None, args.insecure_no_auth)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    return {"auth_token_sha256": token_digest(token) if token else None, "insecure_no_auth": args.insecure_no_auth}
+    return {"auth_token_sha256": digest, "insecure_no_auth": args.insecure_no_auth}
 
 
 def absolute_local_paths(encoder: dict) -> dict:

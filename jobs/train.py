@@ -154,16 +154,17 @@ def stopped_line(cfg: Config, args, exc: Exception) -> str:
     A Ray this job started is shut down first, so that no log line of its processes comes after it."""
     import shlex
 
-    from tspo_ray.checkpoint import latest_checkpoint, load_checkpoint
+    from tspo_ray.checkpoint import latest_checkpoint, latest_step
 
     if args.owns_ray:
         import ray
 
         ray.shutdown()
-    newest = latest_checkpoint(Path(cfg.train.output_dir) / "checkpoints")
+    ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
+    newest = latest_checkpoint(ckpt_dir)
     where = "no checkpoint yet"
     if newest is not None and newest.exists():
-        where = f"newest checkpoint {newest} (step {load_checkpoint(newest)['step']})"
+        where = f"newest checkpoint {newest} (step {latest_step(ckpt_dir)})"
     again = [a for a in args.command_line if a != "--resume"]
     return f"error: {exc}; {where}; resume with: python jobs/train.py --resume {shlex.join(again)}".rstrip()
 

@@ -242,6 +242,9 @@ class AKSConfig:
     all_depth: int = 3
 
 
+#: the answerer back ends (tspo_ray.answerers builds them)
+ANSWERER_KINDS = ("embedded", "vllm", "hf", "simulated")
+
 #: the training-free baselines every results table carries
 BASELINE_SELECTORS = ("uniform", "clip:top-k", "clip:bin-max", "clip:aks", "clip:top-k+edges", "clip:events",
                       "clip:anchors")
@@ -398,8 +401,8 @@ def validate(cfg: Config) -> Config:
     _check(0 < cfg.grpo.clip_eps < 1, "grpo.clip_eps", f"must be in (0, 1), got {cfg.grpo.clip_eps}")
     _check(cfg.grpo.epochs >= 1, "grpo.epochs", f"must be >= 1, got {cfg.grpo.epochs}")
     _check(cfg.grpo.kl_coef >= 0, "grpo.kl_coef", "must be >= 0")
-    _check(cfg.answerer.kind in ("embedded", "vllm", "hf", "simulated"), "answerer.kind",
-           f"must be one of embedded, vllm, hf, simulated, got {cfg.answerer.kind!r}")
+    _check(cfg.answerer.kind in ANSWERER_KINDS, "answerer.kind",
+           f"must be one of {', '.join(ANSWERER_KINDS)}, got {cfg.answerer.kind!r}")
     _check(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")
     _check(cfg.train.questions_per_step >= 1, "train.questions_per_step", "must be >= 1")
     _check(cfg.train.max_lag >= 0, "train.max_lag", f"must be >= 0, got {cfg.train.max_lag}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from tspo_ray.answerers.base import Answer, Answerer, AnswerRequest
-from tspo_ray.config import Config, ConfigError
+from tspo_ray.config import ANSWERER_KINDS, Config, ConfigError
 
-KINDS = ("embedded", "vllm", "hf", "simulated")
+KINDS = ANSWERER_KINDS
 
 
 def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: Any) -> Answerer:
