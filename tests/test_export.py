@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.test_selector_golden import reference_scores
+from helpers.reference_tspo import reference_scores
 from tspo_ray import KeyframeSelector
 from tspo_ray.checkpoint import best_checkpoint, load_checkpoint, save_checkpoint
 from tspo_ray.data.records import read_records, resolve_video
@@ -17,21 +17,6 @@ from tspo_ray.video.encoders import embedded_clip_dir
 #: bf16 keeps 8 significant bits (relative step 2^-8 = 0.0039) in every CLIP and selector weight; S sums two cosines
 #: of vectors through ~10 such layers. Measured on this test's 69 candidates: 0.0023 (README, the export section).
 BF16_SCORE_TOLERANCE = 0.01
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_world, tmp_path_factory):
-    """jobs/train.py --local on the tiny world with the shipped tiny CLIP: 2 steps, validated at 2, only the agent in the final table."""
-    from train import main as train_main
-
-    out = tmp_path_factory.mktemp("run")
-    # agent.position_scale=1: the layout adds PE as is (the embedded config's 20 is refused, tested below)
-    assert train_main([f"data.root={tiny_world}", f"features.store={out}/features", "features.max_candidates=32",
-                       "agent.position_scale=1",
-                       "policy.num_frames=4", "policy.group_size=4", "train.steps=2", "train.questions_per_step=4",
-                       "train.checkpoint_every=2", "train.eval_every=2", f"train.output_dir={out}/run",
-                       "eval.num_plots=0", "eval.selectors=[agent]", f"tracking.tracking_uri=sqlite:///{out}/mlflow.db", "--local"]) == 0
-    return out / "run" / "checkpoints"
 
 
 def first_test_question(tiny_world):
@@ -106,7 +91,7 @@ def agent_checkpoint(folder, dim=64, heads=8, **options):
 
 
 def test_a_clip_of_another_dimension_is_refused_naming_both(tmp_path, capsys):
-    from tests.tiny_models import build_tspo_layout
+    from helpers.tiny_models import build_tspo_layout
 
     clip32 = build_tspo_layout(tmp_path / "clip32", dim=32)
     run = agent_checkpoint(tmp_path / "run")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from helpers.scripts import load_script
 from tspo_ray.synthetic.families import (
     Event,
     FamilyError,
@@ -110,7 +111,7 @@ def _shipped():
 
 
 def test_make_synthetic_refuses_a_bad_family_file_with_one_line(tmp_path, capsys):
-    import make_synthetic
+    make_synthetic = load_script("pipelines/make_synthetic.py")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("family: bad\nanswer: object\nvariants: [{program: [{jump: 1}], wordings: ['What?']}]\n")

@@ -11,7 +11,7 @@ import torch  # noqa: F401  (before lmms-eval: its scikit-learn loaded first mak
 
 lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is the optional group: uv sync --group lmms")
 
-from tests.tiny_models import build_tiny_qwen2_5_vl, build_tspo_layout, write_ramp_video  # noqa: E402
+from helpers.tiny_models import build_tiny_qwen2_5_vl, build_tspo_layout, write_ramp_video  # noqa: E402
 
 K = 4
 
@@ -52,7 +52,7 @@ def process_results(doc, results):
 
 
 @pytest.fixture(scope="module")
-def task_dir(tmp_path_factory):
+def task_dir(tmp_path_factory, lmms_eval_run):
     root = tmp_path_factory.mktemp("lmms")
     docs = []
     for i in range(3):
@@ -128,9 +128,8 @@ def test_tspo_select_hands_the_inner_model_exactly_the_selected_frames(task_dir,
         [s["frame_indices"] for s in selections]
 
 
-def test_the_lmms_eval_command_line_finds_tspo_select_and_writes_the_accuracy(task_dir, tmp_path):
+def test_the_lmms_eval_command_line_finds_tspo_select_and_writes_the_accuracy(task_dir, tmp_path, run_process):
     """As a user types it: `python -m lmms_eval --model tspo_select ...`, the model found through the entry point."""
-    import subprocess
     import sys
 
     root, docs = task_dir
@@ -141,10 +140,9 @@ def test_the_lmms_eval_command_line_finds_tspo_select_and_writes_the_accuracy(ta
         f"store={tmp_path / 'store'}", f"clips={tmp_path / 'clips'}", f"selections={tmp_path / 'sel.jsonl'}",
         f"inner_pretrained={qwen}", "inner_device=cpu", "inner_device_map=cpu", f"inner_max_num_frames={K}"])
     env = {**os.environ, "FORCE_QWENVL_VIDEO_READER": "decord"}
-    done = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "tspo_select", "--model_args", model_args,
-                           "--tasks", "tspo_tiny", "--include_path", str(root / "task"), "--output_path",
-                           str(tmp_path / "out"), "--batch_size", "1", "--device", "cpu"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    done = run_process([sys.executable, "-m", "lmms_eval", "--model", "tspo_select", "--model_args", model_args,
+                        "--tasks", "tspo_tiny", "--include_path", root / "task", "--output_path", tmp_path / "out",
+                        "--batch_size", "1", "--device", "cpu", "--log_samples"], env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (results,) = (tmp_path / "out").rglob("*_results.json")
     accuracy = json.loads(results.read_text())["results"]["tspo_tiny"]["accuracy,none"]
@@ -154,7 +152,7 @@ def test_the_lmms_eval_command_line_finds_tspo_select_and_writes_the_accuracy(ta
     assert all(len(s["frame_indices"]) == K for s in selections)
 
 
-def test_a_missing_video_names_the_document_and_the_reason(tmp_path):
+def test_a_missing_video_names_the_document_and_the_reason(tmp_path, lmms_eval_run):
     from lmms_eval.api.instance import Instance
     from lmms_eval.models import get_model
 

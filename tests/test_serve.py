@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from local_ray import free_port
+from helpers.local_ray import free_port
+from helpers.scripts import load_script
 
 from tspo_ray.serve.access import RequestError, resolve_video
 from tspo_ray.serve.cache import LRUCache
@@ -324,7 +325,7 @@ def test_serve_config_and_job_settings(tmp_path):
     """configs/serve.yaml passes Ray's own schema and its args are valid ServeSettings; jobs/serve.py checks roots."""
     import yaml
     from ray.serve.schema import ServeDeploySchema
-    from serve import parse_args, settings_from_args
+    parse_args, settings_from_args = load_script("jobs/serve.py").parse_args, load_script("jobs/serve.py").settings_from_args
 
     from tspo_ray.serve.service import ServeSettings
 
@@ -347,7 +348,7 @@ def test_serve_config_and_job_settings(tmp_path):
 
 def test_serve_job_makes_relative_paths_absolute_before_deployment(tmp_path, monkeypatch):
     """Replicas run in Ray's copy of the working directory: a relative --checkpoint or model must not reach them."""
-    from serve import parse_args, settings_from_args
+    parse_args, settings_from_args = load_script("jobs/serve.py").parse_args, load_script("jobs/serve.py").settings_from_args
 
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "clip").mkdir()

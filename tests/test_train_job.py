@@ -3,6 +3,8 @@ import json
 
 import pytest
 import torch
+from helpers.jobs import job_overrides
+from helpers.scripts import load_script
 
 from tspo_ray.checkpoint import best_checkpoint, load_checkpoint
 from tspo_ray.config import FULL_SUITE
@@ -10,19 +12,8 @@ from tspo_ray.synthetic.families import load_families
 from tspo_ray.training.model_selection import AGENT_MODES
 
 
-def job_overrides(world, clip, out, steps=4, extra=(), store=None):
-    enc = f"{{backend: hf, model: {clip}}}"
-    return [
-        f"data.root={world}", f"features.encoder={enc}", f"features.store={store or out}/features",
-        f"answerer.settings={{encoder: {enc}}}", "features.max_candidates=32", "policy.num_frames=4",
-        "policy.group_size=4", f"train.steps={steps}", "train.questions_per_step=4", "train.checkpoint_every=1",
-        "train.num_answerers=2", "train.answerer_cpus=0.25", f"train.output_dir={out}/run", "agent.heads=4",
-        "eval.num_plots=1", f"tracking.tracking_uri=sqlite:///{out}/mlflow.db", *extra,
-    ]
-
-
 def test_train_job_end_to_end(ray_local, tiny_world, tiny_hf_clip, tmp_path):
-    from train import main
+    main = load_script("jobs/train.py").main
 
     straight = tmp_path / "straight"
     assert main(job_overrides(tiny_world, tiny_hf_clip, straight, extra=["train.eval_every=2"])
@@ -82,7 +73,7 @@ def test_resume_on_ray_and_across_loops_gives_the_uninterrupted_weights(ray_loca
     import shutil
 
     from mlflow.tracking import MlflowClient
-    from train import main
+    main = load_script("jobs/train.py").main
 
     store = tmp_path  # one feature store for every run here
     # at max_lag 1 every needle question is asked over a haystack: built alike by the coordinator and the local loop
@@ -167,7 +158,7 @@ def test_each_video_is_answered_by_one_actor_so_frame_caches_do_not_overlap(ray_
 
 
 def test_bad_config_is_rejected_with_the_field_name(capsys):
-    from train import main
+    main = load_script("jobs/train.py").main
 
     assert main(["grpo.clip_eps=1.5"]) == 2
     assert "grpo.clip_eps" in capsys.readouterr().err

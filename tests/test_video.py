@@ -172,7 +172,7 @@ def test_unreadable_file(tmp_path, tiny_world):
 
 
 def test_a_selection_clip_holds_exactly_the_selected_frames_at_their_times(tmp_path):
-    from tests.tiny_models import write_ramp_video
+    from helpers.tiny_models import write_ramp_video
     from tspo_ray.video.clips import write_selection_clip
 
     source = write_ramp_video(tmp_path / "ramp.mp4", num_frames=20)
