@@ -102,21 +102,32 @@ def test_a_clip_of_another_dimension_is_refused_naming_both(tmp_path, capsys):
 
 
 def test_other_refusals(tmp_path):
-    run = agent_checkpoint(tmp_path / "run4", heads=4)
-    with pytest.raises(ExportError, match="4 heads and window 12"):
-        export(run, embedded_clip_dir(), tmp_path / "a")
-    for options in ({"position_scale": 20.0}, {"query_conditioned": True}):
-        with pytest.raises(ExportError, match="adds PE as is and has no FiLM"):
-            export(agent_checkpoint(tmp_path / f"run-{len(options)}-{next(iter(options))}", **options),
-                   embedded_clip_dir(), tmp_path / "a")
+    runs = {"heads4": agent_checkpoint(tmp_path / "run4", heads=4),
+            "scaled": agent_checkpoint(tmp_path / "run-scaled", position_scale=20.0),
+            "film": agent_checkpoint(tmp_path / "run-film", query_conditioned=True),
+            "plain": agent_checkpoint(tmp_path / "run8")}
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("")
+    before = tree_digest(tmp_path)
+    with pytest.raises(ExportError, match="4 heads and window 12"):
+        export(runs["heads4"], embedded_clip_dir(), tmp_path / "a")
+    for name in ("scaled", "film"):
+        with pytest.raises(ExportError, match="adds PE as is and has no FiLM"):
+            export(runs[name], embedded_clip_dir(), tmp_path / "a")
     with pytest.raises(ExportError, match="not empty"):
-        export(agent_checkpoint(tmp_path / "run8"), embedded_clip_dir(), busy)
+        export(runs["plain"], embedded_clip_dir(), busy)
     with pytest.raises(ExportError, match="without a checkpoint"):
         export(tmp_path / "busy", embedded_clip_dir(), tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         export(tmp_path / "missing", embedded_clip_dir(), tmp_path / "c")
-    assert not list(tmp_path.glob(".*.tmp"))  # no staging folder left behind
-    json.dumps(load_checkpoint(tmp_path / "run8")["agent_config"])  # the refused runs are untouched
+    # the refused runs and the busy folder are byte for byte as they were, and nothing was added beside them
+    assert tree_digest(tmp_path) == before
+
+
+def tree_digest(root) -> dict[str, str]:
+    """Every file under root (hidden ones included) with the SHA-256 of its bytes."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
