@@ -26,8 +26,13 @@ def test_train_job_end_to_end(ray_local, tiny_world, tiny_hf_clip, tmp_path):
     assert set(final["inference_mode_validation"]) == set(AGENT_MODES)
     assert final["inference_mode_validation"][chosen] == max(final["inference_mode_validation"].values())
     assert results["agent"]["accuracy"] == results[f"agent:{chosen}"]["accuracy"]
-    for r in results.values():
-        assert r["questions"] > 0 and 0 <= r["accuracy"] <= 1 and set(r["per_family"]) <= shipped
+    # each row of the table is the share of its selector's answers that name the record's answer
+    rows = [json.loads(line) for line in (straight / "run" / "eval" / "selections.jsonl").read_text().splitlines()]
+    assert all(row["correct"] == float(row["predicted"] == row["answer"]) for row in rows)
+    for method, r in results.items():
+        correct = [row["correct"] for row in rows if row["method"] == method]
+        assert r["questions"] == len(correct) > 0 and set(r["per_family"]) <= shipped
+        assert r["accuracy"] == pytest.approx(sum(correct) / len(correct)), method
     assert list((straight / "run" / "eval" / "plots").glob("*.png"))
 
     # MLflow: one run with the config, per-step metrics, the table and the model
@@ -121,12 +126,10 @@ def test_killed_answerer_is_replaced_without_losing_or_repeating_groups(ray_loca
     jobs = [ScoreJob(r, str(tiny_world / r.video), tuple(((i, i + 4), (i / 2, i / 2 + 2)) for i in range(0, 16, 4)))
             for r in records[:12]]
     pool = AnswererPool(AnswererFactory("embedded", settings), num_actors=2, num_cpus=0.25, jobs_per_call=1)
-    import zlib
-
     import ray
 
     ray.get([a.pid.remote() for a in pool.actors])  # both up
-    slot = zlib.crc32(jobs[0].video_path.encode()) % 2  # the actor the first video's jobs are pinned to
+    slot = pool.slot_of(jobs[0].video_path)  # the actor the first video's jobs are pinned to
     victim = pool.actors[slot]
     ray.kill(victim)  # dies before its chunk arrives: the chunk must be re-run once on a replacement
     results = pool.score(jobs)
