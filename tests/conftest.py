@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 #: the fixtures that start something outside this process; using any of them puts a test in the slow tier
-SLOW_FIXTURES = frozenset({"ray_local", "own_ray", "ray_cluster", "run_process", "vllm_in_process", "lmms_eval_run"})
+SLOW_FIXTURES = frozenset({"ray_local", "ray_cluster", "run_process", "vllm_in_process", "lmms_eval_run"})
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,7 +37,7 @@ def _fast_tests_start_no_ray(request):
 
         if ray.is_initialized():
             ray.shutdown()
-            pytest.fail("this test started Ray without the ray_local or own_ray fixture, so it ran in the fast tier")
+            pytest.fail("this test started Ray without the ray_local or ray_cluster fixture, so it ran in the fast tier")
 
 
 @pytest.fixture(scope="session")
@@ -83,34 +83,23 @@ def trained_run(tiny_world, tmp_path_factory) -> Path:
     return out / "run" / "checkpoints"
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """The suite's shared local Ray, started on a module's first use and again after a module that ran its own
-    (`own_ray`) shut it down; left running for the next module."""
+def start_shared_ray():
+    """The suite's one local Ray (4 CPUs); its workers can import tests/helpers (e.g. the pool tests' answerer)."""
     import ray
 
     from tspo_ray.distributed import init_ray
 
     if not ray.is_initialized():
-        init_ray("local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+        init_ray("local", num_cpus=4, extra_paths=(str(ROOT / "tests"),), include_dashboard=False,
+                 ignore_reinit_error=True, log_to_driver=False)
     return ray
 
 
 @pytest.fixture(scope="module")
-def own_ray():
-    """A module's private local Ray: `own_ray(num_cpus=2, extra_paths=(...))` starts it (shutting down any other)
-    and it is shut down after the module."""
-    from helpers.local_ray import start_local_ray
-
-    started = []
-
-    def start(**kwargs):
-        started.append(start_local_ray(**kwargs))
-        return started[-1]
-
-    yield start
-    for ray in started:
-        ray.shutdown()
+def ray_local():
+    """The suite's shared local Ray, started on first use and left running for the next module (a module that
+    needs a cluster of several nodes, `ray_cluster`, shuts it down and starts it again afterwards)."""
+    return start_shared_ray()
 
 
 @pytest.fixture
@@ -145,7 +134,7 @@ def ray_cluster():
     ray.shutdown()
     cluster.shutdown()
     if was_up:
-        init_ray("local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+        start_shared_ray()
 
 
 @pytest.fixture

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 
 import pytest
 
 from tspo_ray.answerers.base import AnswerRequest
-
-TESTS = Path(__file__).resolve().parent
 
 
 def requests(n: int) -> list[AnswerRequest]:
@@ -24,8 +21,8 @@ def requests(n: int) -> list[AnswerRequest]:
 
 
 @pytest.fixture(scope="module")
-def local_ray(own_ray):
-    return own_ray(num_cpus=2, extra_paths=(str(TESTS),))  # the workers import helpers.echo_answerer from here
+def local_ray(ray_local):
+    return ray_local  # the shared Ray's workers import helpers.echo_answerer
 
 
 def echo_factory(workdir, **answerer_kwargs):

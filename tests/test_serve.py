@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers.local_ray import free_port
+from helpers.ports import free_port
 from helpers.scripts import load_script
 
 from tspo_ray.serve.access import RequestError, resolve_video

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from helpers.local_ray import free_port
+from helpers.ports import free_port
 from helpers.scripts import load_script
 
 from tspo_ray.serve.auth import (

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from helpers.local_ray import free_port
+from helpers.ports import free_port
 
 REPLICAS, CLIENTS = 2, 16
 

@@ -48,10 +48,9 @@ def settings(qwen_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pool(settings, own_ray):
+def pool(settings, ray_local):
     from tspo_ray.answerers.pool import AnswererActorPool
 
-    own_ray(num_cpus=2)
     pool = AnswererActorPool.for_kind("vllm", settings, num_actors=1)
     assert pool.ready() == [f"vllm:{Path(settings['model']).name}"]
     yield pool
