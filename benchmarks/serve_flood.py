@@ -9,7 +9,8 @@ service the same way, one after the other), then two phases of --duration second
   flood  the same, while --flooders unauthenticated clients each open a connection, declare a --body-mib body and
          stream it as fast as the server takes it, ignoring any early answer, then open the next connection.
 Reports per phase the authenticated requests' p50 and p99 latency and status codes, the flooders' answers (status
-codes, and the connections the server closed or reset before answering) and the MiB of body they got through, and
+codes, and the connections the server closed or reset before answering) and the MiB of body their sockets took
+(written into the kernel's buffers: a body refused from its headers is dropped there, never read), and
 the service's peak resident memory: the whole process tree of its Ray (the sum of RSS) and its Serve proxy alone,
 sampled every 0.2 s, beside the figures just before the phase (JSON).
 """
@@ -197,7 +198,8 @@ async def phase(url: str, token: str, videos: list[str], clients: int, flooders:
     out = {"authenticated": await auth}
     await asyncio.gather(*floods, return_exceptions=True)
     if flooders:
-        out["unauthenticated"] = {"answers": dict(sorted(codes.items())), "body_mib_sent": round(sent[0] / 2**20)}
+        out["unauthenticated"] = {"connections": sum(codes.values()), "answers": dict(sorted(codes.items())),
+                                  "body_mib_written": round(sent[0] / 2**20)}
     return out
 
 
