@@ -187,6 +187,7 @@ def test_serve_config_puts_the_gate_in_the_proxy_with_the_apps_settings():
     assert gate["request_timeout_s"] == raw["http_options"]["request_timeout_s"]
     deps = {d["name"]: d for d in raw["applications"][0]["deployments"]}
     assert all(0 < d["max_queued_requests"] <= 1024 for d in deps.values())
+    assert deps["SelectIngress"]["backpressure_config"]["retry_after_s"] == 1
 
 
 def test_queues_are_bounded_and_the_schema_pages_are_gone():
@@ -196,6 +197,8 @@ def test_queues_are_bounded_and_the_schema_pages_are_gone():
     for dep in (KeyframeSelector, SelectIngress):
         assert 0 < dep._deployment_config.max_queued_requests <= 1024, dep.name
         assert 0 < dep._deployment_config.max_ongoing_requests <= 512, dep.name
+    # past the ingress's queue Serve's proxy answers; by default its 503 says nothing of when to come back
+    assert SelectIngress._deployment_config.backpressure_config.retry_after_s == 1
     assert sorted(r.path for r in api.routes) == ["/", "/healthz", "/select"]
 
 

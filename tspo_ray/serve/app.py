@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
+from ray.serve.config import BackpressureConfig
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
 from tspo_ray.selector import SelectionJob
@@ -198,6 +199,7 @@ def access_digest(s: ServeSettings) -> str | None:
 
 
 @serve.deployment(name="SelectIngress", max_ongoing_requests=INGRESS_MAX_ONGOING, max_queued_requests=INGRESS_MAX_QUEUED,
+                  backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
                   ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class SelectIngress:
