@@ -162,6 +162,16 @@ def test_the_serve_job_sets_the_request_timeout_and_the_gate(tmp_path):
         settings_from_args(parse_args(["--video-root", str(tmp_path), "--request-timeout", "0"]))
 
 
+def test_serve_settings_refuse_a_timeout_or_body_cap_that_is_not_positive():
+    from tspo_ray.serve.service import ServeSettings
+
+    assert ServeSettings.from_dict({"request_timeout_s": 5}).request_timeout_s == 5
+    for bad in ({"request_timeout_s": 0}, {"request_timeout_s": -1}, {"request_timeout_s": float("inf")},
+                {"max_body_bytes": 0}, {"max_body_bytes": "16k"}):
+        with pytest.raises(ValueError, match="expected a positive number"):
+            ServeSettings.from_dict(bad)
+
+
 def test_proxy_callback_builds_the_gate_from_the_environment(tmp_path, monkeypatch):
     from tspo_ray.serve import gate
 

@@ -11,10 +11,9 @@ route needs `Authorization: Bearer <token>` (401 otherwise); there are no schema
 it runs the gate's header checks (gate.py: Host, token, body size, content type; the same checks run earlier in
 Serve's proxy when it was started with the gate), reads and validates the body, and hands the request to a selector
 replica within the request timeout. Both deployments have bounded queues: past them the answer is 503 with
-Retry-After. Ray Serve's proxy answers 500 for a request
-whose replica died; the ingress instead sends it again to a live replica (a selection is a pure function of the
-request), and answers 503 with Retry-After only when none is left. Agent scoring of concurrent requests is grouped
-with @serve.batch in the selector.
+Retry-After. Ray Serve's proxy answers 500 for a request whose replica died; the ingress instead sends it again to
+a live replica (a selection is a pure function of the request), and answers 503 with Retry-After only when none is
+left. Agent scoring of concurrent requests is grouped with @serve.batch in the selector.
 """
 from __future__ import annotations
 

@@ -83,7 +83,12 @@ class ServeSettings:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown serve settings {unknown}; known: {sorted(known)}")
-        return cls(**raw)
+        out = cls(**raw)
+        for name in ("request_timeout_s", "max_body_bytes"):
+            value = getattr(out, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"serve setting {name}: expected a positive number, got {value!r}")
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
