@@ -259,9 +259,9 @@ def test_the_ingress_runs_the_gate_checks_itself(monkeypatch):
     selector = FakeSelector()
     obj = ingress(monkeypatch, selector)
     good = {"host": "127.0.0.1:8000", "content-type": "application/json", "content-length": str(len(GOOD_BODY))}
+    chunked = {k: v for k, v in good.items() if k != "content-length"} | {"transfer-encoding": "chunked"}
     for headers, status in (({**good, "content-type": "text/plain"}, 415), ({**good, "host": "evil.example"}, 403),
-                            ({k: v for k, v in good.items() if k != "content-length"} | {"transfer-encoding": "chunked"},
-                             411), (good, 200)):
+                            (chunked, 411), (good, 200)):
         resp = asyncio.run(obj.select(starlette_request(headers, GOOD_BODY)))
         assert resp.status_code == status, (headers, resp.body)
     assert selector.calls == 1
@@ -279,7 +279,8 @@ def test_the_ingress_keeps_its_own_request_timeout(monkeypatch):
 # --- the selector's work per request, in process ----------------------------------------------------------------------
 
 def test_candidate_settings_fall_on_a_finite_set_of_steps():
-    """Each (rate, cap) is a feature-cache entry and a decode+encode: a client varying them evicted every other video."""
+    """Each (rate, cap) is a feature-cache entry and a decode+encode: a client varying them evicted every other
+    video."""
     from tspo_ray.serve.schema import MAX_CANDIDATE_FPS, MAX_CANDIDATES, MIN_CANDIDATE_FPS
     from tspo_ray.serve.service import CAP_STEPS, FPS_STEPS, candidate_settings
 

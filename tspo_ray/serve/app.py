@@ -197,7 +197,8 @@ def access_digest(s: ServeSettings) -> str | None:
     return digest
 
 
-@serve.deployment(name="SelectIngress", max_ongoing_requests=INGRESS_MAX_ONGOING, max_queued_requests=INGRESS_MAX_QUEUED,
+@serve.deployment(name="SelectIngress", max_ongoing_requests=INGRESS_MAX_ONGOING,
+                  max_queued_requests=INGRESS_MAX_QUEUED,
                   backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
                   ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
