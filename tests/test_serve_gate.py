@@ -16,7 +16,8 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from local_ray import free_port
+from helpers.ports import free_port
+from helpers.scripts import load_script
 
 from tspo_ray.serve.access import RequestError
 from tspo_ray.serve.auth import token_digest
@@ -146,7 +147,9 @@ def test_a_client_cannot_lift_the_request_timeout():
 
 
 def test_the_serve_job_sets_the_request_timeout_and_the_gate(tmp_path):
-    from serve import gate_options, http_options, parse_args, settings_from_args
+    serve_job = load_script("jobs/serve.py")
+    gate_options, http_options = serve_job.gate_options, serve_job.http_options
+    parse_args, settings_from_args = serve_job.parse_args, serve_job.settings_from_args
 
     args = parse_args(["--video-root", str(tmp_path), "--request-timeout", "30"])
     assert http_options(args) == {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 30.0}

@@ -6,13 +6,16 @@ import shutil
 
 import httpx
 import pytest
-from local_ray import free_port
+from helpers.ports import free_port
+from helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def loopback(ray_local, tiny_world, tmp_path_factory):
     from ray import serve
-    from serve import gate_options, http_options, parse_args, settings_from_args
+    serve_job = load_script("jobs/serve.py")
+    gate_options, http_options = serve_job.gate_options, serve_job.http_options
+    parse_args, settings_from_args = serve_job.parse_args, serve_job.settings_from_args
 
     from tspo_ray.serve.app import build_app
 
