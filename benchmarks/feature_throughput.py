@@ -19,7 +19,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +151,7 @@ def main() -> None:
           f"ready in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
           flush=True)
     cfg = load_config(ROOT / "configs" / "embedded.yaml", args.overrides)
-    encoder_spec = asdict(cfg.features.encoder)
+    encoder_spec = cfg.features.encoder.to_dict()
     spec = feature_spec(cfg, load_encoder(encoder_spec).name)
     if args.breakdown:
         breakdown(videos[: args.breakdown], spec, encoder_spec)

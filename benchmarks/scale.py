@@ -95,7 +95,7 @@ def modelled_rate(args, cfg) -> float:
     """Steps/s of one simulated answerer by the latency model alone: a step's 32 questions in calls of 4."""
     from tspo_ray.answerers.simulated import SimulatedSettings
 
-    lat = SimulatedSettings.from_dict({"time_scale": args.time_scale}).latency()
+    lat = SimulatedSettings.load({"time_scale": args.time_scale}).latency()
     calls = math.ceil(cfg.train.questions_per_step / 4)
     return 1 / (calls * lat.seconds([cfg.policy.num_frames] * (4 * cfg.policy.group_size)))
 
@@ -154,7 +154,7 @@ def print_schedule_model(answerers: list[int], args, cfg, measured: dict[int, fl
     """The latency model's answering time of one batch at each N beside the measured one (spread, max_lag 1)."""
     from tspo_ray.answerers.simulated import SimulatedSettings
 
-    lat = SimulatedSettings.from_dict({"time_scale": args.time_scale}).latency()
+    lat = SimulatedSettings.load({"time_scale": args.time_scale}).latency()
     frames, g = cfg.policy.num_frames, cfg.policy.group_size
     print(f"\nanswering one batch by the latency model alone (spread, max_lag {cfg.train.max_lag}, {args.videos} "
           "videos): calls a batch, seconds; beside the measured\n")

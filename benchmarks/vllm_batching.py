@@ -77,7 +77,7 @@ def run(args, tmp: Path) -> None:
     model = args.model or str(build_tiny_qwen2_5_vl(tmp / "tiny_qwen"))
     video = str(write_ramp_video(tmp / "ramp.mp4", num_frames=20, fps=2))
     reqs = make_requests(video, args.questions, args.group, args.frames, 20, 2.0, seed=0)
-    cfg = VLLMAnswererConfig.from_dict(dict(
+    cfg = VLLMAnswererConfig.load(dict(
         model=model, num_frames=args.frames, probe_frame_hw=[64, 64], max_text_tokens=64, max_tokens=4,
         gpu_memory_utilization=0.1, enforce_eager=True, dtype="float32",
         max_num_seqs=max(64, args.questions * args.group)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from tspo_ray.config import ConfigError, load_config, parse_job_args
@@ -70,7 +69,7 @@ def main(argv=None) -> None:
         actor_kwargs["num_workers"] = args.workers
     if args.gpus_per_worker is not None:
         actor_kwargs["gpus_per_worker"] = args.gpus_per_worker
-    counts = extract_with_ray(videos, asdict(cfg.features.encoder), spec, store,
+    counts = extract_with_ray(videos, cfg.features.encoder.to_dict(), spec, store,
                               retry_failed=cfg.features.retry_failed, decode_workers=args.decode_workers,
                               decode_cpus=args.decode_cpus, chunk=args.chunk, **actor_kwargs)
     print(f"{counts} -> {store.root}")

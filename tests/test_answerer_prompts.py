@@ -81,11 +81,11 @@ def test_dedupe_keeps_first_of_each_key():
 
 
 def test_engine_limits_follow_the_largest_request():
-    cfg = VLLMAnswererConfig.from_dict({"model": "m", "num_frames": 16, "max_text_tokens": 512, "max_tokens": 8})
+    cfg = VLLMAnswererConfig.load({"model": "m", "num_frames": 16, "max_text_tokens": 512, "max_tokens": 8})
     lim = derive_limits(cfg, probe_tokens=1000, frame_hw=(448, 448))
     assert (lim.max_model_len, lim.max_num_batched_tokens, lim.max_num_seqs) == (1520, 8192, 64)
     assert lim.limit_mm_per_prompt == {"video": {"count": 1, "num_frames": 16, "height": 448, "width": 448}, "image": 0}
-    fixed = VLLMAnswererConfig.from_dict({"model": "m", "max_model_len": 10000, "input_mode": "images",
+    fixed = VLLMAnswererConfig.load({"model": "m", "max_model_len": 10000, "input_mode": "images",
                                           "num_frames": 4})
     lim = derive_limits(fixed, probe_tokens=1000, frame_hw=(224, 336))
     assert (lim.max_model_len, lim.max_num_batched_tokens) == (10000, 10000)
@@ -93,7 +93,7 @@ def test_engine_limits_follow_the_largest_request():
 
 
 def test_engine_env_on_cpu_and_gpu():
-    cfg = VLLMAnswererConfig.from_dict({"model": "m", "kv_cache_space_gib": 2,
+    cfg = VLLMAnswererConfig.load({"model": "m", "kv_cache_space_gib": 2,
                                         "env": {"VLLM_CPU_OMP_THREADS_BIND": "0"}})
     assert engine_env(cfg, on_cpu=True) == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
                                             "VLLM_CPU_OMP_THREADS_BIND": "0"}
@@ -114,7 +114,7 @@ def test_engine_env_on_cpu_and_gpu():
 ])
 def test_vllm_settings_rejected_with_the_field(settings, message):
     with pytest.raises(ConfigError, match=message):
-        VLLMAnswererConfig.from_dict(settings)
+        VLLMAnswererConfig.load(settings)
 
 
 def test_factory_merges_mapping_and_keywords():
@@ -123,7 +123,7 @@ def test_factory_merges_mapping_and_keywords():
         build_answerer("vllm", {"model": "m"}, bogus=1)
     with pytest.raises(ValueError, match="unknown answerer kind 'sglang'"):
         build_answerer("sglang")
-    cfg = VLLMAnswererConfig.from_dict({"model": "m", "num_gpus": 2, "tensor_parallel_size": 2, "num_cpus": 4,
+    cfg = VLLMAnswererConfig.load({"model": "m", "num_gpus": 2, "tensor_parallel_size": 2, "num_cpus": 4,
                                         "probe_frame_hw": [360, 640]})
     assert cfg.actor_options() == {"num_cpus": 4, "num_gpus": 2} and cfg.probe_frame_hw == (360, 640)
 
@@ -135,6 +135,6 @@ def test_shipped_answerer_configs_parse(name):
     from tspo_ray.config import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
-    settings = VLLMAnswererConfig.from_dict(cfg.answerer.settings)
+    settings = VLLMAnswererConfig.load(cfg.answerer.settings)
     assert cfg.answerer.kind == "vllm" and settings.num_gpus >= settings.tensor_parallel_size >= 1
     assert settings.num_frames >= cfg.eval.num_frames and settings.num_frames >= cfg.policy.num_frames

@@ -18,7 +18,7 @@ def test_latency_is_per_call_plus_per_request_plus_per_frame():
     d = LatencyModel()
     assert d.per_call_s == pytest.approx(0.10176)
     assert 8 * (d.per_request_s + 8 * d.per_frame_s) == pytest.approx(8 * (150 + 8 * 196) / 17_900)
-    scaled = SimulatedSettings.from_dict({"time_scale": 0.5, "per_call_s": 1.0}).latency()
+    scaled = SimulatedSettings.load({"time_scale": 0.5, "per_call_s": 1.0}).latency()
     assert scaled.per_call_s == 0.5 and scaled.per_frame_s == pytest.approx(0.5 * 196 / 17_900)
 
 
@@ -27,7 +27,7 @@ def test_latency_is_per_call_plus_per_request_plus_per_frame():
                                              ({"inner_kind": "simulated"}, "inner_kind")])
 def test_bad_settings_name_the_field(settings, field):
     with pytest.raises(ConfigError, match=f"answerer.settings.{field}"):
-        SimulatedSettings.from_dict(settings)
+        SimulatedSettings.load(settings)
 
 
 class Recorder:

@@ -1,52 +1,25 @@
-"""Answerers: one protocol (base.py), back ends built by name."""
+"""Answerers: one protocol (base.py), back ends registered by name (base.ANSWERERS), each with its settings."""
 from __future__ import annotations
 
 from typing import Any
 
-from tspo_ray.answerers.base import Answer, Answerer, AnswerRequest
-from tspo_ray.config import ANSWERER_KINDS, Config, ConfigError
+from tspo_ray.answerers.base import ANSWERERS, Answer, Answerer, AnswerRequest
+from tspo_ray.config import Config, ConfigError
 
-KINDS = ANSWERER_KINDS
+
+def kinds() -> tuple[str, ...]:
+    """The registered answerer kinds."""
+    return ANSWERERS.names()
 
 
 def build_answerer(kind: str, settings: dict[str, Any] | None = None, **more: Any) -> Answerer:
-    """Build an answerer back end: "embedded" (tiny CLIP), "vllm", "hf" (their own modules, imported lazily), or
-    "simulated" (another back end's answers returned after a modelled Video-MLLM latency).
+    """Build the answerer back end registered as `kind` ("embedded", "vllm", "hf", "simulated"; each module is
+    imported when first named) from its settings, checked against the back end's declaration.
 
     Settings come as a mapping, as keywords (`build_answerer("vllm", model=..., num_frames=16)`), or both.
     """
-    settings = {**(settings or {}), **more}
-    if kind == "embedded":
-        from tspo_ray.answerers.embedded import EmbeddedAnswerer
-        from tspo_ray.video.encoders import load_encoder
-
-        encoder = load_encoder(settings.pop("encoder", {"backend": "embedded"}))
-        return EmbeddedAnswerer(encoder, families=embedded_families(settings), **settings)
-    if kind == "vllm":
-        from tspo_ray.answerers.vllm_answerer import VLLMAnswerer
-
-        return VLLMAnswerer.from_settings(settings)
-    if kind == "hf":
-        from tspo_ray.answerers.hf_answerer import HFAnswerer
-
-        return HFAnswerer.from_settings(settings)
-    if kind == "simulated":  # another back end's answers after a real model's latency (simulated.py)
-        from tspo_ray.answerers.simulated import build_simulated
-
-        return build_simulated(settings, build_answerer)
-    raise ValueError(f"unknown answerer kind {kind!r}; choose one of {KINDS}")
-
-
-def embedded_families(settings: dict[str, Any]):
-    """The question families the embedded answerer reads questions with, taken out of its settings: `families`
-    (family files), else `world` (a world folder: the families its manifest keeps), else the shipped ones."""
-    from tspo_ray.synthetic.dataset import world_families
-    from tspo_ray.synthetic.families import load_families
-
-    files, world = settings.pop("families", None), settings.pop("world", None)
-    if files:
-        return load_families(files)
-    return world_families(world) if world else None
+    entry = ANSWERERS.get(kind)
+    return entry.obj(parse_settings(kind, {**(settings or {}), **more}))
 
 
 def settings_for(cfg: Config) -> dict[str, Any]:
@@ -59,38 +32,27 @@ def settings_for(cfg: Config) -> dict[str, Any]:
 
 
 def parse_settings(kind: str, settings: dict[str, Any] | None):
-    """The typed settings of a model back end ("vllm", "hf"), validated; None for the embedded answerer.
-    Raises ConfigError naming the field (answerer.settings.<name>) without loading any model."""
-    if kind == "vllm":
-        from tspo_ray.answerers.vllm_answerer import VLLMAnswererConfig
-
-        return VLLMAnswererConfig.from_dict(dict(settings or {}))
-    if kind == "hf":
-        from tspo_ray.answerers.hf_answerer import HFAnswererConfig
-
-        return HFAnswererConfig.from_dict(dict(settings or {}))
-    return None
+    """The typed settings of a back end, validated against its declaration without loading any model.
+    Raises ConfigError naming the field (answerer.settings.<name>), or for an unknown kind answerer.kind."""
+    try:
+        ANSWERERS.get(kind)
+    except ValueError as e:
+        raise ConfigError(f"answerer.kind: {e}") from None
+    return ANSWERERS.settings(kind, dict(settings or {}), "answerer.settings")
 
 
 def accepted_frames(kind: str, settings: dict[str, Any] | None) -> int | None:
     """The most frames one request may carry: the model back ends size their inputs (and vLLM its engine limits)
     for settings.num_frames and reject larger requests; the embedded answerer takes any number (None)."""
-    if kind == "simulated":
-        from tspo_ray.answerers.simulated import SimulatedSettings
-
-        inner = SimulatedSettings.from_dict(settings)
-        return accepted_frames(inner.inner_kind, inner.inner_settings)
     parsed = parse_settings(kind, settings)
-    return None if parsed is None else parsed.num_frames
+    if hasattr(parsed, "inner_kind"):  # the simulated kind: its inner back end's limit
+        return accepted_frames(parsed.inner_kind, parsed.inner_settings)
+    return getattr(parsed, "num_frames", None)
 
 
 def slots_per_actor(kind: str, settings: dict[str, Any] | None) -> int:
     """Calls one answerer actor takes at once: the simulated answerer's gpus_per_actor, else 1 (one engine)."""
-    if kind == "simulated":
-        from tspo_ray.answerers.simulated import SimulatedSettings
-
-        return SimulatedSettings.from_dict(settings).gpus_per_actor
-    return 1
+    return int(getattr(parse_settings(kind, settings), "gpus_per_actor", 1))
 
 
 def check_config(cfg: Config) -> Config:
@@ -122,5 +84,5 @@ class AnswererFactory:
         return build_answerer(self.kind, self.settings)
 
 
-__all__ = ["Answer", "AnswerRequest", "Answerer", "build_answerer", "AnswererFactory", "KINDS", "accepted_frames",
-           "parse_settings", "slots_per_actor"]
+__all__ = ["ANSWERERS", "Answer", "AnswerRequest", "Answerer", "build_answerer", "AnswererFactory", "kinds",
+           "accepted_frames", "parse_settings", "slots_per_actor"]

@@ -12,6 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
+from tspo_ray.registry import Registry
+
+#: answerer back ends by answerer.kind: each module registers its builder (called with its checked settings) and
+#: its settings model where it defines them; they are imported when first named
+ANSWERERS = Registry("answerer kind")
+for _kind, _module in (("embedded", "embedded"), ("vllm", "vllm_answerer"), ("hf", "hf_answerer"),
+                       ("simulated", "simulated")):
+    ANSWERERS.register_lazy(_kind, f"tspo_ray.answerers.{_module}")
+
 
 @dataclass(frozen=True)
 class AnswerRequest:

@@ -25,17 +25,19 @@ import os
 import string
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from tspo_ray.answerers.base import Answer, AnswerRequest
+from tspo_ray.answerers.base import ANSWERERS, Answer, AnswerRequest
 from tspo_ray.method.rewards import parse_option
 from tspo_ray.synthetic.families import Event, FamilyGrammar, NoEvidence, Parsed, load_families, run_program
 from tspo_ray.synthetic.render import COLOURS, SHAPES
 from tspo_ray.video.frames import read_frames
+from tspo_ray.settings import Settings
 from tspo_ray.video.info import VideoError
 
 Label = tuple[str, str]  # (colour, shape)
@@ -242,3 +244,41 @@ class EmbeddedAnswerer:
         form = "unknown" if parsed is None else f"{parsed.family.name}:{parsed.variant.form}"
         extra = {"form": form, "evidence": d.evidence and not guessed, "labels": [f"{c} {s}" for c, s in labels]}
         return Answer(req.key, letter, parse_option(letter, len(req.options)), extra)
+
+
+class EmbeddedSettings(Settings):
+    """answerer.settings of the embedded kind."""
+
+    section: ClassVar[str] = "answerer.settings"
+
+    label: ClassVar[str] = "embedded answerer"
+    encoder: dict[str, Any] = Field(default_factory=lambda: {"backend": "embedded"})
+    """The CLIP that labels the frames (tspo_ray.video.encoders.load_encoder spec)."""
+    families: list[str] | None = None
+    """Question family files to read questions with (None: the world's, else the shipped ones)."""
+    world: str | None = None
+    """A world folder whose manifest names its families (jobs set it to data.root)."""
+    frame_size: int = Field(64, ge=8)
+    """Frames are labelled at frame_size x frame_size px."""
+    edge_s: float = Field(6.0, ge=0)
+    """A frame within this many seconds of the start (end) shows the video's start (end)."""
+    edge_fraction: float = Field(0.05, ge=0, le=1)
+    """... or within this fraction of the duration."""
+    event_gap_s: float = Field(20.0, gt=0)
+    """Two frames of one object further apart than this are two events."""
+    max_cached_frames: int = Field(200_000, ge=0)
+    """Frame features kept in memory."""
+
+
+def build_embedded(settings: EmbeddedSettings) -> EmbeddedAnswerer:
+    from tspo_ray.synthetic.dataset import world_families
+    from tspo_ray.video.encoders import load_encoder
+
+    s = EmbeddedSettings.load(settings, "answerer.settings")
+    families = load_families(s.families) if s.families else (world_families(s.world) if s.world else None)
+    return EmbeddedAnswerer(load_encoder(s.encoder), frame_size=s.frame_size, edge_s=s.edge_s,
+                            edge_fraction=s.edge_fraction, event_gap_s=s.event_gap_s,
+                            max_cached_frames=s.max_cached_frames, families=families)
+
+
+ANSWERERS.register("embedded", build_embedded, settings=EmbeddedSettings)

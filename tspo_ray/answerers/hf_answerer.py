@@ -7,74 +7,36 @@ ends answer the same requests the same way; this one needs no engine and runs an
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Literal, Sequence
+
+from pydantic import Field
 
 from tspo_ray.answerers import inputs
-from tspo_ray.answerers.base import Answer, AnswerRequest
+from tspo_ray.answerers.base import ANSWERERS, Answer, AnswerRequest
 from tspo_ray.answerers.model_io import (
-    check_field,
-    check_model_settings,
+    ModelSettings,
     processor_inputs,
     processor_kwargs,
     prompt_style,
     resolve_family,
-    settings_from_dict,
 )
 
 log = logging.getLogger(__name__)
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-@dataclass
-class HFAnswererConfig:
-    #: model folder or hub id (Qwen2.5-VL, LLaVA-OneVision incl. converted LLaVA-Video)
-    model: str
-    #: prompt family: "auto" (from config.json), "qwen2_5_vl" or "llava_onevision"
-    family: str = "auto"
-    #: frames as one "video" or as "images"
-    input_mode: str = "video"
-    #: the most frames in one request
-    num_frames: int = 16
-    #: decode frames at frame_size x frame_size (None: native size)
-    frame_size: int | None = None
-    #: per-frame pixel cap of Qwen-VL processors (None: the processor's own)
-    max_pixels: int | None = None
-    #: timestamps in the prompt (None: the family's default)
-    time_instruction: bool | None = None
-    #: a Jinja chat template (or .jinja path) replacing the family's
-    chat_template: str | None = None
-    #: new tokens per answer (greedy)
-    max_tokens: int = 8
-    #: requests per generate call (None: all of a batch at once)
-    batch_size: int | None = None
-    #: weights dtype ("auto": the checkpoint's)
-    dtype: str = "auto"
-    #: torch device ("auto": cuda when available, else cpu)
+class HFAnswererConfig(ModelSettings):
+    """answerer.settings of the hf kind: a transformers image-text-to-text model in the actor's process."""
+
+    label: ClassVar[str] = "hf answerer"
+    batch_size: int | None = Field(None, ge=1)
+    """Requests per generate call (None: all of a batch at once)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype ('auto': the checkpoint's)."""
     device: str = "auto"
-    #: transformers attention implementation (None: its default)
+    """Torch device ('auto': cuda when available, else cpu)."""
     attn_implementation: str | None = None
-    trust_remote_code: bool = False
-    #: extra HF-processor call kwargs
-    mm_processor_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: Ray actor resources
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "HFAnswererConfig":
-        """Build from a settings mapping; unknown keys and bad values raise ConfigError naming the field."""
-        return settings_from_dict(cls, raw, "hf").validate()
-
-    def validate(self) -> "HFAnswererConfig":
-        check_model_settings(self)
-        check_field(self, self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1")
-        check_field(self, self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
-        return self
-
-    def actor_options(self) -> dict[str, Any]:
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+    """Transformers attention implementation (None: its default)."""
 
 
 class HFAnswerer:
@@ -103,7 +65,7 @@ class HFAnswerer:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> "HFAnswerer":
-        return cls(HFAnswererConfig.from_dict(settings))
+        return cls(HFAnswererConfig.load(settings, "answerer.settings"))
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
         """One Answer per request, in order; unanswerable requests get option None and extra["error"]."""
@@ -148,3 +110,6 @@ class HFAnswerer:
         return {item.key: inputs.to_answer(item.key, text, item.num_options,
                                            {"prompt_tokens": int(n), "num_frames": len(item.frames)}, item.options)
                 for item, text, n in zip(batch, texts, lengths)}
+
+
+ANSWERERS.register("hf", HFAnswerer, settings=HFAnswererConfig)

@@ -1,50 +1,62 @@
-"""What the model back ends (vLLM, HF transformers) share: settings parsing, the model's prompt family, and the
+"""What the model back ends (vLLM, HF transformers) share: their settings, the model's prompt family, and the
 HF-processor inputs and kwargs (the engine and the token count must see the same numbers).
 
-The settings objects are duck-typed: they carry model, family, trust_remote_code, input_mode, num_frames,
-frame_size, max_pixels, time_instruction, chat_template and mm_processor_kwargs.
+The back ends' settings extend ModelSettings, declared once here.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Literal, Sequence
+
+from pydantic import Field, field_validator
 
 from tspo_ray.answerers import inputs, prompts
-from tspo_ray.config import ConfigError  # an invalid answerer setting: the message names answerer.settings.<name>
+from tspo_ray.settings import ConfigError, Settings  # an invalid setting names answerer.settings.<name>
 
 
-def settings_from_dict(cls: type, raw: Any, kind: str):
-    """A settings dataclass from a mapping: unknown keys are rejected with the list of known ones."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"answerer.settings: {kind} answerer settings must be a mapping, got {type(raw).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ConfigError(f"answerer.settings.{unknown[0]}: unknown {kind} answerer option (known: {', '.join(names)})")
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw]
-    if missing:
-        raise ConfigError(f"answerer.settings.{missing[0]}: required for the {kind} answerer")
-    raw = {k: tuple(v) if isinstance(v, list) and k.endswith("_hw") else v for k, v in raw.items()}
-    return cls(**raw)
+class ModelSettings(Settings):
+    """What the model back ends (vLLM, HF transformers) share in answerer.settings."""
 
+    section: ClassVar[str] = "answerer.settings"
 
-def check_field(cfg: Any, ok: bool, name: str, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"answerer.settings.{name}: {why}, got {getattr(cfg, name)!r}")
+    model: str = Field(min_length=1)
+    """Model folder or hub id (HF format: Qwen2.5-VL, or LLaVA-OneVision incl. converted LLaVA-Video)."""
+    family: str = "auto"
+    """Prompt family: 'auto' (from the model's config.json model_type), 'qwen2_5_vl' or 'llava_onevision'."""
+    input_mode: Literal["video", "images"] = "video"
+    """Frames as one 'video' (with metadata where the family takes it) or as 'images' (one per frame)."""
+    num_frames: int = Field(16, ge=1)
+    """T_s: the most frames in one request (vLLM sizes its engine limits for it)."""
+    frame_size: int | None = Field(None, ge=28)
+    """Decode frames at frame_size x frame_size px (None: native size, resized by the model's processor)."""
+    max_pixels: int | None = Field(None, ge=28 * 28)
+    """Per-frame pixel cap of Qwen-VL processors (None: the processor's own)."""
+    time_instruction: bool | None = None
+    """Write the frames' timestamps into the prompt (None: the family's default; LLaVA-Video yes, Qwen2.5-VL no)."""
+    chat_template: str | None = None
+    """A Jinja chat template (or a .jinja path) replacing the family's."""
+    max_tokens: int = Field(8, ge=1)
+    """New tokens per answer (greedy); a letter needs one or two."""
+    trust_remote_code: bool = False
+    """Let transformers run the model folder's own code."""
+    mm_processor_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra HF-processor kwargs (for the engine and the token count)."""
+    num_cpus: float = Field(1.0, ge=0)
+    """Ray actor resources: CPUs."""
+    num_gpus: float = Field(0.0, ge=0)
+    """Ray actor resources: GPUs (0 on CPU)."""
 
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        if family != "auto" and family not in prompts.FAMILIES:
+            raise ConfigError(f"answerer.settings.family: must be auto or one of {sorted(prompts.FAMILIES)}, "
+                              f"got {family!r}")
+        return family
 
-def check_model_settings(cfg: Any) -> None:
-    """The checks both back ends share."""
-    check_field(cfg, isinstance(cfg.model, str) and bool(cfg.model), "model", "must be a model folder or hub id")
-    check_field(cfg, cfg.family == "auto" or cfg.family in prompts.FAMILIES, "family",
-                f"must be auto or one of {sorted(prompts.FAMILIES)}")
-    check_field(cfg, cfg.input_mode in ("video", "images"), "input_mode", "must be video or images")
-    check_field(cfg, isinstance(cfg.num_frames, int) and cfg.num_frames >= 1, "num_frames", "must be an int >= 1")
-    check_field(cfg, cfg.frame_size is None or cfg.frame_size >= 28, "frame_size", "must be >= 28 px")
-    check_field(cfg, cfg.max_pixels is None or cfg.max_pixels >= 28 * 28, "max_pixels", "must be >= 784")
-    check_field(cfg, cfg.max_tokens >= 1, "max_tokens", "must be >= 1")
+    def actor_options(self) -> dict[str, Any]:
+        """Ray actor options: the resources one engine needs."""
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
 
 
 def resolve_family(cfg: Any) -> prompts.Family:

@@ -53,15 +53,10 @@ class AnswererActor:
 
 def actor_options(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Ray resources for one actor of an answerer kind, from its settings (vLLM and HF configs carry them)."""
-    if kind == "vllm":
-        from tspo_ray.answerers.vllm_answerer import VLLMAnswererConfig
+    from tspo_ray.answerers import parse_settings
 
-        return VLLMAnswererConfig.from_dict(settings).actor_options()
-    if kind == "hf":
-        from tspo_ray.answerers.hf_answerer import HFAnswererConfig
-
-        return HFAnswererConfig.from_dict(settings).actor_options()
-    return {"num_cpus": float(settings.get("num_cpus", 1.0)), "num_gpus": float(settings.get("num_gpus", 0.0))}
+    parsed = parse_settings(kind, settings)
+    return parsed.actor_options() if hasattr(parsed, "actor_options") else {"num_cpus": 1.0, "num_gpus": 0.0}
 
 
 class AnswererActorPool:

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
 
-from tspo_ray.answerers.base import Answer, AnswerRequest
-from tspo_ray.config import ConfigError
+from pydantic import ConfigDict, Field, field_validator
+
+from tspo_ray.answerers.base import ANSWERERS, Answer, AnswerRequest
+from tspo_ray.settings import ConfigError, Settings
 
 PREFILL_TOKENS_PER_S = 17_900.0
 TOKENS_PER_FRAME = 196
@@ -61,40 +63,33 @@ class LatencyModel:
         return self.seconds([frames] * (group_size * questions_per_call)) / questions_per_call
 
 
-@dataclass(frozen=True)
-class SimulatedSettings:
+class SimulatedSettings(Settings):
     """answerer.settings of the simulated kind."""
 
-    #: the back end whose answers are returned ("embedded", "hf", "vllm") and its settings
-    inner_kind: str = "embedded"
-    inner_settings: dict = field(default_factory=dict)
-    per_call_s: float = LatencyModel.per_call_s
-    per_request_s: float = LatencyModel.per_request_s
-    per_frame_s: float = LatencyModel.per_frame_s
-    #: every modelled time is multiplied by this (e.g. 0.2 for a shorter benchmark on a proportionally faster GPU)
-    time_scale: float = 1.0
-    #: simulated GPUs per actor process: the actor answers this many calls at once
-    gpus_per_actor: int = 1
+    section: ClassVar[str] = "answerer.settings"
 
+    model_config = ConfigDict(frozen=True)
+    inner_kind: str = "embedded"
+    """The back end whose answers are returned ("embedded", "hf", "vllm")."""
+    inner_settings: dict = Field(default_factory=dict)
+    """That back end's settings."""
+    per_call_s: float = Field(LatencyModel.per_call_s, ge=0)
+    """Modelled seconds per batched call (decoding the answers)."""
+    per_request_s: float = Field(LatencyModel.per_request_s, ge=0)
+    """Modelled seconds per request (its text prompt's prefill)."""
+    per_frame_s: float = Field(LatencyModel.per_frame_s, ge=0)
+    """Modelled seconds per frame (its visual tokens' prefill)."""
+    time_scale: float = Field(1.0, gt=0)
+    """Every modelled time is multiplied by this (e.g. 0.2 for a shorter benchmark on a proportionally faster GPU)."""
+    gpus_per_actor: int = Field(1, ge=1)
+    """Simulated GPUs per actor process: the actor answers this many calls at once."""
+
+    @field_validator("inner_kind")
     @classmethod
-    def from_dict(cls, settings: dict[str, Any] | None) -> "SimulatedSettings":
-        settings = dict(settings or {})
-        known = {f.name for f in fields(cls)}
-        for key in settings:
-            if key not in known:
-                raise ConfigError(f"answerer.settings.{key}: unknown setting of the simulated answerer; "
-                                  f"known: {', '.join(sorted(known))}")
-        out = cls(**settings)
-        for name in ("per_call_s", "per_request_s", "per_frame_s"):
-            if not float(getattr(out, name)) >= 0:
-                raise ConfigError(f"answerer.settings.{name}: must be >= 0 seconds, got {getattr(out, name)!r}")
-        if not float(out.time_scale) > 0:
-            raise ConfigError(f"answerer.settings.time_scale: must be > 0, got {out.time_scale!r}")
-        if not (isinstance(out.gpus_per_actor, int) and out.gpus_per_actor >= 1):
-            raise ConfigError(f"answerer.settings.gpus_per_actor: must be an integer >= 1, got {out.gpus_per_actor!r}")
-        if out.inner_kind == "simulated":
+    def _not_itself(cls, kind: str) -> str:
+        if kind == "simulated":
             raise ConfigError("answerer.settings.inner_kind: the simulated answerer cannot wrap itself")
-        return out
+        return kind
 
     def latency(self) -> LatencyModel:
         s = float(self.time_scale)
@@ -142,6 +137,12 @@ class SimulatedAnswerer:
         return answers
 
 
-def build_simulated(settings: dict[str, Any] | None, build_inner: Callable[[str, dict], Any]) -> SimulatedAnswerer:
-    parsed = SimulatedSettings.from_dict(settings)
+def build_simulated(settings: SimulatedSettings | dict[str, Any] | None,
+                    build_inner: Callable[[str, dict], Any] | None = None) -> SimulatedAnswerer:
+    if build_inner is None:
+        from tspo_ray.answerers import build_answerer as build_inner
+    parsed = SimulatedSettings.load(settings, "answerer.settings")
     return SimulatedAnswerer(build_inner(parsed.inner_kind, dict(parsed.inner_settings)), parsed.latency())
+
+
+ANSWERERS.register("simulated", build_simulated, settings=SimulatedSettings)

@@ -15,24 +15,24 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from tspo_ray.answerers import inputs, prompts
-from tspo_ray.answerers.base import Answer, AnswerRequest
+from tspo_ray.answerers.base import ANSWERERS, Answer, AnswerRequest
 from tspo_ray.answerers.errors import AnswererDied, EngineStartError
 from tspo_ray.answerers.model_io import (
-    check_field,
-    check_model_settings,
+    ModelSettings,
     count_prompt_tokens,
     processor_kwargs,
     prompt_style,
     resolve_family,
-    settings_from_dict,
 )
+from tspo_ray.settings import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,79 +45,49 @@ class EngineFitError(EngineStartError):
     """The engine cannot take a request of the configured largest size (raised by the start-up probe)."""
 
 
-@dataclass
-class VLLMAnswererConfig:
-    #: model folder or hub id (HF format: Qwen2.5-VL, or LLaVA-OneVision incl. converted LLaVA-Video)
-    model: str
-    #: prompt family: "auto" (from the model's config.json model_type), "qwen2_5_vl" or "llava_onevision"
-    family: str = "auto"
-    #: frames as one "video" (with metadata where the family takes it) or as "images" (one per frame)
-    input_mode: str = "video"
-    #: T_s: the most frames in one request; the engine limits are sized for it
-    num_frames: int = 16
-    #: decode frames at frame_size x frame_size (None: native size, resized by the model's processor)
-    frame_size: int | None = None
-    #: (height, width) of the start-up probe's frames when frame_size is None: the largest videos expected
+class VLLMAnswererConfig(ModelSettings):
+    """answerer.settings of the vllm kind: one vLLM engine per answerer actor."""
+
+    label: ClassVar[str] = "vllm answerer"
     probe_frame_hw: tuple[int, int] = (720, 1280)
-    #: per-frame pixel cap of Qwen-VL processors (None: the processor's own)
-    max_pixels: int | None = None
-    #: write the frames' timestamps into the prompt (None: the family's default; LLaVA-Video yes, Qwen2.5-VL no)
-    time_instruction: bool | None = None
-    #: a Jinja chat template replacing the family's
-    chat_template: str | None = None
-    #: new tokens per answer (greedy); a letter needs one or two
-    max_tokens: int = 8
-    #: prompt tokens allowed for question + options beyond those of the probe's short question
-    max_text_tokens: int = 512
-    #: engine context; None derives it from the probe request
-    max_model_len: int | None = None
-    #: tokens per engine step; None: max(max_model_len, 8192)
-    max_num_batched_tokens: int | None = None
-    #: requests decoded together
-    max_num_seqs: int = 64
+    """(height, width) of the start-up probe's frames when frame_size is None: the largest videos expected."""
+    max_text_tokens: int = Field(512, ge=0)
+    """Prompt tokens allowed for question + options beyond those of the probe's short question."""
+    max_model_len: int | None = Field(None, ge=16)
+    """Engine context; None derives it from the probe request."""
+    max_num_batched_tokens: int | None = Field(None, ge=1)
+    """Tokens per engine step; None: max(max_model_len, 8192)."""
+    max_num_seqs: int = Field(64, ge=1)
+    """Requests decoded together."""
     dtype: str = "auto"
-    gpu_memory_utilization: float = 0.9
-    tensor_parallel_size: int = 1
-    #: vLLM executor; None: "uni" for one GPU, "mp" for tensor parallelism (workers inside the Ray actor, on the
-    #: GPUs Ray gave it)
+    """Weights dtype as vLLM names it ('auto': the checkpoint's)."""
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Fraction of the GPU's memory the engine may take."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs one engine spans."""
     distributed_executor_backend: str | None = None
+    """vLLM executor; None: 'uni' for one GPU, 'mp' for tensor parallelism (workers inside the Ray actor, on the
+    GPUs Ray gave it)."""
     enforce_eager: bool = False
-    trust_remote_code: bool = False
+    """Run without CUDA graphs."""
     seed: int = 0
-    #: CPU only: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE)
-    kv_cache_space_gib: int = 1
-    #: extra environment for the engine (applied before it starts)
-    env: dict[str, str] = field(default_factory=dict)
-    #: extra HF-processor kwargs for the engine and the token count
-    mm_processor_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: Ray actor resources: CPUs, GPUs (>= tensor_parallel_size on a GPU cluster; 0 on CPU)
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    #: run the largest request once at start-up
+    """The engine's seed."""
+    kv_cache_space_gib: int = Field(1, ge=1)
+    """CPU only: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment for the engine (applied before it starts)."""
     probe: bool = True
+    """Run the largest request once at start-up."""
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "VLLMAnswererConfig":
-        """Build from a settings mapping; unknown keys and bad values raise ConfigError naming the field."""
-        return settings_from_dict(cls, raw, "vllm").validate()
-
-    def validate(self) -> "VLLMAnswererConfig":
-        check_model_settings(self)
-        check = lambda ok, name, why: check_field(self, ok, name, why)  # noqa: E731
-        check(len(self.probe_frame_hw) == 2 and min(self.probe_frame_hw) >= 28, "probe_frame_hw",
-              "must be (height, width) of at least 28 px")
-        check(self.max_text_tokens >= 0, "max_text_tokens", "must be >= 0")
-        check(self.max_model_len is None or self.max_model_len >= 16, "max_model_len", "must be >= 16")
-        check(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "must be in (0, 1]")
-        check(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
-        check(self.num_gpus == 0 or self.num_gpus >= self.tensor_parallel_size, "num_gpus",
-              f"must be 0 (CPU) or cover tensor_parallel_size={self.tensor_parallel_size}")
-        check(self.kv_cache_space_gib >= 1, "kv_cache_space_gib", "must be >= 1 (GiB)")
+    @model_validator(mode="after")
+    def _consistent(self) -> "VLLMAnswererConfig":
+        if min(self.probe_frame_hw) < 28:
+            raise ConfigError(f"answerer.settings.probe_frame_hw: must be (height, width) of at least 28 px, "
+                              f"got {self.probe_frame_hw!r}")
+        if not (self.num_gpus == 0 or self.num_gpus >= self.tensor_parallel_size):
+            raise ConfigError(f"answerer.settings.num_gpus: must be 0 (CPU) or cover tensor_parallel_size="
+                              f"{self.tensor_parallel_size}, got {self.num_gpus!r}")
         return self
-
-    def actor_options(self) -> dict[str, Any]:
-        """Ray actor options: the resources one engine needs."""
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
 
 
 @dataclass(frozen=True)
@@ -210,7 +180,7 @@ class VLLMAnswerer:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> "VLLMAnswerer":
-        return cls(VLLMAnswererConfig.from_dict(settings))
+        return cls(VLLMAnswererConfig.load(settings, "answerer.settings"))
 
     # --- start-up -------------------------------------------------------------------------------------------
     def _full_probe(self, processor, short: inputs.Prepared) -> tuple[inputs.Prepared, int]:
@@ -337,3 +307,6 @@ class VLLMAnswerer:
     def _to_answer(item: inputs.Prepared, out) -> Answer:
         extra = {"prompt_tokens": len(out.prompt_token_ids), "num_frames": len(item.frames)}
         return inputs.to_answer(item.key, out.outputs[0].text, item.num_options, extra, item.options)
+
+
+ANSWERERS.register("vllm", VLLMAnswerer, settings=VLLMAnswererConfig)

@@ -12,7 +12,6 @@ loop (`tspo_ray.video.features.extract_local`), so both write the same features.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
@@ -37,7 +36,7 @@ def ray_extractor(cfg, progress: bool = True):
 
     def extract(videos: Sequence[str], spec: FeatureSpec, store: FeatureStore) -> dict[str, int]:
         init_ray()  # a no-op when already connected
-        return extract_with_ray(videos, asdict(cfg.features.encoder), spec, store, progress=progress,
+        return extract_with_ray(videos, cfg.features.encoder.to_dict(), spec, store, progress=progress,
                                 retry_failed=cfg.features.retry_failed, **extract_kwargs(cfg))
 
     return extract

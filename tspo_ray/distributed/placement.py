@@ -37,7 +37,7 @@ def answerer_gpus(cfg: Config) -> float:
     from tspo_ray.answerers import parse_settings
 
     parsed = parse_settings(cfg.answerer.kind, cfg.answerer.settings)
-    return float(parsed.num_gpus) if parsed is not None else 0.0
+    return float(getattr(parsed, "num_gpus", 0.0))
 
 
 def answerer_actor_options(cfg: Config) -> dict[str, Any]:

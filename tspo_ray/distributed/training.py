@@ -21,7 +21,7 @@ import ray
 import torch
 
 from tspo_ray.checkpoint import latest_checkpoint, latest_step
-from tspo_ray.config import Config, _build, validate
+from tspo_ray.config import Config
 from tspo_ray.data.items import FeatureItem
 from tspo_ray.distributed.answerer_pool import AnswererPool
 from tspo_ray.training import scoring
@@ -36,7 +36,7 @@ class RolloutCoordinator:
                  val_items: Sequence[FeatureItem] = ()):
         from tspo_ray.method.agent import TemporalAgent
 
-        cfg = validate(_build(Config, cfg, ""))
+        cfg = Config.load(cfg)
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
         self.agent = TemporalAgent(**agent_config).eval()
         self.pool = AnswererPool(**pool_kwargs)
@@ -233,7 +233,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     from the newest checkpoint this run wrote, or from where the run started."""
     import ray.train
 
-    cfg = validate(_build(Config, config["cfg"], ""))
+    cfg = Config.load(config["cfg"])
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     stop_after = config.get("stop_after_steps")  # simulates an interruption in tests
 

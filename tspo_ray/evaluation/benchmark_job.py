@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -124,16 +123,16 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
     records = load_benchmark_records(name, annotations, root, answer=answer)
     agent, inference_mode = _load_agent(cfg, selectors, checkpoint)
     # the driver encodes only question stems: on the CPU, leaving the GPUs to the encoder actors
-    encoder = load_encoder({**asdict(cfg.features.encoder), "device": "cpu"})
+    encoder = load_encoder({**cfg.features.encoder.to_dict(), "device": "cpu"})
     spec = benchmark_feature_spec(cfg, encoder.name)
     store = FeatureStore(cfg.features.store)
     paths = list(dict.fromkeys(resolve_video(r, root) for r in records))
     counts = fill_store(cfg, paths, spec, store, encoder, extract, progress)
     text = store.text_features(encoder, (r.question for r in records))
-    aks = asdict(cfg.eval.aks)
+    aks = cfg.eval.aks.to_dict()
     select = StoreSelection(store, spec, text, root, k, agent, inference_mode, aks)
     settings: dict[str, Any] = {"checkpoint": str(checkpoint) if checkpoint else None, "inference_mode": inference_mode,
-                                "encoder": asdict(cfg.features.encoder), "fps": cfg.features.fps,
+                                "encoder": cfg.features.encoder.to_dict(), "fps": cfg.features.fps,
                                 "max_candidates": None, "frame_size": cfg.features.frame_size, "aks": aks}
     answer_with = None
     if answer:

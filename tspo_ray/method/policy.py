@@ -102,6 +102,10 @@ SELECTORS = tuple(SELECTOR_ALIASES) + tuple(
 #: the reference's AKS settings per benchmark (t2 = -100 disables the spread test)
 AKS_SETTINGS = {"longvideobench": {"t1": 0.2, "t2": -100.0, "all_depth": 3},
                 "videomme": {"t1": 0.8, "t2": -100.0, "all_depth": 5}}
+#: the aks method's defaults (config eval.aks declares them from here): the LongVideoBench settings
+AKS_DEFAULTS = AKS_SETTINGS["longvideobench"]
+#: the temperature schedule's ends, tau 0.025 -> 0.01 (config policy.tau_start / tau_end declare them from here)
+TAU_START, TAU_END = 0.025, 0.01
 
 
 def parse_selector(name: str) -> tuple[str | None, str | None]:
@@ -290,7 +294,8 @@ def aks_segments(normalised: np.ndarray, k: int, t1: float, t2: float, all_depth
     return sorted(kept)
 
 
-def select_aks(scores: torch.Tensor, k: int, t1: float = 0.2, t2: float = -100.0, all_depth: int = 3) -> torch.Tensor:
+def select_aks(scores: torch.Tensor, k: int, t1: float = AKS_DEFAULTS["t1"], t2: float = AKS_DEFAULTS["t2"],
+               all_depth: int = AKS_DEFAULTS["all_depth"]) -> torch.Tensor:
     """Adaptive Keyframe Sampling as the reference runs it: min-max normalise the scores once, split (aks_segments),
     take the top int(k / 2**depth) of each kept segment. Nothing fills the shortfall when a segment is shorter than
     its share: like upstream, fewer than k frames may come back. Defaults: the LongVideoBench settings."""
@@ -326,7 +331,7 @@ def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None
     return {"top-k": select_topk, "bin-max": select_binmax, "top-k+edges": select_topk_edges}[method](scores, k)
 
 
-def linear_tau(step: int, total_steps: int, tau_start: float = 0.025, tau_end: float = 0.01) -> float:
+def linear_tau(step: int, total_steps: int, tau_start: float = TAU_START, tau_end: float = TAU_END) -> float:
     """The temperature at a step: linear from tau_start (step 0) to tau_end (last step), constant after."""
     if total_steps <= 1:
         return tau_end

@@ -36,6 +36,8 @@ class EncoderSpec:
             return spec
         if is_dataclass(spec):
             spec = asdict(spec)
+        elif hasattr(spec, "model_dump"):  # the config's features.encoder section
+            spec = spec.model_dump()
         if spec is None:
             spec = {}
         if not isinstance(spec, Mapping):
