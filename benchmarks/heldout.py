@@ -139,7 +139,7 @@ def main() -> None:
     from tspo_ray.synthetic.world import WorldSettings
 
     manifest = Path(cfg.data.root) / "manifest.json"  # fresh worlds: the training world's settings, new seeds
-    settings = WorldSettings.from_dict(json.loads(manifest.read_text())["settings"]) if manifest.exists() else None
+    settings = WorldSettings.load(json.loads(manifest.read_text())["settings"]) if manifest.exists() else None
     world_items = {}
     for w in args.worlds:
         root = out / f"world-{w}"

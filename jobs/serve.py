@@ -104,7 +104,7 @@ def gate_options(settings: dict) -> dict:
     from tspo_ray.serve.gate import GateSettings, controller_options
     from tspo_ray.serve.service import ServeSettings
 
-    s = ServeSettings.from_dict(settings)
+    s = ServeSettings.load(settings)
     return controller_options(GateSettings(s.auth_token_sha256, s.insecure_no_auth, s.max_body_bytes,
                                            s.request_timeout_s))
 

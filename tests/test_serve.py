@@ -337,9 +337,9 @@ def test_serve_config_and_job_settings(tmp_path):
     dep = {d.name: d for d in app.deployments}["KeyframeSelector"]
     assert dep.max_ongoing_requests > raw["applications"][0]["args"]["max_batch_size"]
     assert dep.autoscaling_config["max_replicas"] >= dep.autoscaling_config["min_replicas"]
-    assert ServeSettings.from_dict(raw["applications"][0]["args"]).url_schemes == []
-    with pytest.raises(ValueError, match="unknown serve settings"):
-        ServeSettings.from_dict({"video_root": "x"})
+    assert ServeSettings.load(raw["applications"][0]["args"]).url_schemes == []
+    with pytest.raises(ValueError, match="^video_root: unknown serve option"):
+        ServeSettings.load({"video_root": "x"})
     s = settings_from_args(parse_args(["--video-root", str(tmp_path), "--encoder", "{backend: embedded}"]))
     assert s["video_roots"] == [str(tmp_path.resolve())] and s["encoder"] == {"backend": "embedded"}
     with pytest.raises(SystemExit, match="not a folder"):

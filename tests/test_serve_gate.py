@@ -168,11 +168,12 @@ def test_the_serve_job_sets_the_request_timeout_and_the_gate(tmp_path):
 def test_serve_settings_refuse_a_timeout_or_body_cap_that_is_not_positive():
     from tspo_ray.serve.service import ServeSettings
 
-    assert ServeSettings.from_dict({"request_timeout_s": 5}).request_timeout_s == 5
+    assert ServeSettings.load({"request_timeout_s": 5}).request_timeout_s == 5
     for bad in ({"request_timeout_s": 0}, {"request_timeout_s": -1}, {"request_timeout_s": float("inf")},
                 {"max_body_bytes": 0}, {"max_body_bytes": "16k"}):
-        with pytest.raises(ValueError, match="expected a positive number"):
-            ServeSettings.from_dict(bad)
+        with pytest.raises(ValueError, match=r"^(request_timeout_s|max_body_bytes): (must be > 0|must be a finite "
+                                             r"number|expected an integer)"):
+            ServeSettings.load(bad)
 
 
 def test_proxy_callback_builds_the_gate_from_the_environment(tmp_path, monkeypatch):

@@ -69,7 +69,9 @@ def test_settings_validation():
         WorldSettings(min_s=20, max_s=30)
     with pytest.raises(ValueError, match="shorter than haystack"):
         WorldSettings(needle_min_s=2, needle_max_s=9)
-    assert WorldSettings.from_dict({**WorldSettings().to_dict(), "other": 1}) == WorldSettings()
+    assert WorldSettings.load(WorldSettings().to_dict()) == WorldSettings()
+    with pytest.raises(ValueError, match="^other: unknown world option"):
+        WorldSettings.load({**WorldSettings().to_dict(), "other": 1})
 
 
 @pytest.fixture(scope="module")

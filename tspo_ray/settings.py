@@ -127,6 +127,7 @@ def reason(err: dict) -> str:
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
         text = f"must be {bounds[kind]} {limit}"
     elif kind == "literal_error":
         text = f"must be one of {_choices(str(ctx.get('expected', '')))}"

@@ -124,7 +124,7 @@ class KeyframeSelector:
     """One selector replica: loads the encoder and agent once; answers the ingress with {status, body}."""
 
     def __init__(self, settings: dict[str, Any] | None = None):
-        self.settings = ServeSettings.from_dict(settings)
+        self.settings = ServeSettings.load(settings)
         torch.set_num_threads(1)  # every torch call single-threaded; `workers` of them run at once
         self.service = KeyframeService(self.settings, self.settings.workers or replica_cpus())
         self._select_batch.set_max_batch_size(self.settings.max_batch_size)
@@ -206,7 +206,7 @@ class SelectIngress:
     """The HTTP front: gate, body limit and schema here; selection on a KeyframeSelector replica."""
 
     def __init__(self, selector, settings: dict[str, Any] | None = None):
-        self.settings = ServeSettings.from_dict(settings)
+        self.settings = ServeSettings.load(settings)
         self.token_digest = access_digest(self.settings)
         s = self.settings
         self.gate = GateSettings(self.token_digest, s.insecure_no_auth, s.max_body_bytes, s.request_timeout_s)
@@ -277,7 +277,7 @@ def build_app(args: dict[str, Any] | None = None, replicas: int | None = None, r
     """Application builder for `serve run tspo_ray.serve.app:build_app` and serve configs (args = ServeSettings);
     replicas / replica_cpus override the selector's num_replicas and num_cpus, selector_options any other of its
     deployment options (e.g. max_ongoing_requests, max_queued_requests)."""
-    settings = ServeSettings.from_dict(args).to_dict()
+    settings = ServeSettings.load(args).to_dict()
     options: dict[str, Any] = dict(selector_options or {})
     if replicas is not None:
         options["num_replicas"] = replicas

@@ -12,86 +12,77 @@ import hashlib
 import io
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from tspo_ray.method.policy import SELECTORS
 from tspo_ray.selector import SelectionJob, select_many
 from tspo_ray.serve.access import RequestError, url_scheme
 from tspo_ray.serve.cache import LRUCache
+from tspo_ray.settings import Settings
 from tspo_ray.video import frames as video_io
 from tspo_ray.video.features import VideoFeatures
 
 
-@dataclass
-class ServeSettings:
+class ServeSettings(Settings):
     """Everything a replica needs; passed to the deployment as a plain dict (serve config `args`)."""
 
-    #: agent weights: a jobs/train.py run folder or checkpoint file, or TSPO-0.4B weights; None = random agent
+    label: ClassVar[str] = "serve"
+
     checkpoint: str | None = None
-    #: folders videos may be read from (relative request paths are looked up under them, in order)
-    video_roots: list[str] = field(default_factory=list)
-    #: URL schemes the service may open (e.g. ["https"]); none by default
-    url_schemes: list[str] = field(default_factory=list)
-    #: the CLIP encoder spec (tspo_ray.video.encoders.load_encoder)
-    encoder: dict = field(default_factory=lambda: {"backend": "embedded"})
-    #: default candidate rate and cap T_c (a request may override both; None = every frame of the 1-fps grid)
-    fps: float = 1.0
-    max_candidates: int | None = 128
-    #: frames are resized to this square size before encoding (None = the encoder's own preprocessing only)
-    frame_size: int | None = 64
-    #: agent layout when loading TSPO-0.4B weights
-    window: int = 12
-    heads: int = 8
-    #: videos whose candidate features are kept in memory
-    cache_size: int = 64
-    #: largest accepted request body, in bytes
-    max_body_bytes: int = 16384
-    #: side of returned thumbnails (pixels), and how many (JPEGs of a few KB each) a replica keeps
-    thumbnail_size: int = 128
-    thumbnail_cache_size: int = 4096
-    #: @serve.batch settings of agent scoring
-    max_batch_size: int = 8
-    batch_wait_timeout_s: float = 0.005
-    #: seed of the random agent used when no checkpoint is given
+    """Agent weights: a jobs/train.py run folder or checkpoint file, or TSPO-0.4B weights; None = random agent."""
+    video_roots: list[str] = Field(default_factory=list)
+    """Folders videos may be read from (relative request paths are looked up under them, in order)."""
+    url_schemes: list[str] = Field(default_factory=list)
+    """URL schemes the service may open (e.g. ['https']); none by default."""
+    encoder: dict = Field(default_factory=lambda: {"backend": "embedded"})
+    """The CLIP encoder spec (tspo_ray.video.encoders.load_encoder)."""
+    fps: float = Field(1.0, gt=0)
+    """Default candidate rate (a request may override it)."""
+    max_candidates: int | None = Field(128, ge=1)
+    """Default cap T_c (a request may override it; None = every frame of the grid)."""
+    frame_size: int | None = Field(64, ge=8)
+    """Frames are resized to this square size before encoding (None = the encoder's own preprocessing only)."""
+    window: int = Field(12, ge=1)
+    """Agent attention window when loading TSPO-0.4B weights."""
+    heads: int = Field(8, ge=1)
+    """Agent attention heads when loading TSPO-0.4B weights."""
+    cache_size: int = Field(64, ge=1)
+    """Videos whose candidate features are kept in memory."""
+    max_body_bytes: int = Field(16384, gt=0)
+    """Largest accepted request body, in bytes."""
+    thumbnail_size: int = Field(128, ge=8)
+    """Side of returned thumbnails (pixels)."""
+    thumbnail_cache_size: int = Field(4096, ge=0)
+    """Thumbnails (JPEGs of a few KB each) a replica keeps."""
+    max_batch_size: int = Field(8, ge=1)
+    """@serve.batch: the most requests scored in one agent call."""
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    """@serve.batch: seconds a batch waits to fill."""
     seed: int = 0
-    #: torch calls (CLIP, agent) running at once, each single-threaded; None = the replica's CPUs (1 in-process).
-    #: Separate single-threaded calls use the cores without the barrier waits of one multi-threaded call, which on
-    #: shared cores cost several times the work itself (benchmarks/serve_load.py)
-    workers: int | None = None
-    #: the bearer token callers must send (tspo_ray.serve.auth): a file holding it, the name of an environment
-    #: variable holding it, or its SHA-256 digest; none = no token, allowed only on a loopback host
+    """Seed of the random agent used when no checkpoint is given."""
+    workers: int | None = Field(None, ge=1)
+    """Torch calls (CLIP, agent) running at once, each single-threaded; None = the replica's CPUs (1 in-process).
+    Separate single-threaded calls use the cores without the barrier waits of one multi-threaded call, which on
+    shared cores cost several times the work itself (benchmarks/serve_load.py)."""
     auth_token_file: str | None = None
+    """The bearer token callers must send (tspo_ray.serve.auth): a file holding it; none of the three = no token,
+    allowed only on a loopback host."""
     auth_token_env: str | None = None
+    """... or the name of an environment variable holding it."""
     auth_token_sha256: str | None = None
-    #: serve beyond loopback without a token (a trusted network only)
+    """... or its SHA-256 digest."""
     insecure_no_auth: bool = False
-    #: how often a request whose replica died is sent again to another (selection is idempotent) before a 503
-    replica_retries: int = 2
-    #: seconds a request may take, its body included (the ingress answers 408 / 504 past it, whatever the client
-    #: asked of Serve's proxy); jobs/serve.py gives the proxy the same timeout
-    request_timeout_s: float = 60.0
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> "ServeSettings":
-        raw = dict(raw or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown serve settings {unknown}; known: {sorted(known)}")
-        out = cls(**raw)
-        for name in ("request_timeout_s", "max_body_bytes"):
-            value = getattr(out, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-                raise ValueError(f"serve setting {name}: expected a positive number, got {value!r}")
-        return out
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    """Serve beyond loopback without a token (a trusted network only)."""
+    replica_retries: int = Field(2, ge=0)
+    """How often a request whose replica died is sent again to another (selection is idempotent) before a 503."""
+    request_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    """Seconds a request may take, its body included (the ingress answers 408 / 504 past it, whatever the client
+    asked of Serve's proxy); jobs/serve.py gives the proxy the same timeout."""
 
 
 #: frames decoded then encoded at a time, and CLIP's batch: compute_video_features' defaults, so the features are

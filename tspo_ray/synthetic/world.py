@@ -15,8 +15,12 @@ Pure: a plan is a function of the rng state and the settings; nothing here rende
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
+from pydantic import ConfigDict, Field, model_validator
+
+from tspo_ray.settings import ConfigError, Settings
 from tspo_ray.synthetic.render import BACKGROUNDS, COLOURS, SHAPES
 
 COLOUR_NAMES = tuple(COLOURS)
@@ -24,38 +28,39 @@ HAY_SHAPES = 4  # the other SHAPES - HAY_SHAPES shapes are the needles'
 MAX_RECURRENCE = 4  # counting answers are 1..MAX_RECURRENCE
 
 
-@dataclass(frozen=True)
-class WorldSettings:
+class WorldSettings(Settings):
     """Everything that shapes a video besides its seed; stored in the manifest and in each video's fingerprint."""
 
-    fps: int = 2  # frames per second of the written videos
-    size: int = 128  # frame side in pixels
-    min_s: float = 120.0  # video duration range, seconds
-    max_s: float = 480.0
-    seg_min_s: float = 8.0  # haystack segment length range before scaling to the duration, seconds
-    seg_max_s: float = 20.0
-    needle_min_s: float = 2.0  # needle event length range, seconds
-    needle_max_s: float = 6.0
+    model_config = ConfigDict(frozen=True)
+    label: ClassVar[str] = "world"
+    fps: int = Field(2, ge=1)
+    """Frames per second of the written videos."""
+    size: int = Field(128, ge=16)
+    """Frame side in pixels."""
+    min_s: float = Field(120.0, gt=0)
+    """Shortest video, seconds."""
+    max_s: float = Field(480.0, gt=0)
+    """Longest video, seconds."""
+    seg_min_s: float = Field(8.0, gt=0)
+    """Shortest haystack segment before scaling to the duration, seconds."""
+    seg_max_s: float = Field(20.0, gt=0)
+    """Longest haystack segment before scaling to the duration, seconds."""
+    needle_min_s: float = Field(2.0, gt=0)
+    """Shortest needle event, seconds."""
+    needle_max_s: float = Field(6.0, gt=0)
+    """Longest needle event, seconds."""
 
-    def __post_init__(self):
-        if self.fps < 1 or self.size < 16:
-            raise ValueError(f"fps must be >= 1 and size >= 16, got fps={self.fps} size={self.size}")
-        for lo, hi in ((self.min_s, self.max_s), (self.seg_min_s, self.seg_max_s),
-                       (self.needle_min_s, self.needle_max_s)):
-            if not 0 < lo <= hi:
-                raise ValueError(f"bad range [{lo}, {hi}] in {self}")
+    @model_validator(mode="after")
+    def _consistent(self) -> "WorldSettings":
+        for lo, hi, name in ((self.min_s, self.max_s, "max_s"), (self.seg_min_s, self.seg_max_s, "seg_max_s"),
+                             (self.needle_min_s, self.needle_max_s, "needle_max_s")):
+            if not lo <= hi:
+                raise ConfigError(f"{name}: bad range [{lo}, {hi}]")
         if self.needle_max_s >= self.seg_min_s:
-            raise ValueError("needles must be shorter than haystack segments")
+            raise ConfigError("needle_max_s: needles must be shorter than haystack segments")
         if self.min_s < 7 * self.needle_max_s:  # two needles and five haystack segments at least as long
-            raise ValueError(f"min_s={self.min_s} is too short for needles of up to {self.needle_max_s} s")
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "WorldSettings":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+            raise ConfigError(f"min_s: {self.min_s} is too short for needles of up to {self.needle_max_s} s")
+        return self
 
 
 @dataclass(frozen=True)
