@@ -175,8 +175,8 @@ try:  # this tree's app builder (ingress + selector replicas)
     from tspo_ray.serve.app import SelectIngress, build_app
     app = build_app(args["settings"], replicas=args["replicas"], replica_cpus=args["cpus"])
 except ImportError:  # an earlier tree: the selector was the ingress
-    from tspo_ray.serve.app import KeyframeSelector
-    app = KeyframeSelector.options(num_replicas=args["replicas"], ray_actor_options={"num_cpus": args["cpus"]})
+    from tspo_ray.serve.app import SelectorReplica
+    app = SelectorReplica.options(num_replicas=args["replicas"], ray_actor_options={"num_cpus": args["cpus"]})
     app = app.bind(args["settings"])
 serve.run(app, name="tspo-select", route_prefix="/")
 print(f"URL http://127.0.0.1:{port}", flush=True)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tspo_ray"
 
 LAYERS: list[set[str]] = [
-    {"safe_files", "settings", "registry"},
+    {"safe_files", "settings", "registry", "ray_internals"},
     {"method"},
     {"data", "video", "checkpoint"},
     {"config"},

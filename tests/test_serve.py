@@ -334,7 +334,7 @@ def test_serve_config_and_job_settings(tmp_path):
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "serve.yaml").read_text())
     app = ServeDeploySchema.model_validate(raw).applications[0]
     assert app.import_path == "tspo_ray.serve.app:build_app"
-    dep = {d.name: d for d in app.deployments}["KeyframeSelector"]
+    dep = {d.name: d for d in app.deployments}["SelectorReplica"]
     assert dep.max_ongoing_requests > raw["applications"][0]["args"]["max_batch_size"]
     assert dep.autoscaling_config["max_replicas"] >= dep.autoscaling_config["min_replicas"]
     assert ServeSettings.load(raw["applications"][0]["args"]).url_schemes == []

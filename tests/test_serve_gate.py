@@ -141,9 +141,9 @@ def test_a_client_cannot_lift_the_request_timeout():
         names = dict(inner.scopes[-1]["headers"])
         assert (b"x-request-timeout-seconds" in names) == kept, value
         assert b"x-request-disconnect-disabled" not in names
-    from ray.serve._private.http_util import parse_request_timeout_header
+    from tspo_ray.ray_internals import serve_request_timeout
 
-    assert parse_request_timeout_header({b"x-request-timeout-seconds": b"0"}, 60.0) is None  # what the gate prevents
+    assert serve_request_timeout({b"x-request-timeout-seconds": b"0"}, 60.0) is None  # what the gate prevents
 
 
 def test_the_serve_job_sets_the_request_timeout_and_the_gate(tmp_path):
@@ -206,9 +206,9 @@ def test_serve_config_puts_the_gate_in_the_proxy_with_the_apps_settings():
 
 def test_queues_are_bounded_and_the_schema_pages_are_gone():
     """Serve's default max_queued_requests is -1 (no bound): its 503 path never fired."""
-    from tspo_ray.serve.app import KeyframeSelector, SelectIngress, api
+    from tspo_ray.serve.app import SelectIngress, SelectorReplica, api
 
-    for dep in (KeyframeSelector, SelectIngress):
+    for dep in (SelectorReplica, SelectIngress):
         assert 0 < dep._deployment_config.max_queued_requests <= 1024, dep.name
         assert 0 < dep._deployment_config.max_ongoing_requests <= 512, dep.name
     # past the ingress's queue Serve's proxy answers; by default its 503 says nothing of when to come back

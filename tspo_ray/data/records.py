@@ -267,9 +267,3 @@ def resolve_video_path(video: str | Path, jsonl_path: str | Path) -> Path:
     p = Path(video)
     return p if p.is_absolute() else Path(jsonl_path).parent / p
 
-
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)

@@ -51,8 +51,9 @@ def remove_session_dir_at_exit(ray) -> None:
     import atexit
     import shutil
 
-    node = getattr(ray._private.worker, "_global_node", None)
-    session_dir = node.get_session_dir_path() if node is not None else None
+    from tspo_ray.ray_internals import session_dir as current_session_dir
+
+    session_dir = current_session_dir()
     if not session_dir:
         return
 
@@ -71,6 +72,6 @@ def use_this_interpreter_for_local_workers() -> None:
     Ray reads the flag when it is imported, so the constant is set as well as the variable (which workers read).
     """
     os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-    from ray._private import ray_constants
+    from tspo_ray.ray_internals import disable_uv_run_runtime_env
 
-    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
+    disable_uv_run_runtime_env()

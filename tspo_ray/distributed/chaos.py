@@ -30,11 +30,12 @@ def live_actor_pids(kind: str) -> list[int]:
     """Process ids of the live actors of `kind` on this node, the most recently started first: an earlier job's
     actors, still listed alive while they exit, come last and are not the victims of a kill of one."""
     import ray
-    from ray._private import state
+
+    from tspo_ray.ray_internals import actor_table
 
     part = ACTOR_CLASSES[kind]
     node = ray.get_runtime_context().get_node_id()
-    live = [a for a in state.actors().values()
+    live = [a for a in actor_table()
             if part in a.get("ActorClassName", "") and a.get("State") == "ALIVE" and a.get("Pid")
             and a.get("Address", {}).get("NodeID") == node]
     return [int(a["Pid"]) for a in sorted(live, key=lambda a: (-float(a.get("StartTime") or 0), int(a["Pid"])))]

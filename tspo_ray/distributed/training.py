@@ -87,11 +87,6 @@ class RolloutCoordinator:
         """Why this coordinator cannot roll out any more (its answerer actors gave up), or None."""
         return self.pool.gave_up
 
-    def kill_answerer(self, slot: int = 0) -> int:
-        """Kill one answerer actor (used by fault-tolerance tests); the pool replaces it on its next use."""
-        ray.kill(self.pool.actors[slot])
-        return slot
-
 
 def tensor_bytes(obj: Any) -> int:
     """Bytes of the tensors in a rollout result or a state dict: what it costs the object store, near enough (the

@@ -1,4 +1,4 @@
-"""The Ray Serve app: a light HTTP ingress (SelectIngress) in front of the selector replicas (KeyframeSelector:
+"""The Ray Serve app: a light HTTP ingress (SelectIngress) in front of the selector replicas (SelectorReplica:
 CLIP encoder + temporal agent + feature cache).
 
     serve run configs/serve.yaml                      # or: uv run python jobs/serve.py --video-root DIR
@@ -118,9 +118,9 @@ INGRESS_MAX_ONGOING = 256
 INGRESS_MAX_QUEUED = 256
 
 
-@serve.deployment(name="KeyframeSelector", max_ongoing_requests=SELECTOR_MAX_ONGOING,
+@serve.deployment(name="SelectorReplica", max_ongoing_requests=SELECTOR_MAX_ONGOING,
                   max_queued_requests=SELECTOR_MAX_QUEUED, ray_actor_options={"num_cpus": 1}, health_check_period_s=2)
-class KeyframeSelector:
+class SelectorReplica:
     """One selector replica: loads the encoder and agent once; answers the ingress with {status, body}."""
 
     def __init__(self, settings: dict[str, Any] | None = None):
@@ -181,12 +181,9 @@ class KeyframeSelector:
 
 def http_host() -> str | None:
     """The host Serve's HTTP proxies bind (serve.start / the config's http_options), None if it cannot be read."""
-    try:
-        from ray.serve.context import _get_global_client
+    from tspo_ray.ray_internals import serve_http_host
 
-        return _get_global_client().http_config.host
-    except Exception:  # not inside a Serve instance (e.g. an in-process test)
-        return None
+    return serve_http_host()
 
 
 def access_digest(s: ServeSettings) -> str | None:
@@ -203,7 +200,7 @@ def access_digest(s: ServeSettings) -> str | None:
                   ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class SelectIngress:
-    """The HTTP front: gate, body limit and schema here; selection on a KeyframeSelector replica."""
+    """The HTTP front: gate, body limit and schema here; selection on a SelectorReplica."""
 
     def __init__(self, selector, settings: dict[str, Any] | None = None):
         self.settings = ServeSettings.load(settings)
@@ -283,5 +280,5 @@ def build_app(args: dict[str, Any] | None = None, replicas: int | None = None, r
         options["num_replicas"] = replicas
     if replica_cpus is not None:
         options["ray_actor_options"] = {"num_cpus": replica_cpus}
-    selector = KeyframeSelector.options(**options) if options else KeyframeSelector
+    selector = SelectorReplica.options(**options) if options else SelectorReplica
     return SelectIngress.bind(selector.bind(settings), settings)

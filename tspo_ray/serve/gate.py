@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
 from tspo_ray.serve.access import RequestError
+from tspo_ray.ray_internals import PROXY_CALLBACK_ENV
 from tspo_ray.serve.auth import authorize, configured_digest, is_loopback
 
 #: the environment variable holding the gate's settings (JSON) in the proxy
 GATE_ENV = "TSPO_SERVE_GATE"
 #: Serve's hook: an import path called in each proxy that returns its ASGI middlewares
-PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 PROXY_CALLBACK = "tspo_ray.serve.gate:proxy_middlewares"
 TIMEOUT_HEADER = "x-request-timeout-seconds"
 DISCONNECT_HEADER = "x-request-disconnect-disabled"

@@ -10,7 +10,7 @@ SERVE_NAMESPACE = "serve"
 REPLICA_PREFIX = "SERVE_REPLICA::"  # Ray Serve's actor name: SERVE_REPLICA::<app>#<deployment>#<id>
 
 
-def replica_names(app: str = "tspo-select", deployment: str = "KeyframeSelector") -> list[str]:
+def replica_names(app: str = "tspo-select", deployment: str = "SelectorReplica") -> list[str]:
     """Actor names of the live replicas of `deployment` (dead actors leave the list)."""
     import ray
 
@@ -29,7 +29,7 @@ def kill_replica(name: str) -> int:
     return pid
 
 
-def running_replicas(app: str = "tspo-select", deployment: str = "KeyframeSelector") -> int:
+def running_replicas(app: str = "tspo-select", deployment: str = "SelectorReplica") -> int:
     from ray import serve
 
     status = serve.status().applications[app].deployments[deployment]
@@ -37,7 +37,7 @@ def running_replicas(app: str = "tspo-select", deployment: str = "KeyframeSelect
 
 
 def wait_until_whole(before: set[str], killed: str, replicas: int, since: float, app: str = "tspo-select",
-                     deployment: str = "KeyframeSelector", timeout_s: float = 300.0, poll_s: float = 0.1) -> float:
+                     deployment: str = "SelectorReplica", timeout_s: float = 300.0, poll_s: float = 0.1) -> float:
     """Seconds from `since` (a time.perf_counter() reading, the kill) until `replicas` replicas run again, `killed`
     gone and a replica not in `before` (the names before the kill) among them; TimeoutError past timeout_s."""
     while time.perf_counter() - since < timeout_s:

@@ -68,10 +68,3 @@ class SelectResponse(BaseModel):
     max_candidates: int | None = None
     #: base64 JPEG thumbnails of the selected frames (only with return_frames)
     frames_jpeg_b64: list[str] | None = None
-
-
-class ErrorResponse(BaseModel):
-    """Every 4xx answer: a short error kind and a message naming the input and the reason."""
-
-    error: str
-    message: str
