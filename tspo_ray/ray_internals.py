@@ -35,7 +35,12 @@ def actor_table() -> list[dict[str, Any]]:
 
 
 def serve_http_host() -> str | None:
-    """The host Serve's HTTP proxies bind (the Serve controller client's http_config), None outside Serve."""
+    """The host Serve's HTTP proxies bind (the Serve controller client's http_config), None outside Serve (and
+    without a Ray: the client would start one)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
     try:
         from ray.serve.context import _get_global_client
 
