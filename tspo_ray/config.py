@@ -406,6 +406,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return Config.load(raw)
 
 
+def recorded_config(meta: dict[str, Any]) -> Config | None:
+    """The config a checkpoint recorded (its metadata's `config`), read through today's declarations, so a
+    checkpoint of an earlier version gets today's defaults for fields it predates; None when it recorded none."""
+    raw = meta.get("config")
+    if not raw:
+        return None
+    try:
+        return Config.load(raw)
+    except ConfigError as e:
+        raise ConfigError(f"the checkpoint's recorded config: {e}") from None
+
+
 def reference_page() -> str:
     """docs/config.md: every field of the job config, with its type, range, default and meaning, from the
     declarations (tests/test_config_reference.py fails when the page is stale)."""

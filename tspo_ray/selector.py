@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tspo_ray.config import recorded_config
 from tspo_ray.method import policy
 from tspo_ray.video import frames as video_io
 
@@ -206,8 +207,8 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
             meta = load_checkpoint(path)
         except (EOFError, RuntimeError) as exc:
             raise ValueError(f"{path}: not a tspo-ray checkpoint, CLIP or TSPO-0.4B folder ({exc})") from None
-    config = meta.get("config") or {}
-    mode = meta.get("inference_mode") or config.get("agent", {}).get("inference_mode") or "top-k"
+    config = recorded_config(meta)
+    mode = meta.get("inference_mode") or (config.agent.inference_mode if config else "top-k")
     return load_agent(path, window=window, heads=heads).eval(), mode
 
 
@@ -249,7 +250,8 @@ class KeyframeSelector:
 
         agent, mode = load_selector_agent(path, window, heads)
         if encoder is None and path.suffix != ".safetensors":
-            encoder = (load_checkpoint(path).get("config") or {}).get("features", {}).get("encoder")
+            config = recorded_config(load_checkpoint(path))
+            encoder = config.features.encoder.to_dict() if config else None
         if encoder is None:
             raise ValueError(f"{path}: the checkpoint names no encoder; pass encoder={{'backend': ..., 'model': ...}}")
         if isinstance(encoder, dict):
