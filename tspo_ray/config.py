@@ -2,7 +2,7 @@
 
 Each section is declared once (tspo_ray.settings.Settings, pydantic): every field has a type, its range or choices,
 and a one-line docstring under it. An unknown key or a bad value raises ConfigError naming the field, e.g.
-`grpo.clip_eps: must be < 1, got 1.5`. `python -m tspo_ray.config --reference` writes docs/config.md from the
+`grpo.clip_eps: must be < 1, got 1.5`. `python -m tspo_ray.config_reference` writes docs/config.md from the
 declarations.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ __all__ = ["Config", "ConfigError", "load_config", "parse_job_args", "is_cuda"]
 
 
 class EncoderConfig(Settings):
+    """The CLIP encoder that produces the frame features F_f and the question feature F_t."""
+
     backend: Literal["embedded", "hf", "open_clip"] = "embedded"
     """CLIP back end: 'embedded' (the shipped tiny CLIP), 'hf' (transformers CLIPModel) or 'open_clip'."""
     model: str | None = None
@@ -37,6 +39,8 @@ class EncoderConfig(Settings):
 
 
 class DataConfig(Settings):
+    """Where the QA records are, and what to do with bad ones."""
+
     root: str = "data/synthetic"
     """Folder holding the split JSONLs (video paths inside are relative to it)."""
     train: str = "train.jsonl"
@@ -60,6 +64,8 @@ class DataConfig(Settings):
 
 
 class FeatureConfig(Settings):
+    """The candidate frames (rate, cap, size) and their CLIP features, computed by Ray Data and stored."""
+
     fps: float = Field(1.0, gt=0)
     """Candidate sampling rate: every round(native_fps / fps)-th native frame (fps 1 = the reference's 1-fps grid)."""
     max_candidates: int | None = Field(128, ge=1)
@@ -85,6 +91,8 @@ class FeatureConfig(Settings):
 
 
 class AgentConfig(Settings):
+    """The temporal agent (eq. 3) and the selection method it is used with."""
+
     window: int = Field(12, ge=1)
     """Attention window w (frames)."""
     heads: int = Field(8, ge=1)
@@ -102,6 +110,8 @@ class AgentConfig(Settings):
 
 
 class PolicyConfig(Settings):
+    """The training policy: T_s, G, the temperature schedule, the set likelihood, how sets are drawn."""
+
     num_frames: int = Field(8, ge=1)
     """T_s for training rollouts: frames per sampled keyframe set."""
     group_size: int = Field(8, ge=2)
@@ -119,6 +129,8 @@ class PolicyConfig(Settings):
 
 
 class GRPOConfig(Settings):
+    """The GRPO update: learning rate, clipping, epochs, KL."""
+
     lr: float = Field(5e-4, gt=0)
     """Adam learning rate."""
     clip_eps: float = Field(0.2, gt=0, lt=1)
@@ -134,6 +146,8 @@ class GRPOConfig(Settings):
 
 
 class AnswererConfig(Settings):
+    """The frozen Video-MLLM that answers from the selected frames (its settings: below, by kind)."""
+
     kind: str = "embedded"
     """'embedded' (tiny-CLIP answerer), 'vllm', 'hf', or 'simulated' (another back end's answers after a modelled Video-MLLM latency; tspo_ray/answerers/simulated.py)."""
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -141,6 +155,8 @@ class AnswererConfig(Settings):
 
 
 class TrainConfig(Settings):
+    """The run: steps, decoupling, Ray resources, checkpoints, restarts."""
+
     steps: int = Field(60, ge=1)
     """Learner steps; each consumes `questions_per_step` groups."""
     questions_per_step: int = Field(32, ge=1)
@@ -184,6 +200,8 @@ class TrainConfig(Settings):
 
 
 class HaystackConfig(Settings):
+    """Needle-in-a-haystack items built online, as the reference trains its needle questions."""
+
     probability: float = Field(0.0, ge=0, le=1)
     """Needle-in-a-haystack built online, as the reference trains its 'specific' questions: the chance that a needle question of a training batch is asked over a haystack of chunks of its own and other videos (0: off; 1: always)."""
     families: list[str] = Field(default_factory=lambda: ["needle_attribute"])
@@ -199,6 +217,8 @@ class HaystackConfig(Settings):
 
 
 class TrackingConfig(Settings):
+    """MLflow tracking."""
+
     tracking_uri: str | None = None
     """MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else a SQLite store ./mlflow.db)."""
     artifact_location: str | None = None
@@ -212,6 +232,8 @@ class TrackingConfig(Settings):
 
 
 class AKSConfig(Settings):
+    """Adaptive Keyframe Sampling (the aks selection method)."""
+
     t1: float = AKS_DEFAULTS["t1"]
     """Adaptive Keyframe Sampling (the aks selection method). Split a segment further unless the mean of its top scores exceeds its mean by more than t1 (on min-max normalised scores)..."""
     t2: float = AKS_DEFAULTS["t2"]
@@ -229,6 +251,8 @@ FULL_SUITE = BASELINE_SELECTORS + ("agent:top-k", "agent:bin-max", "agent:aks", 
 
 
 class EvalConfig(Settings):
+    """Evaluation: T_s, the selectors compared, the inference mode chosen on validation, plots."""
+
     num_frames: int = Field(8, ge=1)
     """T_s at evaluation."""
     selectors: list[str] = Field(default_factory=lambda: list(FULL_SUITE))
@@ -242,6 +266,8 @@ class EvalConfig(Settings):
 
 
 class Config(Settings):
+    """The job config: every section, loaded from YAML with `section.key=value` overrides."""
+
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
@@ -416,28 +442,3 @@ def recorded_config(meta: dict[str, Any]) -> Config | None:
         return Config.load(raw)
     except ConfigError as e:
         raise ConfigError(f"the checkpoint's recorded config: {e}") from None
-
-
-def reference_page() -> str:
-    """docs/config.md: every field of the job config, with its type, range, default and meaning, from the
-    declarations (tests/test_config_reference.py fails when the page is stale)."""
-    from tspo_ray.settings import reference
-
-    lines = ["# Config reference", "",
-             "Generated from the declarations in `tspo_ray/config.py` by `python -m tspo_ray.config --reference > "
-             "docs/config.md`; do not edit by hand. Every field is set in a YAML file or on the command line as "
-             "`section.key=value`; an unknown key or a bad value stops the job with the field's path and the reason.",
-             ""]
-    for name, field in Config.model_fields.items():
-        section = field.annotation
-        lines += [f"## `{name}`", "", " ".join((section.__doc__ or "").split()), "",
-                  "| key | type | default | meaning |", "|---|---|---|---|", *reference(section, name), ""]
-    return "\n".join(lines).replace("\n\n\n", "\n\n")
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] != ["--reference"]:
-        sys.exit("usage: python -m tspo_ray.config --reference > docs/config.md")
-    sys.stdout.write(reference_page())
