@@ -24,7 +24,8 @@ LAYERS: list[set[str]] = [
     {"answerers", "export", "lmms_eval_model"},
     {"evaluation"},
     {"training"},
-    {"distributed", "serve", "config_reference"},
+    {"distributed", "serve"},
+    {"config_reference"},
 ]
 #: third-party packages the method may not import: it is pure tensor code
 METHOD_FORBIDDEN = ("ray", "vllm", "transformers", "open_clip", "mlflow", "decord", "av", "safetensors")

@@ -13,11 +13,14 @@ Both return a [..., m] tensor (m = 1 for plackett_luce, m = k for per_frame) so 
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Literal
 
 import numpy as np
 import torch
+
+from tspo_ray.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -312,23 +315,16 @@ def select_aks(scores: torch.Tensor, k: int, t1: float = AKS_DEFAULTS["t1"], t2:
 
 
 def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None = None, **params) -> torch.Tensor:
-    """Candidate positions chosen by a method (SELECTION_METHODS); params go to aks (t1, t2, all_depth), events
+    """Candidate positions chosen by a method registered in METHODS; params go to aks (t1, t2, all_depth), events
     (accept, run) and anchors (base_scores, anchors)."""
+    fn = METHODS.get(method).obj
     if method == "uniform":
         return select_uniform(num_candidates, k)
-    if method not in SELECTION_METHODS:
-        raise ValueError(f"unknown selection method {method!r}; choose one of {SELECTION_METHODS}")
     if scores is None or scores.shape[-1] != num_candidates:
         raise ValueError(f"method {method!r} needs scores for all {num_candidates} candidates")
-    if params and method not in ("aks", "events", "anchors"):
+    if params and len(inspect.signature(fn).parameters) <= 2:
         raise ValueError(f"method {method!r} takes no parameters, got {sorted(params)}")
-    if method == "aks":
-        return select_aks(scores, k, **params)
-    if method == "events":
-        return select_events(scores, k, **params)
-    if method == "anchors":
-        return select_anchors(scores, k, **params)
-    return {"top-k": select_topk, "bin-max": select_binmax, "top-k+edges": select_topk_edges}[method](scores, k)
+    return fn(scores, k, **params)
 
 
 def linear_tau(step: int, total_steps: int, tau_start: float = TAU_START, tau_end: float = TAU_END) -> float:
@@ -337,3 +333,13 @@ def linear_tau(step: int, total_steps: int, tau_start: float = TAU_START, tau_en
         return tau_end
     frac = min(max(step, 0) / (total_steps - 1), 1.0)
     return tau_start + (tau_end - tau_start) * frac
+
+
+#: the selection methods by name, each (scores [T], k, **its params) -> positions in temporal order; "uniform"
+#: needs no scores. A method is added here and in SELECTION_METHODS, in this file.
+METHODS = Registry("selection method")
+for _name, _method in (("top-k", select_topk), ("bin-max", select_binmax), ("aks", select_aks),
+                       ("top-k+edges", select_topk_edges), ("events", select_events), ("anchors", select_anchors),
+                       ("uniform", select_uniform)):
+    METHODS.register(_name, _method)
+assert METHODS.names() == SELECTION_METHODS
