@@ -1,4 +1,5 @@
-"""Train a TSPO keyframe selector on Ray, then evaluate it against uniform and CLIP top-k on the test split.
+"""Train a TSPO keyframe selector on Ray, then evaluate it on the test split against every selector of
+eval.selectors (by default the training-free baselines and each inference mode of the agent).
 
     uv run python jobs/train.py                                   # starts a local Ray, embedded world
     ray job submit --working-dir . -- python jobs/train.py        # against a running cluster (ray start --head)
@@ -92,6 +93,7 @@ def evaluate_and_report(cfg: Config, args, tracker, train_s: float) -> int:
     checkpoint = recommended_checkpoint(out / "checkpoints") or out / "checkpoints"
     print(f"evaluating {checkpoint.name if checkpoint.is_file() else 'the final checkpoint'}")
     agent = load_agent(checkpoint).eval()
+    agent.anchors = cfg.policy.anchors  # the anchors method places the frames the agent was trained to draw
     answerer = build_answerer(cfg.answerer.kind, settings_for(cfg))
     try:
         if cfg.eval.choose_inference_mode and (Path(cfg.data.root) / cfg.data.val).exists():

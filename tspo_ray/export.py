@@ -133,7 +133,8 @@ def export(checkpoint: str | Path, clip: str | Path, out: str | Path, dtype: str
         processor.image_processor.save_pretrained(staging)  # preprocessor_config.json, which 4.x and the reference read
         facts = card_facts(meta, path, clip, mode, dtype, agent)
         write_text_atomic(staging / SELECTOR_CONFIG, json.dumps(
-            {"inference_mode": mode, "heads": agent.heads, "window": agent.window, "dim": agent.dim,
+            {"inference_mode": mode, "anchors": agent.anchors, "heads": agent.heads, "window": agent.window,
+             "dim": agent.dim,
              "source_checkpoint": str(path), "step": facts["step"]}, indent=2) + "\n")
         write_text_atomic(staging / "README.md", model_card(facts))
         os.chmod(staging, 0o755)

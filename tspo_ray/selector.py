@@ -58,15 +58,18 @@ def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, s
     scorer, method = policy.parse_selector(selector)
     method = method or inference_mode
     scores = selector_scores(frame_features, text_feature, scorer, agent)
-    params = {**anchor_base(method, scorer, frame_features, text_feature), **params}
+    params = {**anchor_base(method, scorer, frame_features, text_feature, agent), **params}
     positions = policy.select(method, frame_features.shape[0], k, scores, **params)
     return positions, scores
 
 
-def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor) -> dict:
-    """The anchors method places the agent's best frames and spends the rest of the budget by CLIP's cosines."""
+def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor,
+                agent=None) -> dict:
+    """The anchors method places the agent's best frames and spends the rest of the budget by CLIP's cosines; as
+    many as the agent was trained to draw (policy.anchors, recorded with its checkpoint: `agent.anchors`)."""
     if method == "anchors" and scorer == "agent":
-        return {"base_scores": clip_scores(frame_features, text_feature)}
+        return {"base_scores": clip_scores(frame_features, text_feature),
+                "anchors": int(getattr(agent, "anchors", policy.ANCHORS))}
     return {}
 
 
@@ -136,7 +139,7 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
         feats = job.frame_features.float()
         s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
         method = method or inference_mode
-        base = anchor_base(method, scorer, feats, job.text_feature.float())
+        base = anchor_base(method, scorer, feats, job.text_feature.float(), agent)
         positions = policy.select(method, feats.shape[0], job.k, s, **base)
         out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
                                     time.perf_counter() - t0))
@@ -183,6 +186,16 @@ def layout_settings(folder: Path, window: int, heads: int) -> tuple[str, int, in
         raise ValueError(f"{file}: not a selector config ({exc})") from None
 
 
+def layout_anchors(folder: Path) -> int:
+    """Frames the agent places under the anchors method: its selector_config.json's `anchors` (an exported run),
+    else policy.ANCHORS."""
+    file = folder / SELECTOR_CONFIG
+    try:
+        return int(json.loads(file.read_text()).get("anchors", policy.ANCHORS)) if file.is_file() else policy.ANCHORS
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{file}: not a selector config ({exc})") from None
+
+
 def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
     """(agent in eval mode, its inference mode) from a TSPO-0.4B-layout folder, a TSPO-0.4B state dict file or a
     tspo-ray checkpoint (file or run folder; the mode is the one its config recorded, top-k when absent). A run
@@ -198,7 +211,9 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
         if not state:
             raise ValueError(f"{path}: a CLIP folder without selector.* weights; the agent scorer is unavailable")
         mode, window, heads = layout_settings(path, window, heads)
-        return TemporalAgent.from_reference_state_dict(state, window=window, heads=heads).eval(), mode
+        agent = TemporalAgent.from_reference_state_dict(state, window=window, heads=heads).eval()
+        agent.anchors = layout_anchors(path)
+        return agent, mode
     if path.is_dir():
         path = recommended_checkpoint(path) or path  # no pointer: load_checkpoint says so below
     meta: dict = {}
@@ -209,7 +224,9 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
             raise ValueError(f"{path}: not a tspo-ray checkpoint, CLIP or TSPO-0.4B folder ({exc})") from None
     config = recorded_config(meta)
     mode = meta.get("inference_mode") or (config.agent.inference_mode if config else "top-k")
-    return load_agent(path, window=window, heads=heads).eval(), mode
+    agent = load_agent(path, window=window, heads=heads).eval()
+    agent.anchors = config.policy.anchors if config else policy.ANCHORS  # frames it places under the anchors method
+    return agent, mode
 
 
 class KeyframeSelector:
@@ -240,6 +257,7 @@ class KeyframeSelector:
                 return cls(clip, None, source=f"CLIP {path} (no selector weights)")
             mode, window, heads = layout_settings(path, window, heads)
             agent = TemporalAgent.from_reference_state_dict(state, window=window, heads=heads)
+            agent.anchors = layout_anchors(path)
             return cls(clip, agent, inference_mode=mode, source=f"TSPO-0.4B layout {path}")
         return cls._from_checkpoint(path, device, encoder, window, heads)
 

@@ -41,10 +41,12 @@ def build_agent(cfg: Config, dim: int) -> TemporalAgent:
         agent = load_agent(cfg.agent.init_checkpoint, window=cfg.agent.window, heads=cfg.agent.heads)
         if agent.dim != dim:
             raise ValueError(f"agent.init_checkpoint has feature dim {agent.dim}, the encoder gives {dim}")
-        return agent
-    return TemporalAgent(dim, window=cfg.agent.window, heads=cfg.agent.heads, hidden=cfg.agent.hidden,
-                         query_conditioned=cfg.agent.query_conditioned,
-                         position_scale=cfg.agent.position_scale)
+    else:
+        agent = TemporalAgent(dim, window=cfg.agent.window, heads=cfg.agent.heads, hidden=cfg.agent.hidden,
+                              query_conditioned=cfg.agent.query_conditioned,
+                              position_scale=cfg.agent.position_scale)
+    agent.anchors = cfg.policy.anchors  # validation's anchors method places as many frames as training draws
+    return agent
 
 
 def batch_seed(seed: int, batch_index: int) -> int:
