@@ -125,7 +125,8 @@ class PolicyConfig(Settings):
     sampling: Literal["top-k", "anchors"] = "top-k"
     """How a training set is drawn: 'top-k' (the paper: T_s frames by Gumbel-top-k) or 'anchors' (the agent draws `anchors` frames and the anchors method fills the rest of the T_s budget around them: training then samples the sets the anchors inference mode selects, policy.select_anchors)."""
     anchors: int = Field(ANCHORS, ge=1)
-    """Frames the agent draws per set under sampling=anchors (the anchors inference method places policy.ANCHORS = 2; keep this at 2 for training and inference to match)."""
+    """Frames the agent draws per set under sampling=anchors; recorded with the checkpoint (and the export), so the
+    anchors inference method places as many of the agent's best frames."""
 
 
 class GRPOConfig(Settings):
