@@ -123,13 +123,13 @@ def test_open_clip_uses_the_models_transform(tiny_open_clip, tiny_hf_clip):
 
 
 def test_bad_specs(tiny_hf_clip):
-    with pytest.raises(ValueError, match="unknown encoder backend 'clipz'"):
+    with pytest.raises(ValueError, match="^features.encoder.backend: must be one of embedded, hf, open_clip, got 'clipz'"):
         load_encoder({"backend": "clipz"})
     with pytest.raises(ValueError, match="needs 'model'"):
         load_encoder({"backend": "hf"})
     with pytest.raises(ValueError, match="needs 'model'"):
         load_encoder({"backend": "open_clip", "pretrained": "/x.pt"})
-    with pytest.raises(ValueError, match="dict or dataclass"):
+    with pytest.raises(ValueError, match="dict or an EncoderSpec"):
         load_encoder("hf")
     with pytest.raises(FileNotFoundError, match="/nonexistent/clip"):
         load_encoder({"backend": "hf", "model": "/nonexistent/clip"})

@@ -17,25 +17,13 @@ from pydantic import Field, field_validator
 
 from tspo_ray.method.policy import AKS_DEFAULTS, ANCHORS, TAU_END, TAU_START
 from tspo_ray.settings import ConfigError, Settings
+from tspo_ray.video.encoders import EncoderSpec
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_job_args", "is_cuda"]
 
 
-class EncoderConfig(Settings):
-    """The CLIP encoder that produces the frame features F_f and the question feature F_t."""
-
-    backend: Literal["embedded", "hf", "open_clip"] = "embedded"
-    """CLIP back end: 'embedded' (the shipped tiny CLIP), 'hf' (transformers CLIPModel) or 'open_clip'."""
-    model: str | None = None
-    """Model name or local dir (hf: dir or hub id; open_clip: architecture name)."""
-    pretrained: str | None = None
-    """open_clip pretrained tag or local checkpoint path."""
-    device: str = "cpu"
-    """Torch device for encoding ('cpu', 'cuda', 'cuda:1')."""
-    batch_size: int = Field(64, ge=1)
-    """Frames encoded per forward pass."""
-    exact_processor: bool = False
-    """hf: preprocess with the folder's saved CLIPProcessor itself (PIL resize and crop), as the reference does; slower than the batched tensor resize, which matches it only approximately."""
+#: features.encoder: declared once, beside the encoders it builds
+EncoderConfig = EncoderSpec
 
 
 class DataConfig(Settings):

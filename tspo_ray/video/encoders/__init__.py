@@ -6,45 +6,45 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
+from pydantic import Field
+
+from tspo_ray.settings import Settings
 from tspo_ray.video.encoders.base import FrameTextEncoder
 
 BACKENDS = ("embedded", "hf", "open_clip")
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Which encoder to build. Extra keys of a dict spec (e.g. the config's batch_size) are ignored here."""
+class EncoderSpec(Settings):
+    """The CLIP encoder that produces the frame features F_f and the question feature F_t (the config's
+    features.encoder, Serve's encoder, the embedded answerer's encoder)."""
 
-    #: "embedded" (the shipped tiny CLIP), "hf" (transformers CLIPModel) or "open_clip"
-    backend: str = "embedded"
-    #: hf: local folder or hub id; open_clip: architecture name; embedded: optional folder overriding the shipped one
+    section: ClassVar[str] = "features.encoder"
+    backend: Literal["embedded", "hf", "open_clip"] = "embedded"
+    """CLIP back end: 'embedded' (the shipped tiny CLIP), 'hf' (transformers CLIPModel) or 'open_clip'."""
     model: str | None = None
-    #: open_clip only: a pretrained tag or a local checkpoint file
+    """hf: local folder or hub id; open_clip: architecture name; embedded: optional folder overriding the shipped
+    one."""
     pretrained: str | None = None
-    #: torch device ("cpu", "cuda", "cuda:1"); features always come back on CPU
+    """open_clip only: a pretrained tag or a local checkpoint file."""
     device: str = "cpu"
-    #: hf only: preprocess with the saved CLIPProcessor itself (as the reference), not the batched tensor resize
+    """Torch device for encoding ('cpu', 'cuda', 'cuda:1'); features always come back on CPU."""
+    batch_size: int = Field(64, ge=1)
+    """Frames encoded per forward pass."""
     exact_processor: bool = False
+    """hf: preprocess with the folder's saved CLIPProcessor itself (PIL resize and crop), as the reference does;
+    slower than the batched tensor resize, which matches it only approximately."""
 
     @classmethod
     def parse(cls, spec: Any) -> "EncoderSpec":
-        if isinstance(spec, cls):
-            return spec
-        if is_dataclass(spec):
+        if is_dataclass(spec) and not isinstance(spec, type):
             spec = asdict(spec)
-        elif hasattr(spec, "model_dump"):  # the config's features.encoder section
-            spec = spec.model_dump()
-        if spec is None:
-            spec = {}
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"encoder spec must be a dict or dataclass, got {type(spec).__name__}")
-        return cls(backend=spec.get("backend") or "embedded", model=spec.get("model"),
-                   pretrained=spec.get("pretrained"), device=spec.get("device") or "cpu",
-                   exact_processor=bool(spec.get("exact_processor", False)))
+        if spec is not None and not isinstance(spec, (Mapping, cls)):
+            raise ValueError(f"encoder spec must be a dict or an EncoderSpec, got {type(spec).__name__}")
+        return cls.load(dict(spec) if isinstance(spec, Mapping) else spec)
 
 
 def embedded_clip_dir() -> str:
