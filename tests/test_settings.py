@@ -109,3 +109,17 @@ def test_a_registry_lists_known_names_and_checks_declared_settings():
         reg.get("b")
     with pytest.raises(ValueError, match="registered twice"):
         reg.register("a", lambda s: s)
+
+
+def test_an_exports_selector_config_is_read_through_its_declaration(tmp_path):
+    from tspo_ray.selector import layout_settings
+
+    assert layout_settings(tmp_path, 12, 8) == ("top-k", 12, 8)  # the published TSPO-0.4B: no such file
+    (tmp_path / "selector_config.json").write_text(json.dumps({"inference_mode": "events", "window": 6}))
+    assert layout_settings(tmp_path, 12, 8) == ("events", 6, 8)
+    (tmp_path / "selector_config.json").write_text(json.dumps({"heads": "4"}))
+    with pytest.raises(ValueError, match=r"selector_config.json: heads: expected an integer, got '4'"):
+        layout_settings(tmp_path, 12, 8)
+    (tmp_path / "selector_config.json").write_text(json.dumps({"bogus": 1}))
+    with pytest.raises(ValueError, match=r"selector_config.json: bogus: unknown selector config option"):
+        layout_settings(tmp_path, 12, 8)

@@ -1,5 +1,5 @@
 """docs/config.md, generated from the declarations: the job config, each answerer back end's settings (from the
-registry), the Serve settings and the embedded world's settings.
+registry), the Serve settings, the embedded world's settings and an export's selector_config.json.
 
     uv run python -m tspo_ray.config_reference > docs/config.md
 
@@ -11,6 +11,7 @@ import sys
 
 from tspo_ray.answerers.base import ANSWERERS
 from tspo_ray.config import Config
+from tspo_ray.selector import SelectorConfig
 from tspo_ray.serve.service import ServeSettings
 from tspo_ray.settings import reference
 from tspo_ray.synthetic.world import WorldSettings
@@ -41,7 +42,9 @@ def page() -> str:
             ("Serve (`tspo_ray/serve/service.py`)", ServeSettings,
              "The args of the Serve app (configs/serve.yaml `args`; jobs/serve.py builds them from its options)."),
             ("Embedded world (`tspo_ray/synthetic/world.py`)", WorldSettings,
-             "pipelines/make_synthetic.py's world, recorded in the manifest.")):
+             "pipelines/make_synthetic.py's world, recorded in the manifest."),
+            ("Export (`selector_config.json`, `tspo_ray/selector.py`)", SelectorConfig,
+             "Written by `python -m tspo_ray.export` beside the TSPO-0.4B layout.")):
         lines += [f"## {title}", "", note + " " + _doc(model), "", *TABLE, *reference(model, ""), ""]
     return "\n".join(lines)
 

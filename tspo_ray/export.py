@@ -29,7 +29,7 @@ import torch
 
 from tspo_ray.checkpoint import is_own_checkpoint_file, load_checkpoint, recommended_checkpoint
 from tspo_ray.safe_files import UnsafeFileError, write_tensors_atomic, write_text_atomic
-from tspo_ray.selector import SELECTOR_CONFIG, load_selector_agent
+from tspo_ray.selector import SELECTOR_CONFIG, SelectorConfig, load_selector_agent
 from tspo_ray.video.encoders.hf_clip import file_digest, image_settings
 
 #: what the reference's TemporalAgent computes (it has no setting for either)
@@ -132,10 +132,10 @@ def export(checkpoint: str | Path, clip: str | Path, out: str | Path, dtype: str
         processor.save_pretrained(staging)  # processor_config.json and the tokenizer (transformers 5)
         processor.image_processor.save_pretrained(staging)  # preprocessor_config.json, which 4.x and the reference read
         facts = card_facts(meta, path, clip, mode, dtype, agent)
-        write_text_atomic(staging / SELECTOR_CONFIG, json.dumps(
-            {"inference_mode": mode, "anchors": agent.anchors, "heads": agent.heads, "window": agent.window,
-             "dim": agent.dim,
-             "source_checkpoint": str(path), "step": facts["step"]}, indent=2) + "\n")
+        selector_config = SelectorConfig(inference_mode=mode, anchors=agent.anchors, heads=agent.heads,
+                                         window=agent.window, dim=agent.dim, source_checkpoint=str(path),
+                                         step=facts["step"])
+        write_text_atomic(staging / SELECTOR_CONFIG, json.dumps(selector_config.to_dict(), indent=2) + "\n")
         write_text_atomic(staging / "README.md", model_card(facts))
         os.chmod(staging, 0o755)
         if out.exists():

@@ -49,7 +49,7 @@ class Registry:
         self._lazy.setdefault(name, module)
 
     def names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys([*self._entries, *self._lazy]))
+        return tuple(dict.fromkeys([*self._lazy, *self._entries]))  # announced order first: stable whatever imported
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries or name in self._lazy

@@ -15,14 +15,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from tspo_ray.config import recorded_config
 from tspo_ray.method import policy
+from tspo_ray.settings import Settings
 from tspo_ray.video import frames as video_io
 
 #: frames decoded and encoded at a time by select(): 16k candidates of a 720p video never sit in memory at once
@@ -173,27 +175,53 @@ def _is_clip_folder(folder: Path) -> bool:
         return False
 
 
+class SelectorConfig(Settings):
+    """selector_config.json of an exported run (python -m tspo_ray.export): what the TSPO-0.4B layout cannot record.
+    The published TSPO-0.4B has no such file: its defaults apply."""
+
+    label: ClassVar[str] = "selector config"
+    inference_mode: str = "top-k"
+    """The selection method of the `agent` selector, chosen on validation."""
+    anchors: int = Field(policy.ANCHORS, ge=1)
+    """Frames the agent places under the anchors method (the run's policy.anchors)."""
+    window: int = Field(12, ge=1)
+    """Attention window w."""
+    heads: int = Field(8, ge=1)
+    """Attention heads."""
+    dim: int | None = Field(None, ge=1)
+    """Feature dim of the agent (the CLIP's projection)."""
+    source_checkpoint: str | None = None
+    """The checkpoint the export was made from."""
+    step: int = Field(0, ge=0)
+    """Its training step."""
+
+
+def read_selector_config(folder: Path, **defaults: Any) -> SelectorConfig:
+    """A TSPO-0.4B-layout folder's selector_config.json read through its declaration (defaults: none there)."""
+    file = folder / SELECTOR_CONFIG
+    if not file.is_file():
+        return SelectorConfig(**defaults)
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file}: not a selector config ({exc})") from None
+    try:
+        return SelectorConfig.load({**defaults, **raw} if isinstance(raw, dict) else raw)
+    except ValueError as exc:
+        raise ValueError(f"{file}: {exc}") from None
+
+
 def layout_settings(folder: Path, window: int, heads: int) -> tuple[str, int, int]:
     """(inference mode, window, heads) of a TSPO-0.4B-layout folder: its selector_config.json where it has one (an
     exported run), else top-k and the given window and heads (the published TSPO-0.4B has no such file)."""
-    file = folder / SELECTOR_CONFIG
-    if not file.is_file():
-        return "top-k", window, heads
-    try:
-        cfg = json.loads(file.read_text())
-        return str(cfg.get("inference_mode") or "top-k"), int(cfg.get("window", window)), int(cfg.get("heads", heads))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{file}: not a selector config ({exc})") from None
+    cfg = read_selector_config(folder, window=window, heads=heads)
+    return cfg.inference_mode, cfg.window, cfg.heads
 
 
 def layout_anchors(folder: Path) -> int:
     """Frames the agent places under the anchors method: its selector_config.json's `anchors` (an exported run),
     else policy.ANCHORS."""
-    file = folder / SELECTOR_CONFIG
-    try:
-        return int(json.loads(file.read_text()).get("anchors", policy.ANCHORS)) if file.is_file() else policy.ANCHORS
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{file}: not a selector config ({exc})") from None
+    return read_selector_config(folder).anchors
 
 
 def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
