@@ -22,8 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tspo_ray.registry import Registry
-
 # The value the reference puts on logits outside the window; kept so edge rows match it bit for bit.
 MASKED_LOGIT = -1e6
 
@@ -304,9 +302,3 @@ def dense_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, he
     logits = (qh @ kh.transpose(-1, -2)) / math.sqrt(hd)
     weights = torch.softmax(logits.masked_fill(~inside, MASKED_LOGIT), dim=-1)
     return (weights @ vh).transpose(-3, -2).reshape(q.shape)
-
-
-#: agent kinds by name (agent.kind): each an nn.Module class taking (dim, **its settings); "reference" is eq. 3,
-#: the layout TSPO-0.4B loads into
-AGENTS = Registry("agent kind")
-AGENTS.register("reference", TemporalAgent)
