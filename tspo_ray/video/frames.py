@@ -82,6 +82,8 @@ def probe(path: str | Path, backend: str | None = None) -> VideoInfo:
 #: the reference's training cap T_c and the grid length below which it also re-samples to T_c frames
 TRAIN_MAX_CANDIDATES = 128
 TRAIN_MIN_CANDIDATES = 50
+#: the longest uncapped grid accepted (8 MB of indices; 1,000 hours at 1 fps)
+MAX_GRID = 3_600_000
 
 
 def grid_step(native_fps: float, fps: float = 1.0) -> int:
@@ -113,9 +115,15 @@ def candidate_indices(num_frames: int, native_fps: float, fps: float = 1.0, max_
         raise ValueError("num_frames must be positive")
     if max_candidates is not None and max_candidates <= 0:
         raise ValueError(f"max_candidates must be positive or None, got {max_candidates}")
-    idx = np.arange(0, num_frames, grid_step(native_fps, fps), dtype=np.int64)
-    if max_candidates is not None and (len(idx) > max_candidates or len(idx) < (min_candidates or 0)):
+    step = grid_step(native_fps, fps)
+    length = -(-int(num_frames) // step)  # the grid's length, counted without building it
+    if max_candidates is not None and (length > max_candidates or length < (min_candidates or 0)):
         idx = np.linspace(0, num_frames - 1, max_candidates).astype(np.int64)
+    elif length > MAX_GRID:  # a frame count read from a file's header may be forged: never allocated unbounded
+        raise VideoError(f"a grid of {length} candidates ({num_frames} frames at {native_fps:g} fps) is longer than "
+                         f"{MAX_GRID} ({MAX_GRID / 3600:.0f} hours at 1 fps); set max_candidates")
+    else:
+        idx = np.arange(0, num_frames, step, dtype=np.int64)
     return idx, idx / native_fps
 
 
