@@ -48,19 +48,24 @@ def check_video_file(path: str) -> None:
         raise VideoError(f"{path}: not readable (permission denied)")
 
 
-def _open(path: str):
-    import av
+def _open(path):
+    """A PyAV container of `path` opened through tspo_ray.video.source (one plain file, allowed demuxers only)."""
+    from tspo_ray.video.source import video_location
 
-    check_video_file(path)
-    with ffmpeg_messages() as messages:
-        try:
-            container = av.open(path)
-        except Exception as exc:  # av.error.InvalidDataError and friends
-            raise VideoError(f"{path}: cannot decode (not a readable video container: "
-                             f"{_reason(exc, messages)})") from None
+    name = str(path)
+    check_video_file(name)
+    with video_location(path) as location:
+        return open_video_container(name, location)
+
+
+def open_video_container(name: str, location: str):
+    """The container at `location` (from tspo_ray.video.source.video_location), refused without a video stream."""
+    from tspo_ray.video.source import open_container
+
+    container = open_container(name, location)
     if not container.streams.video:
         container.close()
-        raise VideoError(f"{path}: the file has no video stream")
+        raise VideoError(f"{name}: the file has no video stream")
     return container
 
 
@@ -125,8 +130,7 @@ def _rate(stream) -> float:
 
 def probe(path: str | Path) -> VideoInfo:
     """Frame count and frame rate; the count comes from the container's index, or from demuxing when it has none."""
-    path = str(path)
-    container = _open(path)
+    container, path = _open(path), str(path)
     try:
         stream = container.streams.video[0]
         count = int(stream.frames or 0)
@@ -168,11 +172,11 @@ def decode_sequential(path: str | Path, frame_indices, size: int | None = None, 
 
     size: resize to size x size while converting. threads: codec threads (0: FFmpeg picks).
     """
-    path = str(path)
+    source, path = path, str(path)
     wanted = _requested(path, frame_indices)
     order = np.argsort(wanted, kind="stable")
     frames, times = None, np.zeros(len(wanted))
-    with _video_stream(path, threads) as (container, stream):
+    with _video_stream(source, threads) as (container, stream):
         fps = _rate(stream)
         for slot, rgb, time in _kept_frames(path, container, stream, wanted[order], size):
             if frames is None:
@@ -185,11 +189,11 @@ def iter_sequential(path: str | Path, frame_indices, size: int | None = None, th
                     chunk: int = 256) -> Iterator[DecodedFrames]:
     """decode_sequential for sorted indices, handed back `chunk` frames at a time from the same single pass: memory
     holds one chunk, not every candidate of an hour-long video (16k frames of 720p would be 44 GB)."""
-    path = str(path)
+    source, path = path, str(path)
     wanted = _requested(path, frame_indices)
     if np.any(np.diff(wanted) < 0):
         raise ValueError("iter_sequential needs frame indices in increasing order")
-    with _video_stream(path, threads) as (container, stream):
+    with _video_stream(source, threads) as (container, stream):
         fps = _rate(stream)
         frames, times, first = [], [], 0
         for slot, rgb, time in _kept_frames(path, container, stream, wanted, size):
@@ -210,7 +214,7 @@ def _requested(path: str, frame_indices) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _video_stream(path: str, threads: int):
+def _video_stream(path, threads: int):
     container, stream = _open(path), None
     try:
         stream = container.streams.video[0]
@@ -260,11 +264,11 @@ def decode_keyframes_nearest(path: str | Path, frame_indices, size: int | None =
     """The fast mode: for each requested index, the keyframe nearest to it in time (repeats when keyframes are
     sparser than the request). Only keyframes are decoded and only chosen ones converted, straight into the output;
     DecodedFrames.max_time_error_s says how far off in time the answer is."""
-    path = str(path)
+    source, path = path, str(path)
     wanted = np.asarray([int(i) for i in frame_indices], dtype=np.int64)
     if wanted.size == 0:
         raise VideoError(f"{path}: no frame indices requested")
-    container, stream = _open(path), None
+    container, stream = _open(source), None
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"

@@ -31,34 +31,27 @@ class Candidates:
 def _open(path: str | Path, size: int | None = None):
     import decord  # local import: decord's import is slow and not every caller decodes
 
-    from tspo_ray.video.decode import check_video_file
+    from tspo_ray.video import decode as video_decode
+    from tspo_ray.video.source import video_location
 
-    path = str(path)
-    check_video_file(path)
+    source, path = path, str(path)
+    video_decode.check_video_file(path)
     kwargs = {"num_threads": 1}
     if size:
         kwargs.update(width=size, height=size)
-    try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), **kwargs)
-    except Exception as exc:  # decord raises DECORDError / RuntimeError with C++ text
-        raise VideoError(f"{path}: cannot decode ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    with video_location(source) as location:  # decord reads the file PyAV has accepted, by its descriptor
+        with video_decode.open_video_container(path, location) as container:
+            declared = max((int(s.frames or 0) for s in container.streams.video), default=0)
+        try:
+            reader = decord.VideoReader(location, ctx=decord.cpu(0), **kwargs)
+        except Exception as exc:  # decord raises DECORDError / RuntimeError with C++ text
+            raise VideoError(f"{path}: cannot decode ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]})") from None
     if len(reader) == 0:
         raise VideoError(f"{path}: the video has no frames")
-    declared = _declared_frame_count(path)
     if declared > len(reader):
         raise VideoError(f"{path}: truncated: the container lists {declared} frames but only {len(reader)} are present")
     return reader
-
-
-def _declared_frame_count(path: str) -> int:
-    """The frame count the container's index states (0 when it states none); reads the header only."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            return max((int(s.frames or 0) for s in container.streams.video), default=0)
-    except Exception:  # an unreadable header is reported by the decoder itself
-        return 0
 
 
 def _backend(backend: str | None) -> str:
