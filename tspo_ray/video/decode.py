@@ -60,9 +60,19 @@ def _open(path):
 
 def open_video_container(name: str, location: str):
     """The container at `location` (from tspo_ray.video.source.video_location), refused without a video stream."""
-    from tspo_ray.video.source import open_container
+    import av
 
-    container = open_container(name, location)
+    from tspo_ray.video.source import ffmpeg_options, refusal
+
+    with ffmpeg_messages() as messages:
+        try:
+            container = av.open(location, options=ffmpeg_options(location))
+        except Exception as exc:  # av.error.InvalidDataError and friends
+            refused = refusal(name, [str(m[2]) for m in messages if len(m) >= 3])
+            if refused:
+                raise VideoError(refused) from None
+            raise VideoError(f"{name}: cannot decode (not a readable video container: "
+                             f"{_reason(exc, messages)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{name}: the file has no video stream")

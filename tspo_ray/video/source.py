@@ -118,21 +118,3 @@ def video_location(path: str | Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}" if _fd_path(fd) is not None else os.path.realpath(name)
     finally:
         os.close(fd)
-
-
-def open_container(path: str | Path, location: str):
-    """av.open of `location` (from video_location) through the allowlists; VideoError naming `path` when refused."""
-    import av
-
-    from tspo_ray.video.decode import _reason, ffmpeg_messages
-
-    with ffmpeg_messages() as messages:
-        try:
-            return av.open(location, options=ffmpeg_options(location))
-        except Exception as exc:  # av.error.InvalidDataError and friends
-            lines = [str(m[2]) for m in messages if len(m) >= 3]
-            refused = refusal(str(path), lines)
-            if refused:
-                raise VideoError(refused) from None
-            raise VideoError(f"{path}: cannot decode (not a readable video container: "
-                             f"{_reason(exc, messages)})") from None
