@@ -4,7 +4,7 @@ A payload (nested dicts, lists, tuples, tensors, numpy arrays, numbers, strings)
 as safetensors, and its structure, stored as JSON under the metadata key "tspo_ray" of the same file, so one atomic
 rename publishes both. Tuples, non-string dict keys and numpy arrays are tagged in the JSON, so optimizer and RNG
 states come back exactly as they were saved. Every file here (tensors, text, JSON lines) is written 0644 via a temp
-file and a rename.
+file, an fsync, a rename and an fsync of its folder (docs/durability.md).
 """
 from __future__ import annotations
 
@@ -131,19 +131,73 @@ def _hashable(key: Any) -> Any:
 
 # --- files ------------------------------------------------------------------------------------------------------
 
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file's data to the disk (a rename alone may reach the disk before the data it names)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a folder's entries durable: a rename or a new file in it survives a power loss only once this returns."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # a platform without directory descriptors: nothing more can be done
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems refuse fsync on a folder (EINVAL): their renames are durable already
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(folder: Path) -> None:
+    """mkdir -p, each folder created made durable in its parent."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        f.mkdir(exist_ok=True)
+        fsync_dir(f.parent)
+
+
+#: test hook: called with the step's name between the steps of a publication ("written", "synced", "renamed",
+#: "published"), so a test can stop a writer at each of them
+_step_hook: Callable[[str, Path], None] | None = None
+
+
+def _step(name: str, path: Path) -> None:
+    if _step_hook is not None:
+        _step_hook(name, path)
+
+
 def _publish_atomically(path: str | Path, write: Callable[[str], None]) -> None:
-    """Run write(temp path) beside path, then rename it into place: readers see the old file or the whole new one,
-    never a half-written one. A full disk leaves the old file as it was, removes the partial temp file and raises
-    DiskFullError naming the file."""
+    """Run write(temp path) beside path, then publish it durably: fsync the temp file, rename it into place, fsync
+    the folder. Readers see the old file or the whole new one, never a half-written one, and after a power loss the
+    name holds either the old file or the whole new one: a pointer written after this returns never names a file
+    whose data is not on the disk. A full disk leaves the old file as it was, removes the partial temp file and
+    raises DiskFullError naming the file."""
     path = Path(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs_durable(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         write(tmp)
+        _step("written", path)
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; these files are for every reader
+        fsync_file(tmp)
+        _step("synced", path)
         os.replace(tmp, path)
+        tmp = None
+        _step("renamed", path)
+        fsync_dir(path.parent)
+        _step("published", path)
     except BaseException as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
