@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -261,3 +262,93 @@ def read_payload(path: str | Path) -> Any:
         return join_payload(json.loads(metadata[STRUCTURE_KEY]), tensors)
     except (ValueError, KeyError, TypeError) as exc:
         raise UnsafeFileError(f"{path}: its structure does not match its tensors ({exc})") from None
+
+
+# --- resumable JSON-lines files, and who may write them ---------------------------------------------------------
+
+class SetAsideWarning(UserWarning):
+    """Lines of a resumable file that could not be read were moved to a side file (the message names both)."""
+
+
+def read_jsonl_setting_aside(path: str | Path, accept: Callable[[Any], bool] | None = None) -> list[Any]:
+    """The rows of a resumable JSON-lines file. A torn or unreadable line (not JSON, or a value `accept` refuses) is
+    never a reason to drop the lines after it: it is appended to `<path>.set-aside` (with its line number), named in a
+    SetAsideWarning, and taken out of the file (rewritten durably), so the next append starts on a line of its own.
+    The caller holds the file's writer lock."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, good, bad = [], [], []
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if accept is not None and not accept(row):
+                    raise ValueError("not a row of this file")
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                bad.append((number, line))
+                continue
+            rows.append(row)
+            good.append(line if line.endswith(b"\n") else line + b"\n")
+    if bad:
+        side = path.with_name(path.name + ".set-aside")
+        with open(side, "ab") as fh:
+            for number, line in bad:
+                fh.write(f"# {path.name} line {number}\n".encode() + line.rstrip(b"\n") + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(side.parent)
+        _publish_atomically(path, lambda tmp: _write_bytes(tmp, b"".join(good)))
+        warnings.warn(SetAsideWarning(f"{path}: {len(bad)} unreadable line(s) ({', '.join(str(n) for n, _ in bad[:5])}"
+                                      f"{'...' if len(bad) > 5 else ''}) set aside in {side}; the "
+                                      f"{len(rows)} readable rows are kept"), stacklevel=2)
+    return rows
+
+
+def _write_bytes(tmp: str, data: bytes) -> None:
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+class LockedError(RuntimeError):
+    """Another live process holds a writer lock; the message names the lock file and the holder's pid."""
+
+
+class WriterLock:
+    """An exclusive lock on `path` (flock), the holder's pid and host written in it.
+
+    wait=False refuses a second holder with LockedError (a second run on one output folder); wait=True queues behind
+    it (short read-modify-write sections of a shared store). The kernel drops the lock when its process dies, so a
+    lock file left by a dead process is simply taken over (its pid is only for the message)."""
+
+    def __init__(self, path: str | Path, what: str, wait: bool = False):
+        self.path, self.what, self.wait, self._fd = Path(path), what, wait, None
+
+    def __enter__(self) -> "WriterLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise LockedError(f"{self.what} is in use by {holder} (lock file {self.path}); wait for it to finish, "
+                              f"or use another folder") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        import socket
+
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
