@@ -195,23 +195,33 @@ def decode_sequential(path: str | Path, frame_indices, size: int | None = None, 
     return DecodedFrames(frames, times, wanted / fps)
 
 
+#: pixels a chunk of iter_sequential may hold: 256 frames of 224 px are 38 MB, but 256 frames of a 4K video would be
+#: 6.4 GB, so a chunk ends at this many bytes too (a chunk holds at least one frame)
+CHUNK_BYTES = 256 * 2**20
+#: the largest frame decoded (8192 x 8192): beyond it a header is more likely forged than a real video
+MAX_FRAME_PIXELS = 8192 * 8192
+
+
 def iter_sequential(path: str | Path, frame_indices, size: int | None = None, threads: int = 0,
-                    chunk: int = 256) -> Iterator[DecodedFrames]:
+                    chunk: int = 256, max_chunk_bytes: int | None = None) -> Iterator[DecodedFrames]:
     """decode_sequential for sorted indices, handed back `chunk` frames at a time from the same single pass: memory
-    holds one chunk, not every candidate of an hour-long video (16k frames of 720p would be 44 GB)."""
+    holds one chunk, not every candidate of an hour-long video (16k frames of 720p would be 44 GB). A chunk also ends
+    at max_chunk_bytes of pixels (default CHUNK_BYTES), so a chunk of full-size 4K frames is not 6 GB."""
     source, path = path, str(path)
+    budget = CHUNK_BYTES if max_chunk_bytes is None else int(max_chunk_bytes)
     wanted = _requested(path, frame_indices)
     if np.any(np.diff(wanted) < 0):
         raise ValueError("iter_sequential needs frame indices in increasing order")
     with _video_stream(source, threads) as (container, stream):
         fps = _rate(stream)
-        frames, times, first = [], [], 0
+        frames, times, first, held = [], [], 0, 0
         for slot, rgb, time in _kept_frames(path, container, stream, wanted, size):
             frames.append(rgb)
             times.append(time)
-            if len(frames) == chunk or slot == len(wanted) - 1:
+            held += rgb.nbytes
+            if len(frames) == chunk or held + rgb.nbytes > budget or slot == len(wanted) - 1:
                 yield DecodedFrames(np.stack(frames), np.asarray(times), wanted[first : slot + 1] / fps)
-                frames, times, first = [], [], slot + 1
+                frames, times, first, held = [], [], slot + 1, 0
 
 
 def _requested(path: str, frame_indices) -> np.ndarray:
@@ -228,6 +238,7 @@ def _video_stream(path, threads: int):
     container, stream = _open(path), None
     try:
         stream = container.streams.video[0]
+        _check_frame_size(str(path), stream)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         yield container, stream
@@ -238,6 +249,12 @@ def _video_stream(path, threads: int):
         except Exception:  # a decoder that failed, or has nothing left
             pass
         container.close()
+
+
+def _check_frame_size(path: str, stream) -> None:
+    width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+    if width * height > MAX_FRAME_PIXELS:
+        raise VideoError(f"{path}: frames of {width}x{height} are larger than the {MAX_FRAME_PIXELS} pixels decoded")
 
 
 def _kept_frames(path: str, container, stream, wanted_sorted: np.ndarray, size: int | None):

@@ -62,9 +62,12 @@ def refusal(path: str, ffmpeg_lines) -> str | None:
         m = re.search(r"Format (?:(\S+) )?not on whitelist", line)
         if m:
             fmt = m.group(1)
-            what = (_REFUSED.get(fmt) or next((v for k, v in _REFUSED.items() if k in fmt), None) or
-                    f"a {fmt} file") if fmt else "a format outside the allowlist (not a video container)"
-            return f"{path}: refused: {what}; only these containers are read: {', '.join(ALLOWED_FORMATS)}"
+            what = (_REFUSED.get(fmt) or next((v for k, v in _REFUSED.items() if k in fmt), None)) if fmt else None
+            allowed = f"only these containers are read: {', '.join(ALLOWED_FORMATS)}"
+            if what:
+                return f"{path}: refused: {what}; {allowed}"
+            return (f"{path}: cannot decode (not a readable video container: FFmpeg reads it as "
+                    f"{fmt or 'a format outside the allowlist'}; {allowed})")
     return None
 
 
