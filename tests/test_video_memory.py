@@ -80,3 +80,9 @@ def test_a_frame_size_past_the_limit_is_refused(video, monkeypatch):
     monkeypatch.setattr(video_decode, "MAX_FRAME_PIXELS", SIDE * SIDE - 1)
     with pytest.raises(VideoError, match=rf"v.mp4: frames of {SIDE}x{SIDE} are larger than"):
         video_io.read_frames(video, [0])
+
+
+def test_decord_chunks_of_full_size_frames_end_at_the_byte_budget_too(video, monkeypatch):
+    monkeypatch.setattr(video_decode, "CHUNK_BYTES", 4 * FRAME_BYTES)
+    chunks = list(video_io.iter_frames(video, range(0, 24, 2), backend="decord"))
+    assert [len(c) for c in chunks] == [4, 4, 4]

@@ -162,12 +162,20 @@ def iter_frames(path: str | Path, frame_indices, size: int | None = None, backen
                 chunk: int = 256):
     """read_frames for increasing indices, `chunk` frames at a time (PyAV: from one sequential pass), so a caller
     that encodes as it goes holds one chunk of pixels, never the whole video's."""
-    frame_indices = [int(i) for i in frame_indices]
-    if _backend(backend) != "pyav":
-        for start in range(0, len(frame_indices), chunk):
-            yield read_frames(path, frame_indices[start : start + chunk], size, backend)
-        return
     from tspo_ray.video import decode as video_decode
+
+    frame_indices = [int(i) for i in frame_indices]
+    if _backend(backend) != "pyav":  # chunks of at most CHUNK_BYTES of pixels, as PyAV's pass makes them
+        if size:
+            frame_bytes = size * size * 3
+        else:
+            with video_decode._open(path) as container:
+                codec = container.streams.video[0].codec_context
+                frame_bytes = int(codec.width or 1) * int(codec.height or 1) * 3
+        step = max(1, min(chunk, video_decode.CHUNK_BYTES // frame_bytes))
+        for start in range(0, len(frame_indices), step):
+            yield read_frames(path, frame_indices[start : start + step], size, backend)
+        return
 
     info = video_decode.probe(path)
     bad = [i for i in frame_indices if not 0 <= i < info.num_frames]

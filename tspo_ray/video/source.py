@@ -19,6 +19,7 @@ same demuxer allowlist.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -81,7 +82,7 @@ def _open_fd(path) -> int:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise VideoError(f"{name}: cannot be opened ({exc.strerror or exc}; the file may have been swapped for a "
-                         f"symlink while it was opened)" if exc.errno == 40 else
+                         f"symlink while it was opened)" if exc.errno == errno.ELOOP else
                          f"{name}: cannot be opened ({exc.strerror or exc})") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
