@@ -13,6 +13,7 @@ each benchmark's own table does it (tspo_ray/evaluation/breakdown.py) into summa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -140,12 +141,19 @@ def run_benchmark(run: BenchmarkRun, records: Sequence[QARecord], select: Select
     if not records:
         raise BenchmarkRunError(f"--benchmark {run.name}: no questions read from {run.annotations}")
     run.out_dir.mkdir(parents=True, exist_ok=True)
+    with _holding(run.out_dir):
+        return _run_locked(run, records, select, answer, chunk_size, progress, on_chunk, notes)
+
+
+@contextlib.contextmanager
+def _holding(out_dir: Path):
+    """The output folder's lock for the run's whole length; BenchmarkRunError naming the holder when taken."""
     try:
-        lock = WriterLock(run.out_dir / ".lock", f"{run.out_dir} (a benchmark run's --out)").__enter__()
+        lock = WriterLock(out_dir / ".lock", f"{out_dir} (a benchmark run's --out)").__enter__()
     except LockedError as exc:
         raise BenchmarkRunError(str(exc)) from None
     try:
-        return _run_locked(run, records, select, answer, chunk_size, progress, on_chunk, notes)
+        yield
     finally:
         lock.__exit__(None, None, None)
 
