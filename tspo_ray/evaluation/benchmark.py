@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from tspo_ray.data.frame_idx_export import EXPORTABLE, ExportError, export_frame_idx, frame_idx_value
 from tspo_ray.data.records import QARecord, RecordError
 from tspo_ray.evaluation.breakdown import breakdown, format_breakdown_table
-from tspo_ray.safe_files import LockedError, WriterLock, read_jsonl_setting_aside, write_text_atomic
+from tspo_ray.safe_files import LockedError, WriterLock, fsync_dir, read_jsonl_setting_aside, write_text_atomic
 
 #: a selection: {"frame_indices": [...], "timestamps_s": [...], "scores": [...] or None, "video": the path to answer
 #: from}; raises ValueError for a question it cannot serve (no features, unreadable video), recorded with the reason
@@ -73,10 +73,13 @@ class PartialResults:
 
     def append(self, rows: Sequence[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
             fh.flush()
             os.fsync(fh.fileno())
+        if created:  # the new file's name is durable too
+            fsync_dir(self.path.parent)
 
 
 @dataclass
