@@ -6,7 +6,7 @@ Starts the service on a local Ray in a child process (or targets --url); with --
 git ref (unpacked with git archive, served with its own code), the two measured alternately in --rounds slices per
 phase. Two phases of `--duration` seconds per service, `--concurrency` clients looping POST /select:
   cached    questions on a few videos whose features were loaded before the phase (decode+encode skipped);
-  uncached  every request names a (video, max_candidates) pair not seen before, so it decodes and encodes.
+  uncached  every request names a (video, candidate_fps, max_candidates) not seen before, so it decodes and encodes.
 Reports requests/s, p50/p99 latency, the service's CPU seconds per request (its whole process tree), the cache-hit
 ratio and the error count per phase (JSON).
 
@@ -138,7 +138,7 @@ def summarize_kill(log: list[tuple], kill: dict, t_begin: float) -> dict:
 
 def payload_streams(videos: list[str], num_frames: int, seed: int = 0):
     """(warm-up payloads, cached stream, uncached stream): cached reuses 3 videos at the default T_c; uncached
-    walks unseen (video, max_candidates) pairs."""
+    walks unseen (video, candidate_fps, max_candidates) settings."""
     rng = random.Random(seed)
     hot = videos[:3]
     warm = [{"video": v, "question": QUESTIONS[0], "num_frames": num_frames} for v in hot]
@@ -148,11 +148,13 @@ def payload_streams(videos: list[str], num_frames: int, seed: int = 0):
             yield {"video": hot[i % len(hot)], "question": rng.choice(QUESTIONS), "num_frames": num_frames,
                    "method": rng.choice(["agent", "agent", "clip-top-k", "bin-max"])}
 
-    def uncached():
-        pairs = [(v, cap) for cap in range(127, 16, -1) for v in videos[3:]]
-        for v, cap in pairs:
-            yield {"video": v, "question": rng.choice(QUESTIONS), "num_frames": num_frames, "max_candidates": cap}
-        raise RuntimeError("ran out of unseen (video, max_candidates) pairs; shorten --duration")
+    def uncached():  # rates and caps on the service's steps (others are rounded onto them, and would hit the cache)
+        combos = [(v, fps, cap) for fps in (1.0, 2.0, 4.0, 5.0, 10.0, 15.0) for cap in (96, 64, 48, 32, 24, 16)
+                  for v in videos[3:]]
+        for v, fps, cap in combos:
+            yield {"video": v, "question": rng.choice(QUESTIONS), "num_frames": num_frames, "candidate_fps": fps,
+                   "max_candidates": cap}
+        raise RuntimeError("ran out of unseen (video, candidate_fps, max_candidates) settings; shorten --duration")
 
     return warm, cached(), uncached()
 

@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--address", default=None, help="Ray address ('auto' for a running cluster; default: start one)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--request-timeout", type=float, default=60.0,
+                    help="seconds a request may take, body included (the proxy answers 408, the ingress 504 past it)")
     ap.add_argument("--auth-token-file", help=f"file holding the bearer token callers must send (default: the "
                                               f"{TOKEN_ENV} environment variable, else no token)")
     ap.add_argument("--insecure-no-auth", action="store_true",
@@ -69,6 +71,8 @@ def absolute_local_paths(encoder: dict) -> dict:
 def settings_from_args(args: argparse.Namespace) -> dict:
     import yaml
 
+    if not args.request_timeout > 0:
+        raise SystemExit(f"error: --request-timeout {args.request_timeout}: must be a positive number of seconds")
     if not args.video_root and not args.url_scheme:
         raise SystemExit("error: give at least one --video-root (or --url-scheme); the service reads nothing else")
     for root in args.video_root:
@@ -85,7 +89,24 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     # Replicas run in Ray's copy of the working directory: every local path must be absolute before deployment.
     return {"checkpoint": checkpoint, "video_roots": [str(Path(r).resolve()) for r in args.video_root],
             "url_schemes": args.url_scheme, "encoder": absolute_local_paths(encoder), "fps": args.fps,
-            "max_candidates": args.max_candidates, "frame_size": args.frame_size, "cache_size": args.cache_size}
+            "max_candidates": args.max_candidates, "frame_size": args.frame_size, "cache_size": args.cache_size,
+            "request_timeout_s": args.request_timeout}
+
+
+def http_options(args: argparse.Namespace) -> dict:
+    """Serve's proxy: where it listens, and the request timeout (which the gate keeps clients from lifting)."""
+    return {"host": args.host, "port": args.port, "request_timeout_s": args.request_timeout}
+
+
+def gate_options(settings: dict) -> dict:
+    """The Serve controller's options that put the gate (tspo_ray.serve.gate) in every proxy: token, body size,
+    content type and Host checked before a body is read."""
+    from tspo_ray.serve.gate import GateSettings, controller_options
+    from tspo_ray.serve.service import ServeSettings
+
+    s = ServeSettings.from_dict(settings)
+    return controller_options(GateSettings(s.auth_token_sha256, s.insecure_no_auth, s.max_body_bytes,
+                                           s.request_timeout_s))
 
 
 def main(argv=None) -> None:
@@ -98,7 +119,7 @@ def main(argv=None) -> None:
     from tspo_ray.serve.app import build_app
 
     init_ray(args.address)
-    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.start(http_options=http_options(args), controller_options=gate_options({**settings, **access}))
     serve.run(build_app({**settings, **access}, replicas=args.replicas), name="tspo-select", route_prefix="/")
     print(json.dumps({"url": f"http://{args.host}:{args.port}", "bearer_token": access["auth_token_sha256"] is not None,
                       **settings}, indent=2))

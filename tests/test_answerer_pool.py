@@ -9,46 +9,11 @@ goes through the same pool in test_vllm_answerer.py (including a replacement aft
 from __future__ import annotations
 
 import functools
-import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tspo_ray.answerers.base import Answer, AnswerRequest
-from tspo_ray.answerers.errors import AnswererDied
-
-HERE = Path(__file__).resolve().parent
-
-
-class EchoAnswerer:
-    """Answers "<key>@<pid>" with option A for even set numbers ("q#4"), B for odd; raises AnswererDied once
-    (marker file) when a batch holds `die_on`."""
-
-    name = "echo"
-
-    def __init__(self, workdir: str, die_on: str | None = None, die_always: bool = False):
-        self.workdir, self.die_on, self.die_always = Path(workdir), die_on, die_always
-        try:  # an actor that fails to start (once per marker): e.g. its engine finds no free GPU memory
-            (self.workdir / "fail-next-start").unlink()
-        except FileNotFoundError:
-            pass
-        else:
-            raise RuntimeError("engine did not start")
-        self.stats = {"generate_calls": 0, "requests": 0}
-
-    def answer(self, requests):
-        keys = [r.key for r in requests]
-        marker = self.workdir / "died"
-        if self.die_on in keys and (self.die_always or not marker.exists()):
-            marker.touch()
-            raise AnswererDied("engine gone")
-        self.stats["generate_calls"] += 1
-        self.stats["requests"] += len(requests)
-        with open(self.workdir / "answered.txt", "a") as fh:
-            fh.writelines(f"{k}\n" for k in keys)
-        return [Answer(k, f"{k}@{os.getpid()}", "AB"[int(k.split("#")[1].split(":")[0]) % 2]) for k in keys]
+from tspo_ray.answerers.base import AnswerRequest
 
 
 def requests(n: int) -> list[AnswerRequest]:
@@ -56,17 +21,12 @@ def requests(n: int) -> list[AnswerRequest]:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    sys.path.insert(0, str(HERE))
-    from local_ray import start_local_ray
-
-    ray = start_local_ray(num_cpus=2, extra_paths=(str(HERE),))  # the workers import EchoAnswerer from here
-    yield ray
-    ray.shutdown()
+def local_ray(ray_local):
+    return ray_local  # the shared Ray's workers import helpers.echo_answerer
 
 
 def echo_factory(workdir, **answerer_kwargs):
-    from test_answerer_pool import EchoAnswerer as Echo  # by module name, so the workers can import it
+    from helpers.echo_answerer import EchoAnswerer as Echo  # by module name, so the workers can import it
 
     return functools.partial(Echo, str(workdir), **answerer_kwargs)
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_models import build_tspo_layout
+from helpers.scripts import load_script
+from helpers.tiny_models import build_tspo_layout
 from tspo_ray.data.benchmarks import load
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
@@ -63,7 +64,7 @@ def overrides(bench):
 
 
 def run_cli(monkeypatch, args):
-    import evaluate
+    evaluate = load_script("jobs/evaluate.py")
 
     monkeypatch.setattr(sys, "argv", ["evaluate.py", *args])
     evaluate.main()

@@ -1,6 +1,5 @@
 """Several Ray nodes on this machine with cluster.yaml's node types: the parts land where their resources say, and
 a training job there trains the one-process loop's weights."""
-import pytest
 import torch
 
 from tspo_ray.distributed.cluster import node_type_resources
@@ -12,29 +11,7 @@ def test_cluster_yaml_node_types_carry_the_resources_the_configs_ask_for():
     assert types["rollout"] == {"rollout": 4.0} and types["learner"] == {"learner": 1.0}
 
 
-@pytest.fixture
-def local_cluster():
-    """head (coordinator), one learner node, two rollout nodes of 2 answerers each; the suite's local Ray is
-    restarted afterwards for the tests that follow."""
-    import ray
-
-    from tspo_ray.distributed import init_ray
-    from tspo_ray.distributed.cluster import start_local_cluster
-
-    was_up = ray.is_initialized()
-    ray.shutdown()
-    cluster = start_local_cluster({"head": 1, "learner": 1, "rollout": 2},
-                                  cpus={"head": 1, "learner": 1, "rollout": 1},
-                                  resources={"rollout": {"rollout": 2.0}})
-    init_ray(address=cluster.address, log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-    if was_up:
-        init_ray("local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-
-
-def test_parts_land_on_their_node_types_and_train_the_one_process_weights(local_cluster, tiny_world, tiny_hf_clip,
+def test_parts_land_on_their_node_types_and_train_the_one_process_weights(ray_cluster, tiny_world, tiny_hf_clip,
                                                                          tmp_path):
     import ray
 

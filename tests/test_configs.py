@@ -25,8 +25,26 @@ def fits_a_node(cpus: float, gpus: float, custom: dict) -> list[str]:
 
 @pytest.mark.parametrize("path", JOB_CONFIGS, ids=lambda p: p.name)
 def test_configs_validate(path):
-    cfg = load_config(path)
-    assert cfg.policy.group_size >= 2
+    """Each shipped config loads, and every value its file sets is the value the job gets."""
+    assert not differences(yaml.safe_load(path.read_text()), load_config(path).to_dict()), path.name
+
+
+def differences(written, loaded, where: str = "") -> list[str]:
+    """Where a value written in a config file is not the loaded one (the loaded side also holds the defaults)."""
+    if isinstance(written, dict):
+        if not isinstance(loaded, dict):
+            return [f"{where}: {loaded!r}"]
+        return [d for k, v in written.items() for d in differences(v, loaded.get(k), f"{where}.{k}".lstrip("."))]
+    if isinstance(written, list) and isinstance(loaded, (list, tuple)):
+        return [] if list(loaded) == written else [f"{where}: {loaded!r} != {written!r}"]
+    return [] if loaded == written else [f"{where}: {loaded!r} != {written!r}"]
+
+
+def test_the_config_comparison_names_each_difference():
+    loaded = {"policy": {"group_size": 8, "tau_start": 0.3}, "features": {"encoder": {"backend": "hf", "x": 1}}}
+    assert differences({"policy": {"group_size": 8}, "features": {"encoder": {"backend": "hf"}}}, loaded) == []
+    assert differences({"policy": {"group_size": 4}, "features": {"encoder": {"backend": "embedded"}}}, loaded) == [
+        "policy.group_size: 8 != 4", "features.encoder.backend: 'hf' != 'embedded'"]
 
 
 def test_cluster_yaml_matches_ray_schema():

@@ -4,6 +4,7 @@ on a real local Ray), checked against answers computed independently in this pro
 import json
 
 import pytest
+from helpers.scripts import load_script
 
 from tspo_ray.data import difficulty
 from tspo_ray.data.benchmarks import load
@@ -140,7 +141,7 @@ def test_kept_questions_load_back_as_tspo10k(filtered):
 
 def test_the_pipeline_end_to_end(tiny_world, filtered, tmp_path, capsys):
     """The command line over the same questions gives the same decisions as the filter run above (deterministic)."""
-    from difficulty_filter import main
+    main = load_script("pipelines/difficulty_filter.py").main
 
     out = tmp_path / "kept.jsonl"
     assert main(["--out", str(out), "--limit", "12", "--no-progress", f"data.root={tiny_world}",

@@ -1,7 +1,6 @@
 """The environment stays put: `uv run` installs nothing once synced, and a local Ray's workers run this interpreter."""
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -22,7 +21,7 @@ def installed_distributions() -> dict[str, tuple[int, int]]:
     return out
 
 
-def test_uv_run_installs_nothing_on_later_runs():
+def test_uv_run_installs_nothing_on_later_runs(run_process):
     uv = shutil.which("uv")
     if uv is None:
         pytest.skip("uv is not on PATH, so `uv run` cannot be checked here")
@@ -33,8 +32,7 @@ def test_uv_run_installs_nothing_on_later_runs():
     runs = []
     before = installed_distributions()
     for _ in range(2):
-        done = subprocess.run([uv, "run", "python", "-c", "pass"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+        done = run_process([uv, "run", "python", "-c", "pass"], env=env, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         runs.append(done.stderr)
     after = installed_distributions()
@@ -56,14 +54,13 @@ def test_local_ray_workers_run_the_drivers_interpreter(ray_local):
     assert Path(executable).resolve() == Path(sys.executable).resolve()
 
 
-def test_a_private_local_ray_leaves_no_session_folder_behind(tmp_path):
+def test_a_private_local_ray_leaves_no_session_folder_behind(tmp_path, run_process):
     script = tmp_path / "start.py"
     script.write_text(
         "from tspo_ray.distributed import init_ray\n"
         "ray = init_ray('local', num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
         "print(ray._private.worker._global_node.get_session_dir_path())\n")
-    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = run_process([sys.executable, script], timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
     session = Path(done.stdout.strip().splitlines()[-1])
     assert session.name.startswith("session_") and not session.exists()

@@ -76,8 +76,7 @@ def test_evaluation_fails_when_the_answerer_rejects_every_request(tiny_world, ti
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tiny_models import build_tiny_qwen2_5_vl
+    from helpers.tiny_models import build_tiny_qwen2_5_vl
 
     from tspo_ray.answerers import build_answerer
     from tspo_ray.config import load_config

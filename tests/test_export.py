@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.test_selector_golden import reference_scores
+from helpers.reference_tspo import reference_scores
 from tspo_ray import KeyframeSelector
 from tspo_ray.checkpoint import best_checkpoint, load_checkpoint, save_checkpoint
 from tspo_ray.data.records import read_records, resolve_video
@@ -17,21 +17,6 @@ from tspo_ray.video.encoders import embedded_clip_dir
 #: bf16 keeps 8 significant bits (relative step 2^-8 = 0.0039) in every CLIP and selector weight; S sums two cosines
 #: of vectors through ~10 such layers. Measured on this test's 69 candidates: 0.0023 (README, the export section).
 BF16_SCORE_TOLERANCE = 0.01
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_world, tmp_path_factory):
-    """jobs/train.py --local on the tiny world with the shipped tiny CLIP: 2 steps, validated at 2, only the agent in the final table."""
-    from train import main as train_main
-
-    out = tmp_path_factory.mktemp("run")
-    # agent.position_scale=1: the layout adds PE as is (the embedded config's 20 is refused, tested below)
-    assert train_main([f"data.root={tiny_world}", f"features.store={out}/features", "features.max_candidates=32",
-                       "agent.position_scale=1",
-                       "policy.num_frames=4", "policy.group_size=4", "train.steps=2", "train.questions_per_step=4",
-                       "train.checkpoint_every=2", "train.eval_every=2", f"train.output_dir={out}/run",
-                       "eval.num_plots=0", "eval.selectors=[agent]", f"tracking.tracking_uri=sqlite:///{out}/mlflow.db", "--local"]) == 0
-    return out / "run" / "checkpoints"
 
 
 def first_test_question(tiny_world):
@@ -106,7 +91,7 @@ def agent_checkpoint(folder, dim=64, heads=8, **options):
 
 
 def test_a_clip_of_another_dimension_is_refused_naming_both(tmp_path, capsys):
-    from tests.tiny_models import build_tspo_layout
+    from helpers.tiny_models import build_tspo_layout
 
     clip32 = build_tspo_layout(tmp_path / "clip32", dim=32)
     run = agent_checkpoint(tmp_path / "run")
@@ -117,21 +102,32 @@ def test_a_clip_of_another_dimension_is_refused_naming_both(tmp_path, capsys):
 
 
 def test_other_refusals(tmp_path):
-    run = agent_checkpoint(tmp_path / "run4", heads=4)
-    with pytest.raises(ExportError, match="4 heads and window 12"):
-        export(run, embedded_clip_dir(), tmp_path / "a")
-    for options in ({"position_scale": 20.0}, {"query_conditioned": True}):
-        with pytest.raises(ExportError, match="adds PE as is and has no FiLM"):
-            export(agent_checkpoint(tmp_path / f"run-{len(options)}-{next(iter(options))}", **options),
-                   embedded_clip_dir(), tmp_path / "a")
+    runs = {"heads4": agent_checkpoint(tmp_path / "run4", heads=4),
+            "scaled": agent_checkpoint(tmp_path / "run-scaled", position_scale=20.0),
+            "film": agent_checkpoint(tmp_path / "run-film", query_conditioned=True),
+            "plain": agent_checkpoint(tmp_path / "run8")}
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("")
+    before = tree_digest(tmp_path)
+    with pytest.raises(ExportError, match="4 heads and window 12"):
+        export(runs["heads4"], embedded_clip_dir(), tmp_path / "a")
+    for name in ("scaled", "film"):
+        with pytest.raises(ExportError, match="adds PE as is and has no FiLM"):
+            export(runs[name], embedded_clip_dir(), tmp_path / "a")
     with pytest.raises(ExportError, match="not empty"):
-        export(agent_checkpoint(tmp_path / "run8"), embedded_clip_dir(), busy)
+        export(runs["plain"], embedded_clip_dir(), busy)
     with pytest.raises(ExportError, match="without a checkpoint"):
         export(tmp_path / "busy", embedded_clip_dir(), tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         export(tmp_path / "missing", embedded_clip_dir(), tmp_path / "c")
-    assert not list(tmp_path.glob(".*.tmp"))  # no staging folder left behind
-    json.dumps(load_checkpoint(tmp_path / "run8")["agent_config"])  # the refused runs are untouched
+    # the refused runs and the busy folder are byte for byte as they were, and nothing was added beside them
+    assert tree_digest(tmp_path) == before
+
+
+def tree_digest(root) -> dict[str, str]:
+    """Every file under root (hidden ones included) with the SHA-256 of its bytes."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from helpers.scripts import load_script
 from tspo_ray.synthetic.families import (
     Event,
     FamilyError,
@@ -110,7 +111,7 @@ def _shipped():
 
 
 def test_make_synthetic_refuses_a_bad_family_file_with_one_line(tmp_path, capsys):
-    import make_synthetic
+    make_synthetic = load_script("pipelines/make_synthetic.py")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("family: bad\nanswer: object\nvariants: [{program: [{jump: 1}], wordings: ['What?']}]\n")
@@ -175,6 +176,7 @@ def test_a_family_written_here_is_trained_on(own_world, tmp_path):
 
     from tspo_ray.answerers import build_answerer, settings_for
     from tspo_ray.config import load_config
+    from tspo_ray.method import policy
     from tspo_ray.splits import prepare_split
     from tspo_ray.training import scoring
     from tspo_ray.training.trainer import LocalTrainer
@@ -188,11 +190,27 @@ def test_a_family_written_here_is_trained_on(own_world, tmp_path):
     answerer = build_answerer(cfg.answerer.kind, settings_for(cfg))  # its grammar: the world's families
     assert answerer.grammar.parse(own[0].record.question).family.name == "own_third"
     trainer = LocalTrainer(own, scoring.reward_fn(answerer), cfg)
-    before = {k: v.clone() for k, v in trainer.agent.state_dict().items()}
+    learned = []  # each step's questions and answered groups, as the update receives them
+    update = trainer.state.update
+    trainer.state.update = lambda batch, groups: learned.append((batch, groups)) or update(batch, groups)
     metrics = trainer.run()
     assert trainer.step == 3 and len(metrics) == 3
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
-    assert any(not torch.equal(before[k], v) for k, v in trainer.agent.state_dict().items())
+    # trained on the family: the rewards on this family's questions differ within groups, and the update raised the
+    # likelihood of the sets rewarded above their group's mean (sum of advantage x change in set log-likelihood > 0)
+    batch, groups = learned[-1]
+    assert {it.record.family for it in batch} == {"own_third"}
+    rewards = torch.stack([g.rewards for g in groups])
+    assert (rewards.std(dim=1) > 0).any()
+    gain = 0.0
+    with torch.no_grad():
+        for it, g in zip(batch, groups):
+            logits = trainer.agent(it.frame_features, it.text_feature) / g.tau
+            new = policy.set_logprob(logits, g.draws, cfg.policy.likelihood).sum(-1)
+            above = g.rewards - g.rewards.mean()  # the sign of each set's advantage, computed here
+            gain += float((above * (new - g.logp_old.sum(-1))).sum())
+    print(f'advantage-weighted likelihood gain after the update: {gain:.4f}')
+    assert gain > 0, gain
 
 
 def _alias_bomb(levels: int) -> str:

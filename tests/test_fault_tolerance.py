@@ -5,6 +5,9 @@ what died, how often, the newest checkpoint and the --resume command."""
 from __future__ import annotations
 
 import pytest
+from helpers.features import assert_same_entries
+from helpers.jobs import job_overrides
+from helpers.scripts import load_script
 
 from tspo_ray.checkpoint import load_checkpoint
 from tspo_ray.distributed.chaos import kill_at_step
@@ -14,7 +17,6 @@ KILL_AT = 2  # once the checkpoint of this step is written
 
 
 def opts(world, clip, out, store, extra=()):
-    from test_train_job import job_overrides
 
     return job_overrides(world, clip, out, steps=STEPS, store=store,
                          extra=["eval.selectors=[agent]", "train.max_lag=1", *extra])
@@ -28,7 +30,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tiny_world, tiny_hf_clip, store):
     """The uninterrupted run (the single-process loop, which trains the Ray path's weights)."""
-    from train import main
+    main = load_script("jobs/train.py").main
 
     out = store / "reference"
     assert main(opts(tiny_world, tiny_hf_clip, out, store) + ["--local", "--stop-after", str(STEPS)]) == 0
@@ -52,7 +54,7 @@ def mlflow_runs(out):
 
 
 def run_with_kill(ray_local, world, clip, out, store, kind, how_many=1, extra=()):
-    from train import main
+    main = load_script("jobs/train.py").main
 
     killer = kill_at_step(out / "run" / "checkpoints", KILL_AT, kind, how_many)
     try:
@@ -75,7 +77,6 @@ def test_killed_learner_worker_is_restarted_and_continues_the_same_run(ray_local
 def test_killed_feature_workers_lose_no_entry_and_duplicate_none(ray_local, tiny_world, tmp_path):
     """Every Ray Data worker of the pipeline (decoder and encoder) SIGKILLed once the first entry is written: Ray
     Data restarts them and retries their rows; the counts and the entries are an uninterrupted run's."""
-    from test_feature_pipeline import assert_same_entries
 
     from tspo_ray.distributed.chaos import KillWhen, kill_processes
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
@@ -125,7 +126,7 @@ def test_killed_driver_then_resume_ends_with_the_uninterrupted_weights(ray_local
     import subprocess
     import sys
 
-    from train import main
+    main = load_script("jobs/train.py").main
 
     from tspo_ray.checkpoint import latest_step
     from tspo_ray.distributed.chaos import KillWhen

@@ -12,17 +12,8 @@ import torch
 from tspo_ray.distributed.feature_decode import DecodeSpec, decode_rows
 from tspo_ray.distributed.feature_pipeline import EncodeChunks, VideoAssembler, extract_with_ray
 from tspo_ray.video.encoders import load_encoder
+from helpers.features import assert_same_entries
 from tspo_ray.video.features import FeatureSpec, FeatureStore, extract_local
-
-
-def assert_same_entries(videos, spec, a: FeatureStore, b: FeatureStore) -> None:
-    for v in videos:
-        key = spec.video_key(v)
-        x, y = a.get(key), b.get(key)
-        torch.testing.assert_close(x.frame_features, y.frame_features, atol=1e-6, rtol=0)
-        assert np.array_equal(x.frame_indices, y.frame_indices) and x.frame_indices.dtype == np.int64
-        assert np.array_equal(x.timestamps_s, y.timestamps_s) and x.timestamps_s.dtype == np.float64
-        assert x.duration_s == y.duration_s and x.video == y.video == v
 
 
 def cut_stream(tmp_path, source: str) -> str:

@@ -146,8 +146,7 @@ def test_a_transformers_model_answers_frames_from_two_files(tmp_path):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tiny_models import build_tiny_qwen2_5_vl, write_ramp_video
+    from helpers.tiny_models import build_tiny_qwen2_5_vl, write_ramp_video
 
     from tspo_ray.answerers import build_answerer
 

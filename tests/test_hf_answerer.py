@@ -3,24 +3,22 @@ conversion (a fake checkpoint in the released LlavaQwen layout -> LLaVA-OneVisio
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "pipelines"))
-from convert_llava_video import ConversionError, convert, convert_key  # noqa: E402
-from tiny_models import build_fake_llava_qwen, build_tiny_qwen2_5_vl, fake_llava_qwen_state_dict, write_ramp_video  # noqa: E402
+from helpers.scripts import load_script
+from helpers.tiny_models import build_fake_llava_qwen, build_tiny_qwen2_5_vl, fake_llava_qwen_state_dict, write_ramp_video
 
 from tspo_ray.answerers import (  # noqa: E402
     AnswerRequest,
     build_answerer,
     prompts,  # noqa: E402
 )
-from tspo_ray.method.rewards import parse_option  # noqa: E402
+from tspo_ray.method.rewards import parse_option
+
+_conversion = load_script("pipelines/convert_llava_video.py")
+ConversionError, convert, convert_key = _conversion.ConversionError, _conversion.convert, _conversion.convert_key
 
 OPTIONS = ("red", "blue", "green", "yellow")
 

@@ -2,36 +2,38 @@
 after an option that takes several values; anything else left over is refused by name."""
 from __future__ import annotations
 
-import importlib
+from pathlib import Path
 
 import pytest
 
+from helpers.scripts import load_script
+
 # (script module, options that take a value, in the order they are given)
 JOBS = [
-    ("train", ["--results", "r.json", "--resume"]),
-    ("evaluate", ["--out", "outputs/e", "--selectors", "uniform", "clip:top-k", "--plots", "2"]),
-    ("extract_features", ["--split", "val", "--chunk", "64"]),
-    ("difficulty_filter", ["--split", "val", "--easy-frames", "2"]),
+    ("jobs/train.py", ["--results", "r.json", "--resume"]),
+    ("jobs/evaluate.py", ["--out", "outputs/e", "--selectors", "uniform", "clip:top-k", "--plots", "2"]),
+    ("pipelines/extract_features.py", ["--split", "val", "--chunk", "64"]),
+    ("pipelines/difficulty_filter.py", ["--split", "val", "--easy-frames", "2"]),
 ]
 
 
-@pytest.mark.parametrize("script, options", JOBS, ids=[j[0] for j in JOBS])
+@pytest.mark.parametrize("script, options", JOBS, ids=[Path(j[0]).stem for j in JOBS])
 def test_overrides_anywhere_on_the_line(script, options):
-    parse = importlib.import_module(script).parse_args
+    parse = load_script(script).parse_args
     first, middle, last = "train.steps=30", "train.seed=1", "answerer.settings={model: m, num_frames: 8}"
     argv = [first, *options[:2], middle, *options[2:], last]
     args = parse(argv)
     assert args.overrides == [first, middle, last] == parse([*options, first, middle, last]).overrides
     assert vars(args) == vars(parse([first, middle, last, *options]))  # the options read the same wherever they stand
-    if script == "train":  # the line argparse alone refused ("unrecognized arguments")
+    if script == "jobs/train.py":  # the line argparse alone refused ("unrecognized arguments")
         assert parse(["train.steps=30", "--results", "r.json", "train.seed=1"]).results == "r.json"
-    if script == "evaluate":  # the override after --selectors' values is not taken for a selector
+    if script == "jobs/evaluate.py":  # the override after --selectors' values is not taken for a selector
         assert args.selectors == ["uniform", "clip:top-k"] and args.plots == 2
 
 
-@pytest.mark.parametrize("script", [j[0] for j in JOBS])
+@pytest.mark.parametrize("script", [j[0] for j in JOBS], ids=[Path(j[0]).stem for j in JOBS])
 def test_a_stray_word_is_refused_with_its_name(script, capsys):
-    parse = importlib.import_module(script).parse_args
+    parse = load_script(script).parse_args
     with pytest.raises(SystemExit):
         parse(["train.steps=3", "steps30"])
     assert "steps30: an override must look like section.key=value" in capsys.readouterr().err

@@ -156,13 +156,53 @@ def test_every_unit_has_a_layer():
 def test_scripts_import_the_installed_package():
     scripts = [p for d in ("jobs", "pipelines", "benchmarks") for p in (ROOT / d).glob("*.py")]
     edits = [f"{p.relative_to(ROOT)}:{n}" for p in scripts for n, line in enumerate(p.read_text().splitlines(), 1)
-             if re.search(r"sys\.path\.(insert|append)|sys\.path\s*[+]?=", line)]
+             if SYS_PATH_EDIT.search(line)]
     assert not edits, f"scripts edit sys.path: {edits}"
     # and they never import each other
     names = {p.stem for p in scripts}
     cross = [f"{p.relative_to(ROOT)} imports {m}" for p in scripts for _, m in imports_of(p, set())
              if m.split(".")[0] in names or m.split(".")[0] in ("jobs", "pipelines", "benchmarks")]
     assert not cross, cross
+
+
+SYS_PATH_EDIT = re.compile(r"sys\.path\.(insert|append)|sys\.path\s*[+]?=")
+
+
+def layout_problems_of_tests(tests: Path = ROOT / "tests") -> list[str]:
+    """What the tests' layout forbids: a test module importing another test module or a script by name (shared code
+    lives in tests/helpers, scripts load by path through helpers.scripts), and an edit of sys.path."""
+    files = sorted(tests.rglob("*.py"))
+    test_modules = {p.stem for p in files if p.stem.startswith("test_") or p.stem == "conftest"}
+    scripts = {p.stem for d in ("jobs", "pipelines") for p in (tests.parent / d).glob("*.py")}
+    problems = []
+    for p in files:
+        rel = p.relative_to(tests.parent)
+        for n, line in enumerate(p.read_text().splitlines(), 1):
+            if SYS_PATH_EDIT.search(line):
+                problems.append(f"{rel}:{n} edits sys.path")
+        for n, module in imports_of(p, set(), tests.parent):
+            top = module.split(".")
+            if top[0] == "tests" or top[-1] in test_modules or top[0] in scripts:
+                problems.append(f"{rel}:{n} imports {module}")
+    return problems
+
+
+def test_tests_import_helpers_not_each_other_and_leave_sys_path_alone():
+    assert not layout_problems_of_tests(), "\n".join(layout_problems_of_tests())
+
+
+def test_the_tests_layout_check_finds_each_kind_of_problem(tmp_path):
+    tests = tmp_path / "tests"
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "train.py").write_text("")
+    (tests / "helpers").mkdir(parents=True)
+    (tests / "helpers" / "x.py").write_text("X = 1\n")
+    (tests / "test_a.py").write_text("from helpers.x import X\n")
+    edit = "sys.path" + ".insert(0, 'jobs')"  # spelt apart so this file does not hold the edit it looks for
+    (tests / "test_b.py").write_text(f"import sys\n{edit}\nfrom test_a import X\n"
+                                     "def f():\n    from tests.test_a import X\n    import train\n")
+    assert layout_problems_of_tests(tests) == ["tests/test_b.py:2 edits sys.path", "tests/test_b.py:3 imports test_a",
+                                         "tests/test_b.py:5 imports tests.test_a", "tests/test_b.py:6 imports train"]
 
 
 def write_package(root: Path, files: dict[str, str]) -> Path:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.scripts import load_script
 
 from tspo_ray.data.records import MAX_QUESTION_CHARS, QARecord, RecordError, read_records
 
@@ -160,7 +161,7 @@ def test_evaluation_lists_skipped_questions_and_refuses_splits_outside_the_root(
 
 
 def test_evaluate_job_exits_non_zero_without_usable_questions(tmp_path, monkeypatch):
-    import evaluate
+    evaluate = load_script("jobs/evaluate.py")
 
     root = tmp_path / "data"
     root.mkdir()
@@ -175,7 +176,7 @@ def test_evaluate_job_exits_non_zero_without_usable_questions(tmp_path, monkeypa
 
 
 def test_train_job_stops_on_bad_records_and_lists_them_all(tiny_world, tmp_path, capsys):
-    from train import main
+    main = load_script("jobs/train.py").main
 
     root = tmp_path / "world"
     root.mkdir()

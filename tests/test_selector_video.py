@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_models import build_tspo_layout
+from helpers.tiny_models import build_tspo_layout
 from tspo_ray import KeyframeSelector
 from tspo_ray.video import frames as video_io
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from local_ray import free_port
+from helpers.ports import free_port
+from helpers.scripts import load_script
 
 from tspo_ray.serve.access import RequestError, resolve_video
 from tspo_ray.serve.cache import LRUCache
@@ -117,7 +118,9 @@ def test_second_question_on_a_video_hits_the_cache(service):
     assert a["timings_ms"]["cache_hit"] == 0.0 and b["timings_ms"]["cache_hit"] == 1.0
     assert b["timings_ms"]["decode_encode_ms"] < a["timings_ms"]["decode_encode_ms"]
     assert len(a["frame_indices"]) == 8 and a["frame_indices"] == sorted(a["frame_indices"])
-    assert a["num_candidates"] == 40 and b["method"] == "bin-max" and len(b["scores"]) == 4
+    # a cap of 40 is rounded down onto the service's steps (service.CAP_STEPS), and the answer says so
+    assert a["num_candidates"] == 32 == a["max_candidates"] and a["candidate_fps"] == 1.0
+    assert b["method"] == "bin-max" and len(b["scores"]) == 4
     # a rate that differs by float noise is the same rate: the cached features serve it
     third = service.post("/select", json={"video": "clip.mp4", "question": "What colour is the square?",
                                           "num_frames": 4, "max_candidates": 40, "candidate_fps": 1.000001})
@@ -182,7 +185,7 @@ def test_concurrent_requests_of_mixed_lengths_select_as_one_at_a_time(service, r
     for body, resp in zip(bodies, served):
         assert resp.status_code == 200, resp.text
         path = resolve_video(body["video"], [roots["root"], roots["world"]])
-        feats, _, _ = local.video_features(path, 1.0, body["max_candidates"])
+        feats, _, _ = local.video_features(path, *local.candidate_settings(None, body["max_candidates"]))
         want = select_from_features(feats.frame_features.float(), local.text_feature(body["question"]),
                                     feats.frame_indices, feats.timestamps_s, body["num_frames"], body["method"],
                                     local.agent, local.inference_mode)
@@ -324,7 +327,7 @@ def test_serve_config_and_job_settings(tmp_path):
     """configs/serve.yaml passes Ray's own schema and its args are valid ServeSettings; jobs/serve.py checks roots."""
     import yaml
     from ray.serve.schema import ServeDeploySchema
-    from serve import parse_args, settings_from_args
+    parse_args, settings_from_args = load_script("jobs/serve.py").parse_args, load_script("jobs/serve.py").settings_from_args
 
     from tspo_ray.serve.service import ServeSettings
 
@@ -347,7 +350,7 @@ def test_serve_config_and_job_settings(tmp_path):
 
 def test_serve_job_makes_relative_paths_absolute_before_deployment(tmp_path, monkeypatch):
     """Replicas run in Ray's copy of the working directory: a relative --checkpoint or model must not reach them."""
-    from serve import parse_args, settings_from_args
+    parse_args, settings_from_args = load_script("jobs/serve.py").parse_args, load_script("jobs/serve.py").settings_from_args
 
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "clip").mkdir()

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from local_ray import free_port
+from helpers.ports import free_port
+from helpers.scripts import load_script
 
 from tspo_ray.serve.auth import (
     authorize,
@@ -109,7 +110,7 @@ def test_token_sources(tmp_path, monkeypatch):
 
 
 def test_service_refuses_to_listen_beyond_loopback_without_a_token(tmp_path, monkeypatch):
-    from serve import main as serve_main
+    serve_main = load_script("jobs/serve.py").main
 
     require_token_beyond_loopback("127.0.0.1", False, False)
     require_token_beyond_loopback("0.0.0.0", True, False)
@@ -125,7 +126,7 @@ def test_service_refuses_to_listen_beyond_loopback_without_a_token(tmp_path, mon
 
 
 def test_serve_job_passes_the_token_digest_never_the_token(tmp_path, monkeypatch):
-    from serve import access_settings, parse_args
+    access_settings, parse_args = load_script("jobs/serve.py").access_settings, load_script("jobs/serve.py").parse_args
 
     monkeypatch.setenv("TSPO_SERVE_TOKEN", TOKEN)
     got = access_settings(parse_args(["--video-root", str(tmp_path), "--host", "0.0.0.0"]))

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from local_ray import free_port
+from helpers.ports import free_port
 
 REPLICAS, CLIENTS = 2, 16
 
@@ -45,6 +45,15 @@ def _load(url: str, stop: threading.Event, log: list, lock: threading.Lock) -> N
                 log.append(entry)
 
 
+def wait_for(condition, what: str, timeout_s: float = 240.0) -> None:
+    """Poll `condition` until it holds (the log grows as answers come back); fail naming `what` past the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(0.05)
+
+
 def test_replica_killed_under_load_gives_no_500_and_is_replaced(two_replicas):
     from tspo_ray.serve.replicas import kill_replica, replica_names, wait_until_whole
 
@@ -58,12 +67,13 @@ def test_replica_killed_under_load_gives_no_500_and_is_replaced(two_replicas):
     for c in clients:
         c.start()
     try:
-        time.sleep(4)
+        wait_for(lambda: len(log) >= 2 * CLIENTS, "every client under way")  # the load is on
         victim = sorted(before)[0]
         t_kill = time.perf_counter()
         kill_replica(victim)
         whole_s = wait_until_whole(before, victim, REPLICAS, since=t_kill, timeout_s=240)
-        time.sleep(3)  # load on the whole service again
+        whole_at = t_kill + whole_s  # then load on the whole service again: a round of requests sent after it
+        wait_for(lambda: sum(e[0] > whole_at for e in log) >= CLIENTS, "a round of requests after the replacement")
     finally:
         stop.set()
         for c in clients:

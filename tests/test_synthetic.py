@@ -6,7 +6,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from make_synthetic import main
+from helpers.scripts import load_script
+
+main = load_script("pipelines/make_synthetic.py").main
 
 from tspo_ray.data.records import read_records, resolve_video_path
 from tspo_ray.synthetic.build import SPLITS, video_seed

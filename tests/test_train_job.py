@@ -3,6 +3,8 @@ import json
 
 import pytest
 import torch
+from helpers.jobs import job_overrides
+from helpers.scripts import load_script
 
 from tspo_ray.checkpoint import best_checkpoint, load_checkpoint
 from tspo_ray.config import FULL_SUITE
@@ -10,19 +12,8 @@ from tspo_ray.synthetic.families import load_families
 from tspo_ray.training.model_selection import AGENT_MODES
 
 
-def job_overrides(world, clip, out, steps=4, extra=(), store=None):
-    enc = f"{{backend: hf, model: {clip}}}"
-    return [
-        f"data.root={world}", f"features.encoder={enc}", f"features.store={store or out}/features",
-        f"answerer.settings={{encoder: {enc}}}", "features.max_candidates=32", "policy.num_frames=4",
-        "policy.group_size=4", f"train.steps={steps}", "train.questions_per_step=4", "train.checkpoint_every=1",
-        "train.num_answerers=2", "train.answerer_cpus=0.25", f"train.output_dir={out}/run", "agent.heads=4",
-        "eval.num_plots=1", f"tracking.tracking_uri=sqlite:///{out}/mlflow.db", *extra,
-    ]
-
-
 def test_train_job_end_to_end(ray_local, tiny_world, tiny_hf_clip, tmp_path):
-    from train import main
+    main = load_script("jobs/train.py").main
 
     straight = tmp_path / "straight"
     assert main(job_overrides(tiny_world, tiny_hf_clip, straight, extra=["train.eval_every=2"])
@@ -35,8 +26,13 @@ def test_train_job_end_to_end(ray_local, tiny_world, tiny_hf_clip, tmp_path):
     assert set(final["inference_mode_validation"]) == set(AGENT_MODES)
     assert final["inference_mode_validation"][chosen] == max(final["inference_mode_validation"].values())
     assert results["agent"]["accuracy"] == results[f"agent:{chosen}"]["accuracy"]
-    for r in results.values():
-        assert r["questions"] > 0 and 0 <= r["accuracy"] <= 1 and set(r["per_family"]) <= shipped
+    # each row of the table is the share of its selector's answers that name the record's answer
+    rows = [json.loads(line) for line in (straight / "run" / "eval" / "selections.jsonl").read_text().splitlines()]
+    assert all(row["correct"] == float(row["predicted"] == row["answer"]) for row in rows)
+    for method, r in results.items():
+        correct = [row["correct"] for row in rows if row["method"] == method]
+        assert r["questions"] == len(correct) > 0 and set(r["per_family"]) <= shipped
+        assert r["accuracy"] == pytest.approx(sum(correct) / len(correct)), method
     assert list((straight / "run" / "eval" / "plots").glob("*.png"))
 
     # MLflow: one run with the config, per-step metrics, the table and the model
@@ -82,7 +78,7 @@ def test_resume_on_ray_and_across_loops_gives_the_uninterrupted_weights(ray_loca
     import shutil
 
     from mlflow.tracking import MlflowClient
-    from train import main
+    main = load_script("jobs/train.py").main
 
     store = tmp_path  # one feature store for every run here
     # at max_lag 1 every needle question is asked over a haystack: built alike by the coordinator and the local loop
@@ -130,12 +126,10 @@ def test_killed_answerer_is_replaced_without_losing_or_repeating_groups(ray_loca
     jobs = [ScoreJob(r, str(tiny_world / r.video), tuple(((i, i + 4), (i / 2, i / 2 + 2)) for i in range(0, 16, 4)))
             for r in records[:12]]
     pool = AnswererPool(AnswererFactory("embedded", settings), num_actors=2, num_cpus=0.25, jobs_per_call=1)
-    import zlib
-
     import ray
 
     ray.get([a.pid.remote() for a in pool.actors])  # both up
-    slot = zlib.crc32(jobs[0].video_path.encode()) % 2  # the actor the first video's jobs are pinned to
+    slot = pool.slot_of(jobs[0].video_path)  # the actor the first video's jobs are pinned to
     victim = pool.actors[slot]
     ray.kill(victim)  # dies before its chunk arrives: the chunk must be re-run once on a replacement
     results = pool.score(jobs)
@@ -167,7 +161,7 @@ def test_each_video_is_answered_by_one_actor_so_frame_caches_do_not_overlap(ray_
 
 
 def test_bad_config_is_rejected_with_the_field_name(capsys):
-    from train import main
+    main = load_script("jobs/train.py").main
 
     assert main(["grpo.clip_eps=1.5"]) == 2
     assert "grpo.clip_eps" in capsys.readouterr().err

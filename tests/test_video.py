@@ -1,6 +1,8 @@
 """tspo_ray.video.frames: candidate sampling math (hand-computed), decoding real files, clear errors for bad files."""
 import json
 import os
+import shutil
+from pathlib import Path
 
 import av
 import numpy as np
@@ -158,21 +160,54 @@ def test_truncated_faststart_file_is_an_error_not_garbage(tmp_path):
         video.decode_candidates(cut)
 
 
+def candidates_as_another_user(path) -> str:
+    """video.candidates(path) in a forked child that has become an unprivileged user (root reads any file whatever
+    its mode, so a mode of 000 means something only to another user): what it found, as text."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, try the file, report, and leave without running pytest's exit handlers
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                video.candidates(path)
+                found = "read"
+            except video.VideoError as err:
+                found = f"VideoError: {err}"
+            os.write(write_end, found.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        found = fh.read().decode()
+    os.waitpid(pid, 0)
+    return found
+
+
 def test_unreadable_file(tmp_path, tiny_world):
-    if os.geteuid() == 0:
-        pytest.skip("running as root: file permissions are not enforced, so chmod 000 cannot make a file unreadable")
-    p = tmp_path / "locked.mp4"
-    p.write_bytes((tiny_world / "videos" / "train-0000.mp4").read_bytes())
-    p.chmod(0)
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="unreadable-"))  # outside tmp_path: pytest keeps that one private to root
     try:
-        with pytest.raises(video.VideoError, match="locked.mp4: not readable"):
-            video.candidates(p)
+        folder.chmod(0o755)
+        p = folder / "locked.mp4"
+        p.write_bytes((tiny_world / "videos" / "train-0000.mp4").read_bytes())
+        p.chmod(0)
+        if os.geteuid() == 0:
+            assert candidates_as_another_user(p).startswith(f"VideoError: {p}: not readable")
+            p.chmod(0o644)  # the same file, readable: the check above failed for the mode and nothing else
+            assert candidates_as_another_user(p) == "read"
+        else:
+            with pytest.raises(video.VideoError, match="locked.mp4: not readable"):
+                video.candidates(p)
     finally:
-        p.chmod(0o644)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_selection_clip_holds_exactly_the_selected_frames_at_their_times(tmp_path):
-    from tests.tiny_models import write_ramp_video
+    from helpers.tiny_models import write_ramp_video
     from tspo_ray.video.clips import write_selection_clip
 
     source = write_ramp_video(tmp_path / "ramp.mp4", num_frames=20)

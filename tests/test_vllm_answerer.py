@@ -8,14 +8,13 @@ frames and times, prompt token counts computed by hand, parsing, quarantine, rep
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_models import build_fake_llava_qwen, build_tiny_qwen2_5_vl, ramp_level, write_ramp_video  # noqa: E402
+from helpers.tiny_models import build_fake_llava_qwen, build_tiny_qwen2_5_vl, ramp_level, write_ramp_video  # noqa: E402
+from helpers.scripts import load_script
 
 from tspo_ray.answerers import AnswerRequest  # noqa: E402
 from tspo_ray.answerers.inputs import PromptStyle, hf_metadata, prepare  # noqa: E402
@@ -49,17 +48,13 @@ def settings(qwen_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pool(settings):
-    from local_ray import start_local_ray
-
+def pool(settings, ray_local):
     from tspo_ray.answerers.pool import AnswererActorPool
 
-    ray = start_local_ray(num_cpus=2)
     pool = AnswererActorPool.for_kind("vllm", settings, num_actors=1)
     assert pool.ready() == [f"vllm:{Path(settings['model']).name}"]
     yield pool
     pool.shutdown()
-    ray.shutdown()
 
 
 def test_all_sets_of_several_questions_in_one_generate_call(pool, video):
@@ -172,22 +167,20 @@ def test_killed_actor_is_replaced_and_the_batch_answered_once(pool, video):
     assert stats == {"generate_calls": 1, "requests": len(reqs), "failed": 0}
 
 
-def test_probe_failure_and_llava_video_in_process(qwen_dir, settings, video, tmp_path):
+def test_probe_failure_and_llava_video_in_process(qwen_dir, settings, video, tmp_path, vllm_in_process):
     """In this process: a too-small max_model_len fails at start-up with the numbers; then a second engine serves
     a converted (tiny) LLaVA-Video, whose prompt carries the frames' times."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
-    from convert_llava_video import convert
+    convert = load_script("pipelines/convert_llava_video.py").convert
 
-    from tspo_ray.answerers import build_answerer
     from tspo_ray.answerers.vllm_answerer import EngineFitError
 
     engine = {k: v for k, v in settings.items() if k != "num_cpus"}
     with pytest.raises(EngineFitError, match=r"needs \d+ prompt tokens \+ 4 new tokens, but max_model_len=60\. "
                                              r"Raise max_model_len"):
-        build_answerer("vllm", engine, max_model_len=60)
+        vllm_in_process(engine, max_model_len=60)
 
     llava = convert(build_fake_llava_qwen(tmp_path / "src"), tmp_path / "llava_ov", vision_heads=1, progress=False)
-    answerer = build_answerer("vllm", {**engine, "model": str(llava), "frame_size": 56})
+    answerer = vllm_in_process({**engine, "model": str(llava), "frame_size": 56})
     assert answerer.family.name == "llava_onevision" and answerer.probe_engine_tokens == answerer.probe_tokens
     reqs = [request(f"llava#{g}", video, idx) for g, idx in enumerate([(0, 3, 7, 15), (2, 4, 6, 8)])]
     answers = answerer.answer(reqs)

@@ -37,14 +37,17 @@ class AnswererPool(AnswererActorPool):
         share = max(1, len(self.actors) // self.batches_in_flight)
         return max(1, -(-num_jobs // share))
 
+    def slot_of(self, video_path: str) -> int:
+        """The actor a video's jobs go to: a stable hash of the path, so every actor's frame cache holds its own
+        share of the videos instead of every actor decoding every video once."""
+        return zlib.crc32(video_path.encode()) % len(self.actors)
+
     def score(self, jobs: Sequence[ScoreJob]) -> list[tuple[RewardResult, list[str]]]:
         """(rewards, answer texts) per job, in job order; survives actor deaths (see AnswererActorPool)."""
         per_job = [job.requests() for job in jobs]
-        # Each video's jobs go to one actor (by a stable hash of the path), so every actor's frame cache holds its
-        # own share of the videos instead of every actor decoding every video once.
         by_slot: dict[int, list[int]] = {}
         for i, job in enumerate(jobs):
-            by_slot.setdefault(zlib.crc32(job.video_path.encode()) % len(self.actors), []).append(i)
+            by_slot.setdefault(self.slot_of(job.video_path), []).append(i)
         size = self.chunk_size(len(jobs))
         chunks, slots = [], []
         for slot, idx in sorted(by_slot.items()):

@@ -7,11 +7,13 @@ CLIP encoder + temporal agent + feature cache).
     GET  /         what is loaded (agent weights or random init, encoder, defaults, cache)
 
 Bad input never becomes a 500: every client error is a 4xx JSON {error, message}. With a token configured every
-route needs `Authorization: Bearer <token>` (401 otherwise). The ingress holds no model: it checks the token, reads
-and validates the body, and hands the request to a selector replica. Ray Serve's proxy answers 500 for a request
-whose replica died; the ingress instead sends it again to a live replica (a selection is a pure function of the
-request), and answers 503 with Retry-After only when none is left. Agent scoring of concurrent requests is grouped
-with @serve.batch in the selector.
+route needs `Authorization: Bearer <token>` (401 otherwise); there are no schema pages. The ingress holds no model:
+it runs the gate's header checks (gate.py: Host, token, body size, content type; the same checks run earlier in
+Serve's proxy when it was started with the gate), reads and validates the body, and hands the request to a selector
+replica within the request timeout. Both deployments have bounded queues: past them the answer is 503 with
+Retry-After. Ray Serve's proxy answers 500 for a request whose replica died; the ingress instead sends it again to
+a live replica (a selection is a pure function of the request), and answers 503 with Retry-After only when none is
+left. Agent scoring of concurrent requests is grouped with @serve.batch in the selector.
 """
 from __future__ import annotations
 
@@ -28,16 +30,19 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
+from ray.serve.config import BackpressureConfig
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
 from tspo_ray.selector import SelectionJob
 from tspo_ray.serve.access import RequestError, relative_to_roots, resolve_video
-from tspo_ray.serve.auth import authorize, configured_digest, require_token_beyond_loopback
+from tspo_ray.serve.auth import configured_digest, require_token_beyond_loopback
+from tspo_ray.serve.gate import GateSettings, check_head
 from tspo_ray.serve.schema import SelectRequest, SelectResponse
 from tspo_ray.serve.service import KeyframeService, ServeSettings
 
 log = logging.getLogger("tspo_ray.serve")
-api = FastAPI(title="tspo-ray keyframe selection")
+# no /docs, /redoc or /openapi.json: every route is one of the three below (README "Serving")
+api = FastAPI(title="tspo-ray keyframe selection", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -91,6 +96,11 @@ def error_response(exc: RequestError, roots: Sequence[str] = ()) -> JSONResponse
     return JSONResponse(status_code=exc.status, content=error_body(exc, roots), headers=headers)
 
 
+def unavailable(message: str) -> JSONResponse:
+    return JSONResponse(status_code=503, headers={"Retry-After": "1"},
+                        content={"error": "unavailable", "message": message})
+
+
 def replica_cpus() -> int:
     """The CPUs Ray gave this replica (ray_actor_options.num_cpus), at least 1."""
     import ray
@@ -98,8 +108,18 @@ def replica_cpus() -> int:
     return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
-@serve.deployment(name="KeyframeSelector", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1},
-                  health_check_period_s=2)
+#: the selector's queue bounds: requests a replica runs at once (above max_batch_size so batches can fill), and
+#: requests an ingress holds for the selectors beyond those; past them the ingress answers 503 with Retry-After
+SELECTOR_MAX_ONGOING = 32
+SELECTOR_MAX_QUEUED = 64
+#: the ingress's: requests one ingress replica reads and forwards at once, and requests the proxy holds for the
+#: ingress beyond those (Serve's proxy answers 503 with Retry-After past them)
+INGRESS_MAX_ONGOING = 256
+INGRESS_MAX_QUEUED = 256
+
+
+@serve.deployment(name="KeyframeSelector", max_ongoing_requests=SELECTOR_MAX_ONGOING,
+                  max_queued_requests=SELECTOR_MAX_QUEUED, ray_actor_options={"num_cpus": 1}, health_check_period_s=2)
 class KeyframeSelector:
     """One selector replica: loads the encoder and agent once; answers the ingress with {status, body}."""
 
@@ -142,8 +162,7 @@ class KeyframeSelector:
         t0 = time.perf_counter()
         s, svc = self.settings, self.service
         location = resolve_video(req.video, s.video_roots, s.url_schemes)
-        fps = req.candidate_fps or s.fps
-        cap = req.max_candidates or s.max_candidates
+        fps, cap = svc.candidate_settings(req.candidate_fps, req.max_candidates)
         feats, hit, feat_ms = await asyncio.to_thread(svc.video_features, location, fps, cap)
         t1 = time.perf_counter()
         text = await asyncio.to_thread(svc.text_feature, req.question)
@@ -156,7 +175,8 @@ class KeyframeSelector:
         return SelectResponse(frame_indices=sel["frame_indices"], timestamps_s=sel["timestamps_s"],
                               scores=sel["scores"], method=req.method, model_version=svc.model_version,
                               timings_ms={k: round(v, 3) for k, v in timings.items()},
-                              num_candidates=len(feats.frame_indices), frames_jpeg_b64=frames)
+                              num_candidates=len(feats.frame_indices), candidate_fps=fps, max_candidates=cap,
+                              frames_jpeg_b64=frames)
 
 
 def http_host() -> str | None:
@@ -177,17 +197,30 @@ def access_digest(s: ServeSettings) -> str | None:
     return digest
 
 
-@serve.deployment(name="SelectIngress", max_ongoing_requests=512, ray_actor_options={"num_cpus": 0})
+@serve.deployment(name="SelectIngress", max_ongoing_requests=INGRESS_MAX_ONGOING,
+                  max_queued_requests=INGRESS_MAX_QUEUED,
+                  backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
+                  ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class SelectIngress:
-    """The HTTP front: token, body limit and schema here; selection on a KeyframeSelector replica."""
+    """The HTTP front: gate, body limit and schema here; selection on a KeyframeSelector replica."""
 
     def __init__(self, selector, settings: dict[str, Any] | None = None):
         self.settings = ServeSettings.from_dict(settings)
         self.token_digest = access_digest(self.settings)
+        s = self.settings
+        self.gate = GateSettings(self.token_digest, s.insecure_no_auth, s.max_body_bytes, s.request_timeout_s)
         self.selector = selector
 
     async def _ask(self, method: str, *args) -> JSONResponse:
+        """_ask_replicas within the request timeout, whatever the proxy's (a client can lift that one): 504 past it."""
+        try:
+            return await asyncio.wait_for(self._ask_replicas(method, *args), self.settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            return JSONResponse(status_code=504, content={
+                "error": "timeout", "message": f"no answer within {self.settings.request_timeout_s:g} s"})
+
+    async def _ask_replicas(self, method: str, *args) -> JSONResponse:
         """The selector's answer to `method`; a request whose replica died is sent again to a live one."""
         for attempt in range(self.settings.replica_retries + 1):
             try:
@@ -197,22 +230,22 @@ class SelectIngress:
                 log.warning("a selector replica failed under %s (attempt %d): %s", method, attempt + 1,
                             type(exc).__name__)
                 await asyncio.sleep(0.05 * (attempt + 1))
-            except (BackPressureError, DeploymentUnavailableError):  # every replica full, or none yet
+            except BackPressureError:  # every replica busy and the queue for them full
+                return unavailable("every selector replica is busy and the queue is full; retry")
+            except DeploymentUnavailableError:  # none yet
                 break
             except Exception:  # a bug: log it, answer 500, keep serving
                 log.exception("%s failed", method)
                 return JSONResponse(status_code=500, content={"error": "internal", "message": "internal server error"})
-        return JSONResponse(status_code=503, headers={"Retry-After": "1"},
-                            content={"error": "unavailable", "message": "no selector replica could answer now "
-                                                                         "(one is being replaced); retry"})
+        return unavailable("no selector replica could answer now (one is being replaced); retry")
 
-    def _authorize(self, request: Request) -> None:
-        authorize(request.headers.get("authorization"), self.token_digest)
+    def _check_head(self, request: Request) -> None:
+        check_head(request.method, request.headers, self.gate)
 
     async def _ask_authorized(self, request: Request, method: str) -> JSONResponse:
-        """The selector's answer to a route without a body, once the token checks out."""
+        """The selector's answer to a route without a body, once the headers pass the gate."""
         try:
-            self._authorize(request)
+            self._check_head(request)
         except RequestError as exc:
             return error_response(exc)
         return await self._ask(method)
@@ -228,18 +261,24 @@ class SelectIngress:
     @api.post("/select")
     async def select(self, request: Request):
         try:
-            self._authorize(request)
-            req = parse_select(await read_body(request, self.settings.max_body_bytes))
+            self._check_head(request)
+            body = await asyncio.wait_for(read_body(request, self.settings.max_body_bytes),
+                                          self.settings.request_timeout_s)
+            req = parse_select(body)
+        except asyncio.TimeoutError:
+            return error_response(RequestError(408, "timeout", "the request body did not arrive in time"))
         except RequestError as exc:
             return error_response(exc, self.settings.video_roots)
         return await self._ask("select", req)
 
 
-def build_app(args: dict[str, Any] | None = None, replicas: int | None = None, replica_cpus: float | None = None):
+def build_app(args: dict[str, Any] | None = None, replicas: int | None = None, replica_cpus: float | None = None,
+              selector_options: dict[str, Any] | None = None):
     """Application builder for `serve run tspo_ray.serve.app:build_app` and serve configs (args = ServeSettings);
-    replicas / replica_cpus override the selector's num_replicas and num_cpus."""
+    replicas / replica_cpus override the selector's num_replicas and num_cpus, selector_options any other of its
+    deployment options (e.g. max_ongoing_requests, max_queued_requests)."""
     settings = ServeSettings.from_dict(args).to_dict()
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(selector_options or {})
     if replicas is not None:
         options["num_replicas"] = replicas
     if replica_cpus is not None:

@@ -25,9 +25,11 @@ class SelectRequest(BaseModel):
     #: the selector, SCORER:METHOD (clip|agent x top-k|bin-max|aks|top-k+edges|events) or uniform, clip-top-k, bin-max;
     #: "agent" is the TSPO temporal agent with its recorded inference method
     method: str = Field(default="agent", max_length=64)
-    #: candidate sampling rate (frames per second); the service default when omitted
+    #: candidate sampling rate (frames per second); the service default when omitted; rounded to the nearest of the
+    #: service's steps (0.001, 0.002, 0.005, ... 1, 2, 4, 5, 10, 15, 30)
     candidate_fps: float | None = Field(default=None, ge=MIN_CANDIDATE_FPS, le=MAX_CANDIDATE_FPS, allow_inf_nan=False)
-    #: T_c, the cap on candidate frames; the service default when omitted
+    #: T_c, the cap on candidate frames; the service default when omitted; rounded down to the service's steps
+    #: (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, ... 1024)
     max_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
     #: also return the selected frames as base64 JPEG thumbnails
     return_frames: bool = False
@@ -61,6 +63,9 @@ class SelectResponse(BaseModel):
     #: decode_encode_ms, text_ms, select_ms, total_ms, cache_hit (1.0 / 0.0)
     timings_ms: dict[str, float]
     num_candidates: int
+    #: the candidate rate and cap used: the request's, rounded onto the service's steps (service.candidate_settings)
+    candidate_fps: float | None = None
+    max_candidates: int | None = None
     #: base64 JPEG thumbnails of the selected frames (only with return_frames)
     frames_jpeg_b64: list[str] | None = None
 

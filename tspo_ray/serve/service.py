@@ -51,8 +51,9 @@ class ServeSettings:
     cache_size: int = 64
     #: largest accepted request body, in bytes
     max_body_bytes: int = 16384
-    #: side of returned thumbnails (pixels)
+    #: side of returned thumbnails (pixels), and how many (JPEGs of a few KB each) a replica keeps
     thumbnail_size: int = 128
+    thumbnail_cache_size: int = 4096
     #: @serve.batch settings of agent scoring
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.005
@@ -71,6 +72,9 @@ class ServeSettings:
     insecure_no_auth: bool = False
     #: how often a request whose replica died is sent again to another (selection is idempotent) before a 503
     replica_retries: int = 2
+    #: seconds a request may take, its body included (the ingress answers 408 / 504 past it, whatever the client
+    #: asked of Serve's proxy); jobs/serve.py gives the proxy the same timeout
+    request_timeout_s: float = 60.0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> "ServeSettings":
@@ -79,7 +83,12 @@ class ServeSettings:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown serve settings {unknown}; known: {sorted(known)}")
-        return cls(**raw)
+        out = cls(**raw)
+        for name in ("request_timeout_s", "max_body_bytes"):
+            value = getattr(out, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"serve setting {name}: expected a positive number, got {value!r}")
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,24 +133,48 @@ def canonical_fps(fps: float) -> float:
     return float(f"{float(fps):.6g}")
 
 
-def feature_cache_key(location: str, fps: float, max_candidates: int | None, frame_size: int | None, encoder: str) -> tuple:
-    """(resolved path, size, mtime, fps, cap, frame size, encoder): an edited file gets a new key. URLs have no stat."""
+#: the candidate rates and caps a request may choose among (others are rounded onto them, as are the service's
+#: defaults never): one video has at most len(FPS_STEPS) x len(CAP_STEPS) + 1 feature entries, so varying the two
+#: cannot make decode+encode work and evict other videos without end
+FPS_STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 10.0, 15.0, 30.0)
+CAP_STEPS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def candidate_settings(fps: float | None, max_candidates: int | None, default_fps: float,
+                       default_cap: int | None) -> tuple[float, int | None]:
+    """(rate, cap) a request's candidate settings select: an omitted one, or the service's default, as configured;
+    a rate otherwise the nearest of FPS_STEPS (in ratio), a cap the largest of CAP_STEPS not above it."""
+    if fps is None or canonical_fps(fps) == canonical_fps(default_fps):
+        rate = canonical_fps(default_fps)
+    else:
+        rate = min(FPS_STEPS, key=lambda step: abs(np.log(step / float(fps))))
+    if max_candidates is None or max_candidates == default_cap:
+        cap = default_cap
+    else:
+        cap = max([step for step in CAP_STEPS if step <= max_candidates] or [CAP_STEPS[0]])
+    return rate, cap
+
+
+def file_key(location: str) -> tuple:
+    """(resolved path, size, mtime): an edited file gets a new key. URLs have no stat."""
     if url_scheme(location) is not None:
-        return (location, None, None, fps, max_candidates, frame_size, encoder)
+        return (location, None, None)
     st = Path(location).stat()
-    return (location, st.st_size, st.st_mtime_ns, fps, max_candidates, frame_size, encoder)
+    return (location, st.st_size, st.st_mtime_ns)
 
 
-def jpeg_thumbnails(location: str, frame_indices: list[int], size: int) -> list[str]:
-    """Base64 JPEGs of the given native frames, resized to size×size."""
+def feature_cache_key(location: str, fps: float, max_candidates: int | None, frame_size: int | None, encoder: str) -> tuple:
+    """(resolved path, size, mtime, fps, cap, frame size, encoder)."""
+    return (*file_key(location), fps, max_candidates, frame_size, encoder)
+
+
+def jpeg_b64(frame: np.ndarray) -> str:
+    """A base64 JPEG of an RGB frame."""
     from PIL import Image
 
-    out = []
-    for frame in video_io.read_frames(location, frame_indices, size):
-        buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="JPEG", quality=85)
-        out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
-    return out
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=85)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class KeyframeService:
@@ -156,6 +189,7 @@ class KeyframeService:
             settings, self.encoder.dim)
         self.features = LRUCache(settings.cache_size)
         self.text = LRUCache(1024)
+        self.thumbs = LRUCache(settings.thumbnail_cache_size)  # ((path, size, mtime, side), frame) -> JPEG
         # at most `workers` torch calls at once (more would only oversubscribe the replica's cores); decoding runs
         # outside them (PyAV releases the GIL), so one video decodes while another encodes
         self.workers = max(1, int(workers or settings.workers or 1))
@@ -243,7 +277,27 @@ class KeyframeService:
             return select_many(jobs, self.agent, self.inference_mode)
 
     def thumbnails(self, location: str, frame_indices: list[int]) -> list[str]:
+        """Base64 JPEGs of the given native frames at thumbnail_size: from the thumbnail LRU, the frames it lacks
+        decoded in one single-threaded pass inside a decode slot (like the candidates' decoding)."""
+        from tspo_ray.video import decode as video_decode
+
+        size = self.settings.thumbnail_size
         try:
-            return jpeg_thumbnails(location, frame_indices, self.settings.thumbnail_size)
-        except video_io.VideoError as exc:
-            raise RequestError(422, "bad_video", str(exc)) from None
+            key = (*file_key(location), size)
+        except OSError as exc:
+            raise RequestError(404, "not_found", f"{location}: {exc.strerror or exc}") from None
+        found = {i: self.thumbs.get((key, i)) for i in dict.fromkeys(int(i) for i in frame_indices)}
+        missing = sorted(i for i, jpeg in found.items() if jpeg is None)
+        if missing:
+            try:
+                with self._decode_slots:
+                    decoded = video_decode.decode_sequential(location, missing, size, threads=1)
+                    for i, frame in zip(missing, decoded.frames):
+                        found[i] = jpeg_b64(frame)
+                        self.thumbs.put((key, i), found[i])
+            except (video_io.VideoError, ValueError) as exc:
+                raise RequestError(422, "bad_video", str(exc)) from None
+        return [found[int(i)] for i in frame_indices]
+
+    def candidate_settings(self, fps: float | None, max_candidates: int | None) -> tuple[float, int | None]:
+        return candidate_settings(fps, max_candidates, self.settings.fps, self.settings.max_candidates)
