@@ -159,3 +159,19 @@ def test_without_a_cache_every_request_reaches_the_inner_answerer():
     assert SimulatedSettings.from_dict({}).answer_cache > 0  # on by default for the benchmarks and jobs
     with pytest.raises(ConfigError, match="answerer.settings.answer_cache"):
         SimulatedSettings.from_dict({"answer_cache": -1})
+
+
+def test_each_answer_carries_its_share_of_the_calls_compute_modelled_and_overrun_time():
+    from tspo_ray.answerers.simulated import CALL_TIMES
+
+    now = [0.0]
+    inner = Labeller()
+    slow = inner.answer
+    inner.answer = lambda requests: (now.__setitem__(0, now[0] + 3.0), slow(requests))[1]  # 3 s of compute
+    sim = SimulatedAnswerer(inner, LatencyModel(1.0, 0.0, 0.0), sleep=lambda s: now.__setitem__(0, now[0] + s),
+                            clock=lambda: now[0], cache_size=10)
+    got = sim.answer([request("a", (1,)), request("b", (2,))])
+    totals = {k: sum(a.extra[k] for a in got) for k in CALL_TIMES}
+    assert totals == pytest.approx({"sim_compute_s": 3.0, "sim_modelled_s": 1.0, "sim_overrun_s": 2.0})
+    again = sim.answer([request("c", (1,)), request("d", (2,))])  # both cached: no compute, no overrun
+    assert sum(a.extra["sim_overrun_s"] for a in again) == 0.0 and sum(a.extra["sim_modelled_s"] for a in again) == 1.0

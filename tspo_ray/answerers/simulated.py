@@ -43,6 +43,8 @@ from tspo_ray.answerers.base import Answer, AnswerRequest
 from tspo_ray.config import ConfigError
 
 PREFILL_TOKENS_PER_S = 17_900.0
+#: Answer.extra keys of a simulated answer: its share of its call's inner compute, modelled time and overrun (s)
+CALL_TIMES = ("sim_compute_s", "sim_modelled_s", "sim_overrun_s")
 TOKENS_PER_FRAME = 196
 PROMPT_TOKENS = 150
 DECODE_TOKENS = 4
@@ -155,7 +157,11 @@ class SimulatedAnswerer:
             if remaining < 0:
                 s["overrun_calls"] += 1
                 s["overrun_s"] -= remaining
-        return answers
+        # each answer carries its share of the call's times, so a caller summing over a batch's answers gets the
+        # batch's compute, modelled and overrun seconds without asking the actors (CALL_TIMES)
+        share = {"sim_compute_s": computed, "sim_modelled_s": modelled, "sim_overrun_s": max(-remaining, 0.0)}
+        share = {k: v / len(requests) for k, v in share.items()}
+        return [replace(a, extra={**a.extra, **share}) if isinstance(a, Answer) else a for a in answers]
 
 
     def _answer_cached(self, requests: Sequence[AnswerRequest]) -> tuple[list[Answer], int]:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from tspo_ray.answerers.inputs import dedupe
 from tspo_ray.answerers.pool import AnswererActorPool
+from tspo_ray.answerers.simulated import CALL_TIMES
 from tspo_ray.method.rewards import RewardResult
 from tspo_ray.training.scoring import ScoreJob, score_answers
 
@@ -75,8 +76,10 @@ class AnswererPool(AnswererActorPool):
         super().__init__(answerer_factory, num_actors, options, max_restarts, slots_per_actor=slots_per_actor)
         self.jobs_per_call, self.batches_in_flight = jobs_per_call, max(1, batches_in_flight)
 
-    def score(self, jobs: Sequence[ScoreJob]) -> list[tuple[RewardResult, list[str]]]:
-        """(rewards, answer texts) per job, in job order; survives actor deaths (see AnswererActorPool)."""
+    def score(self, jobs: Sequence[ScoreJob], times: dict[str, float] | None = None
+              ) -> list[tuple[RewardResult, list[str]]]:
+        """(rewards, answer texts) per job, in job order; survives actor deaths (see AnswererActorPool). `times`, when
+        given, receives the simulated answerer's compute, modelled and overrun seconds summed over the batch."""
         per_job = [job.requests() for job in jobs]
         paths = [job.video_path for job in jobs]
         if self.jobs_per_call:
@@ -85,6 +88,9 @@ class AnswererPool(AnswererActorPool):
             groups, slots = spread_cut(paths, len(self.actors), max(1, len(self.actors) // self.batches_in_flight))
         chunks = [dedupe([r for i in idx for r in per_job[i]]) for idx in groups]
         answers = self.answer_chunks(chunks, slots, steal=not self.jobs_per_call)
+        if times is not None:
+            for key in CALL_TIMES:
+                times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers.values())
         out = []
         for job, reqs in zip(jobs, per_job):
             got = [answers[r.key] for r in reqs]
