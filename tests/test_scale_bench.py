@@ -39,3 +39,12 @@ def test_rows_whose_calls_overran_the_model_are_put_down_to_the_box(scale, capsy
     assert lines[0].endswith("| design |") and lines[1].endswith("| design |")  # 4% is within the 5% allowed
     assert lines[2].endswith("| box (20% overrun) |")
     assert "the box, not the design, limits N = 64" in out
+
+
+def test_a_batch_slower_than_its_schedule_without_overruns_is_put_outside_the_calls(scale, capsys):
+    slow = {**row(32, 0.0, 10.0), "time_answer_s": 2.5, "scheduled_answer_s": 1.64}
+    on_time = {**row(16, 0.0, 10.0), "time_answer_s": 3.2, "scheduled_answer_s": 3.17}
+    scale.print_table("spread", [on_time, slow], 1 / 16)
+    out = capsys.readouterr().out
+    assert "| design |" in out and "| outside the calls (+52%) |" in out
+    assert "at N = 32 the calls kept to their modelled time" in out
