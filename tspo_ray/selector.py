@@ -58,8 +58,16 @@ def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, s
     method = method or inference_mode
     scores = selector_scores(frame_features, text_feature, scorer, agent)
     params = {**anchor_base(method, scorer, frame_features, text_feature), **params}
-    positions = policy.select(method, frame_features.shape[0], k, scores, **params)
+    positions = policy.select(method, frame_features.shape[0], k, on_cpu(scores), **on_cpu(params))
     return positions, scores
+
+
+def on_cpu(x):
+    """Scores (or a dict of tensors) on the CPU: the selection methods mix their own CPU index tensors with the
+    scores' (T floats, O(T) work), so scores an accelerator computed come over first."""
+    if isinstance(x, dict):
+        return {k: on_cpu(v) for k, v in x.items()}
+    return x.cpu() if isinstance(x, torch.Tensor) else x
 
 
 def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor) -> dict:
@@ -136,7 +144,7 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
         s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
         method = method or inference_mode
         base = anchor_base(method, scorer, feats, job.text_feature.float())
-        positions = policy.select(method, feats.shape[0], job.k, s, **base)
+        positions = policy.select(method, feats.shape[0], job.k, on_cpu(s), **on_cpu(base))
         out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
                                     time.perf_counter() - t0))
     return out
