@@ -56,10 +56,25 @@ def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, s
     """(candidate positions in temporal order, the scores of all candidates or None) for a selector name."""
     scorer, method = policy.parse_selector(selector)
     method = method or inference_mode
+    if method in policy.SET_METHODS:
+        return set_policy_selection(frame_features, text_feature, k, agent)
     scores = selector_scores(frame_features, text_feature, scorer, agent)
     params = {**anchor_base(method, scorer, frame_features, text_feature), **params}
     positions = policy.select(method, frame_features.shape[0], k, scores, **params)
     return positions, scores
+
+
+def set_policy_selection(frame_features: torch.Tensor, text_feature: torch.Tensor, k: int,
+                         agent) -> tuple[torch.Tensor, torch.Tensor]:
+    """The greedy decode of a set-aware agent's own policy (tspo_ray.method.sequential): (positions, S)."""
+    from tspo_ray.method.sequential import sequential_greedy
+
+    if agent is None or not hasattr(agent, "set_policy"):
+        raise ValueError("greedy is the selection of a set-aware agent kind (agent.kind=scan); this agent scores "
+                         "frames independently: use agent:top-k, agent:events, ...")
+    with torch.no_grad():
+        scores, kernel, penalty = agent.set_policy(frame_features, text_feature)
+    return sequential_greedy(scores, kernel, penalty, k), scores
 
 
 def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor) -> dict:
@@ -122,7 +137,8 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     the records are those one-at-a-time selection gives. `selection_ms` is the batch's time up to this record."""
     t0 = time.perf_counter()
     parsed = [policy.parse_selector(job.method) for job in jobs]  # a bad name fails before any scoring
-    by_agent = [i for i, (scorer, _) in enumerate(parsed) if scorer == "agent"]
+    set_aware = {i for i, (_, method) in enumerate(parsed) if (method or inference_mode) in policy.SET_METHODS}
+    by_agent = [i for i, (scorer, _) in enumerate(parsed) if scorer == "agent" and i not in set_aware]
     if by_agent and agent is None:
         selector_scores(torch.zeros(1, 1), torch.zeros(1), "agent", None)  # raises the clear error
     scores: dict[int, torch.Tensor | None] = {}
@@ -133,6 +149,11 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     out = []
     for i, (job, (scorer, method)) in enumerate(zip(jobs, parsed)):
         feats = job.frame_features.float()
+        if i in set_aware:
+            positions, s = set_policy_selection(feats, job.text_feature.float(), job.k, agent)
+            out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
+                                        time.perf_counter() - t0))
+            continue
         s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
         method = method or inference_mode
         base = anchor_base(method, scorer, feats, job.text_feature.float())
