@@ -92,6 +92,9 @@ class AgentConfig:
     # or "scan" (eq. 3 + an event-boundary scan read by the question, with a set-aware sequential policy whose
     # greedy decode is the "greedy" inference mode).
     kind: str = "eq3"
+    # Settings of the kind beyond the ones below (e.g. for scan: max_count, offsets, positions, head_hidden,
+    # penalty; tspo_ray/method/scan_agent.py), passed to its constructor and recorded in the checkpoint.
+    options: dict = field(default_factory=dict)
     # Attention window w (frames).
     window: int = 12
     # Attention heads.

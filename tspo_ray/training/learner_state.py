@@ -47,6 +47,7 @@ def build_agent(cfg: Config, dim: int) -> TemporalAgent:
                 "query_conditioned": cfg.agent.query_conditioned, "position_scale": cfg.agent.position_scale}
     if cfg.agent.kind != DEFAULT_KIND:
         settings["kind"] = cfg.agent.kind
+    settings.update(cfg.agent.options or {})
     return agent_from_config(settings)
 
 
