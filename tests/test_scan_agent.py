@@ -206,3 +206,19 @@ def test_agent_greedy_selects_by_the_agent_policy_and_needs_a_set_aware_kind():
         select_positions(it.frame_features, it.text_feature, "agent:greedy", 4, TemporalAgent(D, heads=4))
     with pytest.raises(ValueError, match="unknown selector"):
         policy.parse_selector("clip:greedy")
+
+
+def test_scan_without_the_enhancer_has_no_eq3_weights_and_starts_at_twice_the_cosine():
+    from tspo_ray.method.agent import cosine_to_text
+
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4, enhancer=False)
+    names = {n.split(".")[0] for n, _ in agent.named_parameters()}
+    assert names == {"log_sharpness", "threshold", "penalty_raw", "head"}
+    frames, _ = events_video([3, 4, 5])
+    text = torch.randn(D)
+    with torch.no_grad():
+        agent.head[2].weight.zero_()
+        assert torch.allclose(agent(frames, text), 2 * cosine_to_text(frames, text))
+    copy = agent_from_config(agent.config())
+    assert copy.config()["enhancer"] is False and not hasattr(copy, "mlp")

@@ -13,6 +13,8 @@
   - its position t / (T - 1), at `positions` evenly spaced centres (no hand-set scale: g weighs each bump).
 - g = MLP(F_t / |F_t|): the question says which of these matter (the third event: counts 0, 1, 2 from the start;
   two after X: the match 0, 1 and 2 events back), so the same structure scores differently for each question.
+- enhancer False drops eq. 3's weights (S_eq3 = 2 cos(F_f, F_t), what an untrained eq. 3 agent scores): the scan
+  alone, a few thousand parameters that see the video only through its event structure and the question's match.
 - The policy (tspo_ray.method.sequential): K[i, j] = exp(-(L_i - L_j)^2 / (2 SIGMA^2)), about 1 inside one event
   and 0 across a boundary, and a learned lambda = softplus(rho) >= 0: a frame of an event already taken is worth
   lambda less, so the greedy set spreads over the events the scores point to.
@@ -75,9 +77,15 @@ class EventScanAgent(TemporalAgent):
 
     def __init__(self, dim: int, window: int = 12, heads: int = 8, hidden: int | None = None,
                  query_conditioned: bool = False, position_scale: float = 1.0, max_count: int = 4,
-                 offsets: int = 3, positions: int = 9, head_hidden: int = 64, penalty: float = 2.0):
+                 offsets: int = 3, positions: int = 9, head_hidden: int = 64, penalty: float = 2.0,
+                 enhancer: bool = True):
         super().__init__(dim, window=window, heads=heads, hidden=hidden, query_conditioned=query_conditioned,
                          position_scale=position_scale)
+        self.enhancer = bool(enhancer)
+        if not self.enhancer:  # no eq. 3 weights: S_eq3 is what an untrained eq. 3 agent scores, 2 cos(F_f, F_t)
+            del self.query, self.key, self.value, self.mlp
+            if query_conditioned:
+                del self.film
         if max_count < 0 or offsets < 0 or positions < 2 or head_hidden < 1 or not penalty > 0:
             raise ValueError("scan agent needs max_count >= 0, offsets >= 0, positions >= 2, head_hidden >= 1, "
                              f"penalty > 0; got {max_count}, {offsets}, {positions}, {head_hidden}, {penalty}")
@@ -114,7 +122,10 @@ class EventScanAgent(TemporalAgent):
     def _one(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         phi, index = self.structure(frame_features, text_feature)
         weights = self.head(F.normalize(text_feature, dim=-1))
-        base = super().forward(frame_features, text_feature)
+        if self.enhancer:
+            base = super().forward(frame_features, text_feature)
+        else:
+            base = 2 * cosine_to_text(frame_features, text_feature)
         return base + phi @ weights, index
 
     def forward(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
@@ -134,4 +145,5 @@ class EventScanAgent(TemporalAgent):
 
     def config(self) -> dict:
         return {**super().config(), "kind": "scan", "max_count": self.max_count, "offsets": self.offsets,
-                "positions": self.positions, "head_hidden": self.head_hidden, "penalty": self.initial_penalty}
+                "positions": self.positions, "head_hidden": self.head_hidden, "penalty": self.initial_penalty,
+                **({} if self.enhancer else {"enhancer": False})}
