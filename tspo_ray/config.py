@@ -147,6 +147,9 @@ class GRPOConfig:
     filter_zero_variance: bool = True
     # Gradient-norm clip (0: off).
     max_grad_norm: float = 1.0
+    # Advantage scale: "group" (GRPO: each group's own reward std) or "family" (the std of all the batch's sets of
+    # the group's question family; grpo.family_advantages).
+    advantage_norm: str = "group"
 
 
 @dataclass
@@ -412,6 +415,8 @@ def validate(cfg: Config) -> Config:
     _check(0 < cfg.grpo.clip_eps < 1, "grpo.clip_eps", f"must be in (0, 1), got {cfg.grpo.clip_eps}")
     _check(cfg.grpo.epochs >= 1, "grpo.epochs", f"must be >= 1, got {cfg.grpo.epochs}")
     _check(cfg.grpo.kl_coef >= 0, "grpo.kl_coef", "must be >= 0")
+    _check(cfg.grpo.advantage_norm in ("group", "family"), "grpo.advantage_norm",
+           f"must be group or family, got {cfg.grpo.advantage_norm!r}")
     _check(cfg.answerer.kind in ANSWERER_KINDS, "answerer.kind",
            f"must be one of {', '.join(ANSWERER_KINDS)}, got {cfg.answerer.kind!r}")
     _check(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")

@@ -47,6 +47,7 @@ def learner_step(
     kl_coef: float = 0.0,
     ref_agent: torch.nn.Module | None = None,
     max_grad_norm: float = 0.0,
+    advantage_norm: str = "group",
 ) -> dict[str, float]:
     """One update on a batch of answered groups (items[i] belongs to groups[i]); returns the step's metrics.
 
@@ -55,7 +56,10 @@ def learner_step(
     if len(items) != len(groups) or not groups:
         raise ValueError("learner_step needs one item per group and at least one group")
     rewards = torch.stack([g.rewards for g in groups])  # [N, G]
-    adv = grpo.group_advantages(rewards)
+    if advantage_norm == "family":  # grpo.family_advantages: each group scaled by its family's reward spread
+        adv = grpo.family_advantages(rewards, [str(getattr(it.record, "family", None) or "") for it in items])
+    else:
+        adv = grpo.group_advantages(rewards)
     keep = [i for i in range(len(groups)) if not (filter_zero_variance and adv.zero_variance[i])]
     metrics = {
         "reward": float(rewards.mean()),
