@@ -222,3 +222,17 @@ def test_scan_without_the_enhancer_has_no_eq3_weights_and_starts_at_twice_the_co
         assert torch.allclose(agent(frames, text), 2 * cosine_to_text(frames, text))
     copy = agent_from_config(agent.config())
     assert copy.config()["enhancer"] is False and not hasattr(copy, "mlp")
+
+
+def test_config_builds_the_kind_with_its_options_and_names_a_bad_kind():
+    from tspo_ray.config import ConfigError, load_config
+    from tspo_ray.training.learner_state import build_agent
+
+    cfg = load_config(overrides=["agent.kind=scan", "agent.heads=4", "agent.options.penalty=0.5",
+                                 "agent.options.enhancer=false"])
+    agent = build_agent(cfg, D)
+    assert type(agent) is EventScanAgent and not agent.enhancer
+    assert math.isclose(float(agent.penalty), 0.5, rel_tol=1e-6)
+    assert type(build_agent(load_config(overrides=["agent.heads=4"]), D)) is TemporalAgent
+    with pytest.raises(ConfigError, match="agent.kind"):
+        load_config(overrides=["agent.kind=nope"])
