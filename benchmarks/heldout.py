@@ -120,6 +120,8 @@ def main() -> None:
     ap.add_argument("--test-videos", type=int, default=45)
     ap.add_argument("--out", default=str(ROOT / "outputs" / "heldout"))
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--tag", default="", help="names this configuration's runs and evaluations in --out (e.g. scan), "
+                    "so several configurations share one set of fresh worlds and baseline evaluations")
     ap.add_argument("--agent-selectors", nargs="+", default=None,
                     help="the agent's selectors evaluated (default: every agent mode of the suite, and agent:greedy for "
                          "a set-aware kind such as agent.kind=scan); `agent` (the mode chosen on validation) is always in")
@@ -165,10 +167,10 @@ def main() -> None:
     modes = {}
     for i, seed in enumerate(args.seeds):
         agent, mode, name = train_seed(load_config(ROOT / "configs" / "embedded.yaml", args.overrides), seed,
-                                       out / f"run-seed{seed}", train_items, val_items, answerer)
+                                       out / f"run-{args.tag}seed{seed}", train_items, val_items, answerer)
         modes[seed] = f"{mode} ({name})"
         for w, items in world_items.items():
-            got = evaluate_world(items, agent_selectors, k, answerer, agent, mode, out / f"eval-seed{seed}-w{w}.json")
+            got = evaluate_world(items, agent_selectors, k, answerer, agent, mode, out / f"eval-{args.tag}seed{seed}-w{w}.json")
             for s in agent_selectors:
                 rows[s][i].extend(got[s])
     families = sorted({r["family"] for per_seed in rows["uniform"] for r in per_seed})

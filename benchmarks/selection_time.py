@@ -3,7 +3,7 @@
     uv run python benchmarks/selection_time.py --candidates 4096 16384 --k 64 --repeats 3
 
 Random raw features stand in for CLIP-L/14 outputs (time does not depend on their values); the agent is a random
-TemporalAgent at D=768, w=12, 8 heads. Each figure is the median over repeats of one select_from_features call
+agent of --kind (default eq3: TemporalAgent at D=768, w=12, 8 heads). Each figure is the median over repeats of one select_from_features call
 (scoring + selection), single process, on CPU.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from tspo_ray.method.agent import TemporalAgent
+from tspo_ray.method.kinds import agent_from_config
 from tspo_ray.method.policy import AKS_SETTINGS
 from tspo_ray.selector import select_from_features
 
@@ -40,16 +40,19 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--selectors", nargs="+", default=SELECTORS)
+    ap.add_argument("--kind", default="eq3", help="agent kind (agent.kind), e.g. scan; with scan add agent:greedy")
+    ap.add_argument("--enhancer", default="true", choices=["true", "false"], help="scan kind: keep eq. 3's part")
     args = ap.parse_args()
     torch.manual_seed(0)
-    agent = TemporalAgent(args.dim).eval()
+    options = {} if args.kind == "eq3" else {"kind": args.kind, **({} if args.enhancer == "true" else {"enhancer": False})}
+    agent = agent_from_config({"dim": args.dim, **options}).eval()
     rows = {}
     for T in args.candidates:
         feats, text = torch.randn(T, args.dim) * 0.5, torch.randn(args.dim) * 0.5
         idx = np.arange(T, dtype=np.int64) * 30
         ts = idx / 30.0
         rows[T] = {s: time_one(s, feats, text, idx, ts, args.k, agent, args.repeats) for s in args.selectors}
-    print(f"selection time per question (ms, median of {args.repeats}), k={args.k}, D={args.dim}, "
+    print(f"selection time per question (ms, median of {args.repeats}), agent {args.kind}, k={args.k}, D={args.dim}, "
           f"torch threads={torch.get_num_threads()}")
     head = f"| {'selector':<18} | " + " | ".join(f"T={T:>6}" for T in args.candidates) + " |"
     print(head)
