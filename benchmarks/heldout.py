@@ -160,15 +160,17 @@ def main() -> None:
     agent_selectors = list(dict.fromkeys([*agent_selectors, "agent"]))
     suite = [*BASELINE_SELECTORS, *agent_selectors]
     rows = {s: [[] for _ in args.seeds] for s in suite}
+    modes, trained = {}, []
+    for seed in args.seeds:  # training first: a configuration started beside another finds its baselines cached
+        agent, mode, name = train_seed(load_config(ROOT / "configs" / "embedded.yaml", args.overrides), seed,
+                                       out / f"run-{args.tag}seed{seed}", train_items, val_items, answerer)
+        modes[seed] = f"{mode} ({name})"
+        trained.append((agent, mode))
     for w, items in world_items.items():  # training-free selectors: one evaluation per world
         got = evaluate_world(items, BASELINE_SELECTORS, k, answerer, None, "top-k", out / f"eval-baselines-w{w}.json")
         for s in BASELINE_SELECTORS:
             rows[s][0].extend(got[s])
-    modes = {}
-    for i, seed in enumerate(args.seeds):
-        agent, mode, name = train_seed(load_config(ROOT / "configs" / "embedded.yaml", args.overrides), seed,
-                                       out / f"run-{args.tag}seed{seed}", train_items, val_items, answerer)
-        modes[seed] = f"{mode} ({name})"
+    for i, (seed, (agent, mode)) in enumerate(zip(args.seeds, trained)):
         for w, items in world_items.items():
             got = evaluate_world(items, agent_selectors, k, answerer, agent, mode, out / f"eval-{args.tag}seed{seed}-w{w}.json")
             for s in agent_selectors:
