@@ -194,7 +194,7 @@ def test_agent_greedy_selects_by_the_agent_policy_and_needs_a_set_aware_kind():
     it = make_item(5)
     pos, scores = select_positions(it.frame_features, it.text_feature, "agent:greedy", 4, agent)
     s, K, lam = agent.set_policy(it.frame_features, it.text_feature)
-    assert pos.tolist() == sequential_greedy(s.detach(), K.detach(), lam, 4).tolist()
+    assert pos.tolist() == sequential_greedy(s.detach(), K, lam, 4).tolist()
     assert torch.allclose(scores, s.detach())
     # the agent's default mode may be greedy, through the batched path too
     rec = select_many([SelectionJob(it.frame_features, it.text_feature, it.frame_indices, it.timestamps_s, 4, "agent"),
@@ -236,3 +236,31 @@ def test_config_builds_the_kind_with_its_options_and_names_a_bad_kind():
     assert type(build_agent(load_config(overrides=["agent.heads=4"]), D)) is TemporalAgent
     with pytest.raises(ConfigError, match="agent.kind"):
         load_config(overrides=["agent.kind=nope"])
+
+
+def dense_neighbour_matches(index, match, offsets):
+    delta = index[None, :] - index[:, None]
+    cols = []
+    for n in range(-offsets, offsets + 1):
+        w = torch.exp(-(delta - n) ** 2 / (2 * 0.35**2))
+        cols.append((w @ match) / (w.sum(-1) + 1))
+    return torch.stack(cols, dim=-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_banded_neighbour_matches_equal_the_dense_sum_over_all_candidates(seed):
+    from tspo_ray.method.scan_agent import SameEventKernel
+
+    g = torch.Generator().manual_seed(seed)
+    b = (torch.rand(400, generator=g) < 0.15).double() * torch.rand(400, generator=g, dtype=torch.float64)
+    b[0] = 0
+    index = event_index(b)  # soft counts, runs of every length
+    match = torch.randn(400, generator=g, dtype=torch.float64)
+    assert torch.allclose(neighbour_matches(index, match, 3), dense_neighbour_matches(index, match, 3), atol=1e-12)
+    lazy, dense = SameEventKernel(index), same_event_kernel(index)
+    picks = torch.tensor([[5, 200, 7], [399, 0, 13]])
+    assert torch.equal(lazy[picks], dense[picks])
+    scores = torch.randn(400, generator=g, dtype=torch.float64)
+    assert torch.equal(sequential_greedy(scores, lazy, 1.5, 8), sequential_greedy(scores, dense, 1.5, 8))
+    assert torch.allclose(sequential_logprob(scores, lazy, torch.tensor(1.5), 0.3, picks),
+                          sequential_logprob(scores, dense, torch.tensor(1.5), 0.3, picks))

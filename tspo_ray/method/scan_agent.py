@@ -18,7 +18,8 @@
 - The policy (tspo_ray.method.sequential): K[i, j] = exp(-(L_i - L_j)^2 / (2 SIGMA^2)), about 1 inside one event
   and 0 across a boundary, and a learned lambda = softplus(rho) >= 0: a frame of an event already taken is worth
   lambda less, so the greedy set spreads over the events the scores point to.
-Cost: O(T^2) for the neighbour matches (T x T per offset, float32), beside eq. 3's O(T * w).
+Cost: O(T * R) for the neighbour matches, R the longest run of candidates within offsets + 3 events of one
+candidate (neighbour_matches), beside eq. 3's O(T * w); the policy reads K row by row (SameEventKernel).
 """
 from __future__ import annotations
 
@@ -56,15 +57,43 @@ def same_event_kernel(index: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(index[:, None] - index[None, :]) ** 2 / (2 * SIGMA**2))
 
 
+#: event counts beyond which a bump's weight is dropped: exp(-REACH^2 / (2 SIGMA^2)) < 1e-16
+REACH = 3.0
+
+
 def neighbour_matches(index: torch.Tensor, match: torch.Tensor, offsets: int) -> torch.Tensor:
     """[T, 2 * offsets + 1]: column n + offsets holds, for each j, the mean of `match` over the candidates whose event
-    index is L_j + n (weights exp(-(L_i - L_j - n)^2 / (2 SIGMA^2)); a prior weight of 1 at 0 where no event is)."""
-    delta = index[None, :] - index[:, None]  # [j, i] = L_i - L_j
+    index is L_j + n (weights exp(-(L_i - L_j - n)^2 / (2 SIGMA^2)); a prior weight of 1 at 0 where no event is).
+
+    L never decreases along the video, so the candidates i with any weight above 1e-16 for j form one run, those with
+    |L_i - L_j| <= offsets + REACH: each j meets only its run (gathered to the longest run's width), not all T
+    candidates. Equal to the dense sum over all i up to the dropped weights."""
+    T = index.shape[0]
+    reach = offsets + REACH
+    lo = torch.searchsorted(index.detach().contiguous(), (index.detach() - reach).contiguous())
+    hi = torch.searchsorted(index.detach().contiguous(), (index.detach() + reach).contiguous(), right=True)
+    width = int((hi - lo).max()) if T else 0
+    cols_idx = lo[:, None] + torch.arange(width, device=index.device)[None, :]  # [T, W]
+    inside = cols_idx < hi[:, None]
+    cols_idx = cols_idx.clamp(max=T - 1)
+    delta = index[cols_idx] - index[:, None]  # [j, w] = L_i - L_j for the run's i
+    m = match[cols_idx]
     cols = []
     for n in range(-offsets, offsets + 1):
-        w = torch.exp(-(delta - n) ** 2 / (2 * SIGMA**2))
-        cols.append((w @ match) / (w.sum(-1) + 1))
+        w = torch.exp(-(delta - n) ** 2 / (2 * SIGMA**2)) * inside
+        cols.append((w * m).sum(-1) / (w.sum(-1) + 1))
     return torch.stack(cols, dim=-1)
+
+
+class SameEventKernel:
+    """K of same_event_kernel, row by row on demand (K[idx] for any index tensor: [..., T]): the set-aware policy
+    reads only the rows of frames taken, so a video of T candidates never holds a T x T matrix."""
+
+    def __init__(self, index: torch.Tensor):
+        self.index = index
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-(self.index[idx].unsqueeze(-1) - self.index) ** 2 / (2 * SIGMA**2))
 
 
 def standardised(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -139,9 +168,9 @@ class EventScanAgent(TemporalAgent):
         return torch.cat([self._one(f, t)[0] for f, t in zip(parts, text_feature)])
 
     def set_policy(self, frame_features: torch.Tensor, text_feature: torch.Tensor):
-        """(S [T], K [T, T], lambda) of the set-aware policy (tspo_ray.method.sequential)."""
+        """(S [T], K (rows on demand: SameEventKernel), lambda) of the set-aware policy (tspo_ray.method.sequential)."""
         scores, index = self._one(frame_features, text_feature)
-        return scores, same_event_kernel(index), self.penalty
+        return scores, SameEventKernel(index), self.penalty
 
     def config(self) -> dict:
         return {**super().config(), "kind": "scan", "max_count": self.max_count, "offsets": self.offsets,

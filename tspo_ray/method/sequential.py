@@ -14,7 +14,8 @@ learned with it. The exact log-probability of an ordered draw is
 with lambda = 0 the Plackett-Luce likelihood of Gumbel-top-k (policy.plackett_luce_logprob). Sampling adds Gumbel
 noise at each step; the deterministic choice (greedy) takes each step's best frame, so what the agent learned under
 sampling is what its own inference selects, without a rule on top of the scores.
-Pure tensor functions: scores [T], kernel [T, T], penalty a scalar tensor.
+Pure tensor functions: scores [T], kernel [T, T] (or anything whose kernel[idx] gives those rows, [..., T]),
+penalty a scalar tensor.
 """
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ def _decode(scores: torch.Tensor, kernel: torch.Tensor, penalty: float, tau: flo
             generator: torch.Generator | None, noisy: bool) -> torch.Tensor:
     T = scores.shape[-1]
     s = scores.detach().double()
-    K = kernel.detach().double()
     worst = torch.zeros(rows, T, dtype=torch.float64, device=s.device)  # max K to the frames taken so far
     taken = torch.zeros(rows, T, dtype=torch.bool, device=s.device)
     out = torch.empty(rows, k, dtype=torch.long, device=s.device)
@@ -60,7 +60,7 @@ def _decode(scores: torch.Tensor, kernel: torch.Tensor, penalty: float, tau: flo
         pick = logits.masked_fill(taken, float("-inf")).argmax(-1)
         out[:, m] = pick
         taken[torch.arange(rows), pick] = True
-        worst = torch.maximum(worst, K[pick])
+        worst = torch.maximum(worst, kernel[pick].detach().double())
     return out
 
 
