@@ -232,7 +232,7 @@ def test_config_builds_the_kind_with_its_options_and_names_a_bad_kind():
                                  "agent.options.enhancer=false"])
     agent = build_agent(cfg, D)
     assert type(agent) is EventScanAgent and not agent.enhancer
-    assert math.isclose(float(agent.penalty), 0.5, rel_tol=1e-6)
+    assert math.isclose(float(agent.penalty.detach()), 0.5, rel_tol=1e-6)
     assert type(build_agent(load_config(overrides=["agent.heads=4"]), D)) is TemporalAgent
     with pytest.raises(ConfigError, match="agent.kind"):
         load_config(overrides=["agent.kind=nope"])
