@@ -191,7 +191,9 @@ def load_agent(path: str | Path, window: int = 12, heads: int = 8) -> TemporalAg
     else:
         ckpt = load_checkpoint(path)
     if "agent" in ckpt and "agent_config" in ckpt:
-        agent = TemporalAgent(**ckpt["agent_config"])
+        from tspo_ray.method.kinds import agent_from_config
+
+        agent = agent_from_config(ckpt["agent_config"])
         agent.load_state_dict(ckpt["agent"])
         return agent
     if any(k.startswith("selector.") for k in ckpt):

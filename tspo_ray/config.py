@@ -88,6 +88,13 @@ class FeatureConfig:
 
 @dataclass
 class AgentConfig:
+    # The agent kind, by registered name (tspo_ray.method.kinds): "eq3" (the reference's eq. 3, the TSPO-0.4B layout)
+    # or "scan" (eq. 3 + an event-boundary scan read by the question, with a set-aware sequential policy whose
+    # greedy decode is the "greedy" inference mode).
+    kind: str = "eq3"
+    # Settings of the kind beyond the ones below (e.g. for scan: max_count, offsets, positions, head_hidden,
+    # penalty; tspo_ray/method/scan_agent.py), passed to its constructor and recorded in the checkpoint.
+    options: dict = field(default_factory=dict)
     # Attention window w (frames).
     window: int = 12
     # Attention heads.
@@ -140,6 +147,9 @@ class GRPOConfig:
     filter_zero_variance: bool = True
     # Gradient-norm clip (0: off).
     max_grad_norm: float = 1.0
+    # Advantage scale: "group" (GRPO: each group's own reward std) or "family" (the std of all the batch's sets of
+    # the group's question family; grpo.family_advantages).
+    advantage_norm: str = "group"
 
 
 @dataclass
@@ -364,7 +374,7 @@ def _check(ok: bool, where: str, message: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    from tspo_ray.method.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS
+    from tspo_ray.method.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS, SET_METHODS
 
     _check(cfg.features.encoder.backend in ("embedded", "hf", "open_clip"), "features.encoder.backend",
            f"must be one of embedded, hf, open_clip, got {cfg.features.encoder.backend!r}")
@@ -382,9 +392,13 @@ def validate(cfg: Config) -> Config:
     _check(cfg.features.min_candidates is None or cfg.features.min_candidates >= 1, "features.min_candidates",
            "must be >= 1 or null")
     _check(cfg.features.frame_size is None or cfg.features.frame_size >= 8, "features.frame_size", "must be >= 8")
-    _check(cfg.agent.inference_mode in SELECTION_METHODS and cfg.agent.inference_mode != "uniform",
-           "agent.inference_mode",
-           f"must be one of top-k, bin-max, aks, top-k+edges, events, anchors, got {cfg.agent.inference_mode!r}")
+    _check((cfg.agent.inference_mode in SELECTION_METHODS and cfg.agent.inference_mode != "uniform")
+           or cfg.agent.inference_mode in SET_METHODS, "agent.inference_mode",
+           f"must be one of top-k, bin-max, aks, top-k+edges, events, anchors, greedy, got {cfg.agent.inference_mode!r}")
+    from tspo_ray.method.kinds import agent_kinds
+
+    _check(cfg.agent.kind in agent_kinds(), "agent.kind",
+           f"must be one of {', '.join(agent_kinds())}, got {cfg.agent.kind!r}")
     _check(cfg.agent.window >= 1, "agent.window", f"must be >= 1, got {cfg.agent.window}")
     _check(cfg.agent.heads >= 1, "agent.heads", f"must be >= 1, got {cfg.agent.heads}")
     _check(cfg.agent.position_scale > 0, "agent.position_scale", f"must be > 0, got {cfg.agent.position_scale}")
@@ -401,6 +415,8 @@ def validate(cfg: Config) -> Config:
     _check(0 < cfg.grpo.clip_eps < 1, "grpo.clip_eps", f"must be in (0, 1), got {cfg.grpo.clip_eps}")
     _check(cfg.grpo.epochs >= 1, "grpo.epochs", f"must be >= 1, got {cfg.grpo.epochs}")
     _check(cfg.grpo.kl_coef >= 0, "grpo.kl_coef", "must be >= 0")
+    _check(cfg.grpo.advantage_norm in ("group", "family"), "grpo.advantage_norm",
+           f"must be group or family, got {cfg.grpo.advantage_norm!r}")
     _check(cfg.answerer.kind in ANSWERER_KINDS, "answerer.kind",
            f"must be one of {', '.join(ANSWERER_KINDS)}, got {cfg.answerer.kind!r}")
     _check(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")

@@ -34,11 +34,11 @@ class RolloutCoordinator:
 
     def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, cfg: dict,
                  val_items: Sequence[FeatureItem] = ()):
-        from tspo_ray.method.agent import TemporalAgent
+        from tspo_ray.method.kinds import agent_from_config
 
         cfg = validate(_build(Config, cfg, ""))
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
-        self.agent = TemporalAgent(**agent_config).eval()
+        self.agent = agent_from_config(agent_config).eval()
         self.pool = AnswererPool(**pool_kwargs)
         self.cfg = cfg
         self.loaded_version = -1
@@ -68,9 +68,9 @@ class RolloutCoordinator:
         """The accuracy of the given weights (train.eval_selector) on the validation items, overall and per family,
         answered by the same pool."""
         from tspo_ray.evaluation.accuracy import validation_accuracy
-        from tspo_ray.method.agent import TemporalAgent
+        from tspo_ray.method.kinds import agent_from_config
 
-        agent = TemporalAgent(**self.agent_config).eval()  # its own copy: rollouts keep sampling meanwhile
+        agent = agent_from_config(self.agent_config).eval()  # its own copy: rollouts keep sampling meanwhile
         agent.load_state_dict(weights)
         return validation_accuracy(self.val_items, agent, k, self.pool, self.cfg.train.eval_selector)
 

@@ -97,8 +97,11 @@ SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "events", "anchor
 #: old names kept: "agent" is the agent with the inference method recorded in its checkpoint (method None here)
 SELECTOR_ALIASES = {"uniform": (None, "uniform"), "clip-top-k": ("clip", "top-k"), "bin-max": ("clip", "bin-max"),
                     "agent": ("agent", None)}
+#: methods of a set-aware agent's own policy (tspo_ray.method.sequential): they need more than scores
+SET_METHODS = ("greedy",)
 SELECTORS = tuple(SELECTOR_ALIASES) + tuple(
-    f"{scorer}:{method}" for scorer in SCORERS for method in SELECTION_METHODS if method != "uniform")
+    f"{scorer}:{method}" for scorer in SCORERS for method in SELECTION_METHODS if method != "uniform") + tuple(
+    f"agent:{method}" for method in SET_METHODS)
 #: the reference's AKS settings per benchmark (t2 = -100 disables the spread test)
 AKS_SETTINGS = {"longvideobench": {"t1": 0.2, "t2": -100.0, "all_depth": 3},
                 "videomme": {"t1": 0.8, "t2": -100.0, "all_depth": 5}}
@@ -111,6 +114,8 @@ def parse_selector(name: str) -> tuple[str | None, str | None]:
         return SELECTOR_ALIASES[name]
     scorer, sep, method = str(name).partition(":")
     if sep and scorer in SCORERS and method in SELECTION_METHODS and method != "uniform":
+        return scorer, method
+    if sep and scorer == "agent" and method in SET_METHODS:
         return scorer, method
     raise ValueError(f"unknown selector {name!r}; choose one of {', '.join(SELECTORS)}")
 
@@ -311,6 +316,9 @@ def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None
     (accept, run) and anchors (base_scores, anchors)."""
     if method == "uniform":
         return select_uniform(num_candidates, k)
+    if method in SET_METHODS:
+        raise ValueError(f"method {method!r} is a set-aware agent's own policy: it needs the agent, not only scores "
+                         "(tspo_ray.selector.select_positions)")
     if method not in SELECTION_METHODS:
         raise ValueError(f"unknown selection method {method!r}; choose one of {SELECTION_METHODS}")
     if scores is None or scores.shape[-1] != num_candidates:
