@@ -120,6 +120,11 @@ def main() -> None:
     ap.add_argument("--test-videos", type=int, default=45)
     ap.add_argument("--out", default=str(ROOT / "outputs" / "heldout"))
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--tag", default="", help="names this configuration's runs and evaluations in --out (e.g. scan), "
+                    "so several configurations share one set of fresh worlds and baseline evaluations")
+    ap.add_argument("--agent-selectors", nargs="+", default=None,
+                    help="the agent's selectors evaluated (default: every agent mode of the suite, and agent:greedy for "
+                         "a set-aware kind such as agent.kind=scan); `agent` (the mode chosen on validation) is always in")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=300 policy.group_size=16")
     args = parse_job_args(ap)
     if set(args.worlds) & DEVELOPMENT_WORLDS:
@@ -149,23 +154,29 @@ def main() -> None:
         wcfg = load_config(ROOT / "configs" / "embedded.yaml", [*args.overrides, f"data.root={root}"])
         world_items[w], _, _ = prepare_split(wcfg, "test", encoder)
     k = cfg.eval.num_frames
-    agent_selectors = [s for s in FULL_SUITE if s.startswith("agent")]
-    rows = {s: [[] for _ in args.seeds] for s in FULL_SUITE}
+    set_aware = cfg.agent.kind != "eq3"
+    agent_selectors = args.agent_selectors or [s for s in FULL_SUITE if s.startswith("agent")] + (
+        ["agent:greedy"] if set_aware else [])
+    agent_selectors = list(dict.fromkeys([*agent_selectors, "agent"]))
+    suite = [*BASELINE_SELECTORS, *agent_selectors]
+    rows = {s: [[] for _ in args.seeds] for s in suite}
+    modes, trained = {}, []
+    for seed in args.seeds:  # training first: a configuration started beside another finds its baselines cached
+        agent, mode, name = train_seed(load_config(ROOT / "configs" / "embedded.yaml", args.overrides), seed,
+                                       out / f"run-{args.tag}seed{seed}", train_items, val_items, answerer)
+        modes[seed] = f"{mode} ({name})"
+        trained.append((agent, mode))
     for w, items in world_items.items():  # training-free selectors: one evaluation per world
         got = evaluate_world(items, BASELINE_SELECTORS, k, answerer, None, "top-k", out / f"eval-baselines-w{w}.json")
         for s in BASELINE_SELECTORS:
             rows[s][0].extend(got[s])
-    modes = {}
-    for i, seed in enumerate(args.seeds):
-        agent, mode, name = train_seed(load_config(ROOT / "configs" / "embedded.yaml", args.overrides), seed,
-                                       out / f"run-seed{seed}", train_items, val_items, answerer)
-        modes[seed] = f"{mode} ({name})"
+    for i, (seed, (agent, mode)) in enumerate(zip(args.seeds, trained)):
         for w, items in world_items.items():
-            got = evaluate_world(items, agent_selectors, k, answerer, agent, mode, out / f"eval-seed{seed}-w{w}.json")
+            got = evaluate_world(items, agent_selectors, k, answerer, agent, mode, out / f"eval-{args.tag}seed{seed}-w{w}.json")
             for s in agent_selectors:
                 rows[s][i].extend(got[s])
     families = sorted({r["family"] for per_seed in rows["uniform"] for r in per_seed})
-    summary = {s: summarise_selector([r for r in rows[s] if r], families) for s in FULL_SUITE}
+    summary = {s: summarise_selector([r for r in rows[s] if r], families) for s in suite}
     print("\n" + format_report(summary, args.seeds, args.worlds, modes))
     if args.json:
         Path(args.json).write_text(json.dumps({"seeds": args.seeds, "worlds": args.worlds, "modes": modes,

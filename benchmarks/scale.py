@@ -12,11 +12,14 @@ with the shipped tiny CLIP.
 Per N it prints learner steps/s and questions/s after --warmup steps (MLflow metric timestamps, start-up left out),
 the efficiency against N x the one-answerer rate (the first variant's rate at the smallest N), and where a step's time goes (ms per step:
 sampling and answering, which overlap the learner, the learner's update, its wait for a rollout, the weight
-broadcast; object-store KB per step). The learner keeps up while it still waits for rollouts (wait >= 10% of the
+broadcast; the simulated answerers' inner compute and overrun summed over the batch's calls; object-store KB per
+step). `limit` says `box` where the calls overran their modelled GPU time by more than 5% of it: there this
+machine's CPUs, not the design, set the pace. The learner keeps up while it still waits for rollouts (wait >= 10% of the
 step): past that N, more answerers buy nothing. Variants run side by side in this one run:
 
 - `pinned`: the default pool, 4 questions a call, each video's questions pinned to one answerer;
-- `spread`: train.jobs_per_call=0, each batch spread over its share of the answerers, pins only preferred;
+- `spread`: train.jobs_per_call=0, each batch sorted by video and cut into equal calls over its share of the
+  answerers, pins only preferred;
 - `spread-lag2`: the same at train.max_lag=2.
 """
 from __future__ import annotations
@@ -36,6 +39,12 @@ VARIANTS = {
     "spread-lag2": ["train.jobs_per_call=0", "train.max_lag=2"],
 }
 PHASES = ("time_sample_s", "time_answer_s", "time_learn_s", "time_wait_s", "time_broadcast_s")
+#: the simulated answerers' inner compute, modelled GPU time and overrun, summed over a batch's calls
+ANSWERING = ("time_answer_compute_s", "time_answer_modelled_s", "time_answer_overrun_s")
+#: a run whose calls overran their modelled time by more than this share of it is limited by the box
+BOX_LIMIT = 0.05
+#: a batch answered this much slower than the latency model's schedule of its calls lost time outside the calls
+OUTSIDE_LIMIT = 0.10
 BYTES = ("store_weight_bytes", "store_result_bytes")
 
 
@@ -52,7 +61,7 @@ def measure(uri: str, warmup: int) -> dict:
     points = metric_values(uri, "reward", warmup)
     (s0, t0, _), (s1, t1, _) = points[0], points[-1]
     out = {"steps_per_s": (s1 - s0) / max((t1 - t0) / 1000, 1e-9)}
-    for name in PHASES + BYTES:
+    for name in PHASES + ANSWERING + BYTES:
         values = [v for _, _, v in metric_values(uri, name, warmup + 1)]
         out[name] = sum(values) / max(len(values), 1)
     return out
@@ -100,54 +109,69 @@ def modelled_rate(args, cfg) -> float:
     return 1 / (calls * lat.seconds([cfg.policy.num_frames] * (4 * cfg.policy.group_size)))
 
 
+def box_share(row: dict) -> float:
+    """The share of the modelled answering time by which calls overran it: this machine's CPUs, not the design."""
+    return row.get("time_answer_overrun_s", 0.0) / max(row.get("time_answer_modelled_s", 0.0), 1e-9)
+
+
 def print_table(variant: str, rows: list[dict], one_answerer: float) -> None:
     base = one_answerer
     print(f"\n{variant}\n")
     print("| N | steps/s | questions/s | efficiency | sampling | answering | update | learner waits | broadcast "
-          "| weights KB/step | results KB/step | CPUs busy | learner keeps up |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+          "| inner compute | overrun | weights KB/step | results KB/step | CPUs busy | learner keeps up | limit |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|")
     for r in rows:
         step_ms = 1e3 / r["steps_per_s"]
         keeps_up = 1e3 * r["time_wait_s"] >= 0.1 * step_ms
+        box = box_share(r)
+        beyond = r["time_answer_s"] / r["scheduled_answer_s"] - 1 if r.get("scheduled_answer_s") else 0.0
+        limit = (f"box ({100 * box:.0f}% overrun)" if box > BOX_LIMIT
+                 else f"outside the calls (+{100 * beyond:.0f}%)" if beyond > OUTSIDE_LIMIT else "design")
         print(f"| {r['n']} | {r['steps_per_s']:.2f} | {r['steps_per_s'] * r['questions']:.1f} | "
               f"{100 * r['steps_per_s'] / (r['n'] * base):.0f}% | "
               + " | ".join(f"{1e3 * r[p]:.0f}" for p in ("time_sample_s", "time_answer_s", "time_learn_s",
-                                                        "time_wait_s", "time_broadcast_s"))
+                                                        "time_wait_s", "time_broadcast_s",
+                                                        "time_answer_compute_s", "time_answer_overrun_s"))
               + f" | {r['store_weight_bytes'] / 1e3:.0f} | {r['store_result_bytes'] / 1e3:.0f} | "
               f"{100 * r['cpu_busy']:.0f}% | "
-              f"{'yes' if keeps_up else 'no'} |")
+              f"{'yes' if keeps_up else 'no'} | {limit} |")
     up = [r["n"] for r in rows if 1e3 * r["time_wait_s"] >= 0.1e3 / r["steps_per_s"]]
     print(f"\nlargest N where the learner keeps up: {max(up) if up else 'none'}")
+    boxed = [r["n"] for r in rows if box_share(r) > BOX_LIMIT]
+    if boxed:
+        print(f"the box, not the design, limits N = {', '.join(map(str, boxed))}: the simulated answerers' calls "
+              f"overran their modelled GPU time by more than {100 * BOX_LIMIT:.0f}% (inner compute on this machine's "
+              f"CPUs); those rows understate the design")
+    outside = [r["n"] for r in rows if r.get("scheduled_answer_s")
+               and r["time_answer_s"] > (1 + OUTSIDE_LIMIT) * r["scheduled_answer_s"] and box_share(r) <= BOX_LIMIT]
+    if outside:
+        print(f"at N = {', '.join(map(str, outside))} the calls kept to their modelled time, yet a batch took more than "
+              f"{100 * OUTSIDE_LIMIT:.0f}% longer than the model's schedule of them: the time went outside the calls "
+              f"(Ray's dispatch and collection of the batch's calls, the coordinator's scoring)")
 
 
-def scheduled_batch_seconds(n: int, lag: int, questions: int, videos: int, per_call: "Callable[[int], float]",
-                            draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """(calls per batch, seconds to answer a batch) by the latency model alone, under the `spread` pool's cut: a
-    batch's questions drawn uniformly over `videos` videos, pinned by a hash of the video to one of n slots, cut per
-    slot into calls of ceil(questions / share) (share = n // (lag + 1), the batch's share of the answerers) and
-    list-scheduled on `share` answerers, longest first. per_call(q): seconds of a call of q questions. What the
+def scheduled_batch_seconds(n: int, lag: int, questions: int, per_call: "Callable[[int], float]") -> tuple[float, float]:
+    """(calls per batch, seconds to answer a batch) by the latency model alone, under the `spread` pool's cut: the
+    batch's questions cut into share = n // (lag + 1) calls of equal size (tspo_ray.distributed.answerer_pool.
+    equal_cut), one per answerer of the batch's share. per_call(q): seconds of a call of q questions. What the
     answering would take if nothing but the modelled GPUs cost time."""
-    import random
-    import zlib
+    from tspo_ray.distributed.answerer_pool import equal_cut
 
-    rng = random.Random(seed)
-    share = max(1, n // (lag + 1))
-    size = max(1, -(-questions // share))
-    total_calls, total_s = 0, 0.0
-    for _ in range(draws):
-        slot_of = [zlib.crc32(f"{rng.random()}".encode()) % n for _ in range(videos)]  # paths hash anywhere
-        per_slot: dict[int, int] = {}
-        for _ in range(questions):
-            slot = slot_of[rng.randrange(videos)]
-            per_slot[slot] = per_slot.get(slot, 0) + 1
-        calls = sorted((min(size, k - start) for k in per_slot.values() for start in range(0, k, size)), reverse=True)
-        free = [0.0] * share
-        for q in calls:
-            i = min(range(share), key=free.__getitem__)
-            free[i] += per_call(q)
-        total_calls += len(calls)
-        total_s += max(free)
-    return total_calls / draws, total_s / draws
+    sizes = [b - a for a, b in equal_cut(questions, max(1, n // (lag + 1)))]
+    return float(len(sizes)), max(per_call(q) for q in sizes)
+
+
+def add_schedule(rows: list[dict], args, cfg, lag: int) -> None:
+    """Each spread row's answering time by the latency model's schedule of its equal calls, where the batch has
+    answerers of its own (N >= lag + 1; below that, batches in flight queue behind each other on the same ones)."""
+    from tspo_ray.answerers.simulated import SimulatedSettings
+
+    lat = SimulatedSettings.from_dict({"time_scale": args.time_scale}).latency()
+    frames, g = cfg.policy.num_frames, cfg.policy.group_size
+    for r in rows:
+        if r["n"] >= lag + 1:
+            r["scheduled_answer_s"] = scheduled_batch_seconds(r["n"], lag, cfg.train.questions_per_step,
+                                                              lambda q: lat.seconds([frames] * (g * q)))[1]
 
 
 def print_schedule_model(answerers: list[int], args, cfg, measured: dict[int, float] | None = None) -> None:
@@ -156,12 +180,12 @@ def print_schedule_model(answerers: list[int], args, cfg, measured: dict[int, fl
 
     lat = SimulatedSettings.load({"time_scale": args.time_scale}).latency()
     frames, g = cfg.policy.num_frames, cfg.policy.group_size
-    print(f"\nanswering one batch by the latency model alone (spread, max_lag {cfg.train.max_lag}, {args.videos} "
-          "videos): calls a batch, seconds; beside the measured\n")
+    print(f"\nanswering one batch by the latency model alone (spread, max_lag {cfg.train.max_lag}, equal calls): "
+          "calls a batch, seconds; beside the measured\n")
     print("| N | calls a batch | modelled s | measured s |")
     print("|---:|---:|---:|---:|")
     for n in answerers:
-        calls, secs = scheduled_batch_seconds(n, cfg.train.max_lag, cfg.train.questions_per_step, args.videos,
+        calls, secs = scheduled_batch_seconds(n, cfg.train.max_lag, cfg.train.questions_per_step,
                                               lambda q: lat.seconds([frames] * (g * q)))
         got = (measured or {}).get(n)
         print(f"| {n} | {calls:.1f} | {secs:.2f} | {'–' if got is None else f'{got:.2f}'} |")
@@ -257,6 +281,8 @@ def main() -> None:
             one = tables[args.variants[0]][0]
             rate = one["steps_per_s"] / one["n"]
         for variant, rows in tables.items():
+            if VARIANTS[variant] and "train.jobs_per_call=0" in VARIANTS[variant]:
+                add_schedule(rows, args, cfg, lag=2 if variant.endswith("lag2") else cfg.train.max_lag)
             print_table(variant, rows, rate)
         if "spread" in tables:
             print_schedule_model(args.answerers, args, cfg, {r["n"]: r["time_answer_s"] for r in tables["spread"]})

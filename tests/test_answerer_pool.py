@@ -144,3 +144,33 @@ def test_training_pool_engine_death_replaces_the_actor_and_scores_every_group_on
     assert sorted((tmp_path / "answered.txt").read_text().split()) == sorted(
         r.key for job in jobs for r in job.requests())
     pool.shutdown()
+
+
+def test_an_equal_cut_gives_pieces_that_differ_by_at_most_one():
+    from tspo_ray.distributed.answerer_pool import equal_cut
+
+    assert equal_cut(10, 4) == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert equal_cut(3, 8) == [(0, 1), (1, 2), (2, 3)]  # never an empty call
+    assert equal_cut(0, 4) == [] and equal_cut(5, 1) == [(0, 5)]
+    for n in range(1, 40):
+        for parts in range(1, 20):
+            sizes = [b - a for a, b in equal_cut(n, parts)]
+            assert sum(sizes) == n and max(sizes) - min(sizes) <= 1 and len(sizes) == min(n, parts)
+
+
+def test_a_spread_batch_is_sorted_by_video_and_cut_into_equal_calls():
+    from tspo_ray.distributed.answerer_pool import pinned_cut, spread_cut, video_slot
+
+    names = ["a", "bb", "ccc", "dddd", "eeeee"]
+    paths = [f"videos/{names[i % 5]}.mp4" for i in range(32)]  # 32 jobs on 5 videos (slots 5, 14, 4, 12, 2 of 16)
+    groups, slots = spread_cut(paths, 16, 8)
+    assert sorted(i for g in groups for i in g) == list(range(32)) and [len(g) for g in groups] == [4] * 8
+    order = [i for g in groups for i in g]
+    keys = [(video_slot(paths[i], 16), paths[i]) for i in order]
+    assert keys == sorted(keys)  # a video's jobs sit together
+    for g, slot in zip(groups, slots):
+        pins = [video_slot(paths[i], 16) for i in g]
+        assert pins.count(slot) == max(pins.count(p) for p in pins)
+    # the pinned cut, by contrast, follows the videos: calls as uneven as the videos' shares
+    pinned, _ = pinned_cut(paths, 16, 4)  # 7, 7, 6, 6, 6 jobs a video
+    assert max(len(g) for g in pinned) == 4 and min(len(g) for g in pinned) < 4

@@ -99,7 +99,8 @@ def test_killed_run_resumes_without_redoing_finished_questions(tmp_path):
     with open(run.out_dir / "partial.jsonl", "a") as fh:
         fh.write('{"id": "vid3_0", "sel')  # a write torn by the kill
     second: list = []
-    summary = run_benchmark(run, records, grid_select(second), chunk_size=3, progress=False)
+    with pytest.warns(UserWarning, match="set aside"):
+        summary = run_benchmark(run, records, grid_select(second), chunk_size=3, progress=False)
     assert len(first) == 9 and sorted(second) == sorted(set((s, r.id) for s in run.selectors for r in records)
                                                         - set(first))
     assert len((run.out_dir / "partial.jsonl").read_text().splitlines()) == 14  # torn line gone, nothing twice

@@ -12,7 +12,7 @@ from tspo_ray.distributed.placement import answerer_actor_options, encoder_actor
 ROOT = Path(__file__).resolve().parents[1]
 JOB_CONFIGS = [p for p in sorted((ROOT / "configs").glob("*.yaml")) if p.name != "serve.yaml"]  # serve: Ray Serve's
 BENCH_CONFIGS = [p for p in JOB_CONFIGS if p.name.startswith("bench_")]  # jobs/evaluate.py --benchmark: no training
-REAL_MODEL_CONFIGS = [p for p in JOB_CONFIGS if p.name != "embedded.yaml" and p not in BENCH_CONFIGS]
+REAL_MODEL_CONFIGS = [p for p in JOB_CONFIGS if not p.name.startswith("embedded") and p not in BENCH_CONFIGS]
 NODE_TYPES = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
 
 
@@ -82,7 +82,7 @@ def test_config_frames_devices_and_resources(path):
     assert learner["num_workers"] == 1
     assert learner["use_gpu"] == (cfg.train.learner_device == "cuda") == ("GPU" in learner["resources_per_worker"])
     ans = answerer_actor_options(cfg)
-    if path.name == "embedded.yaml":  # runs on a laptop: no GPU, no custom resource anywhere
+    if path.name.startswith("embedded"):  # runs on a laptop: no GPU, no custom resource anywhere
         assert enc["num_gpus"] == ans["num_gpus"] == 0 and not learner["use_gpu"]
         assert "resources" not in enc and "resources" not in ans and set(learner["resources_per_worker"]) == {"CPU"}
 

@@ -87,10 +87,14 @@ def test_checkpoint_pointer_on_a_full_disk_keeps_pointing_at_the_previous_checkp
     run = tmp_path / "checkpoints"
     save_checkpoint(run, 1, {"w": torch.ones(4)})
 
-    def enospc(fd):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real_fsync = os.fsync
 
-    monkeypatch.setattr(safe_files.os, "fsync", enospc)  # the text write of latest.json fails; tensors need no fsync
+    def enospc(fd):  # the checkpoint is written; latest.json's data cannot be
+        if os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1].startswith(".latest.json."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(safe_files.os, "fsync", enospc)
     with pytest.raises(DiskFullError, match=r"latest\.json: cannot be written: no space left on the device"):
         save_checkpoint(run, 2, {"w": torch.full((4,), 2.0)})
     assert latest_checkpoint(run).name == "checkpoint-000001.safetensors"

@@ -84,10 +84,50 @@ def test_float32_export_is_exact(trained_run, tiny_world, tmp_path):
     assert (got - want).abs().max().item() <= 1e-5
 
 
-def agent_checkpoint(folder, dim=64, heads=8, **options):
-    agent = TemporalAgent(dim, heads=heads, **options)
-    save_checkpoint(folder, 1, {"agent": agent.state_dict(), "agent_config": agent.config(), "config": {}})
+def agent_checkpoint(folder, dim=64, heads=8, kind="eq3", mode=None, **options):
+    from tspo_ray.method.kinds import agent_from_config
+
+    torch.manual_seed(0)
+    agent = agent_from_config({"dim": dim, "heads": heads, **({"kind": kind} if kind != "eq3" else {}), **options})
+    payload = {"agent": agent.state_dict(), "agent_config": agent.config(), "config": {}}
+    if mode:
+        payload["inference_mode"] = mode
+    save_checkpoint(folder, 1, payload)
     return folder
+
+
+@pytest.mark.parametrize("kind, options, mode", [("scan", {}, "greedy"), ("eq3", {"position_scale": 20.0}, "events")])
+def test_what_the_reference_layout_cannot_express_exports_in_the_tspo_ray_layout(tmp_path, kind, options, mode):
+    """A scan agent, or an eq3 one with PE x 20, exports (float32) and reloads scoring as its checkpoint does, with its
+    kind, position scale and mode recorded, its tensors under selector.agent.*, and a card naming its readers."""
+    import numpy as np
+    from safetensors import safe_open
+
+    run = agent_checkpoint(tmp_path / "run", kind=kind, mode=mode, **options)
+    out = tmp_path / "out"
+    facts = export(run, embedded_clip_dir(), out, dtype="float32")
+    assert facts["layout"] == "tspo-ray"
+    settings = json.loads((out / "selector_config.json").read_text())
+    assert settings["kind"] == kind and settings["inference_mode"] == mode and settings["layout"] == "tspo-ray"
+    assert settings["position_scale"] == options.get("position_scale", 1.0)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as fh:
+        selector = [k for k in fh.keys() if k.startswith("selector.")]
+    assert selector and all(k.startswith("selector.agent.") for k in selector)  # no reference names to misread
+    card = (out / "README.md").read_text()
+    assert "tspo-ray layout" in card and "tspo-ray only" in card and f"kind `{kind}`" in card
+    frames = np.random.default_rng(0).integers(0, 256, (24, 64, 64, 3), dtype=np.uint8)
+    exported = KeyframeSelector.from_pretrained(out)
+    original = KeyframeSelector.from_pretrained(run, encoder={"backend": "embedded"})
+    assert exported.inference_mode == original.inference_mode == mode
+    assert type(exported.agent) is type(original.agent) and exported.source.startswith("tspo-ray layout")
+    want = original.scores(frames, "What appears right after the red star?")
+    got = exported.scores(frames, "What appears right after the red star?")
+    assert (got - want).abs().max().item() <= 1e-5
+    feats, text = exported.features(frames, "What appears right after the red star?")
+    assert (exported.select_from_features(feats, text, range(24), range(24), 4)["positions"]
+            == original.select_from_features(feats, text, range(24), range(24), 4)["positions"])
+    with pytest.raises(ExportError, match="--layout tspo-ray" if kind == "scan" else "adds PE as is"):
+        export(run, embedded_clip_dir(), tmp_path / "ref", layout="reference")
 
 
 def test_a_clip_of_another_dimension_is_refused_naming_both(tmp_path, capsys):
@@ -111,10 +151,10 @@ def test_other_refusals(tmp_path):
     (busy / "x").write_text("")
     before = tree_digest(tmp_path)
     with pytest.raises(ExportError, match="4 heads and window 12"):
-        export(runs["heads4"], embedded_clip_dir(), tmp_path / "a")
+        export(runs["heads4"], embedded_clip_dir(), tmp_path / "a", layout="reference")
     for name in ("scaled", "film"):
         with pytest.raises(ExportError, match="adds PE as is and has no FiLM"):
-            export(runs[name], embedded_clip_dir(), tmp_path / "a")
+            export(runs[name], embedded_clip_dir(), tmp_path / "a", layout="reference")
     with pytest.raises(ExportError, match="not empty"):
         export(runs["plain"], embedded_clip_dir(), busy)
     with pytest.raises(ExportError, match="without a checkpoint"):

@@ -211,3 +211,37 @@ def test_a_family_written_here_is_trained_on(own_world, tmp_path):
             gain += float((above * (new - g.logp_old.sum(-1))).sum())
     print(f'advantage-weighted likelihood gain after the update: {gain:.4f}')
     assert gain > 0, gain
+
+
+def _alias_bomb(levels: int) -> str:
+    """A family file whose aliases nest `levels` deep: each level holds the previous one nine times."""
+    lines = ["family: bomb", "answer: object", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(9))}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\nvariants: []\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_alias_bomb(18), "aliases (*name) are not accepted"),
+    ("family: &f [*f]\nanswer: object\nvariants: []\n", "aliases (*name) are not accepted"),
+    ("family: x\nanswer: object\nvariants: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than"),
+    ("family: x\nanswer: object\nvariants: []\n" + "# padding\n" * 30000, "larger than"),
+])
+def test_a_hostile_yaml_family_is_a_family_error_naming_the_file_fast(text, message):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(FamilyError) as err:
+        family_from_text(text, "/fams/hostile.yaml")
+    assert time.perf_counter() - start < 1.0
+    assert str(err.value).startswith("/fams/hostile.yaml: ") and message in str(err.value)
+
+
+def test_a_deeply_nested_json_family_is_a_family_error():
+    with pytest.raises(FamilyError, match=r"^/fams/deep.json: not valid JSON \(nested deeper than"):
+        family_from_text('{"family": "x", "variants": ' + "[" * 100000 + "]" * 100000 + "}", "/fams/deep.json")
+
+
+def test_shipped_families_still_load_under_the_bounds():
+    from tspo_ray.synthetic.families import load_families
+
+    assert load_families()

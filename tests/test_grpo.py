@@ -69,3 +69,20 @@ def test_ratio_moves_after_one_step_and_clipping_engages(likelihood):
     assert metrics[1]["ratio_max"] > 1.0 + 1e-3
     assert metrics[1]["clip_fraction"] > 0
     assert all(not torch.equal(before[n], p) for n, p in agent.named_parameters())
+
+
+def test_family_advantages_scale_each_group_by_its_family_spread_by_hand():
+    from tspo_ray.method.grpo import family_advantages, group_advantages
+
+    rewards = torch.tensor([[1.0, 0.0], [2.0, 0.0], [1.0, 1.0], [3.0, 1.0]])
+    got = family_advantages(rewards, ["a", "a", "b", "b"])
+    # family a: centred rows (.5, -.5), (1, -1): sum of squares 2.5 over 4 - 2 degrees of freedom -> std sqrt(1.25)
+    s = 1.25 ** 0.5
+    assert torch.allclose(got.values[:2], torch.tensor([[0.5 / s, -0.5 / s], [1 / s, -1 / s]]), atol=1e-5)
+    # family b: a zero-variance group (0 advantage) and (1, -1) over 4 - 2 -> std 1
+    assert torch.allclose(got.values[2:], torch.tensor([[0.0, 0.0], [1.0, -1.0]]), atol=1e-5)
+    assert got.zero_variance.tolist() == [False, False, True, False]
+    # GRPO's per-group scale would give both family-a groups the same +-0.707
+    assert torch.allclose(group_advantages(rewards).values[:2].abs(), torch.full((2, 2), 0.5 ** 0.5), atol=1e-5)
+    with pytest.raises(ValueError, match="one family per group"):
+        family_advantages(rewards, ["a"])

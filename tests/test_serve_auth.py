@@ -37,6 +37,7 @@ def guarded(ray_local, tiny_world, tmp_path_factory):
     (base / "videos").mkdir()
     shutil.copy(sorted(tiny_world.rglob("*.mp4"))[0], base / "videos" / "clip.mp4")
     (base / "token").write_text(TOKEN + "\n")
+    (base / "token").chmod(0o600)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"video_roots": [str(base / "videos")], "auth_token_file": str(base / "token")}),
@@ -92,12 +93,14 @@ def test_token_checks():
 
 def test_token_sources(tmp_path, monkeypatch):
     (tmp_path / "t").write_text(TOKEN)
+    (tmp_path / "t").chmod(0o600)
     assert configured_digest(str(tmp_path / "t"), None, None) == token_digest(TOKEN)
     monkeypatch.setenv("MY_TOKEN", TOKEN)
     assert configured_digest(None, "MY_TOKEN", None) == token_digest(TOKEN)
     assert configured_digest(None, None, token_digest(TOKEN).upper()) == token_digest(TOKEN)
     assert configured_digest(None, None, None) is None
     (tmp_path / "short").write_text("secret\n")
+    (tmp_path / "short").chmod(0o600)
     for args, needle in (((str(tmp_path / "none"), None, None), "no such file"),
                          ((str(tmp_path / "short"), None, None), "at least 16 characters"),
                          ((None, "UNSET_TOKEN_VAR", None), "UNSET_TOKEN_VAR: the environment variable is not set"),

@@ -183,6 +183,7 @@ def test_proxy_callback_builds_the_gate_from_the_environment(tmp_path, monkeypat
     with pytest.raises(ValueError, match="TSPO_SERVE_GATE is not set"):
         gate.proxy_middlewares()
     (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "token").chmod(0o600)
     monkeypatch.setenv(gate.GATE_ENV, json.dumps({"auth_token_file": str(tmp_path / "token"), "max_body_bytes": 99}))
     [mw] = gate.proxy_middlewares()
     assert mw.kwargs["settings"] == GateSettings(token_digest(TOKEN), False, 99, 60.0)
@@ -352,6 +353,7 @@ def gated(ray_local, clip_root, tmp_path_factory):
 
     token_file = tmp_path_factory.mktemp("gate_token") / "token"
     token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
     settings = {"video_roots": [str(clip_root)], "auth_token_file": str(token_file), "request_timeout_s": 60}
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 60},

@@ -104,3 +104,74 @@ def test_several_simulated_gpus_share_one_process_and_answer_at_once(ray_local, 
     assert [s["max_in_flight"] for s in pool.stats()] == [2, 2]
     assert [s["calls"] for s in pool.stats()] == [2, 2]
     pool.shutdown()
+
+
+class Labeller:
+    """A deterministic inner answerer that records what reached it: the answer is a function of the frames."""
+
+    name = "labeller"
+
+    def __init__(self):
+        self.seen = []
+
+    def answer(self, requests):
+        from tspo_ray.answerers.base import Answer
+
+        self.seen.extend(r.key for r in requests)
+        return [Answer(r.key, "ABCD"[sum(r.frame_indices) % 4], "ABCD"[sum(r.frame_indices) % 4]) for r in requests]
+
+
+def request(key, frames, question="q?"):
+    from tspo_ray.answerers.base import AnswerRequest
+
+    return AnswerRequest(key, "v.mp4", tuple(frames), tuple(float(f) for f in frames), question, ("a", "b", "c", "d"))
+
+
+def test_a_frame_set_shown_again_is_answered_from_the_cache_with_its_own_answer():
+    inner = Labeller()
+    sim = SimulatedAnswerer(inner, LatencyModel(0.0, 0.0, 0.0), cache_size=100)
+    first = sim.answer([request("q#0", (1, 2)), request("q#1", (1, 3)), request("q#2", (1, 2))])
+    # within a call: the repeated set reaches the inner answerer once
+    assert inner.seen == ["q#0", "q#1"] and [a.key for a in first] == ["q#0", "q#1", "q#2"]
+    assert [a.option for a in first] == ["D", "A", "D"]
+    # a later call (a later step): cached sets cost nothing, a new question or new frames are answered
+    again = sim.answer([request("p#5", (1, 3)), request("p#6", (1, 3), "other?"), request("p#7", (2, 2))])
+    assert inner.seen == ["q#0", "q#1", "p#6", "p#7"]
+    assert [(a.key, a.option) for a in again] == [("p#5", "A"), ("p#6", "A"), ("p#7", "A")]
+    assert sim.stats["cache_hits"] == 2
+
+
+def test_the_cache_keeps_its_size_dropping_the_least_recent():
+    inner = Labeller()
+    sim = SimulatedAnswerer(inner, LatencyModel(0.0, 0.0, 0.0), cache_size=2)
+    sim.answer([request("a", (1,)), request("b", (2,))])
+    sim.answer([request("a2", (1,))])  # (1,) is now the most recent
+    sim.answer([request("c", (3,))])  # drops (2,)
+    sim.answer([request("a3", (1,)), request("b2", (2,))])
+    assert inner.seen == ["a", "b", "c", "b2"]
+
+
+def test_without_a_cache_every_request_reaches_the_inner_answerer():
+    inner = Labeller()
+    sim = SimulatedAnswerer(inner, LatencyModel(0.0, 0.0, 0.0))
+    sim.answer([request("a", (1,)), request("b", (1,))])
+    assert inner.seen == ["a", "b"] and sim.stats["cache_hits"] == 0
+    assert SimulatedSettings.from_dict({}).answer_cache > 0  # on by default for the benchmarks and jobs
+    with pytest.raises(ConfigError, match="answerer.settings.answer_cache"):
+        SimulatedSettings.from_dict({"answer_cache": -1})
+
+
+def test_each_answer_carries_its_share_of_the_calls_compute_modelled_and_overrun_time():
+    from tspo_ray.answerers.simulated import CALL_TIMES
+
+    now = [0.0]
+    inner = Labeller()
+    slow = inner.answer
+    inner.answer = lambda requests: (now.__setitem__(0, now[0] + 3.0), slow(requests))[1]  # 3 s of compute
+    sim = SimulatedAnswerer(inner, LatencyModel(1.0, 0.0, 0.0), sleep=lambda s: now.__setitem__(0, now[0] + s),
+                            clock=lambda: now[0], cache_size=10)
+    got = sim.answer([request("a", (1,)), request("b", (2,))])
+    totals = {k: sum(a.extra[k] for a in got) for k in CALL_TIMES}
+    assert totals == pytest.approx({"sim_compute_s": 3.0, "sim_modelled_s": 1.0, "sim_overrun_s": 2.0})
+    again = sim.answer([request("c", (1,)), request("d", (2,))])  # both cached: no compute, no overrun
+    assert sum(a.extra["sim_overrun_s"] for a in again) == 0.0 and sum(a.extra["sim_modelled_s"] for a in again) == 1.0

@@ -225,3 +225,20 @@ def test_a_selection_clip_holds_exactly_the_selected_frames_at_their_times(tmp_p
     assert not list((tmp_path / "clips").glob(".*"))  # written under a temporary name, renamed into place
     with pytest.raises(ValueError, match="increase"):
         write_selection_clip(source, [1, 2], [1.0, 1.0], tmp_path / "bad.mp4")
+
+
+def test_a_forged_huge_frame_count_never_allocates_the_whole_grid():
+    """The capped grid is computed arithmetically, and an uncapped grid past MAX_GRID is refused: a header claiming
+    10^13 frames would otherwise ask numpy for 2.7 TB of indices (a 30-frame step) before the cap."""
+    import tracemalloc
+
+    from tspo_ray.video.info import VideoError
+
+    forged = 10**13
+    tracemalloc.start()
+    idx, ts = video.candidate_indices(forged, 30.0, 1.0, max_candidates=128, min_candidates=50)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(idx) == 128 and idx[0] == 0 and idx[-1] == forged - 1 and peak < 1 << 20
+    with pytest.raises(VideoError, match="longer than"):
+        video.candidate_indices(forged, 30.0)

@@ -1,8 +1,9 @@
 """Atomic training checkpoints: agent, optimizer, step, tau schedule, data position, RNG states, config.
 
 Each checkpoint is one safetensors file (tensors) whose header holds the rest as JSON (tspo_ray.safe_files), written
-to a temp name and renamed; `latest.json` (also written atomically) names the newest, so a crash mid-write never
-leaves a half checkpoint behind or a pointer to one. Nothing is ever unpickled: checkpoints of the earlier pickle
+to a temp name, fsynced, renamed and its folder fsynced; only then is `latest.json` written the same way to name it,
+and older checkpoints are pruned only after that: a crash or a power loss mid-write never leaves a half checkpoint
+behind or a pointer to one (docs/durability.md). Nothing is ever unpickled: checkpoints of the earlier pickle
 format (.pt) are refused with the command that converts them once:
 
     python -m tspo_ray.checkpoint convert OLD.pt NEW.safetensors
@@ -190,7 +191,9 @@ def load_agent(path: str | Path, window: int = 12, heads: int = 8) -> TemporalAg
     else:
         ckpt = load_checkpoint(path)
     if "agent" in ckpt and "agent_config" in ckpt:
-        agent = TemporalAgent(**ckpt["agent_config"])
+        from tspo_ray.method.kinds import agent_from_config
+
+        agent = agent_from_config(ckpt["agent_config"])
         agent.load_state_dict(ckpt["agent"])
         return agent
     if any(k.startswith("selector.") for k in ckpt):

@@ -79,8 +79,12 @@ class FeatureConfig(Settings):
 
 
 class AgentConfig(Settings):
-    """The temporal agent (eq. 3) and the selection method it is used with."""
+    """The temporal agent (eq. 3 or another registered kind) and the selection method it is used with."""
 
+    kind: str = "eq3"
+    """The agent kind, by registered name (tspo_ray.method.kinds): 'eq3' (the reference's eq. 3, the TSPO-0.4B layout) or 'scan' (eq. 3 + an event-boundary scan read by the question, with a set-aware sequential policy whose greedy decode is the 'greedy' inference mode)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Settings of the kind beyond the ones below (e.g. for scan: max_count, offsets, positions, head_hidden, penalty; tspo_ray/method/scan_agent.py), passed to its constructor and recorded in the checkpoint."""
     window: int = Field(12, ge=1)
     """Attention window w (frames)."""
     heads: int = Field(8, ge=1)
@@ -132,6 +136,8 @@ class GRPOConfig(Settings):
     """Drop groups whose G rewards are all equal (they carry no signal)."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip (0: off)."""
+    advantage_norm: Literal["group", "family"] = "group"
+    """Advantage scale: 'group' (GRPO: each group's own reward std) or 'family' (the std of all the batch's sets of the group's question family; grpo.family_advantages)."""
 
 
 class AnswererConfig(Settings):
@@ -301,11 +307,14 @@ def _check(ok: bool, where: str, message: str) -> None:
 def validate(cfg: Config) -> Config:
     """What one field's declaration cannot say: choices held by registries and checks across fields."""
     from tspo_ray.data.benchmarks import FORMATS
-    from tspo_ray.method.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS
+    from tspo_ray.method.kinds import agent_kinds
+    from tspo_ray.method.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS, SET_METHODS
 
     _check(cfg.data.train_format == "records" or cfg.data.train_format in FORMATS, "data.train_format",
            f"must be records or one of {', '.join(sorted(FORMATS))}, got {cfg.data.train_format!r}")
-    modes = [m for m in SELECTION_METHODS if m != "uniform"]
+    _check(cfg.agent.kind in agent_kinds(), "agent.kind",
+           f"must be one of {', '.join(agent_kinds())}, got {cfg.agent.kind!r}")
+    modes = [m for m in SELECTION_METHODS if m != "uniform"] + list(SET_METHODS)
     _check(cfg.agent.inference_mode in modes, "agent.inference_mode",
            f"must be one of {', '.join(modes)}, got {cfg.agent.inference_mode!r}")
     _check(cfg.policy.likelihood in LIKELIHOODS, "policy.likelihood",

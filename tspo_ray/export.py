@@ -8,9 +8,13 @@ published; `--dtype float32` keeps full precision), the CLIPProcessor files, and
 training config, data, validation table and the inference mode chosen on validation. `selector_config.json` records
 that mode, the window and the heads, so `KeyframeSelector.from_pretrained(DIR)` selects as the run did.
 
-The reference computes 8 heads over a window of 12, adds PE as is and has no FiLM, with no field for anything else,
-so a checkpoint trained otherwise (heads, window, agent.position_scale, agent.query_conditioned) is refused, as is
-one trained on features of another dimension than the given CLIP projects to.
+The reference computes 8 heads over a window of 12, adds PE as is and has no FiLM, with no field for anything else.
+An agent trained otherwise (another kind, heads, window, agent.position_scale, agent.query_conditioned) is written
+in the tspo-ray layout instead (`--layout auto`, the default): the same folder, but the agent's tensors under
+`selector.agent.<its own names>` and its kind and whole config in `selector_config.json`, so only tspo-ray's readers
+(KeyframeSelector.from_pretrained, jobs/evaluate.py, Serve, the lmms-eval plug-in) load it; the model card says so.
+`--layout reference` refuses such an agent instead. A checkpoint trained on features of another dimension than the
+given CLIP projects to is refused either way.
 `selector.temporal.ffn_o` exists in the reference's module but its forward pass never uses it; it is written as zeros
 so the reference's strict load finds every key.
 """
@@ -29,7 +33,7 @@ import torch
 
 from tspo_ray.checkpoint import is_own_checkpoint_file, load_checkpoint, recommended_checkpoint
 from tspo_ray.safe_files import UnsafeFileError, write_tensors_atomic, write_text_atomic
-from tspo_ray.selector import SELECTOR_CONFIG, SelectorConfig, load_selector_agent
+from tspo_ray.selector import OWN_LAYOUT_PREFIX, SELECTOR_CONFIG, SelectorConfig, load_selector_agent
 from tspo_ray.video.encoders.hf_clip import file_digest, image_settings
 
 #: what the reference's TemporalAgent computes (it has no setting for either)
@@ -57,11 +61,26 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def check_compatible(agent, clip_dim: int, checkpoint: Path, clip: str | Path) -> None:
-    """ExportError unless the agent scores features of the CLIP's dimension as the reference's forward pass does."""
+LAYOUTS = ("auto", "reference", "tspo-ray")
+
+
+def reference_expressible(agent) -> bool:
+    """Whether the TSPO-0.4B layout, read by the reference's code, scores as this agent does."""
+    return (getattr(agent, "kind", "eq3") == "eq3" and (agent.heads, agent.window) == (REFERENCE_HEADS, REFERENCE_WINDOW)
+            and getattr(agent, "position_scale", 1.0) == 1.0 and not getattr(agent, "query_conditioned", False))
+
+
+def check_compatible(agent, clip_dim: int, checkpoint: Path, clip: str | Path, layout: str = "reference") -> None:
+    """ExportError unless the agent scores features of the CLIP's dimension, and (layout "reference") scores them as
+    the reference's forward pass does."""
     if agent.dim != clip_dim:
         raise ExportError(f"{checkpoint} was trained on {agent.dim}-dimensional features, but the CLIP at {clip} "
                           f"projects to {clip_dim}: give the CLIP the run's features came from")
+    if layout != "reference":
+        return
+    if getattr(agent, "kind", "eq3") != "eq3":
+        raise ExportError(f"{checkpoint}: a {agent.kind} agent; the TSPO-0.4B layout holds eq. 3 only "
+                          "(export with --layout tspo-ray)")
     if (agent.heads, agent.window) != (REFERENCE_HEADS, REFERENCE_WINDOW):
         raise ExportError(f"{checkpoint}: an agent with {agent.heads} heads and window {agent.window}; the TSPO-0.4B "
                           f"layout is read as {REFERENCE_HEADS} heads and window {REFERENCE_WINDOW}, so the reference "
@@ -98,11 +117,20 @@ def clip_processor(clip_dir: Path, image_size: int):
     return CLIPProcessor(image_processor=image, tokenizer=AutoTokenizer.from_pretrained(clip_dir))
 
 
-def export(checkpoint: str | Path, clip: str | Path, out: str | Path, dtype: str = "bfloat16") -> dict[str, Any]:
-    """Write the TSPO-0.4B layout of a checkpoint with a CLIP into `out` (which must not exist or be empty); the
+def own_tensors(agent, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The agent's own state dict under selector.agent.*, in dtype (the tspo-ray layout)."""
+    return {f"{OWN_LAYOUT_PREFIX}{k}": v.detach().to(dtype).contiguous() for k, v in sorted(agent.state_dict().items())}
+
+
+def export(checkpoint: str | Path, clip: str | Path, out: str | Path, dtype: str = "bfloat16",
+           layout: str = "auto") -> dict[str, Any]:
+    """Write a checkpoint with a CLIP into `out` (which must not exist or be empty) in the TSPO-0.4B layout, or, for
+    an agent that layout cannot express (layout "auto") or on request ("tspo-ray"), in the tspo-ray layout; the
     folder appears whole or not at all. Returns what was written (the model card's facts)."""
     from transformers import CLIPModel
 
+    if layout not in LAYOUTS:
+        raise ExportError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
@@ -118,7 +146,9 @@ def export(checkpoint: str | Path, clip: str | Path, out: str | Path, dtype: str
         model = CLIPModel.from_pretrained(clip, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise ExportError(f"{clip}: cannot load as a transformers CLIPModel ({str(exc).splitlines()[0]})") from None
-    check_compatible(agent, int(model.config.projection_dim), path, clip)
+    if layout == "auto":
+        layout = "reference" if reference_expressible(agent) else "tspo-ray"
+    check_compatible(agent, int(model.config.projection_dim), path, clip, layout)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -126,16 +156,23 @@ def export(checkpoint: str | Path, clip: str | Path, out: str | Path, dtype: str
         model.to(torch_dtype).save_pretrained(staging, max_shard_size="1000GB")  # one file, as published
         from safetensors.torch import load_file
 
-        tensors = {**load_file(str(staging / WEIGHTS)), **selector_tensors(agent, torch_dtype)}
+        ours = selector_tensors(agent, torch_dtype) if layout == "reference" else own_tensors(agent, torch_dtype)
+        tensors = {**load_file(str(staging / WEIGHTS)), **ours}
         write_tensors_atomic(staging / WEIGHTS, tensors, metadata={"format": "pt"})
         processor = clip_processor(clip, int(model.config.vision_config.image_size))
         processor.save_pretrained(staging)  # processor_config.json and the tokenizer (transformers 5)
         processor.image_processor.save_pretrained(staging)  # preprocessor_config.json, which 4.x and the reference read
-        facts = card_facts(meta, path, clip, mode, dtype, agent)
-        selector_config = SelectorConfig(inference_mode=mode, anchors=agent.anchors, heads=agent.heads,
-                                         window=agent.window, dim=agent.dim, source_checkpoint=str(path),
-                                         step=facts["step"])
-        write_text_atomic(staging / SELECTOR_CONFIG, json.dumps(selector_config.to_dict(), indent=2) + "\n")
+        facts = {**card_facts(meta, path, clip, mode, dtype, agent), "layout": layout}
+        settings = {"inference_mode": mode, "anchors": agent.anchors, "heads": agent.heads, "window": agent.window,
+                    "dim": agent.dim, "source_checkpoint": str(path), "step": facts["step"]}
+        if layout != "reference":  # what the TSPO-0.4B layout has no field for
+            settings.update(layout="tspo-ray", kind=getattr(agent, "kind", "eq3"),
+                            position_scale=getattr(agent, "position_scale", 1.0), agent_config=agent.config())
+        selector_config = SelectorConfig(**settings).to_dict()
+        if layout == "reference":  # as before: only what the reference layout's readers need beside it
+            for key in ("layout", "kind", "position_scale", "agent_config"):
+                selector_config.pop(key)
+        write_text_atomic(staging / SELECTOR_CONFIG, json.dumps(selector_config, indent=2) + "\n")
         write_text_atomic(staging / "README.md", model_card(facts))
         os.chmod(staging, 0o755)
         if out.exists():
@@ -160,6 +197,19 @@ def card_facts(meta: dict, path: Path, clip: Path, mode: str, dtype: str, agent)
     }
 
 
+def readers(f: dict[str, Any]) -> list[str]:
+    """The model card's paragraph on who can read the folder."""
+    if f.get("layout", "reference") == "reference":
+        return ["**Readers:** the reference's TSPO code and its lmms-eval adaptations, and tspo-ray "
+                "(`KeyframeSelector.from_pretrained`, `jobs/evaluate.py`, Serve, the lmms-eval plug-in).", ""]
+    a = f["agent"]
+    return [f"**This is not the TSPO-0.4B layout's agent:** kind `{a.get('kind', 'eq3')}`, position scale "
+            f"{a.get('position_scale', 1.0)}, query-conditioned {bool(a.get('query_conditioned', False))}. The agent's "
+            f"tensors are `{OWN_LAYOUT_PREFIX}*` and its whole config is in `{SELECTOR_CONFIG}`. **Readers:** tspo-ray "
+            "only (`KeyframeSelector.from_pretrained`, `jobs/evaluate.py`, Serve, the lmms-eval plug-in); the "
+            "reference's TSPO code finds no `selector.temporal.*` tensors here and cannot load it.", ""]
+
+
 def model_card(f: dict[str, Any]) -> str:
     """README.md of the exported folder: how to load it, what it was trained on, how it did on validation."""
     cfg = f["config"]
@@ -170,7 +220,9 @@ def model_card(f: dict[str, Any]) -> str:
         "", "# TSPO keyframe selector", "",
         f"A CLIP (`{f['clip']}`, projection dim {f['agent']['dim']}) with a trained TSPO temporal agent "
         f"({f['parameters']:,} parameters, {f['agent']['heads']} heads, window {f['agent']['window']}) in the "
-        f"TSPO-0.4B layout: `selector.*` tensors beside the CLIP's in `{WEIGHTS}`, {f['dtype']}.", "",
+        f"{'TSPO-0.4B' if f.get('layout', 'reference') == 'reference' else 'tspo-ray'} layout: `selector.*` tensors "
+        f"beside the CLIP's in `{WEIGHTS}`, {f['dtype']}.", "",
+        *readers(f),
         "```python", "from tspo_ray import KeyframeSelector", "sel = KeyframeSelector.from_pretrained(\"THIS_FOLDER\")",
         "sel.select(\"video.mp4\", \"What colour is the car?\", k=64)  # the agent with the recorded inference mode",
         "```", "",
@@ -211,14 +263,16 @@ def main(argv=None) -> int:
     ap.add_argument("--clip", required=True, help="the transformers CLIP folder the run's features came from")
     ap.add_argument("--out", required=True, help="the folder to write (new or empty)")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="tensor dtype (default bfloat16)")
+    ap.add_argument("--layout", default="auto", choices=LAYOUTS,
+                    help="auto (default): the TSPO-0.4B layout where it can express the agent, else the tspo-ray one")
     args = ap.parse_args(argv)
     try:
-        facts = export(args.checkpoint, args.clip, args.out, args.dtype)
+        facts = export(args.checkpoint, args.clip, args.out, args.dtype, args.layout)
     except (ExportError, FileNotFoundError, UnsafeFileError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: step {facts['step']} of {facts['checkpoint']}, inference mode "
-          f"{facts['inference_mode']}, {facts['dtype']}")
+          f"{facts['inference_mode']}, {facts['dtype']}, {facts['layout']} layout")
     return 0
 
 

@@ -4,7 +4,7 @@ A payload (nested dicts, lists, tuples, tensors, numpy arrays, numbers, strings)
 as safetensors, and its structure, stored as JSON under the metadata key "tspo_ray" of the same file, so one atomic
 rename publishes both. Tuples, non-string dict keys and numpy arrays are tagged in the JSON, so optimizer and RNG
 states come back exactly as they were saved. Every file here (tensors, text, JSON lines) is written 0644 via a temp
-file and a rename.
+file, an fsync, a rename and an fsync of its folder (docs/durability.md).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -131,19 +132,73 @@ def _hashable(key: Any) -> Any:
 
 # --- files ------------------------------------------------------------------------------------------------------
 
+def fsync_file(path: str | Path) -> None:
+    """Flush a written file's data to the disk (a rename alone may reach the disk before the data it names)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a folder's entries durable: a rename or a new file in it survives a power loss only once this returns."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # a platform without directory descriptors: nothing more can be done
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems refuse fsync on a folder (EINVAL): their renames are durable already
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(folder: Path) -> None:
+    """mkdir -p, each folder created made durable in its parent."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        f.mkdir(exist_ok=True)
+        fsync_dir(f.parent)
+
+
+#: test hook: called with the step's name between the steps of a publication ("written", "synced", "renamed",
+#: "published"), so a test can stop a writer at each of them
+_step_hook: Callable[[str, Path], None] | None = None
+
+
+def _step(name: str, path: Path) -> None:
+    if _step_hook is not None:
+        _step_hook(name, path)
+
+
 def _publish_atomically(path: str | Path, write: Callable[[str], None]) -> None:
-    """Run write(temp path) beside path, then rename it into place: readers see the old file or the whole new one,
-    never a half-written one. A full disk leaves the old file as it was, removes the partial temp file and raises
-    DiskFullError naming the file."""
+    """Run write(temp path) beside path, then publish it durably: fsync the temp file, rename it into place, fsync
+    the folder. Readers see the old file or the whole new one, never a half-written one, and after a power loss the
+    name holds either the old file or the whole new one: a pointer written after this returns never names a file
+    whose data is not on the disk. A full disk leaves the old file as it was, removes the partial temp file and
+    raises DiskFullError naming the file."""
     path = Path(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs_durable(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         write(tmp)
+        _step("written", path)
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; these files are for every reader
+        fsync_file(tmp)
+        _step("synced", path)
         os.replace(tmp, path)
+        tmp = None
+        _step("renamed", path)
+        fsync_dir(path.parent)
+        _step("published", path)
     except BaseException as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
@@ -207,3 +262,93 @@ def read_payload(path: str | Path) -> Any:
         return join_payload(json.loads(metadata[STRUCTURE_KEY]), tensors)
     except (ValueError, KeyError, TypeError) as exc:
         raise UnsafeFileError(f"{path}: its structure does not match its tensors ({exc})") from None
+
+
+# --- resumable JSON-lines files, and who may write them ---------------------------------------------------------
+
+class SetAsideWarning(UserWarning):
+    """Lines of a resumable file that could not be read were moved to a side file (the message names both)."""
+
+
+def read_jsonl_setting_aside(path: str | Path, accept: Callable[[Any], bool] | None = None) -> list[Any]:
+    """The rows of a resumable JSON-lines file. A torn or unreadable line (not JSON, or a value `accept` refuses) is
+    never a reason to drop the lines after it: it is appended to `<path>.set-aside` (with its line number), named in a
+    SetAsideWarning, and taken out of the file (rewritten durably), so the next append starts on a line of its own.
+    The caller holds the file's writer lock."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, good, bad = [], [], []
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if accept is not None and not accept(row):
+                    raise ValueError("not a row of this file")
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                bad.append((number, line))
+                continue
+            rows.append(row)
+            good.append(line if line.endswith(b"\n") else line + b"\n")
+    if bad:
+        side = path.with_name(path.name + ".set-aside")
+        with open(side, "ab") as fh:
+            for number, line in bad:
+                fh.write(f"# {path.name} line {number}\n".encode() + line.rstrip(b"\n") + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(side.parent)
+        _publish_atomically(path, lambda tmp: _write_bytes(tmp, b"".join(good)))
+        warnings.warn(SetAsideWarning(f"{path}: {len(bad)} unreadable line(s) ({', '.join(str(n) for n, _ in bad[:5])}"
+                                      f"{'...' if len(bad) > 5 else ''}) set aside in {side}; the "
+                                      f"{len(rows)} readable rows are kept"), stacklevel=2)
+    return rows
+
+
+def _write_bytes(tmp: str, data: bytes) -> None:
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+class LockedError(RuntimeError):
+    """Another live process holds a writer lock; the message names the lock file and the holder's pid."""
+
+
+class WriterLock:
+    """An exclusive lock on `path` (flock), the holder's pid and host written in it.
+
+    wait=False refuses a second holder with LockedError (a second run on one output folder); wait=True queues behind
+    it (short read-modify-write sections of a shared store). The kernel drops the lock when its process dies, so a
+    lock file left by a dead process is simply taken over (its pid is only for the message)."""
+
+    def __init__(self, path: str | Path, what: str, wait: bool = False):
+        self.path, self.what, self.wait, self._fd = Path(path), what, wait, None
+
+    def __enter__(self) -> "WriterLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise LockedError(f"{self.what} is in use by {holder} (lock file {self.path}); wait for it to finish, "
+                              f"or use another folder") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        import socket
+
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None

@@ -59,10 +59,33 @@ def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, s
     """(candidate positions in temporal order, the scores of all candidates or None) for a selector name."""
     scorer, method = policy.parse_selector(selector)
     method = method or inference_mode
+    if method in policy.SET_METHODS:
+        return set_policy_selection(frame_features, text_feature, k, agent)
     scores = selector_scores(frame_features, text_feature, scorer, agent)
     params = {**anchor_base(method, scorer, frame_features, text_feature, agent), **params}
-    positions = policy.select(method, frame_features.shape[0], k, scores, **params)
+    positions = policy.select(method, frame_features.shape[0], k, on_cpu(scores), **on_cpu(params))
     return positions, scores
+
+
+def on_cpu(x):
+    """Scores (or a dict of tensors) on the CPU: the selection methods mix their own CPU index tensors with the
+    scores' (T floats, O(T) work), so scores an accelerator computed come over first."""
+    if isinstance(x, dict):
+        return {k: on_cpu(v) for k, v in x.items()}
+    return x.cpu() if isinstance(x, torch.Tensor) else x
+
+
+def set_policy_selection(frame_features: torch.Tensor, text_feature: torch.Tensor, k: int,
+                         agent) -> tuple[torch.Tensor, torch.Tensor]:
+    """The greedy decode of a set-aware agent's own policy (tspo_ray.method.sequential): (positions, S)."""
+    from tspo_ray.method.sequential import sequential_greedy
+
+    if agent is None or not hasattr(agent, "set_policy"):
+        raise ValueError("greedy is the selection of a set-aware agent kind (agent.kind=scan); this agent scores "
+                         "frames independently: use agent:top-k, agent:events, ...")
+    with torch.no_grad():
+        scores, kernel, penalty = agent.set_policy(frame_features, text_feature)
+    return sequential_greedy(scores, kernel, penalty, k), scores
 
 
 def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor,
@@ -128,7 +151,8 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     the records are those one-at-a-time selection gives. `selection_ms` is the batch's time up to this record."""
     t0 = time.perf_counter()
     parsed = [policy.parse_selector(job.method) for job in jobs]  # a bad name fails before any scoring
-    by_agent = [i for i, (scorer, _) in enumerate(parsed) if scorer == "agent"]
+    set_aware = {i for i, (_, method) in enumerate(parsed) if (method or inference_mode) in policy.SET_METHODS}
+    by_agent = [i for i, (scorer, _) in enumerate(parsed) if scorer == "agent" and i not in set_aware]
     if by_agent and agent is None:
         selector_scores(torch.zeros(1, 1), torch.zeros(1), "agent", None)  # raises the clear error
     scores: dict[int, torch.Tensor | None] = {}
@@ -139,10 +163,15 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     out = []
     for i, (job, (scorer, method)) in enumerate(zip(jobs, parsed)):
         feats = job.frame_features.float()
+        if i in set_aware:
+            positions, s = set_policy_selection(feats, job.text_feature.float(), job.k, agent)
+            out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
+                                        time.perf_counter() - t0))
+            continue
         s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
         method = method or inference_mode
         base = anchor_base(method, scorer, feats, job.text_feature.float(), agent)
-        positions = policy.select(method, feats.shape[0], job.k, s, **base)
+        positions = policy.select(method, feats.shape[0], job.k, on_cpu(s), **on_cpu(base))
         out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
                                     time.perf_counter() - t0))
     return out
@@ -192,6 +221,14 @@ class SelectorConfig(Settings):
     """Feature dim of the agent (the CLIP's projection)."""
     source_checkpoint: str | None = None
     """The checkpoint the export was made from."""
+    layout: str = "reference"
+    """'reference' (the TSPO-0.4B tensor names) or 'tspo-ray' (selector.agent.*: a kind or setting the reference layout cannot express)."""
+    kind: str = "eq3"
+    """The agent kind (tspo_ray.method.kinds)."""
+    position_scale: float = Field(1.0, gt=0)
+    """PE scale of the agent (1: the reference's eq. 3)."""
+    agent_config: dict[str, Any] | None = None
+    """The agent's whole config, for the tspo-ray layout: the agent is rebuilt from it by kind."""
     step: int = Field(0, ge=0)
     """Its training step."""
 
@@ -224,12 +261,36 @@ def layout_anchors(folder: Path) -> int:
     return read_selector_config(folder).anchors
 
 
+#: selector tensors of an agent the TSPO-0.4B layout cannot express: selector.agent.<the agent's own state-dict name>
+OWN_LAYOUT_PREFIX = "selector.agent."
+
+
+def layout_agent(folder: Path, state: dict[str, torch.Tensor], window: int, heads: int):
+    """(agent, inference mode) of an exported folder's selector tensors: the reference's names, or, where its
+    selector_config.json records an agent config (a kind or setting the TSPO-0.4B layout cannot express), that
+    agent rebuilt by kind and loaded from selector.agent.* (tspo_ray.export)."""
+    from tspo_ray.method.agent import TemporalAgent
+    from tspo_ray.method.kinds import agent_from_config
+
+    mode, window, heads = layout_settings(folder, window, heads)
+    recorded = read_selector_config(folder).agent_config
+    if recorded is None:
+        return TemporalAgent.from_reference_state_dict(state, window=window, heads=heads), mode
+    agent = agent_from_config(recorded)
+    own = {k[len(OWN_LAYOUT_PREFIX):]: v.float() for k, v in state.items() if k.startswith(OWN_LAYOUT_PREFIX)}
+    missing = sorted(set(agent.state_dict()) - set(own))
+    if missing:
+        raise ValueError(f"{folder}: its {SELECTOR_CONFIG} records a {recorded.get('kind', 'eq3')} agent but "
+                         f"{OWN_LAYOUT_PREFIX}{missing[0]} (and {len(missing) - 1} more) are not in its weights")
+    agent.load_state_dict(own)
+    return agent, mode
+
+
 def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
     """(agent in eval mode, its inference mode) from a TSPO-0.4B-layout folder, a TSPO-0.4B state dict file or a
     tspo-ray checkpoint (file or run folder; the mode is the one its config recorded, top-k when absent). A run
     folder gives its best checkpoint on validation when it has one, else its newest (recommended_checkpoint)."""
     from tspo_ray.checkpoint import is_own_checkpoint_file, load_agent, load_checkpoint, recommended_checkpoint
-    from tspo_ray.method.agent import TemporalAgent
 
     path = Path(path)
     if not path.exists():
@@ -238,10 +299,9 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
         state = reference_selector_state(path)
         if not state:
             raise ValueError(f"{path}: a CLIP folder without selector.* weights; the agent scorer is unavailable")
-        mode, window, heads = layout_settings(path, window, heads)
-        agent = TemporalAgent.from_reference_state_dict(state, window=window, heads=heads).eval()
+        agent, mode = layout_agent(path, state, window, heads)
         agent.anchors = layout_anchors(path)
-        return agent, mode
+        return agent.eval(), mode
     if path.is_dir():
         path = recommended_checkpoint(path) or path  # no pointer: load_checkpoint says so below
     meta: dict = {}
@@ -271,8 +331,6 @@ class KeyframeSelector:
                         heads: int = 8) -> "KeyframeSelector":
         """A TSPO-0.4B-layout folder (CLIPModel + selector.* keys + CLIPProcessor files), a CLIP folder alone, or a
         tspo-ray checkpoint (run folder or file; its encoder comes from `encoder` or the checkpoint's config)."""
-        from tspo_ray.method.agent import TemporalAgent
-
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such checkpoint or model folder")
@@ -283,10 +341,10 @@ class KeyframeSelector:
             state = reference_selector_state(path)
             if not state:
                 return cls(clip, None, source=f"CLIP {path} (no selector weights)")
-            mode, window, heads = layout_settings(path, window, heads)
-            agent = TemporalAgent.from_reference_state_dict(state, window=window, heads=heads)
+            agent, mode = layout_agent(path, state, window, heads)
             agent.anchors = layout_anchors(path)
-            return cls(clip, agent, inference_mode=mode, source=f"TSPO-0.4B layout {path}")
+            layout = "tspo-ray layout" if any(k.startswith(OWN_LAYOUT_PREFIX) for k in state) else "TSPO-0.4B layout"
+            return cls(clip, agent, inference_mode=mode, source=f"{layout} {path}")
         return cls._from_checkpoint(path, device, encoder, window, heads)
 
     @classmethod

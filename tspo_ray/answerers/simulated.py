@@ -10,6 +10,11 @@ are prefilled (visual tokens dominate), then a few answer tokens are decoded for
 back end's own compute counts toward that time; a call whose compute alone takes longer overruns, and `stats` says
 how often, so a benchmark can tell a simulated GPU from a saturated CPU.
 
+Answers are cached per actor process by what a request shows (video, frames, timestamps, question, options,
+duration; `answer_cache` entries, oldest dropped first): a set shown again (by another member of its group, or on a
+later step once the policy has sharpened) costs no compute and gets the answer those frames got, so rewards stay
+those of the frames chosen while the modelled time is still charged in full. Only the misses reach the inner back end.
+
 One actor process can hold several simulated GPUs (`gpus_per_actor`): it then answers that many calls at once in
 threads (the pool gives it as many slots), each sleeping its own latency, the inner answerer's compute serialised
 under a lock. That is how 64 of them fit in a 2-core machine: 64 GPUs in 4 processes cost 4 copies of the embedded
@@ -30,7 +35,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
 
 from pydantic import ConfigDict, Field, field_validator
@@ -39,6 +45,8 @@ from tspo_ray.answerers.base import ANSWERERS, Answer, AnswerRequest
 from tspo_ray.settings import ConfigError, Settings
 
 PREFILL_TOKENS_PER_S = 17_900.0
+#: Answer.extra keys of a simulated answer: its share of its call's inner compute, modelled time and overrun (s)
+CALL_TIMES = ("sim_compute_s", "sim_modelled_s", "sim_overrun_s")
 TOKENS_PER_FRAME = 196
 PROMPT_TOKENS = 150
 DECODE_TOKENS = 4
@@ -83,6 +91,8 @@ class SimulatedSettings(Settings):
     """Every modelled time is multiplied by this (e.g. 0.2 for a shorter benchmark on a proportionally faster GPU)."""
     gpus_per_actor: int = Field(1, ge=1)
     """Simulated GPUs per actor process: the actor answers this many calls at once."""
+    answer_cache: int = Field(100_000, ge=0)
+    """Answers kept per actor process, keyed by what a request shows (0: every request reaches the inner back end)."""
 
     @field_validator("inner_kind")
     @classmethod
@@ -100,13 +110,15 @@ class SimulatedAnswerer:
     """Answers with `inner`'s answers, each batched call returned after `latency.seconds(frames of its requests)`."""
 
     def __init__(self, inner, latency: LatencyModel, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, cache_size: int = 0):
         self.inner, self.latency, self._sleep, self._clock = inner, latency, sleep, clock
         self.name = f"simulated:{inner.name}"
         self._compute = threading.Lock()  # the inner answerer's caches are not thread-safe; the GPUs are separate
         self._stats_lock = threading.Lock()
         self._stats = {"calls": 0, "requests": 0, "modelled_s": 0.0, "slept_s": 0.0, "overrun_calls": 0,
-                       "overrun_s": 0.0, "in_flight": 0, "max_in_flight": 0}
+                       "overrun_s": 0.0, "in_flight": 0, "max_in_flight": 0, "cache_hits": 0, "compute_s": 0.0}
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple, Answer] = OrderedDict()  # guarded by _compute
 
     @property
     def stats(self) -> dict[str, float]:
@@ -119,7 +131,9 @@ class SimulatedAnswerer:
             self._stats["in_flight"] += 1
             self._stats["max_in_flight"] = max(self._stats["max_in_flight"], self._stats["in_flight"])
         with self._compute:
-            answers = self.inner.answer(requests)
+            computing = self._clock()
+            answers, hits = self._answer_cached(requests)
+            computed = self._clock() - computing
         modelled = self.latency.seconds([len(r.frame_indices) for r in requests])
         remaining = modelled - (self._clock() - start)
         if remaining > 0:
@@ -131,10 +145,44 @@ class SimulatedAnswerer:
             s["requests"] += len(requests)
             s["modelled_s"] += modelled
             s["slept_s"] += max(remaining, 0.0)
+            s["cache_hits"] += hits
+            s["compute_s"] += computed
             if remaining < 0:
                 s["overrun_calls"] += 1
                 s["overrun_s"] -= remaining
-        return answers
+        # each answer carries its share of the call's times, so a caller summing over a batch's answers gets the
+        # batch's compute, modelled and overrun seconds without asking the actors (CALL_TIMES)
+        share = {"sim_compute_s": computed, "sim_modelled_s": modelled, "sim_overrun_s": max(-remaining, 0.0)}
+        share = {k: v / len(requests) for k, v in share.items()}
+        return [replace(a, extra={**a.extra, **share}) if isinstance(a, Answer) else a for a in answers]
+
+
+    def _answer_cached(self, requests: Sequence[AnswerRequest]) -> tuple[list[Answer], int]:
+        """The inner answers, the cached ones taken from the cache (caller holds _compute); and the hits."""
+        if not self.cache_size:
+            return self.inner.answer(requests), 0
+        keys = [shown(r) for r in requests]
+        missing: dict[tuple, AnswerRequest] = {}
+        for k, r in zip(keys, requests):
+            if k not in self._cache:
+                missing.setdefault(k, r)  # the first request showing it is the one answered
+        if missing:
+            for k, a in zip(missing, self.inner.answer(list(missing.values()))):
+                self._cache[k] = a
+        out = []
+        for k, r in zip(keys, requests):
+            self._cache.move_to_end(k)
+            cached = self._cache[k]
+            out.append(replace(cached, key=r.key))
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out, len(requests) - len(missing)
+
+
+def shown(request: AnswerRequest) -> tuple:
+    """What a model sees of a request (everything but its key): requests equal in it get the same answer."""
+    return (request.video, request.frame_indices, request.timestamps_s, request.question, request.options,
+            request.duration_s, request.frame_videos)
 
 
 def build_simulated(settings: SimulatedSettings | dict[str, Any] | None,
@@ -142,7 +190,8 @@ def build_simulated(settings: SimulatedSettings | dict[str, Any] | None,
     if build_inner is None:
         from tspo_ray.answerers import build_answerer as build_inner
     parsed = SimulatedSettings.load(settings, "answerer.settings")
-    return SimulatedAnswerer(build_inner(parsed.inner_kind, dict(parsed.inner_settings)), parsed.latency())
+    return SimulatedAnswerer(build_inner(parsed.inner_kind, dict(parsed.inner_settings)), parsed.latency(),
+                             cache_size=parsed.answer_cache)
 
 
 ANSWERERS.register("simulated", build_simulated, settings=SimulatedSettings)

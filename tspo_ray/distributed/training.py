@@ -34,11 +34,11 @@ class RolloutCoordinator:
 
     def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, cfg: dict,
                  val_items: Sequence[FeatureItem] = ()):
-        from tspo_ray.method.agent import TemporalAgent
+        from tspo_ray.method.kinds import agent_from_config
 
         cfg = Config.load(cfg)
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
-        self.agent = TemporalAgent(**agent_config).eval()
+        self.agent = agent_from_config(agent_config).eval()
         self.pool = AnswererPool(**pool_kwargs)
         self.cfg = cfg
         self.loaded_version = -1
@@ -56,19 +56,21 @@ class RolloutCoordinator:
                 self.loaded_version = version
             batch, groups = sample_batch(self.agent, self.items, positions, self.cfg, tau, seed, version)
         t1 = time.perf_counter()
-        scored = self.pool.score([scoring.score_job(it, g.shown) for it, g in zip(batch, groups)])
+        answering: dict[str, float] = {}
+        scored = self.pool.score([scoring.score_job(it, g.shown) for it, g in zip(batch, groups)], answering)
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
         t2 = time.perf_counter()
         return {"items": batch, "groups": groups, "seconds": t2 - t0, "sample_s": t1 - t0, "answer_s": t2 - t1,
-                "pool_restarts": self.pool.restarts, "result_bytes": tensor_bytes((batch, groups))}
+                "pool_restarts": self.pool.restarts, "result_bytes": tensor_bytes((batch, groups)),
+                "answering": answering}
 
     def validate(self, weights: dict, k: int) -> dict:
         """The accuracy of the given weights (train.eval_selector) on the validation items, overall and per family,
         answered by the same pool."""
         from tspo_ray.evaluation.accuracy import validation_accuracy
-        from tspo_ray.method.agent import TemporalAgent
+        from tspo_ray.method.kinds import agent_from_config
 
-        agent = TemporalAgent(**self.agent_config).eval()  # its own copy: rollouts keep sampling meanwhile
+        agent = agent_from_config(self.agent_config).eval()  # its own copy: rollouts keep sampling meanwhile
         agent.load_state_dict(weights)
         return validation_accuracy(self.val_items, agent, k, self.pool, self.cfg.train.eval_selector)
 
@@ -283,6 +285,8 @@ def learner_loop(config: dict[str, Any]) -> None:
                 # object-store traffic of the step: the weights put for new versions, the rollout result coming back
                 store_weight_bytes=float(pipeline.broadcast_bytes), store_result_bytes=float(out["result_bytes"]),
             )
+            # a simulated answerer's inner compute, modelled GPU time and overrun summed over the batch's calls
+            metrics.update({f"time_answer_{k[len('sim_'):]}": v for k, v in out.get("answering", {}).items()})
             # the step's metrics before its checkpoint: a learner killed between the two redoes the step from the
             # previous checkpoint and logs it again, rather than resuming past a step MLflow never saw
             if tracker:

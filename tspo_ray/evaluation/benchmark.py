@@ -2,8 +2,10 @@
 write the benchmark's own annotation file back with `frame_idx` per question (data/frame_idx_export.py).
 
 Every finished question is appended to `partial.jsonl` in the output folder (one JSON line, flushed and synced),
-so a killed run resumes without redoing finished questions; a torn last line is dropped. `run.json` pins the
-settings of the folder: a restart with other settings is refused rather than mixed in.
+so a killed run resumes without redoing finished questions; a torn or unreadable line is set aside in
+`partial.jsonl.set-aside` with a warning, and the lines after it still count. `run.json` pins the settings of the
+folder: a restart with other settings is refused rather than mixed in. A run holds the folder's `.lock` while it
+runs: a second run on the same folder is refused, naming the first one's pid.
 
 Selection and answering come in as callables, so this module owns only the run: the job (tspo_ray/evaluation/benchmark_job.py)
 builds them from the feature store, the config's selectors and answerer. With answers, accuracy is broken down as
@@ -11,6 +13,7 @@ each benchmark's own table does it (tspo_ray/evaluation/breakdown.py) into summa
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from typing import Any, Callable, Sequence
 from tspo_ray.data.frame_idx_export import EXPORTABLE, ExportError, export_frame_idx, frame_idx_value
 from tspo_ray.data.records import QARecord, RecordError
 from tspo_ray.evaluation.breakdown import breakdown, format_breakdown_table
-from tspo_ray.safe_files import write_text_atomic
+from tspo_ray.safe_files import LockedError, WriterLock, fsync_dir, read_jsonl_setting_aside, write_text_atomic
 
 #: a selection: {"frame_indices": [...], "timestamps_s": [...], "scores": [...] or None, "video": the path to answer
 #: from}; raises ValueError for a question it cannot serve (no features, unreadable video), recorded with the reason
@@ -62,29 +65,21 @@ class PartialResults:
         self.path = Path(path)
 
     def load(self) -> dict[tuple[str, str], dict]:
-        """Finished rows by (selector, id). A last line cut short by a kill is dropped (and truncated away)."""
-        if not self.path.exists():
-            return {}
-        done: dict[tuple[str, str], dict] = {}
-        good_bytes = 0
-        with open(self.path, "rb") as fh:
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                    done[(row["selector"], row["id"])] = row
-                except (ValueError, KeyError, TypeError):
-                    break  # a torn write: everything after it is unfinished
-                good_bytes += len(line)
-        if good_bytes < self.path.stat().st_size:
-            os.truncate(self.path, good_bytes)
-        return done
+        """Finished rows by (selector, id). A line torn by a kill, or otherwise unreadable, is set aside (kept in
+        partial.jsonl.set-aside, named in a warning); the rows after it are kept."""
+        rows = read_jsonl_setting_aside(self.path, lambda row: isinstance(row, dict) and isinstance(
+            row.get("selector"), str) and isinstance(row.get("id"), str))
+        return {(row["selector"], row["id"]): row for row in rows}
 
     def append(self, rows: Sequence[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
             fh.flush()
             os.fsync(fh.fileno())
+        if created:  # the new file's name is durable too
+            fsync_dir(self.path.parent)
 
 
 @dataclass
@@ -146,11 +141,30 @@ def run_benchmark(run: BenchmarkRun, records: Sequence[QARecord], select: Select
     """Select (and answer) every question not finished yet, appending each chunk to partial.jsonl; then write the
     frame_idx export per selector and summary.json (with `notes`, e.g. this run's feature counts). Returns the
     summary."""
-    from tqdm import tqdm
-
     if not records:
         raise BenchmarkRunError(f"--benchmark {run.name}: no questions read from {run.annotations}")
     run.out_dir.mkdir(parents=True, exist_ok=True)
+    with _holding(run.out_dir):
+        return _run_locked(run, records, select, answer, chunk_size, progress, on_chunk, notes)
+
+
+@contextlib.contextmanager
+def _holding(out_dir: Path):
+    """The output folder's lock for the run's whole length; BenchmarkRunError naming the holder when taken."""
+    try:
+        lock = WriterLock(out_dir / ".lock", f"{out_dir} (a benchmark run's --out)").__enter__()
+    except LockedError as exc:
+        raise BenchmarkRunError(str(exc)) from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_locked(run: BenchmarkRun, records: Sequence[QARecord], select: SelectFn, answer: AnswerFn | None,
+                chunk_size: int, progress: bool, on_chunk: ChunkHook | None, notes: dict | None) -> dict:
+    from tqdm import tqdm
+
     run.pin_settings()
     done = run.partial.load()
     # question-major: the selectors of one question run together, so a video's features are read once

@@ -302,3 +302,28 @@ def dense_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, he
     logits = (qh @ kh.transpose(-1, -2)) / math.sqrt(hd)
     weights = torch.softmax(logits.masked_fill(~inside, MASKED_LOGIT), dim=-1)
     return (weights @ vh).transpose(-3, -2).reshape(q.shape)
+
+
+# --- agent kinds, registered by name (agent.kind) -------------------------------------------------------------------
+#
+# A kind is a class with the TemporalAgent interface (forward(frame_features, text_feature, lengths=None) -> S,
+# config() -> a JSON-able dict that rebuilds it, `dim`). `eq3`, the reference's layout, is the default; a checkpoint
+# whose agent config has no "kind" is one of it. Other kinds add "kind" to their config.
+
+#: name -> agent class
+AGENT_KINDS: dict[str, type[nn.Module]] = {}
+DEFAULT_KIND = "eq3"
+
+
+def register_agent(name: str):
+    """Class decorator: make an agent class buildable by name (agent.kind, the checkpoint's agent config)."""
+    def add(cls):
+        if name in AGENT_KINDS and AGENT_KINDS[name] is not cls:
+            raise ValueError(f"agent kind {name!r} is registered already ({AGENT_KINDS[name].__name__})")
+        AGENT_KINDS[name] = cls
+        cls.kind = name
+        return cls
+    return add
+
+
+register_agent(DEFAULT_KIND)(TemporalAgent)

@@ -33,6 +33,32 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> Advantages:
     return Advantages(adv.float(), zero)
 
 
+ADVANTAGE_NORMS = ("group", "family")
+
+
+def family_advantages(rewards: torch.Tensor, families: list[str], eps: float = 1e-6) -> Advantages:
+    """(r - mean_group) / (std_family + eps): centred in each group, scaled by the reward spread of all the batch's
+    sets of the group's family (unbiased std over the family's N_f * G rewards, centred per group).
+
+    Per-group scaling makes a group whose G rewards barely differ count as much as one that separates right from
+    wrong; a family whose questions are rarely answered (few right sets) is then drowned by the noise of its near-
+    ties. Scaling per family keeps each question's advantages in its family's units. Zero-variance groups stay 0.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2 or len(families) != rewards.shape[0]:
+        raise ValueError(f"rewards must be [num_groups, G] with G >= 2 and one family per group, got "
+                         f"{tuple(rewards.shape)} and {len(families)} families")
+    rewards = rewards.double()
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    zero = (rewards.max(dim=1).values - rewards.min(dim=1).values) == 0
+    adv = torch.zeros_like(centred)
+    for fam in dict.fromkeys(families):
+        rows = torch.tensor([i for i, f in enumerate(families) if f == fam])
+        spread = centred[rows].pow(2).sum() / max(centred[rows].numel() - len(rows), 1)
+        adv[rows] = centred[rows] / (spread.sqrt() + eps)
+    adv = torch.where(zero[:, None], torch.zeros_like(adv), adv)
+    return Advantages(adv.float(), zero)
+
+
 @dataclass(frozen=True)
 class LossOutput:
     loss: torch.Tensor

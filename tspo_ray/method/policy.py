@@ -100,8 +100,11 @@ SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "events", "anchor
 #: old names kept: "agent" is the agent with the inference method recorded in its checkpoint (method None here)
 SELECTOR_ALIASES = {"uniform": (None, "uniform"), "clip-top-k": ("clip", "top-k"), "bin-max": ("clip", "bin-max"),
                     "agent": ("agent", None)}
+#: methods of a set-aware agent's own policy (tspo_ray.method.sequential): they need more than scores
+SET_METHODS = ("greedy",)
 SELECTORS = tuple(SELECTOR_ALIASES) + tuple(
-    f"{scorer}:{method}" for scorer in SCORERS for method in SELECTION_METHODS if method != "uniform")
+    f"{scorer}:{method}" for scorer in SCORERS for method in SELECTION_METHODS if method != "uniform") + tuple(
+    f"agent:{method}" for method in SET_METHODS)
 #: the reference's AKS settings per benchmark (t2 = -100 disables the spread test)
 AKS_SETTINGS = {"longvideobench": {"t1": 0.2, "t2": -100.0, "all_depth": 3},
                 "videomme": {"t1": 0.8, "t2": -100.0, "all_depth": 5}}
@@ -118,6 +121,8 @@ def parse_selector(name: str) -> tuple[str | None, str | None]:
         return SELECTOR_ALIASES[name]
     scorer, sep, method = str(name).partition(":")
     if sep and scorer in SCORERS and method in SELECTION_METHODS and method != "uniform":
+        return scorer, method
+    if sep and scorer == "agent" and method in SET_METHODS:
         return scorer, method
     raise ValueError(f"unknown selector {name!r}; choose one of {', '.join(SELECTORS)}")
 
@@ -317,6 +322,9 @@ def select_aks(scores: torch.Tensor, k: int, t1: float = AKS_DEFAULTS["t1"], t2:
 def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None = None, **params) -> torch.Tensor:
     """Candidate positions chosen by a method registered in METHODS; params go to aks (t1, t2, all_depth), events
     (accept, run) and anchors (base_scores, anchors)."""
+    if method in SET_METHODS:
+        raise ValueError(f"method {method!r} is a set-aware agent's own policy: it needs the agent, not only scores "
+                         "(tspo_ray.selector.select_positions)")
     fn = METHODS.get(method).obj
     if method == "uniform":
         return select_uniform(num_candidates, k)

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from tspo_ray.video.info import CheckedPath
+
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -38,7 +40,9 @@ def resolve_video(video: str, roots: Sequence[str | Path], url_schemes: Sequence
     """The readable location of `video`, or RequestError (403 outside the roots / scheme not allowed, 404 missing).
 
     Relative paths are tried under each root in order; absolute paths must lie inside a root. The check is made on
-    the fully resolved path, so neither `../` nor a symlink pointing out of a root escapes it.
+    the fully resolved path, so neither `../` nor a symlink pointing out of a root escapes it; the path comes back as
+    a CheckedPath, which the decoders open only if it still is that file (no symlink swapped in since), and only
+    through the allowed container formats (no playlist reaching out of the root).
     """
     scheme = url_scheme(video)
     if scheme is not None:
@@ -68,7 +72,7 @@ def resolve_video(video: str, roots: Sequence[str | Path], url_schemes: Sequence
         if found:
             if not regular:
                 raise RequestError(400, "bad_video", f"{video}: not a regular file")
-            return str(real)
+            return CheckedPath(real)  # decoding opens this very file or refuses (tspo_ray.video.source)
     if escaped:
         raise RequestError(403, "forbidden", f"{video}: outside the allowed video roots")
     raise RequestError(404, "not_found", f"{video}: no such video under the video roots")

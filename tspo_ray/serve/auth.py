@@ -43,9 +43,18 @@ def checked_token(token: str, source: str) -> str:
     return token
 
 
+def check_private(path: Path) -> None:
+    """ValueError unless the file is private to its owner: a token its group or others can read is no secret."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(f"auth token file {path}: readable by {'others' if mode & 0o007 else 'its group'} (mode "
+                         f"{mode:04o}); make it private to its owner: chmod 600 {path}")
+
+
 def read_token_file(path: str | Path) -> str:
     path = Path(path).expanduser()
     try:
+        check_private(path)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ValueError(f"auth token file {path}: no such file; make one with: {NEW_TOKEN_HINT}") from None

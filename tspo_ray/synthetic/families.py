@@ -350,12 +350,56 @@ def load_family(path: str | Path) -> Family:
     return family_from_text(text, str(path))
 
 
+#: bounds on a family file: real ones are a few kB and nest fewer than 10 levels
+MAX_FAMILY_BYTES = 256 * 1024
+MAX_FAMILY_DEPTH = 32
+
+
+class _FamilyYamlLoader(yaml.SafeLoader):
+    """SafeLoader without aliases (`*name`: a few bytes of them expand into exponential work, or into a structure that
+    holds itself) and with a nesting bound, checked as each node is composed, before anything is built."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"YAML aliases (*name) are not accepted in family files (line {mark.line + 1})")
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_FAMILY_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"nested deeper than {MAX_FAMILY_DEPTH} levels (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _json_depth(text: str) -> int:
+    """The deepest bracket nesting of a JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]', text):
+        t = token.group()
+        if t in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif t in "]}":
+            depth -= 1
+    return deepest
+
+
 def family_from_text(text: str, source: str) -> Family:
+    kind = "JSON" if source.endswith(".json") else "YAML"
+    if len(text.encode("utf-8", "replace")) > MAX_FAMILY_BYTES:
+        raise FamilyError(f"{source}: the family file is larger than {MAX_FAMILY_BYTES // 1024} KiB")
     try:
-        raw = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise FamilyError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'YAML'} "
-                          f"({str(exc).splitlines()[0]})") from None
+        if kind == "JSON":
+            if _json_depth(text) > MAX_FAMILY_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_FAMILY_DEPTH} levels")
+            raw = json.loads(text)
+        else:
+            raw = yaml.load(text, Loader=_FamilyYamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FamilyError(f"{source}: not valid {kind} ({reason})") from None
     return parse_family(raw, source, text)
 
 

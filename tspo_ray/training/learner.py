@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from tspo_ray.data.items import FeatureItem
-from tspo_ray.method import grpo, policy
+from tspo_ray.method import grpo, policy, sequential
 from tspo_ray.training.rollout import Group
 
 
@@ -20,6 +20,17 @@ def batch_to_device(items: Sequence[FeatureItem], groups: Sequence[Group],
     groups = [dataclasses.replace(g, draws=move(g.draws), logp_old=move(g.logp_old), rewards=move(g.rewards),
                                   r_answer=move(g.r_answer), r_temporal=move(g.r_temporal)) for g in groups]
     return items, groups
+
+
+def group_logprob(agent: torch.nn.Module, item: FeatureItem, group: Group,
+                  likelihood: policy.LikelihoodKind) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S / tau, the likelihood terms of the group's draws) under the agent, by the policy the group was drawn with:
+    a set-aware agent's sequential policy (tspo_ray.method.sequential) unless the sets were built around anchors."""
+    if hasattr(agent, "set_policy") and group.sets is None:
+        scores, kernel, penalty = agent.set_policy(item.frame_features, item.text_feature)
+        return scores / group.tau, sequential.sequential_logprob(scores, kernel, penalty, group.tau, group.draws)
+    logits = agent(item.frame_features, item.text_feature) / group.tau
+    return logits, policy.set_logprob(logits, group.draws, likelihood)
 
 
 def learner_step(
@@ -36,6 +47,7 @@ def learner_step(
     kl_coef: float = 0.0,
     ref_agent: torch.nn.Module | None = None,
     max_grad_norm: float = 0.0,
+    advantage_norm: str = "group",
 ) -> dict[str, float]:
     """One update on a batch of answered groups (items[i] belongs to groups[i]); returns the step's metrics.
 
@@ -44,7 +56,10 @@ def learner_step(
     if len(items) != len(groups) or not groups:
         raise ValueError("learner_step needs one item per group and at least one group")
     rewards = torch.stack([g.rewards for g in groups])  # [N, G]
-    adv = grpo.group_advantages(rewards)
+    if advantage_norm == "family":  # grpo.family_advantages: each group scaled by its family's reward spread
+        adv = grpo.family_advantages(rewards, [str(getattr(it.record, "family", None) or "") for it in items])
+    else:
+        adv = grpo.group_advantages(rewards)
     keep = [i for i in range(len(groups)) if not (filter_zero_variance and adv.zero_variance[i])]
     metrics = {
         "reward": float(rewards.mean()),
@@ -69,15 +84,14 @@ def learner_step(
         logp_new, logp_old, logp_ref, advantages, entropies = [], [], [], [], []
         for i in keep:
             item, group = items[i], groups[i]
-            logits = agent(item.frame_features, item.text_feature) / group.tau
-            logp_new.append(policy.set_logprob(logits, group.draws, likelihood))
+            logits, logp = group_logprob(agent, item, group, likelihood)
+            logp_new.append(logp)
             logp_old.append(group.logp_old)
             advantages.append(adv.values[i])
             entropies.append(policy.frame_entropy(logits.detach()))
             if ref_agent is not None and kl_coef:
                 with torch.no_grad():
-                    ref_logits = ref_agent(item.frame_features, item.text_feature) / group.tau
-                logp_ref.append(policy.set_logprob(ref_logits, group.draws, likelihood))
+                    logp_ref.append(group_logprob(ref_agent, item, group, likelihood)[1])
         out = grpo.clipped_surrogate(
             torch.cat(logp_new), torch.cat(logp_old), torch.cat(advantages), clip_eps,
             logp_ref=torch.cat(logp_ref) if logp_ref else None, kl_coef=kl_coef,

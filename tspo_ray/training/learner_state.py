@@ -25,7 +25,8 @@ from tspo_ray.config import Config
 from tspo_ray.data.cursor import DataCursor
 from tspo_ray.data.items import FeatureItem
 from tspo_ray.method import policy
-from tspo_ray.method.agent import TemporalAgent
+from tspo_ray.method.agent import DEFAULT_KIND, TemporalAgent
+from tspo_ray.method.kinds import agent_from_config
 from tspo_ray.training.learner import learner_step
 from tspo_ray.training.rollout import Group
 
@@ -42,9 +43,12 @@ def build_agent(cfg: Config, dim: int) -> TemporalAgent:
         if agent.dim != dim:
             raise ValueError(f"agent.init_checkpoint has feature dim {agent.dim}, the encoder gives {dim}")
     else:
-        agent = TemporalAgent(dim, window=cfg.agent.window, heads=cfg.agent.heads, hidden=cfg.agent.hidden,
-                              query_conditioned=cfg.agent.query_conditioned,
-                              position_scale=cfg.agent.position_scale)
+        settings = {"dim": dim, "window": cfg.agent.window, "heads": cfg.agent.heads, "hidden": cfg.agent.hidden,
+                    "query_conditioned": cfg.agent.query_conditioned, "position_scale": cfg.agent.position_scale}
+        if cfg.agent.kind != DEFAULT_KIND:
+            settings["kind"] = cfg.agent.kind
+        settings.update(cfg.agent.options or {})
+        agent = agent_from_config(settings)
     agent.anchors = cfg.policy.anchors  # validation's anchors method places as many frames as training draws
     return agent
 
@@ -129,6 +133,7 @@ class LearnerState:
             self.agent, self.optimizer, items, groups, likelihood=self.cfg.policy.likelihood, clip_eps=g.clip_eps,
             epochs=g.epochs, current_version=self.step, filter_zero_variance=g.filter_zero_variance,
             kl_coef=g.kl_coef, ref_agent=self.ref_agent, max_grad_norm=g.max_grad_norm,
+            advantage_norm=g.advantage_norm,
         )
         self.history.append([it.key for it in items])
         self.step += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tspo_ray.method.policy import SELECTION_METHODS
+from tspo_ray.method.policy import SELECTION_METHODS, SET_METHODS
 
 #: the methods the agent's scores can be selected with (uniform ignores scores)
 AGENT_MODES = tuple(m for m in SELECTION_METHODS if m != "uniform")
@@ -46,9 +46,10 @@ def choose_inference_mode(cfg, checkpoint: str | Path, out_dir: Path, agent, ans
     """Evaluate agent:<mode> for every mode on the validation split, record the best in the checkpoint."""
     from tspo_ray.evaluation.split_job import run_evaluation
 
-    payload = run_evaluation(cfg, "val", [f"agent:{m}" for m in AGENT_MODES], out_dir, agent=agent,
+    modes = AGENT_MODES + (SET_METHODS if hasattr(agent, "set_policy") else ())
+    payload = run_evaluation(cfg, "val", [f"agent:{m}" for m in modes], out_dir, agent=agent,
                              answerer=answerer, checkpoint=str(checkpoint), progress=progress)
     accuracy = {sel.split(":", 1)[1]: r["accuracy"] for sel, r in payload["results"].items()}
-    mode = best_mode(accuracy)
+    mode = best_mode(accuracy, modes)
     record_inference_mode(checkpoint, mode, accuracy)
     return mode, accuracy

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 
 from tspo_ray.data.items import FeatureItem
-from tspo_ray.method import policy
+from tspo_ray.method import policy, sequential
 from tspo_ray.method.rewards import RewardResult
 from tspo_ray.selector import clip_scores
 
@@ -50,11 +50,17 @@ def sample_group(agent: torch.nn.Module, item: FeatureItem, group_size: int, num
                  anchors: int | None = None) -> Group:
     """Draw G sets for one question and store their log-likelihood under the sampling policy.
 
+    A set-aware agent (one with set_policy, agent.kind=scan) draws each set from its own sequential policy
+    (tspo_ray.method.sequential) with that policy's exact likelihood, whatever `likelihood` says.
     anchors None: each set is a Gumbel-top-k draw of num_frames frames (the paper's sampling). anchors m: the agent
     draws m frames (Gumbel-top-m, exact Plackett-Luce likelihood of that draw) and each set is policy.anchored_set
     around them, the same set the anchors inference method builds around the agent's best m frames; the rest of a
     set depends on the features alone, so the draw's likelihood is the set's.
     """
+    if anchors is None and hasattr(agent, "set_policy"):  # a set-aware kind: its own sequential policy
+        scores, kernel, penalty = agent.set_policy(item.frame_features, item.text_feature)
+        draws = sequential.sequential_sample(scores, kernel, penalty, tau, num_frames, group_size, generator)
+        return Group(item.key, draws, sequential.sequential_logprob(scores, kernel, penalty, tau, draws), tau, version)
     logits = agent(item.frame_features, item.text_feature) / tau
     if anchors is None:
         draws = policy.gumbel_topk(logits, num_frames, group_size, generator)

@@ -62,9 +62,9 @@ class LocalTrainer:
         if version == self.state.step:
             return self.state.agent
         if self._sampler is None:
-            from tspo_ray.method.agent import TemporalAgent
+            from tspo_ray.method.kinds import agent_from_config
 
-            self._sampler = TemporalAgent(**self.state.agent.config()).eval()
+            self._sampler = agent_from_config(self.state.agent.config()).eval()
         self._sampler.load_state_dict(self.state.weights_of(version))
         return self._sampler
 

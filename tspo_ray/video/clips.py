@@ -22,20 +22,26 @@ TIME_BASE = Fraction(1, 1000)
 
 def write_selection_clip(video: str | Path, frame_indices: Sequence[int], timestamps_s: Sequence[float],
                          out: str | Path, codec: str = "mpeg4", quality: int = 2) -> Path:
-    """Decode `frame_indices` of `video` at their native size and write them to `out` at `timestamps_s`."""
+    """Decode `frame_indices` of `video` at their native size and write them to `out` at `timestamps_s`, encoding
+    each chunk of frames as it is decoded (tspo_ray.video.decode.CHUNK_BYTES), so a clip of 4K frames never holds
+    them all in memory."""
     if len(frame_indices) != len(timestamps_s) or not len(frame_indices):
         raise ValueError(f"{video}: {len(frame_indices)} frames and {len(timestamps_s)} timestamps for a clip")
     order = np.argsort(np.asarray(timestamps_s, dtype=np.float64), kind="stable")
-    frames = video_io.read_frames(video, [int(frame_indices[i]) for i in order])
+    indices = [int(frame_indices[i]) for i in order]
     times = [float(timestamps_s[i]) for i in order]
-    return write_frames_clip(frames, times, out, codec, quality)
+    if any(b < a for a, b in zip(indices, indices[1:])):  # times and frames disagree on the order: decode at once
+        return write_frames_clip(video_io.read_frames(video, indices), times, out, codec, quality)
+    return write_frames_clip(video_io.iter_frames(video, indices), times, out, codec, quality)
 
 
-def write_frames_clip(frames: np.ndarray, timestamps_s: Sequence[float], out: str | Path, codec: str = "mpeg4",
+def write_frames_clip(frames, timestamps_s: Sequence[float], out: str | Path, codec: str = "mpeg4",
                       quality: int = 2) -> Path:
-    """frames uint8 [k, H, W, 3] at strictly increasing timestamps_s (rounded to the millisecond) -> an mp4."""
+    """frames (uint8 [k, H, W, 3], or an iterable of such chunks, k frames in all) at strictly increasing
+    timestamps_s (rounded to the millisecond) -> an mp4."""
     import av
 
+    chunks = [frames] if isinstance(frames, np.ndarray) else frames
     pts = [round(t / float(TIME_BASE)) for t in timestamps_s]
     if any(b <= a for a, b in zip(pts, pts[1:])):
         raise ValueError(f"clip timestamps must increase by at least 1 ms, got {list(timestamps_s)}")
@@ -43,18 +49,23 @@ def write_frames_clip(frames: np.ndarray, timestamps_s: Sequence[float], out: st
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".mp4")
     os.close(fd)
-    height, width = (frames.shape[1] // 2) * 2, (frames.shape[2] // 2) * 2  # yuv420p needs even sides
     try:
         with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=1000)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.time_base = TIME_BASE
-            stream.options = {"qscale": str(quality)}
-            for frame, t in zip(frames, pts):
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
-                vf.pts, vf.time_base = t, TIME_BASE
-                for packet in stream.encode(vf):
-                    container.mux(packet)
+            stream, times = None, iter(pts)
+            for chunk in chunks:
+                for frame in chunk:
+                    if stream is None:
+                        height, width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2  # yuv420p: even sides
+                        stream = container.add_stream(codec, rate=1000)
+                        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                        stream.time_base = TIME_BASE
+                        stream.options = {"qscale": str(quality)}
+                    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
+                    vf.pts, vf.time_base = next(times), TIME_BASE
+                    for packet in stream.encode(vf):
+                        container.mux(packet)
+            if stream is None:
+                raise ValueError(f"{out}: no frames for a clip")
             for packet in stream.encode():
                 container.mux(packet)
         os.chmod(tmp, 0o644)

@@ -48,19 +48,34 @@ def check_video_file(path: str) -> None:
         raise VideoError(f"{path}: not readable (permission denied)")
 
 
-def _open(path: str):
+def _open(path):
+    """A PyAV container of `path` opened through tspo_ray.video.source (one plain file, allowed demuxers only)."""
+    from tspo_ray.video.source import video_location
+
+    name = str(path)
+    check_video_file(name)
+    with video_location(path) as location:
+        return open_video_container(name, location)
+
+
+def open_video_container(name: str, location: str):
+    """The container at `location` (from tspo_ray.video.source.video_location), refused without a video stream."""
     import av
 
-    check_video_file(path)
+    from tspo_ray.video.source import ffmpeg_options, refusal
+
     with ffmpeg_messages() as messages:
         try:
-            container = av.open(path)
+            container = av.open(location, options=ffmpeg_options(location))
         except Exception as exc:  # av.error.InvalidDataError and friends
-            raise VideoError(f"{path}: cannot decode (not a readable video container: "
+            refused = refusal(name, [str(m[2]) for m in messages if len(m) >= 3])
+            if refused:
+                raise VideoError(refused) from None
+            raise VideoError(f"{name}: cannot decode (not a readable video container: "
                              f"{_reason(exc, messages)})") from None
     if not container.streams.video:
         container.close()
-        raise VideoError(f"{path}: the file has no video stream")
+        raise VideoError(f"{name}: the file has no video stream")
     return container
 
 
@@ -125,8 +140,7 @@ def _rate(stream) -> float:
 
 def probe(path: str | Path) -> VideoInfo:
     """Frame count and frame rate; the count comes from the container's index, or from demuxing when it has none."""
-    path = str(path)
-    container = _open(path)
+    container, path = _open(path), str(path)
     try:
         stream = container.streams.video[0]
         count = int(stream.frames or 0)
@@ -168,11 +182,11 @@ def decode_sequential(path: str | Path, frame_indices, size: int | None = None, 
 
     size: resize to size x size while converting. threads: codec threads (0: FFmpeg picks).
     """
-    path = str(path)
+    source, path = path, str(path)
     wanted = _requested(path, frame_indices)
     order = np.argsort(wanted, kind="stable")
     frames, times = None, np.zeros(len(wanted))
-    with _video_stream(path, threads) as (container, stream):
+    with _video_stream(source, threads) as (container, stream):
         fps = _rate(stream)
         for slot, rgb, time in _kept_frames(path, container, stream, wanted[order], size):
             if frames is None:
@@ -181,23 +195,33 @@ def decode_sequential(path: str | Path, frame_indices, size: int | None = None, 
     return DecodedFrames(frames, times, wanted / fps)
 
 
+#: pixels a chunk of iter_sequential may hold: 256 frames of 224 px are 38 MB, but 256 frames of a 4K video would be
+#: 6.4 GB, so a chunk ends at this many bytes too (a chunk holds at least one frame)
+CHUNK_BYTES = 256 * 2**20
+#: the largest frame decoded (8192 x 8192): beyond it a header is more likely forged than a real video
+MAX_FRAME_PIXELS = 8192 * 8192
+
+
 def iter_sequential(path: str | Path, frame_indices, size: int | None = None, threads: int = 0,
-                    chunk: int = 256) -> Iterator[DecodedFrames]:
+                    chunk: int = 256, max_chunk_bytes: int | None = None) -> Iterator[DecodedFrames]:
     """decode_sequential for sorted indices, handed back `chunk` frames at a time from the same single pass: memory
-    holds one chunk, not every candidate of an hour-long video (16k frames of 720p would be 44 GB)."""
-    path = str(path)
+    holds one chunk, not every candidate of an hour-long video (16k frames of 720p would be 44 GB). A chunk also ends
+    at max_chunk_bytes of pixels (default CHUNK_BYTES), so a chunk of full-size 4K frames is not 6 GB."""
+    source, path = path, str(path)
+    budget = CHUNK_BYTES if max_chunk_bytes is None else int(max_chunk_bytes)
     wanted = _requested(path, frame_indices)
     if np.any(np.diff(wanted) < 0):
         raise ValueError("iter_sequential needs frame indices in increasing order")
-    with _video_stream(path, threads) as (container, stream):
+    with _video_stream(source, threads) as (container, stream):
         fps = _rate(stream)
-        frames, times, first = [], [], 0
+        frames, times, first, held = [], [], 0, 0
         for slot, rgb, time in _kept_frames(path, container, stream, wanted, size):
             frames.append(rgb)
             times.append(time)
-            if len(frames) == chunk or slot == len(wanted) - 1:
+            held += rgb.nbytes
+            if len(frames) == chunk or held + rgb.nbytes > budget or slot == len(wanted) - 1:
                 yield DecodedFrames(np.stack(frames), np.asarray(times), wanted[first : slot + 1] / fps)
-                frames, times, first = [], [], slot + 1
+                frames, times, first, held = [], [], slot + 1, 0
 
 
 def _requested(path: str, frame_indices) -> np.ndarray:
@@ -210,10 +234,11 @@ def _requested(path: str, frame_indices) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _video_stream(path: str, threads: int):
+def _video_stream(path, threads: int):
     container, stream = _open(path), None
     try:
         stream = container.streams.video[0]
+        _check_frame_size(str(path), stream)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         yield container, stream
@@ -224,6 +249,12 @@ def _video_stream(path: str, threads: int):
         except Exception:  # a decoder that failed, or has nothing left
             pass
         container.close()
+
+
+def _check_frame_size(path: str, stream) -> None:
+    width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+    if width * height > MAX_FRAME_PIXELS:
+        raise VideoError(f"{path}: frames of {width}x{height} are larger than the {MAX_FRAME_PIXELS} pixels decoded")
 
 
 def _kept_frames(path: str, container, stream, wanted_sorted: np.ndarray, size: int | None):
@@ -260,11 +291,11 @@ def decode_keyframes_nearest(path: str | Path, frame_indices, size: int | None =
     """The fast mode: for each requested index, the keyframe nearest to it in time (repeats when keyframes are
     sparser than the request). Only keyframes are decoded and only chosen ones converted, straight into the output;
     DecodedFrames.max_time_error_s says how far off in time the answer is."""
-    path = str(path)
+    source, path = path, str(path)
     wanted = np.asarray([int(i) for i in frame_indices], dtype=np.int64)
     if wanted.size == 0:
         raise VideoError(f"{path}: no frame indices requested")
-    container, stream = _open(path), None
+    container, stream = _open(source), None
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"

@@ -2,7 +2,10 @@
 
 A video's entry is keyed by (video identity, fps, T_c, frame size, encoder), where the identity is the resolved path
 plus size and modification time, so an edited file is re-encoded and two runs with the same settings share entries.
-Entries are single files written atomically; failures go to an errors table (errors.jsonl) with the reason.
+Entries are single files written atomically and durably; failures go to an errors table (errors.jsonl) with the
+reason. The two shared files that are read, merged and rewritten (question features, errors.jsonl) are updated under
+a lock file beside them, so concurrent writers (two jobs on one store) lose nothing; an unreadable line of
+errors.jsonl is set aside in errors.jsonl.set-aside with a warning.
 """
 from __future__ import annotations
 
@@ -15,7 +18,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from tspo_ray.safe_files import UnsafeFileError, read_tensors, write_jsonl_atomic, write_tensors_atomic
+from tspo_ray.safe_files import (
+    UnsafeFileError,
+    WriterLock,
+    read_jsonl_setting_aside,
+    read_tensors,
+    write_jsonl_atomic,
+    write_tensors_atomic,
+)
 from tspo_ray.video import frames as video_io
 
 
@@ -125,18 +135,26 @@ class FeatureStore:
             raise UnsafeFileError(f"{path}: not a question-feature file; delete it to re-encode") from None
         return dict(zip(questions, feats))
 
+    def _lock(self, path: Path) -> WriterLock:
+        """The lock of one shared file's read-merge-write (waited for: other writers hold it only briefly)."""
+        return WriterLock(path.with_name(path.name + ".lock"), str(path), wait=True)
+
     def text_features(self, encoder, questions: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Features of question stems, encoding only the ones not stored yet (single writer: the caller)."""
+        """Features of question stems, encoding only the ones not stored yet. Encoding runs unlocked; the new
+        features are merged into the file as it is then, under its lock, so a concurrent writer's are kept."""
         path = self._text_path(encoder.name)
         cache = self._read_text(path)
         missing = sorted({q for q in questions if q not in cache})
         if missing:
+            new = {}
             for start in range(0, len(missing), 256):
                 chunk = missing[start : start + 256]
                 for q, f in zip(chunk, encoder.encode_text(chunk).float()):
-                    cache[q] = f.clone()
-            write_tensors_atomic(path, {"features": torch.stack(list(cache.values()))},
-                                 {"questions": json.dumps(list(cache))})
+                    new[q] = f.clone()
+            with self._lock(path):
+                cache = {**self._read_text(path), **new}
+                write_tensors_atomic(path, {"features": torch.stack(list(cache.values()))},
+                                     {"questions": json.dumps(list(cache))})
         return cache
 
     # --- errors -------------------------------------------------------------------------------------------------
@@ -147,13 +165,28 @@ class FeatureStore:
     def errors(self) -> list[dict]:
         if not self.errors_path.exists():
             return []
-        return [json.loads(line) for line in self.errors_path.read_text().splitlines() if line.strip()]
+        try:
+            with self._lock(self.errors_path):
+                return self._read_errors()
+        except PermissionError:  # a store this process may only read: its readable rows, nothing set aside
+            rows = []
+            for line in self.errors_path.read_text(errors="replace").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+            return [e for e in rows if isinstance(e, dict) and "video" in e]
+
+    def _read_errors(self) -> list[dict]:
+        return read_jsonl_setting_aside(self.errors_path, lambda e: isinstance(e, dict) and "video" in e)
 
     def record_errors(self, new_errors: Sequence[dict]) -> None:
-        """Merge errors into the table (one row per video; a later success elsewhere does not erase history)."""
-        rows = {e["video"]: e for e in self.errors()}
-        rows.update({e["video"]: e for e in new_errors})
-        write_jsonl_atomic(self.errors_path, rows.values())
+        """Merge errors into the table (one row per video; a later success elsewhere does not erase history), under
+        the table's lock: rows another writer adds meanwhile are kept."""
+        with self._lock(self.errors_path):
+            rows = {e["video"]: e for e in self._read_errors()}
+            rows.update({e["video"]: e for e in new_errors})
+            write_jsonl_atomic(self.errors_path, rows.values())
 
     def failed_keys(self) -> dict[str, str]:
         """Feature keys of videos that failed to decode, with the reason (rows written with their key)."""

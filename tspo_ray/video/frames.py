@@ -31,34 +31,27 @@ class Candidates:
 def _open(path: str | Path, size: int | None = None):
     import decord  # local import: decord's import is slow and not every caller decodes
 
-    from tspo_ray.video.decode import check_video_file
+    from tspo_ray.video import decode as video_decode
+    from tspo_ray.video.source import video_location
 
-    path = str(path)
-    check_video_file(path)
+    source, path = path, str(path)
+    video_decode.check_video_file(path)
     kwargs = {"num_threads": 1}
     if size:
         kwargs.update(width=size, height=size)
-    try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), **kwargs)
-    except Exception as exc:  # decord raises DECORDError / RuntimeError with C++ text
-        raise VideoError(f"{path}: cannot decode ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    with video_location(source) as location:  # decord reads the file PyAV has accepted, by its descriptor
+        with video_decode.open_video_container(path, location) as container:
+            declared = max((int(s.frames or 0) for s in container.streams.video), default=0)
+        try:
+            reader = decord.VideoReader(location, ctx=decord.cpu(0), **kwargs)
+        except Exception as exc:  # decord raises DECORDError / RuntimeError with C++ text
+            raise VideoError(f"{path}: cannot decode ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]})") from None
     if len(reader) == 0:
         raise VideoError(f"{path}: the video has no frames")
-    declared = _declared_frame_count(path)
     if declared > len(reader):
         raise VideoError(f"{path}: truncated: the container lists {declared} frames but only {len(reader)} are present")
     return reader
-
-
-def _declared_frame_count(path: str) -> int:
-    """The frame count the container's index states (0 when it states none); reads the header only."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            return max((int(s.frames or 0) for s in container.streams.video), default=0)
-    except Exception:  # an unreadable header is reported by the decoder itself
-        return 0
 
 
 def _backend(backend: str | None) -> str:
@@ -82,6 +75,8 @@ def probe(path: str | Path, backend: str | None = None) -> VideoInfo:
 #: the reference's training cap T_c and the grid length below which it also re-samples to T_c frames
 TRAIN_MAX_CANDIDATES = 128
 TRAIN_MIN_CANDIDATES = 50
+#: the longest uncapped grid accepted (8 MB of indices; 1,000 hours at 1 fps)
+MAX_GRID = 3_600_000
 
 
 def grid_step(native_fps: float, fps: float = 1.0) -> int:
@@ -113,9 +108,15 @@ def candidate_indices(num_frames: int, native_fps: float, fps: float = 1.0, max_
         raise ValueError("num_frames must be positive")
     if max_candidates is not None and max_candidates <= 0:
         raise ValueError(f"max_candidates must be positive or None, got {max_candidates}")
-    idx = np.arange(0, num_frames, grid_step(native_fps, fps), dtype=np.int64)
-    if max_candidates is not None and (len(idx) > max_candidates or len(idx) < (min_candidates or 0)):
+    step = grid_step(native_fps, fps)
+    length = -(-int(num_frames) // step)  # the grid's length, counted without building it
+    if max_candidates is not None and (length > max_candidates or length < (min_candidates or 0)):
         idx = np.linspace(0, num_frames - 1, max_candidates).astype(np.int64)
+    elif length > MAX_GRID:  # a frame count read from a file's header may be forged: never allocated unbounded
+        raise VideoError(f"a grid of {length} candidates ({num_frames} frames at {native_fps:g} fps) is longer than "
+                         f"{MAX_GRID} ({MAX_GRID / 3600:.0f} hours at 1 fps); set max_candidates")
+    else:
+        idx = np.arange(0, num_frames, step, dtype=np.int64)
     return idx, idx / native_fps
 
 
@@ -161,12 +162,20 @@ def iter_frames(path: str | Path, frame_indices, size: int | None = None, backen
                 chunk: int = 256):
     """read_frames for increasing indices, `chunk` frames at a time (PyAV: from one sequential pass), so a caller
     that encodes as it goes holds one chunk of pixels, never the whole video's."""
-    frame_indices = [int(i) for i in frame_indices]
-    if _backend(backend) != "pyav":
-        for start in range(0, len(frame_indices), chunk):
-            yield read_frames(path, frame_indices[start : start + chunk], size, backend)
-        return
     from tspo_ray.video import decode as video_decode
+
+    frame_indices = [int(i) for i in frame_indices]
+    if _backend(backend) != "pyav":  # chunks of at most CHUNK_BYTES of pixels, as PyAV's pass makes them
+        if size:
+            frame_bytes = size * size * 3
+        else:
+            with video_decode._open(path) as container:
+                codec = container.streams.video[0].codec_context
+                frame_bytes = int(codec.width or 1) * int(codec.height or 1) * 3
+        step = max(1, min(chunk, video_decode.CHUNK_BYTES // frame_bytes))
+        for start in range(0, len(frame_indices), step):
+            yield read_frames(path, frame_indices[start : start + step], size, backend)
+        return
 
     info = video_decode.probe(path)
     bad = [i for i in frame_indices if not 0 <= i < info.num_frames]

@@ -17,3 +17,10 @@ class VideoInfo:
     @property
     def duration_s(self) -> float:
         return self.num_frames / self.native_fps
+
+
+class CheckedPath(str):
+    """A resolved path a caller has checked (e.g. against Serve's video roots): decoding refuses to open anything but
+    that very file, so a symlink swapped in after the check leads nowhere (tspo_ray.video.source)."""
+
+    __slots__ = ()

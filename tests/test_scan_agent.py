@@ -1,0 +1,266 @@
+"""Agent kinds by name, the scan kind and the set-aware sequential policy: hand-computed values, brute force."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tspo_ray.method import policy
+from tspo_ray.method.agent import AGENT_KINDS, TemporalAgent, register_agent
+from tspo_ray.method.kinds import agent_from_config, agent_kinds, is_set_aware
+from tspo_ray.method.scan_agent import (EventScanAgent, boundary_probabilities, event_index, neighbour_matches,
+                                        same_event_kernel)
+from tspo_ray.method.sequential import sequential_greedy, sequential_logprob, sequential_sample
+
+D = 16
+
+
+def events_video(lengths, seed=0, noise=0.05):
+    """Candidates of consecutive events: event e's frames are its own random direction plus a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(len(lengths), D, generator=g) * 3
+    frames = torch.cat([dirs[e].expand(n, D) for e, n in enumerate(lengths)])
+    return frames + noise * torch.randn(frames.shape, generator=g), dirs
+
+
+def loop_logprob(scores, kernel, lam, tau, order):
+    """The set-aware likelihood written out step by step, in Python floats."""
+    s, K, total, taken = scores.tolist(), kernel.tolist(), 0.0, []
+    for i in order:
+        logits = {j: (s[j] - lam * max([K[j][c] for c in taken], default=0.0)) / tau
+                  for j in range(len(s)) if j not in taken}
+        total += logits[i] - math.log(sum(math.exp(v) for v in logits.values()))
+        taken.append(i)
+    return total
+
+
+def random_policy(T, seed):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(T, generator=g, dtype=torch.float64)
+    a = torch.rand(T, T, generator=g, dtype=torch.float64)
+    return scores, (a + a.T) / 2
+
+
+# --- the registry ---------------------------------------------------------------------------------------------
+
+def test_kinds_by_name_and_the_default_is_eq3():
+    assert {"eq3", "scan"} <= set(agent_kinds())
+    plain = agent_from_config({"dim": D, "heads": 4})
+    assert type(plain) is TemporalAgent and "kind" not in plain.config()  # eq3 checkpoints read as before
+    scan = agent_from_config({"kind": "scan", "dim": D, "heads": 4})
+    assert type(scan) is EventScanAgent and scan.config()["kind"] == "scan" and is_set_aware(scan)
+    assert not is_set_aware(plain)
+    with pytest.raises(ValueError, match="unknown agent kind 'nope'"):
+        agent_from_config({"kind": "nope", "dim": D})
+
+
+def test_register_refuses_a_second_class_under_a_taken_name():
+    with pytest.raises(ValueError, match="registered already"):
+        @register_agent("scan")
+        class Other(TemporalAgent):
+            pass
+    assert AGENT_KINDS["scan"] is EventScanAgent
+
+
+def test_scan_agent_rebuilds_from_its_config_and_scores_alike():
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4, position_scale=5.0)
+    copy = agent_from_config(agent.config())
+    copy.load_state_dict(agent.state_dict())
+    frames, _ = events_video([4, 6, 3, 5])
+    text = torch.randn(D)
+    assert torch.equal(agent(frames, text), copy(frames, text))
+    # packed videos score as one at a time
+    other, _ = events_video([3, 3, 7], seed=1)
+    packed = agent(torch.cat([frames, other]), torch.stack([text, -text]), lengths=[18, 13])
+    assert torch.allclose(packed, torch.cat([agent(frames, text), agent(other, -text)]), atol=1e-6)
+
+
+# --- the scan ---------------------------------------------------------------------------------------------------
+
+def test_boundaries_and_the_prefix_scan_count_events_by_hand():
+    e = torch.eye(4)
+    frames = torch.stack([e[0], e[0], e[1], e[1], e[1], e[2]])  # neighbours: same, new, same, same, new
+    b = boundary_probabilities(frames, torch.tensor(1e4), torch.tensor(0.5))
+    assert b.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    assert event_index(b).tolist() == [0.0, 0.0, 1.0, 1.0, 1.0, 2.0]
+    K = same_event_kernel(event_index(b))
+    assert K[0, 1] == 1 and K[2, 4] == 1
+    assert math.isclose(float(K[0, 2]), math.exp(-1 / (2 * 0.35**2)), rel_tol=1e-6)
+
+
+def test_neighbour_matches_against_the_sum_written_out():
+    index = torch.tensor([0.0, 0.0, 1.0, 1.0, 2.0, 3.0])
+    match = torch.tensor([1.0, 3.0, -1.0, 0.0, 2.0, 5.0])
+    got = neighbour_matches(index, match, 2)
+    for j in range(6):
+        for col, n in enumerate(range(-2, 3)):
+            w = [math.exp(-(float(index[i] - index[j]) - n) ** 2 / (2 * 0.35**2)) for i in range(6)]
+            want = sum(wi * float(m) for wi, m in zip(w, match)) / (sum(w) + 1)
+            assert math.isclose(float(got[j, col]), want, rel_tol=1e-5, abs_tol=1e-6)
+    # the event one step after j = 0's is event 1: frames 2, 3 (weight 1, match -1 + 0), with the prior weight 1 and
+    # q = exp(-1 / (2 * 0.35^2)) from the events one count off (frames 0, 1: 1 + 3; frame 4: 2)
+    q = math.exp(-1 / (2 * 0.35**2))
+    assert math.isclose(float(got[0, 3]), (-1 + 6 * q) / (2 + 3 * q + 1), rel_tol=1e-5)
+
+
+# --- the set-aware policy ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sequential_likelihood_is_exact_by_enumeration(seed):
+    scores, kernel = random_policy(5, seed)
+    lam, tau = 1.3, 0.7
+    orders = torch.tensor(list(itertools.permutations(range(5), 3)))
+    logp = sequential_logprob(scores, kernel, torch.tensor(lam, dtype=torch.float64), tau, orders).squeeze(-1)
+    assert math.isclose(float(logp.exp().sum()), 1.0, rel_tol=1e-9)  # a distribution over ordered draws
+    for order, lp in zip(orders.tolist(), logp.tolist()):
+        assert math.isclose(lp, loop_logprob(scores, kernel, lam, tau, order), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_sequential_likelihood_without_penalty_is_plackett_luce():
+    scores, kernel = random_policy(7, 3)
+    orders = torch.tensor([[3, 1, 6], [0, 5, 2], [6, 4, 1]])
+    got = sequential_logprob(scores, kernel, torch.tensor(0.0, dtype=torch.float64), 0.5, orders)
+    assert torch.allclose(got, policy.plackett_luce_logprob(scores / 0.5, orders))
+
+
+def test_sequential_samples_follow_the_likelihood():
+    scores, kernel = random_policy(4, 4)
+    lam, tau = 2.0, 1.0
+    draws = sequential_sample(scores, kernel, lam, tau, 2, 40000, torch.Generator().manual_seed(0))
+    assert all(len(set(r)) == 2 for r in draws[:200].tolist())
+    counts = {}
+    for a, b in draws.tolist():
+        counts[(a, b)] = counts.get((a, b), 0) + 1
+    for order in itertools.permutations(range(4), 2):
+        p = math.exp(loop_logprob(scores, kernel, lam, tau, order))
+        assert abs(counts.get(order, 0) / 40000 - p) < 0.012, (order, p)
+
+
+def test_greedy_spreads_over_events_where_top_k_piles_onto_one():
+    scores = torch.tensor([1.0, 0.9, 0.2, 0.5])
+    kernel = torch.tensor([[1.0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    assert policy.select_topk(scores, 2).tolist() == [0, 1]
+    assert sequential_greedy(scores, kernel, 2.0, 2).tolist() == [0, 3]  # frame 1: 0.9 - 2 < 0.5
+    assert sequential_greedy(scores, kernel, 0.3, 2).tolist() == [0, 1]  # a small penalty: 0.6 > 0.5
+    assert sequential_greedy(scores, kernel, 2.0, 9).tolist() == [0, 1, 2, 3]  # fewer candidates than k
+
+
+# --- training and selection wiring ------------------------------------------------------------------------------
+
+def make_item(seed=0):
+    from tspo_ray.data.items import FeatureItem
+    from tspo_ray.data.records import QARecord
+
+    g = torch.Generator().manual_seed(seed)
+    lengths = [int(n) for n in torch.randint(3, 8, (7,), generator=g)]
+    # boundaries of middling clarity (cosine distance near the boundary threshold), so the scan has gradients
+    frames, dirs = events_video(lengths, seed=seed, noise=1.2)
+    T = frames.shape[0]
+    rec = QARecord(id=f"q{seed}", video="v.mp4", question="q?", options=["a", "b"], answer="A", type="general")
+    return FeatureItem(rec, frames, dirs[2] + 0.1 * torch.randn(D, generator=g), np.arange(T),
+                       np.arange(T, dtype=float), "v.mp4")
+
+
+def test_every_trainable_parameter_changes_after_a_learner_step():
+    from tspo_ray.method.rewards import RewardResult
+    from tspo_ray.training.learner import learner_step
+    from tspo_ray.training.rollout import sample_group
+
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4)
+    items = [make_item(s) for s in range(3)]
+    groups = []
+    for it in items:
+        grp = sample_group(agent, it, 6, 4, 0.3, "plackett_luce", 0, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            s, K, lam = agent.set_policy(it.frame_features, it.text_feature)
+        assert torch.allclose(grp.logp_old, sequential_logprob(s, K, lam, 0.3, grp.draws).float(), atol=1e-5)
+        r = torch.arange(6, dtype=torch.float32)
+        groups.append(grp.with_rewards(RewardResult(r, r, torch.zeros(6))))
+    before = {n: p.detach().clone() for n, p in agent.named_parameters()}
+    opt = torch.optim.Adam(agent.parameters(), lr=1e-2)
+    learner_step(agent, opt, items, groups, likelihood="plackett_luce", clip_eps=0.2, epochs=1, current_version=0)
+    unchanged = [n for n, p in agent.named_parameters() if torch.equal(p, before[n])]
+    assert not unchanged, unchanged
+
+
+def test_agent_greedy_selects_by_the_agent_policy_and_needs_a_set_aware_kind():
+    from tspo_ray.selector import SelectionJob, select_many, select_positions
+
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4).eval()
+    it = make_item(5)
+    pos, scores = select_positions(it.frame_features, it.text_feature, "agent:greedy", 4, agent)
+    s, K, lam = agent.set_policy(it.frame_features, it.text_feature)
+    assert pos.tolist() == sequential_greedy(s.detach(), K, lam, 4).tolist()
+    assert torch.allclose(scores, s.detach())
+    # the agent's default mode may be greedy, through the batched path too
+    rec = select_many([SelectionJob(it.frame_features, it.text_feature, it.frame_indices, it.timestamps_s, 4, "agent"),
+                       SelectionJob(it.frame_features, it.text_feature, it.frame_indices, it.timestamps_s, 4,
+                                    "agent:top-k")], agent, inference_mode="greedy")
+    assert rec[0]["positions"] == pos.tolist()
+    assert rec[1]["positions"] == policy.select_topk(s.detach(), 4).tolist()
+    with pytest.raises(ValueError, match="set-aware"):
+        select_positions(it.frame_features, it.text_feature, "agent:greedy", 4, TemporalAgent(D, heads=4))
+    with pytest.raises(ValueError, match="unknown selector"):
+        policy.parse_selector("clip:greedy")
+
+
+def test_scan_without_the_enhancer_has_no_eq3_weights_and_starts_at_twice_the_cosine():
+    from tspo_ray.method.agent import cosine_to_text
+
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4, enhancer=False)
+    names = {n.split(".")[0] for n, _ in agent.named_parameters()}
+    assert names == {"log_sharpness", "threshold", "penalty_raw", "head"}
+    frames, _ = events_video([3, 4, 5])
+    text = torch.randn(D)
+    with torch.no_grad():
+        agent.head[2].weight.zero_()
+        assert torch.allclose(agent(frames, text), 2 * cosine_to_text(frames, text))
+    copy = agent_from_config(agent.config())
+    assert copy.config()["enhancer"] is False and not hasattr(copy, "mlp")
+
+
+def test_config_builds_the_kind_with_its_options_and_names_a_bad_kind():
+    from tspo_ray.config import ConfigError, load_config
+    from tspo_ray.training.learner_state import build_agent
+
+    cfg = load_config(overrides=["agent.kind=scan", "agent.heads=4", "agent.options.penalty=0.5",
+                                 "agent.options.enhancer=false"])
+    agent = build_agent(cfg, D)
+    assert type(agent) is EventScanAgent and not agent.enhancer
+    assert math.isclose(float(agent.penalty.detach()), 0.5, rel_tol=1e-6)
+    assert type(build_agent(load_config(overrides=["agent.heads=4"]), D)) is TemporalAgent
+    with pytest.raises(ConfigError, match="agent.kind"):
+        load_config(overrides=["agent.kind=nope"])
+
+
+def dense_neighbour_matches(index, match, offsets):
+    delta = index[None, :] - index[:, None]
+    cols = []
+    for n in range(-offsets, offsets + 1):
+        w = torch.exp(-(delta - n) ** 2 / (2 * 0.35**2))
+        cols.append((w @ match) / (w.sum(-1) + 1))
+    return torch.stack(cols, dim=-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_banded_neighbour_matches_equal_the_dense_sum_over_all_candidates(seed):
+    from tspo_ray.method.scan_agent import SameEventKernel
+
+    g = torch.Generator().manual_seed(seed)
+    b = (torch.rand(400, generator=g) < 0.15).double() * torch.rand(400, generator=g, dtype=torch.float64)
+    b[0] = 0
+    index = event_index(b)  # soft counts, runs of every length
+    match = torch.randn(400, generator=g, dtype=torch.float64)
+    assert torch.allclose(neighbour_matches(index, match, 3), dense_neighbour_matches(index, match, 3), atol=1e-12)
+    lazy, dense = SameEventKernel(index), same_event_kernel(index)
+    picks = torch.tensor([[5, 200, 7], [399, 0, 13]])
+    assert torch.equal(lazy[picks], dense[picks])
+    scores = torch.randn(400, generator=g, dtype=torch.float64)
+    assert torch.equal(sequential_greedy(scores, lazy, 1.5, 8), sequential_greedy(scores, dense, 1.5, 8))
+    assert torch.allclose(sequential_logprob(scores, lazy, torch.tensor(1.5), 0.3, picks),
+                          sequential_logprob(scores, dense, torch.tensor(1.5), 0.3, picks))

@@ -1,0 +1,78 @@
+"""A set-aware policy: frames drawn one at a time, each step's scores lowered near the frames already taken.
+
+Top-k of independent scores piles its k frames onto one event, since a frame scores like its neighbours. Here
+step m draws from
+
+    l_m(j) = (S_j - lambda * max_{c in {i_1..i_{m-1}}} K[j, c]) / tau       (j not yet taken; l_1 = S / tau)
+
+where K [T, T] in [0, 1] says how much two candidates show the same thing (the scan agent: the same event, from
+its boundary scan) and lambda >= 0 is how much a second frame of it is worth less. Both come from the agent and are
+learned with it. The exact log-probability of an ordered draw is
+
+    log p(i_1..i_k) = sum_m [ l_m(i_m) - logsumexp_{j not taken} l_m(j) ],
+
+with lambda = 0 the Plackett-Luce likelihood of Gumbel-top-k (policy.plackett_luce_logprob). Sampling adds Gumbel
+noise at each step; the deterministic choice (greedy) takes each step's best frame, so what the agent learned under
+sampling is what its own inference selects, without a rule on top of the scores.
+Pure tensor functions: scores [T], kernel [T, T] (or anything whose kernel[idx] gives those rows, [..., T]),
+penalty a scalar tensor.
+"""
+from __future__ import annotations
+
+import torch
+
+from tspo_ray.method.policy import effective_k
+
+
+def _step_penalties(kernel: torch.Tensor, ordered: torch.Tensor) -> torch.Tensor:
+    """[..., k, T]: row m is max_{c among ordered[..., :m]} kernel[:, c] (zeros for m = 0)."""
+    taken = kernel[ordered]  # [..., k, T]: K is symmetric, so row c is K[:, c]
+    running = torch.cummax(taken, dim=-2).values
+    return torch.cat([torch.zeros_like(running[..., :1, :]), running[..., :-1, :]], dim=-2)
+
+
+def sequential_logprob(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor, tau: float,
+                       ordered: torch.Tensor) -> torch.Tensor:
+    """Exact log-probability of ordered draws under the set-aware policy: ordered [..., k] -> [..., 1]."""
+    T = scores.shape[-1]
+    logits = (scores - penalty * _step_penalties(kernel, ordered)) / tau  # [..., k, T]
+    onehot = torch.zeros(*ordered.shape, T, dtype=torch.bool, device=scores.device)
+    onehot.scatter_(-1, ordered.unsqueeze(-1), True)
+    removed = (torch.cumsum(onehot.int(), dim=-2) - onehot.int()).bool()
+    logits = logits.masked_fill(removed, float("-inf"))
+    chosen = logits.gather(-1, ordered.unsqueeze(-1)).squeeze(-1)  # [..., k]
+    return (chosen - torch.logsumexp(logits, dim=-1)).sum(-1, keepdim=True)
+
+
+@torch.no_grad()
+def _decode(scores: torch.Tensor, kernel: torch.Tensor, penalty: float, tau: float, k: int, rows: int,
+            generator: torch.Generator | None, noisy: bool) -> torch.Tensor:
+    T = scores.shape[-1]
+    s = scores.detach().double()
+    worst = torch.zeros(rows, T, dtype=torch.float64, device=s.device)  # max K to the frames taken so far
+    taken = torch.zeros(rows, T, dtype=torch.bool, device=s.device)
+    out = torch.empty(rows, k, dtype=torch.long, device=s.device)
+    for m in range(k):
+        logits = (s[None] - penalty * worst) / tau
+        if noisy:
+            u = torch.rand((rows, T), generator=generator, dtype=torch.float64, device=s.device)
+            logits = logits - torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))
+        pick = logits.masked_fill(taken, float("-inf")).argmax(-1)
+        out[:, m] = pick
+        taken[torch.arange(rows), pick] = True
+        worst = torch.maximum(worst, kernel[pick].detach().double())
+    return out
+
+
+def sequential_sample(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor | float, tau: float, k: int,
+                      num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """num_samples ordered draws of k distinct frames from the set-aware policy: [G, k], in draw order
+    (each step a Gumbel-max draw from that step's distribution, so exact samples of sequential_logprob's p)."""
+    k = effective_k(scores.shape[-1], k)
+    return _decode(scores, kernel, float(torch.as_tensor(penalty).detach()), tau, k, num_samples, generator, noisy=True)
+
+
+def sequential_greedy(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor | float, k: int) -> torch.Tensor:
+    """The policy's deterministic choice: each step's best frame; positions in temporal order."""
+    k = effective_k(scores.shape[-1], k)
+    return _decode(scores, kernel, float(torch.as_tensor(penalty).detach()), 1.0, k, 1, None, noisy=False)[0].sort().values
