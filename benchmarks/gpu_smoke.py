@@ -36,7 +36,7 @@ from tspo_ray.data.items import FeatureItem
 from tspo_ray.data.records import QARecord
 from tspo_ray.method import policy
 from tspo_ray.method.agent import TemporalAgent
-from tspo_ray.selector import select_positions
+from tspo_ray.method.selection import select_positions
 from tspo_ray.training.learner import batch_to_device, learner_step
 from tspo_ray.training.rollout import Group
 

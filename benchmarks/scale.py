@@ -166,7 +166,7 @@ def add_schedule(rows: list[dict], args, cfg, lag: int) -> None:
     answerers of its own (N >= lag + 1; below that, batches in flight queue behind each other on the same ones)."""
     from tspo_ray.answerers.simulated import SimulatedSettings
 
-    lat = SimulatedSettings.from_dict({"time_scale": args.time_scale}).latency()
+    lat = SimulatedSettings.load({"time_scale": args.time_scale}).latency()
     frames, g = cfg.policy.num_frames, cfg.policy.group_size
     for r in rows:
         if r["n"] >= lag + 1:

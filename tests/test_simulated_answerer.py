@@ -156,9 +156,9 @@ def test_without_a_cache_every_request_reaches_the_inner_answerer():
     sim = SimulatedAnswerer(inner, LatencyModel(0.0, 0.0, 0.0))
     sim.answer([request("a", (1,)), request("b", (1,))])
     assert inner.seen == ["a", "b"] and sim.stats["cache_hits"] == 0
-    assert SimulatedSettings.from_dict({}).answer_cache > 0  # on by default for the benchmarks and jobs
+    assert SimulatedSettings.load({}).answer_cache > 0  # on by default for the benchmarks and jobs
     with pytest.raises(ConfigError, match="answerer.settings.answer_cache"):
-        SimulatedSettings.from_dict({"answer_cache": -1})
+        SimulatedSettings.load({"answer_cache": -1})
 
 
 def test_each_answer_carries_its_share_of_the_calls_compute_modelled_and_overrun_time():

@@ -14,7 +14,7 @@ import torch
 from tspo_ray.data.items import FeatureItem
 from tspo_ray.method import policy, sequential
 from tspo_ray.method.rewards import RewardResult
-from tspo_ray.selector import clip_scores
+from tspo_ray.method.selection import clip_scores
 
 
 @dataclass
