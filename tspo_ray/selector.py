@@ -19,11 +19,18 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from tspo_ray.config import recorded_config
 from tspo_ray.method import policy
+from tspo_ray.method.selection import (  # noqa: F401  (the selection functions, re-exported here)
+    anchor_base,
+    clip_scores,
+    on_cpu,
+    select_positions,
+    selector_scores,
+    set_policy_selection,
+)
 from tspo_ray.settings import Settings
 from tspo_ray.video import frames as video_io
 
@@ -31,71 +38,6 @@ from tspo_ray.video import frames as video_io
 DECODE_CHUNK = 256
 #: beside a TSPO-0.4B-layout folder exported by tspo_ray.export: the inference mode chosen on validation, heads, window
 SELECTOR_CONFIG = "selector_config.json"
-
-
-def clip_scores(frame_features: torch.Tensor, text_feature: torch.Tensor) -> torch.Tensor:
-    """cos(F_f, F_t) per candidate: [T, D], [D] -> [T]."""
-    return F.cosine_similarity(frame_features, text_feature[None], dim=-1)
-
-
-def selector_scores(frame_features: torch.Tensor, text_feature: torch.Tensor, scorer: str | None,
-                    agent=None) -> torch.Tensor | None:
-    """The scores a scorer ranks by: the agent's S (eq. 3, before the temperature), CLIP's cosine, or None."""
-    if scorer is None:
-        return None
-    if scorer == "clip":
-        return clip_scores(frame_features, text_feature)
-    if scorer == "agent":
-        if agent is None:
-            raise ValueError("the agent scorer needs agent weights (a tspo-ray checkpoint or a TSPO-0.4B folder); "
-                             "this selector has a CLIP only: use clip:* or uniform")
-        with torch.no_grad():
-            return agent(frame_features, text_feature)
-    raise ValueError(f"unknown scorer {scorer!r}; choose one of {policy.SCORERS}")
-
-
-def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, selector: str, k: int, agent=None,
-                     inference_mode: str = "top-k", **params) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(candidate positions in temporal order, the scores of all candidates or None) for a selector name."""
-    scorer, method = policy.parse_selector(selector)
-    method = method or inference_mode
-    if method in policy.SET_METHODS:
-        return set_policy_selection(frame_features, text_feature, k, agent)
-    scores = selector_scores(frame_features, text_feature, scorer, agent)
-    params = {**anchor_base(method, scorer, frame_features, text_feature, agent), **params}
-    positions = policy.select(method, frame_features.shape[0], k, on_cpu(scores), **on_cpu(params))
-    return positions, scores
-
-
-def on_cpu(x):
-    """Scores (or a dict of tensors) on the CPU: the selection methods mix their own CPU index tensors with the
-    scores' (T floats, O(T) work), so scores an accelerator computed come over first."""
-    if isinstance(x, dict):
-        return {k: on_cpu(v) for k, v in x.items()}
-    return x.cpu() if isinstance(x, torch.Tensor) else x
-
-
-def set_policy_selection(frame_features: torch.Tensor, text_feature: torch.Tensor, k: int,
-                         agent) -> tuple[torch.Tensor, torch.Tensor]:
-    """The greedy decode of a set-aware agent's own policy (tspo_ray.method.sequential): (positions, S)."""
-    from tspo_ray.method.sequential import sequential_greedy
-
-    if agent is None or not hasattr(agent, "set_policy"):
-        raise ValueError("greedy is the selection of a set-aware agent kind (agent.kind=scan); this agent scores "
-                         "frames independently: use agent:top-k, agent:events, ...")
-    with torch.no_grad():
-        scores, kernel, penalty = agent.set_policy(frame_features, text_feature)
-    return sequential_greedy(scores, kernel, penalty, k), scores
-
-
-def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor,
-                agent=None) -> dict:
-    """The anchors method places the agent's best frames and spends the rest of the budget by CLIP's cosines; as
-    many as the agent was trained to draw (policy.anchors, recorded with its checkpoint: `agent.anchors`)."""
-    if method == "anchors" and scorer == "agent":
-        return {"base_scores": clip_scores(frame_features, text_feature),
-                "anchors": int(getattr(agent, "anchors", policy.ANCHORS))}
-    return {}
 
 
 def selection_record(key: str, selector: str, positions: torch.Tensor, scores: torch.Tensor | None,

@@ -324,7 +324,7 @@ def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None
     (accept, run) and anchors (base_scores, anchors)."""
     if method in SET_METHODS:
         raise ValueError(f"method {method!r} is a set-aware agent's own policy: it needs the agent, not only scores "
-                         "(tspo_ray.selector.select_positions)")
+                         "(tspo_ray.method.selection.select_positions)")
     fn = METHODS.get(method).obj
     if method == "uniform":
         return select_uniform(num_candidates, k)
