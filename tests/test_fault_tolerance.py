@@ -115,7 +115,11 @@ def test_killed_rollout_process_is_replaced_and_the_run_ends_with_the_uninterrup
     assert_uninterrupted(tmp_path, reference)
     client, runs = mlflow_runs(tmp_path)
     metric = "coordinator_restarts" if kind == "coordinator" else "answerer_restarts"
-    assert max(m.value for m in client.get_metric_history(runs[0].info.run_id, metric)) >= 1  # it did die
+    restarts = max(m.value for m in client.get_metric_history(runs[0].info.run_id, metric))
+    # it did die: a killed coordinator, or every answerer killed, must be replaced. One answerer of two may be
+    # killed after its last call: with spread batches an idle answerer takes the remaining chunks, so the pool
+    # may finish without meeting the dead one (the weights above are the uninterrupted run's either way).
+    assert restarts >= 1 or (kind, how_many) == ("answerer", 1), restarts
 
 
 def test_killed_driver_then_resume_ends_with_the_uninterrupted_weights(ray_local, tiny_world, tiny_hf_clip, store,
