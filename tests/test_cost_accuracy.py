@@ -1,22 +1,15 @@
 """benchmarks/cost_accuracy.py's arithmetic and table, in process on made-up measurements."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from helpers.scripts import load_script
 from tspo_ray.answerers.simulated import LatencyModel
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cost_accuracy.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("cost_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/cost_accuracy.py")
 
 
 LATENCY = LatencyModel(per_call_s=0.8, per_request_s=0.01, per_frame_s=0.1)

@@ -10,22 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from helpers.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_smoke.py"
 #: what the GPU machine has besides the standard library (numpy comes with transformers)
 BARE_MACHINE = {"torch", "transformers", "numpy", "tspo_ray"}
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_smoke", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_smoke():
+    return load_script("benchmarks/gpu_smoke.py")
 
 
 @pytest.fixture(scope="module")
 def smoke():
-    return load_script()
+    return load_smoke()
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,14 @@
 """benchmarks/scale.py's latency-model schedule and its verdict on what limits a row, in process."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+from helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def scale():
-    spec = importlib.util.spec_from_file_location("scale_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/scale.py")
 
 
 def test_the_modelled_batch_is_as_long_as_its_largest_equal_call(scale):
