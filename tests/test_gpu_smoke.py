@@ -3,7 +3,6 @@ and that it imports nothing a bare torch + transformers machine lacks."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import sys
 from pathlib import Path
