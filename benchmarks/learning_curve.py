@@ -58,7 +58,7 @@ def main() -> None:
     k = base.eval.num_frames
     baselines = {m: summarise(evaluate_selector(eval_items, m, k, answerer, progress=False))
                  for m in args.baselines}
-    families = sorted(baselines["uniform"]["per_family"])
+    families = sorted(next(iter(baselines.values()))["per_family"])
     header = f"{'selector':<22}{'overall':>9}" + "".join(f"{f[:9]:>10}" for f in families) + f"{'R_T':>8}"
     report = {"split": args.split, "questions": len(eval_items), "baselines": baselines, "variants": {}}
     for variant in variants:

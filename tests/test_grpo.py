@@ -86,3 +86,23 @@ def test_family_advantages_scale_each_group_by_its_family_spread_by_hand():
     assert torch.allclose(group_advantages(rewards).values[:2].abs(), torch.full((2, 2), 0.5 ** 0.5), atol=1e-5)
     with pytest.raises(ValueError, match="one family per group"):
         family_advantages(rewards, ["a"])
+
+
+def test_learning_rewards_weigh_r_t_below_the_answer_by_hand():
+    from tspo_ray.method.grpo import group_advantages, learning_rewards
+
+    r_a = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    r_t = torch.tensor([[0.25, 1.0, 0.5, 0.0]])
+    assert torch.allclose(learning_rewards(r_a, r_t, 0.5), torch.tensor([[1.125, 0.5, 1.25, 0.0]]))
+    # w = 0: a set that piles every frame into the spans but answers wrong no longer ties one that answers right
+    pile, right = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    assert group_advantages(learning_rewards(right, pile, 1.0)).zero_variance.tolist() == [True]
+    assert group_advantages(learning_rewards(right, pile, 0.0)).values[0, 0] > 0
+    # w = 1 gives the paper's advantages for needle (R_A + R_T) and general (R_A + 1) items alike
+    totals = torch.cat([r_a + r_t, r_a + 1.0])
+    ours = learning_rewards(torch.cat([r_a, r_a]), torch.cat([r_t, torch.zeros_like(r_t)]), 1.0)
+    assert torch.allclose(group_advantages(ours).values, group_advantages(totals).values, atol=1e-6)
+    with pytest.raises(ValueError, match="temporal_weight"):
+        learning_rewards(r_a, r_t, -1.0)
+    with pytest.raises(ValueError, match="shape"):
+        learning_rewards(r_a, r_t[:, :2], 0.5)

@@ -1,4 +1,5 @@
 """The local TSPO loop on a tiny problem where the right frames are known: the expected reward must rise."""
+import dataclasses
 import time
 
 import numpy as np
@@ -267,3 +268,23 @@ def test_anchor_sampling_draws_the_anchors_and_learns_where_to_put_them():
     assert set(seen) == {(8, 4)}
     after = hit_rate(trainer.agent)
     assert after >= before + 0.3, (before, after)
+
+
+def test_the_update_learns_from_r_a_plus_w_r_t():
+    """Sets that answer right and sets that pile into the spans tie under the paper's totals (no signal); the
+    update sees the difference once R_T weighs less (grpo.temporal_weight)."""
+    from tspo_ray.training.learner_state import LearnerState
+    from tspo_ray.training.rollout import sample_group
+
+    items = toy_items(2, seed=3)
+    used = {}
+    for w in (1.0, 0.0):
+        state = LearnerState(lag_cfg(0, extra=[f"grpo.temporal_weight={w}"]), D, len(items))
+        g = torch.Generator().manual_seed(0)
+        groups = []
+        for it in items:
+            grp = sample_group(state.agent, it, 4, 4, 0.5, "plackett_luce", 0, g)
+            groups.append(dataclasses.replace(grp, rewards=torch.ones(4), r_answer=torch.tensor([1.0, 0.0, 1.0, 0.0]),
+                                              r_temporal=torch.tensor([0.0, 1.0, 0.0, 1.0])))
+        used[w] = state.update(items, groups)["groups_used"]
+    assert used == {1.0: 0.0, 0.0: 2.0}

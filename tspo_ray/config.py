@@ -138,6 +138,8 @@ class GRPOConfig(Settings):
     """Gradient-norm clip (0: off)."""
     advantage_norm: Literal["group", "family"] = "group"
     """Advantage scale: 'group' (GRPO: each group's own reward std) or 'family' (the std of all the batch's sets of the group's question family; grpo.family_advantages)."""
+    temporal_weight: float = Field(1.0, ge=0)
+    """Weight w of R_T in the reward the update learns from, R_A + w * R_T for needle items (1: the paper's totals; general items score R_A + 1, a constant GRPO's centring drops). R_T counts frames inside any target span, so it pays a set that piles onto one span as much as one that covers them all: where a question needs several spans, w < 1 keeps the answer the goal (grpo.learning_rewards)."""
 
 
 class AnswererConfig(Settings):

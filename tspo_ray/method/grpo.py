@@ -33,6 +33,19 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> Advantages:
     return Advantages(adv.float(), zero)
 
 
+def learning_rewards(r_answer: torch.Tensor, r_temporal: torch.Tensor, temporal_weight: float = 1.0) -> torch.Tensor:
+    """The rewards GRPO learns from: R_A + w * R_T ([N, G] each; R_T is 0 for general items).
+
+    At w = 1 these are the paper's totals up to the general items' constant + 1, which the centring within each
+    group removes, so the advantages are the paper's. R_T rewards frames inside any target span, however they are
+    spread over the spans; w < 1 weighs it below the answer."""
+    if r_answer.shape != r_temporal.shape:
+        raise ValueError(f"R_A {tuple(r_answer.shape)} and R_T {tuple(r_temporal.shape)} differ in shape")
+    if not temporal_weight >= 0:
+        raise ValueError(f"temporal_weight must be >= 0, got {temporal_weight}")
+    return r_answer + temporal_weight * r_temporal
+
+
 ADVANTAGE_NORMS = ("group", "family")
 
 

@@ -48,6 +48,7 @@ def learner_step(
     ref_agent: torch.nn.Module | None = None,
     max_grad_norm: float = 0.0,
     advantage_norm: str = "group",
+    temporal_weight: float = 1.0,
 ) -> dict[str, float]:
     """One update on a batch of answered groups (items[i] belongs to groups[i]); returns the step's metrics.
 
@@ -55,11 +56,13 @@ def learner_step(
     compares the same distribution family even when a stale group was drawn under an earlier point of the schedule."""
     if len(items) != len(groups) or not groups:
         raise ValueError("learner_step needs one item per group and at least one group")
-    rewards = torch.stack([g.rewards for g in groups])  # [N, G]
+    rewards = torch.stack([g.rewards for g in groups])  # [N, G]: the paper's totals, as logged
+    learned = rewards if temporal_weight == 1 else grpo.learning_rewards(  # at w = 1 the totals give the same advantages
+        torch.stack([g.r_answer for g in groups]), torch.stack([g.r_temporal for g in groups]), temporal_weight)
     if advantage_norm == "family":  # grpo.family_advantages: each group scaled by its family's reward spread
-        adv = grpo.family_advantages(rewards, [str(getattr(it.record, "family", None) or "") for it in items])
+        adv = grpo.family_advantages(learned, [str(getattr(it.record, "family", None) or "") for it in items])
     else:
-        adv = grpo.group_advantages(rewards)
+        adv = grpo.group_advantages(learned)
     keep = [i for i in range(len(groups)) if not (filter_zero_variance and adv.zero_variance[i])]
     metrics = {
         "reward": float(rewards.mean()),

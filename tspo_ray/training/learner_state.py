@@ -133,7 +133,7 @@ class LearnerState:
             self.agent, self.optimizer, items, groups, likelihood=self.cfg.policy.likelihood, clip_eps=g.clip_eps,
             epochs=g.epochs, current_version=self.step, filter_zero_variance=g.filter_zero_variance,
             kl_coef=g.kl_coef, ref_agent=self.ref_agent, max_grad_norm=g.max_grad_norm,
-            advantage_norm=g.advantage_norm,
+            advantage_norm=g.advantage_norm, temporal_weight=g.temporal_weight,
         )
         self.history.append([it.key for it in items])
         self.step += 1
