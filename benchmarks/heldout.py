@@ -115,6 +115,8 @@ def format_report(summary: dict, seeds: list[int], worlds: list[int], modes: dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "embedded.yaml"),
+                    help="the job config trained (e.g. configs/embedded_eq3.yaml for the reference agent alone)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     ap.add_argument("--worlds", type=int, nargs="+", default=[4242, 5353, 6464], help="fresh world seeds")
     ap.add_argument("--test-videos", type=int, default=45)
@@ -135,7 +137,7 @@ def main() -> None:
     from tspo_ray.video.encoders import load_encoder
 
     out = Path(args.out)
-    cfg = load_config(ROOT / "configs" / "embedded.yaml", args.overrides)
+    cfg = load_config(args.config, args.overrides)
     ensure_world(cfg)
     encoder = load_encoder(cfg.features.encoder)
     answerer = build_answerer(cfg.answerer.kind, settings_for(cfg))
@@ -151,7 +153,7 @@ def main() -> None:
         if not (root / "test.jsonl").exists():
             print(f"building fresh world {w} ({args.test_videos} test videos)", flush=True)
             build_world(root, {"test": args.test_videos}, seed=w, settings=settings)
-        wcfg = load_config(ROOT / "configs" / "embedded.yaml", [*args.overrides, f"data.root={root}"])
+        wcfg = load_config(args.config, [*args.overrides, f"data.root={root}"])
         world_items[w], _, _ = prepare_split(wcfg, "test", encoder)
     k = cfg.eval.num_frames
     set_aware = cfg.agent.kind != "eq3"
@@ -162,7 +164,7 @@ def main() -> None:
     rows = {s: [[] for _ in args.seeds] for s in suite}
     modes, trained = {}, []
     for seed in args.seeds:  # training first: a configuration started beside another finds its baselines cached
-        agent, mode, name = train_seed(load_config(ROOT / "configs" / "embedded.yaml", args.overrides), seed,
+        agent, mode, name = train_seed(load_config(args.config, args.overrides), seed,
                                        out / f"run-{args.tag}seed{seed}", train_items, val_items, answerer)
         modes[seed] = f"{mode} ({name})"
         trained.append((agent, mode))

@@ -73,8 +73,9 @@ def trained_run(tiny_world, tmp_path_factory) -> Path:
     from helpers.scripts import load_script
 
     out = tmp_path_factory.mktemp("run")
-    # agent.position_scale=1: the published layout adds PE as is (the embedded config's 20 is refused by export)
+    # the reference agent (eq. 3) at agent.position_scale=1: the published layout adds PE as is
     code = load_script("jobs/train.py").main([
+        "--config", str(ROOT / "configs" / "embedded_eq3.yaml"),
         f"data.root={tiny_world}", f"features.store={out}/features", "features.max_candidates=32",
         "agent.position_scale=1", "policy.num_frames=4", "policy.group_size=4", "train.steps=2",
         "train.questions_per_step=4", "train.checkpoint_every=2", "train.eval_every=2", f"train.output_dir={out}/run",
