@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
     from tspo_ray.answerers import build_answerer, settings_for
     from tspo_ray.config import load_config
     from tspo_ray.evaluation.accuracy import evaluate_selector, summarise
-    from tspo_ray.method.policy import parse_selector
+    from tspo_ray.method.selection_methods import parse_selector
     from tspo_ray.splits import prepare_split
     from tspo_ray.video.encoders import load_encoder
     from tspo_ray.video.features import feature_spec

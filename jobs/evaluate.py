@@ -31,7 +31,7 @@ from tspo_ray.config import ConfigError, load_config, parse_job_args
 from tspo_ray.data.records import RecordError, format_skipped
 from tspo_ray.evaluation.accuracy import AllRequestsRejected, format_table
 from tspo_ray.evaluation.split_job import run_evaluation
-from tspo_ray.method.policy import SELECTORS
+from tspo_ray.method.selection_methods import SELECTORS
 from tspo_ray.safe_files import UnsafeFileError
 from tspo_ray.splits import NoUsableQuestions
 

@@ -405,7 +405,7 @@ def _request_strategy():
     and bodies of any shape."""
     from hypothesis import strategies as st
 
-    from tspo_ray.method.policy import SELECTORS
+    from tspo_ray.method.selection_methods import SELECTORS
     from tspo_ray.serve.schema import MAX_CANDIDATE_FPS, MAX_CANDIDATES, MAX_FRAMES, MIN_CANDIDATE_FPS
 
     anything = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator
 
-from tspo_ray.method.policy import AKS_DEFAULTS, ANCHORS, TAU_END, TAU_START
+from tspo_ray.method.sampling import TAU_END, TAU_START
+from tspo_ray.method.selection_methods import AKS_DEFAULTS, ANCHORS
 from tspo_ray.settings import ConfigError, Settings
 from tspo_ray.video.encoders import EncoderSpec
 
@@ -115,7 +116,7 @@ class PolicyConfig(Settings):
     likelihood: str = "plackett_luce"
     """Set likelihood: 'plackett_luce' (exact, ratio per set) or 'per_frame' (the reference's per-frame ratios)."""
     sampling: Literal["top-k", "anchors"] = "top-k"
-    """How a training set is drawn: 'top-k' (the paper: T_s frames by Gumbel-top-k) or 'anchors' (the agent draws `anchors` frames and the anchors method fills the rest of the T_s budget around them: training then samples the sets the anchors inference mode selects, policy.select_anchors)."""
+    """How a training set is drawn: 'top-k' (the paper: T_s frames by Gumbel-top-k) or 'anchors' (the agent draws `anchors` frames and the anchors method fills the rest of the T_s budget around them: training then samples the sets the anchors inference mode selects, selection_methods.select_anchors)."""
     anchors: int = Field(ANCHORS, ge=1)
     """Frames the agent draws per set under sampling=anchors; recorded with the checkpoint (and the export), so the
     anchors inference method places as many of the agent's best frames."""
@@ -308,7 +309,8 @@ def validate(cfg: Config) -> Config:
     """What one field's declaration cannot say: choices held by registries and checks across fields."""
     from tspo_ray.data.benchmarks import FORMATS
     from tspo_ray.method.kinds import agent_kinds
-    from tspo_ray.method.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS, SET_METHODS
+    from tspo_ray.method.sampling import LIKELIHOODS
+    from tspo_ray.method.selection_methods import SELECTION_METHODS, SELECTORS, SET_METHODS
 
     _check(cfg.data.train_format == "records" or cfg.data.train_format in FORMATS, "data.train_format",
            f"must be records or one of {', '.join(sorted(FORMATS))}, got {cfg.data.train_format!r}")
@@ -399,8 +401,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _parse_selector_or_none(name: str) -> tuple[str | None, str | None]:
-    """policy.parse_selector, with (None, None) for an unknown name (validate reports it)."""
-    from tspo_ray.method.policy import parse_selector
+    """selection_methods.parse_selector, with (None, None) for an unknown name (validate reports it)."""
+    from tspo_ray.method.selection_methods import parse_selector
 
     try:
         return parse_selector(name)

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from tspo_ray.config import recorded_config
-from tspo_ray.method import policy
+from tspo_ray.method import selection_methods
 from tspo_ray.method.selection import (  # noqa: F401  (the selection functions, re-exported here)
     anchor_base,
     clip_scores,
@@ -92,8 +92,9 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     """select_from_features for every job, with all agent scoring in one packed forward pass (agent_scores_packed);
     the records are those one-at-a-time selection gives. `selection_ms` is the batch's time up to this record."""
     t0 = time.perf_counter()
-    parsed = [policy.parse_selector(job.method) for job in jobs]  # a bad name fails before any scoring
-    set_aware = {i for i, (_, method) in enumerate(parsed) if (method or inference_mode) in policy.SET_METHODS}
+    parsed = [selection_methods.parse_selector(job.method) for job in jobs]  # a bad name fails before any scoring
+    set_aware = {i for i, (_, method) in enumerate(parsed)
+                 if (method or inference_mode) in selection_methods.SET_METHODS}
     by_agent = [i for i, (scorer, _) in enumerate(parsed) if scorer == "agent" and i not in set_aware]
     if by_agent and agent is None:
         selector_scores(torch.zeros(1, 1), torch.zeros(1), "agent", None)  # raises the clear error
@@ -113,7 +114,7 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
         s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
         method = method or inference_mode
         base = anchor_base(method, scorer, feats, job.text_feature.float(), agent)
-        positions = policy.select(method, feats.shape[0], job.k, on_cpu(s), **on_cpu(base))
+        positions = selection_methods.select(method, feats.shape[0], job.k, on_cpu(s), **on_cpu(base))
         out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
                                     time.perf_counter() - t0))
     return out
@@ -153,7 +154,7 @@ class SelectorConfig(Settings):
     label: ClassVar[str] = "selector config"
     inference_mode: str = "top-k"
     """The selection method of the `agent` selector, chosen on validation."""
-    anchors: int = Field(policy.ANCHORS, ge=1)
+    anchors: int = Field(selection_methods.ANCHORS, ge=1)
     """Frames the agent places under the anchors method (the run's policy.anchors)."""
     window: int = Field(12, ge=1)
     """Attention window w."""
@@ -199,7 +200,7 @@ def layout_settings(folder: Path, window: int, heads: int) -> tuple[str, int, in
 
 def layout_anchors(folder: Path) -> int:
     """Frames the agent places under the anchors method: its selector_config.json's `anchors` (an exported run),
-    else policy.ANCHORS."""
+    else selection_methods.ANCHORS."""
     return read_selector_config(folder).anchors
 
 
@@ -255,7 +256,8 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
     config = recorded_config(meta)
     mode = meta.get("inference_mode") or (config.agent.inference_mode if config else "top-k")
     agent = load_agent(path, window=window, heads=heads).eval()
-    agent.anchors = config.policy.anchors if config else policy.ANCHORS  # frames it places under the anchors method
+    # frames it places under the anchors method
+    agent.anchors = config.policy.anchors if config else selection_methods.ANCHORS
     return agent, mode
 
 
@@ -336,7 +338,7 @@ class KeyframeSelector:
                max_candidates: int | None = None, frame_size: int | None = None, **params) -> dict:
         """Keyframes of a video file for a question: native frame_indices, timestamps_s and scores of the k frames
         (in temporal order), chosen among the candidates on the 1-fps grid (all of them by default)."""
-        policy.parse_selector(method)  # a bad name fails before any decoding
+        selection_methods.parse_selector(method)  # a bad name fails before any decoding
         feats, cands = self.encode_video(video, fps, max_candidates, frame_size)
         text = self.encoder.encode_text([question])[0].float()
         out = self.select_from_features(feats, text, cands.frame_indices, cands.timestamps_s, k, method,

@@ -22,7 +22,7 @@ from tspo_ray.config import Config, ConfigError
 from tspo_ray.data.frame_idx_export import MAX_EXPORTED_FRAMES
 from tspo_ray.data.records import QARecord, resolve_video
 from tspo_ray.evaluation.benchmark import AnswerFn, BenchmarkRun, load_benchmark_records, run_benchmark
-from tspo_ray.method.policy import parse_selector
+from tspo_ray.method.selection_methods import parse_selector
 from tspo_ray.safe_files import UnsafeFileError
 from tspo_ray.selector import select_from_features
 from tspo_ray.splits import Extractor, fill_store

@@ -9,7 +9,7 @@ from tspo_ray.answerers import build_answerer, settings_for
 from tspo_ray.config import ConfigError
 from tspo_ray.data.records import format_skipped
 from tspo_ray.evaluation.accuracy import check_answered, evaluate_selector, format_table, summarise
-from tspo_ray.method.policy import parse_selector
+from tspo_ray.method.selection_methods import parse_selector
 from tspo_ray.safe_files import write_jsonl_atomic, write_text_atomic
 from tspo_ray.splits import NoUsableQuestions, prepare_split
 from tspo_ray.video.encoders import load_encoder

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from tspo_ray.method.policy import SELECTORS
+from tspo_ray.method.selection_methods import SELECTORS
 from tspo_ray.selector import SelectionJob, select_many
 from tspo_ray.serve.access import RequestError, url_scheme
 from tspo_ray.serve.cache import LRUCache
