@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, field_validator
@@ -19,6 +19,7 @@ from tspo_ray.method.sampling import TAU_END, TAU_START
 from tspo_ray.method.selection_methods import AKS_DEFAULTS, ANCHORS
 from tspo_ray.settings import ConfigError, Settings
 from tspo_ray.video.encoders import EncoderSpec
+from tspo_ray.video.features import FeatureSpec
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_job_args", "is_cuda"]
 
@@ -52,23 +53,16 @@ class DataConfig(Settings):
     """Questions on a video with fewer candidate frames are skipped (with the reason); fewer than T_s only warns."""
 
 
-class FeatureConfig(Settings):
-    """The candidate frames (rate, cap, size) and their CLIP features, computed by Ray Data and stored."""
+class FeatureConfig(FeatureSpec):
+    """The candidate frames (rate, cap, size) and their CLIP features, computed by Ray Data and stored: the feature
+    spec the run trains with (recorded with its checkpoints), and where and how the features are computed."""
 
-    fps: float = Field(1.0, gt=0)
-    """Candidate sampling rate: every round(native_fps / fps)-th native frame (fps 1 = the reference's 1-fps grid)."""
-    max_candidates: int | None = Field(128, ge=1)
-    """T_c: the most candidate frames per video (re-sampled evenly over the video beyond); null = the whole grid."""
-    min_candidates: int | None = Field(None, ge=1)
-    """With max_candidates: grids shorter than this are re-sampled to max_candidates too (the reference trains with 50)."""
-    frame_size: int | None = Field(64, ge=8)
-    """Frames are resized to size x size inside the decoding worker (None: native size)."""
+    label: ClassVar[str] = ""
+    section: ClassVar[str] = ""
     store: str = "outputs/features"
     """Where the feature store lives; runs with the same (video, fps, T_c, encoder) share entries."""
     retry_failed: bool = False
     """Decode videos that failed before (same file, same settings) again; by default their earlier reason stands."""
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    """The CLIP encoder that produces F_f and F_t."""
     workers: int = Field(2, ge=1)
     """Ray Data encoder actors (each loads the encoder once)."""
     worker_cpus: float = Field(1.0, gt=0)

@@ -32,7 +32,7 @@ from lmms_eval.models.registry_v2 import ModelManifest
 
 from tspo_ray.selector import KeyframeSelector
 from tspo_ray.video.clips import write_selection_clip
-from tspo_ray.video.features import FeatureSpec, FeatureStore, compute_video_features
+from tspo_ray.video.features import StoreSpec, FeatureStore, compute_video_features
 from tspo_ray.video.info import VideoError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -70,7 +70,7 @@ class TSPOSelect(lmms):
                              f"inner_ (inner_pretrained=...)")
         self.selector = KeyframeSelector.from_pretrained(selector, device=device)
         self.num_frames, self.method, self.question_field = int(num_frames), str(method), str(question_field)
-        self.spec = FeatureSpec(float(fps), None if max_candidates in (None, "None", "") else int(max_candidates),
+        self.spec = StoreSpec(float(fps), None if max_candidates in (None, "None", "") else int(max_candidates),
                                 None, self.selector.encoder.name)
         self.store, self.clips = FeatureStore(store), Path(clips)
         self.selections = Path(selections) if selections else None

@@ -26,19 +26,19 @@ from tspo_ray.method.selection_methods import parse_selector
 from tspo_ray.safe_files import UnsafeFileError
 from tspo_ray.selector import select_from_features
 from tspo_ray.splits import Extractor, fill_store
-from tspo_ray.video.features import FeatureSpec, FeatureStore, VideoFeatures
+from tspo_ray.video.features import StoreSpec, FeatureStore, VideoFeatures
 
 
-def benchmark_feature_spec(cfg: Config, encoder_name: str) -> FeatureSpec:
+def benchmark_feature_spec(cfg: Config, encoder_name: str) -> StoreSpec:
     """Every candidate of the 1-fps grid (max_candidates None), whatever features.max_candidates says for training."""
-    return FeatureSpec(cfg.features.fps, None, cfg.features.frame_size, encoder_name)
+    return StoreSpec(cfg.features.fps, None, cfg.features.frame_size, encoder_name)
 
 
 class StoreSelection:
     """The SelectFn of a benchmark run: a record's video features from the store (a few videos kept in memory, since
     one video has up to 16k candidates), its question stem's text feature, and select_from_features."""
 
-    def __init__(self, store: FeatureStore, spec: FeatureSpec, text: dict[str, torch.Tensor], root: str | Path,
+    def __init__(self, store: FeatureStore, spec: StoreSpec, text: dict[str, torch.Tensor], root: str | Path,
                  k: int, agent=None, inference_mode: str = "top-k", aks: dict | None = None, cache_videos: int = 4):
         self.store, self.spec, self.text, self.root, self.k = store, spec, text, root, k
         self.agent, self.inference_mode, self.aks = agent, inference_mode, dict(aks or {})
