@@ -165,7 +165,8 @@ def assemble_features(chunk_features: Sequence[torch.Tensor], frame_indices, tim
                       path: str | Path) -> VideoFeatures:
     """A store entry from the features of a video's chunks, in order: the one place both extraction paths (this
     process and the Ray Data pipeline) build an entry, so they write the same thing."""
-    return VideoFeatures(torch.cat(list(chunk_features)).float(), np.asarray(frame_indices).astype(np.int64),
+    # float16 as stored: features computed here and features read back from the store select the same frames
+    return VideoFeatures(torch.cat(list(chunk_features)).half(), np.asarray(frame_indices).astype(np.int64),
                          np.asarray(timestamps_s).astype(np.float64), float(duration_s), str(path))
 
 
