@@ -113,7 +113,7 @@ def feature_case(args, world: Path) -> dict:
     """A fresh extraction of the world's videos, uninterrupted and with every Ray Data worker killed once."""
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
     from tspo_ray.video.encoders import load_encoder
-    from tspo_ray.video.features import StoreSpec, FeatureStore
+    from tspo_ray.video.features import FeatureStore, StoreSpec
 
     videos = sorted(str(p) for p in (world / "videos").glob("*.mp4"))
     spec_dict = {"backend": "embedded"}

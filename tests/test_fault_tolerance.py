@@ -81,7 +81,7 @@ def test_killed_feature_workers_lose_no_entry_and_duplicate_none(ray_local, tiny
     from tspo_ray.distributed.chaos import KillWhen, kill_processes
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
     from tspo_ray.video.encoders import load_encoder
-    from tspo_ray.video.features import StoreSpec, FeatureStore
+    from tspo_ray.video.features import FeatureStore, StoreSpec
 
     videos = sorted(str(p) for p in (tiny_world / "videos").glob("*.mp4"))
     spec_dict = {"backend": "embedded"}

@@ -13,7 +13,7 @@ from tspo_ray.distributed.feature_decode import DecodeSpec, decode_rows
 from tspo_ray.distributed.feature_pipeline import EncodeChunks, VideoAssembler, extract_with_ray
 from tspo_ray.video.encoders import load_encoder
 from helpers.features import assert_same_entries
-from tspo_ray.video.features import StoreSpec, FeatureStore, extract_local
+from tspo_ray.video.features import FeatureStore, StoreSpec, extract_local
 
 
 def cut_stream(tmp_path, source: str) -> str:

@@ -12,7 +12,7 @@ from tspo_ray.data.records import QARecord
 from tspo_ray.splits import load_items
 from tspo_ray.video import frames as video
 from tspo_ray.video.encoders import load_encoder
-from tspo_ray.video.features import StoreSpec, FeatureStore, extract_local
+from tspo_ray.video.features import FeatureStore, StoreSpec, extract_local
 
 
 def write_clip(path, frames: int, fps: int = 4, size: int = 32, faststart: bool = False) -> str:

@@ -19,7 +19,7 @@ from tspo_ray.method.sampling import TAU_END, TAU_START
 from tspo_ray.method.selection_methods import AKS_DEFAULTS, ANCHORS
 from tspo_ray.settings import ConfigError, Settings
 from tspo_ray.video.encoders import EncoderSpec
-from tspo_ray.video.features import FeatureSpec
+from tspo_ray.video.features import SPEC_FIELDS, FeatureSpec
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_job_args", "is_cuda"]
 
@@ -424,6 +424,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise ConfigError(f"{'.'.join(keys)}: {k} is not a section")
         node[keys[-1]] = value
     return Config.load(raw)
+
+
+def with_selector_features(cfg: Config, spec: FeatureSpec | None, source: str) -> Config:
+    """The config with a selector's feature spec in its features section (the store, the workers and the encoder's
+    device and batch size stay the config's). A spec field the config sets explicitly (its YAML file or an
+    override) to other features is refused by name (FeatureSpec.adopt says why). spec None: the config as is."""
+    if spec is None:
+        return cfg
+    adopted = spec.adopt(cfg.features, "features", source)
+    features = cfg.features.model_copy(update={name: getattr(adopted, name) for name in SPEC_FIELDS})
+    return cfg.model_copy(update={"features": features})
 
 
 def recorded_config(meta: dict[str, Any]) -> Config | None:

@@ -20,7 +20,7 @@ from tspo_ray.data.records import (
     resolve_video,
 )
 from tspo_ray.safe_files import UnsafeFileError
-from tspo_ray.video.features import StoreSpec, FeatureStore, VideoFeatures, extract_local
+from tspo_ray.video.features import FeatureStore, StoreSpec, VideoFeatures, extract_local
 
 log = logging.getLogger(__name__)
 

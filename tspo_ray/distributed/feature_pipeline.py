@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from tspo_ray.distributed.feature_decode import DecodeChunks, DecodeSpec
-from tspo_ray.video.features import StoreSpec, FeatureStore, assemble_features, plan_extraction
+from tspo_ray.video.features import FeatureStore, StoreSpec, assemble_features, plan_extraction
 
 
 def extract_kwargs(cfg) -> dict:
