@@ -86,7 +86,8 @@ class FeatureSpec(Settings):
         clash = self.conflicts(given, given.model_fields_set)
         if clash:
             mine, theirs = self.features_dict(), given.features_dict()
-            detail = "; ".join(f"{where}.{f} is {theirs[f]!r}, the selector's is {mine[f]!r}" for f in clash)
+            detail = "; ".join(f"{where}.{f} is {_shown(f, theirs[f])}, the selector's is {_shown(f, mine[f])}"
+                               for f in clash)
             raise ConfigError(f"{detail}: the selector at {source} records the features it scores, and every path "
                               f"takes them from there; drop the setting (or give the same value)")
         placement = {k: getattr(given.encoder, k) for k in PLACEMENT_FIELDS if k in given.encoder.model_fields_set}
@@ -95,6 +96,13 @@ class FeatureSpec(Settings):
     def store_spec(self, encoder_name: str) -> "StoreSpec":
         """The feature-store key fields of this spec, with the loaded encoder's name."""
         return StoreSpec(self.fps, self.max_candidates, self.frame_size, encoder_name, self.min_candidates)
+
+
+def _shown(field: str, value: Any) -> str:
+    """A spec value in an error message; None said as what it means for the field."""
+    if value is None and field in ("frame_size", "max_candidates"):
+        return "native" if field == "frame_size" else "null (every candidate)"
+    return repr(value)
 
 
 def reference_feature_spec(folder: str | Path) -> FeatureSpec:
