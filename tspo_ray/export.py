@@ -260,7 +260,8 @@ def model_card(f: dict[str, Any]) -> str:
         f"at most {cfg.get('features', {}).get('max_candidates', '?')} candidates",
         "- features this folder is read with: " + (
             "the reference's pipeline (every candidate of the 1-fps grid, native size, this folder's CLIP processor)"
-            if f.get("layout", "reference") == "reference" else f"`{SELECTOR_CONFIG}`'s `features`, this folder's CLIP"),
+            if f.get("layout", "reference") == "reference"
+            else f"`{SELECTOR_CONFIG}`'s `features`, this folder's CLIP"),
         f"- policy: T_s={policy.get('num_frames', '?')}, G={policy.get('group_size', '?')}, "
         f"tau {policy.get('tau_start', '?')} -> {policy.get('tau_end', '?')}, likelihood {policy.get('likelihood', '?')}",
         f"- GRPO: lr {grpo.get('lr', '?')}, clip {grpo.get('clip_eps', '?')}, epochs {grpo.get('epochs', '?')}, "

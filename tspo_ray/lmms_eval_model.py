@@ -13,8 +13,8 @@ For every request the video's candidates are scored with KeyframeSelector under 
 features from the feature store `store` when it has them, written to it when not, so a second run does not encode
 again. `fps` and `max_candidates` may be given only as the spec has them: other values are refused, since the
 selector would pick other frames here than on every other path. Each video is scored against the question without
-its options (the document's `question_field`, else the first line of the prompt), and the inner model is handed a clip of exactly the selected
-frames at their own times (tspo_ray.video.clips) in place of the video. `selections` (a JSON-lines file) receives
+its options (the document's `question_field`, else the first line of the prompt), and the inner model is handed a
+clip of exactly the selected frames at their own times (tspo_ray.video.clips) in place of the video. `selections` (a JSON-lines file) receives
 one record per request: the task, the document, the frame indices, timestamps and the clip.
 
 Frames are chosen as `jobs/evaluate.py --benchmark` chooses them (KeyframeSelector.select_from_features on the same
@@ -101,8 +101,8 @@ class TSPOSelect(lmms):
     is_simple = True
 
     def __init__(self, inner: str, selector: str, num_frames: int = 64, method: str = "agent",
-                 fps: float | None = None, max_candidates: int | str | None = None, store: str = "outputs/lmms_features",
-                 clips: str = "outputs/lmms_clips", selections: str = "", question_field: str = "question",
+                 fps: float | None = None, max_candidates: int | str | None = None,
+                 store: str = "outputs/lmms_features", clips: str = "outputs/lmms_clips", selections: str = "", question_field: str = "question",
                  device: str = "cpu", batch_size: int | str = 1, max_batch_size: int | None = None,
                  **kwargs) -> None:
         super().__init__()
