@@ -102,7 +102,8 @@ class TSPOSelect(lmms):
 
     def __init__(self, inner: str, selector: str, num_frames: int = 64, method: str = "agent",
                  fps: float | None = None, max_candidates: int | str | None = None,
-                 store: str = "outputs/lmms_features", clips: str = "outputs/lmms_clips", selections: str = "", question_field: str = "question",
+                 store: str = "outputs/lmms_features", clips: str = "outputs/lmms_clips", selections: str = "",
+                 question_field: str = "question",
                  device: str = "cpu", batch_size: int | str = 1, max_batch_size: int | None = None,
                  **kwargs) -> None:
         super().__init__()
