@@ -113,11 +113,11 @@ def feature_case(args, world: Path) -> dict:
     """A fresh extraction of the world's videos, uninterrupted and with every Ray Data worker killed once."""
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
     from tspo_ray.video.encoders import load_encoder
-    from tspo_ray.video.features import FeatureSpec, FeatureStore
+    from tspo_ray.video.features import FeatureStore, StoreSpec
 
     videos = sorted(str(p) for p in (world / "videos").glob("*.mp4"))
     spec_dict = {"backend": "embedded"}
-    spec = FeatureSpec(1.0, 32, 64, load_encoder(spec_dict).name)
+    spec = StoreSpec(1.0, 32, 64, load_encoder(spec_dict).name)
     kwargs = dict(num_workers=1, cpus_per_worker=0.5, decode_cpus=0.5, progress=False, chunk=16)
     runs = {}
     for name in ("straight", "killed"):

@@ -135,10 +135,9 @@ def main(argv=None) -> dict:
     from tspo_ray.answerers import build_answerer, settings_for
     from tspo_ray.config import load_config
     from tspo_ray.evaluation.accuracy import evaluate_selector, summarise
-    from tspo_ray.method.policy import parse_selector
+    from tspo_ray.method.selection_methods import parse_selector
     from tspo_ray.splits import prepare_split
     from tspo_ray.video.encoders import load_encoder
-    from tspo_ray.video.features import feature_spec
 
     cfg = load_config(args.config, args.overrides)
     encoder = load_encoder(cfg.features.encoder)
@@ -153,7 +152,7 @@ def main(argv=None) -> dict:
             print(f"no checkpoint at {args.checkpoint}: the agent's rows are left out")
             selectors = [s for s in selectors if parse_selector(s)[0] != "agent"]
     answerer = build_answerer(cfg.answerer.kind, settings_for(cfg))
-    extract_ms, grid_ms, text_ms = extraction_ms(items, encoder, feature_spec(cfg, encoder.name),
+    extract_ms, grid_ms, text_ms = extraction_ms(items, encoder, cfg.features.store_spec(encoder.name),
                                                  args.extract_videos)
     per_video = Counter(it.video_path for it in items)
     q_per_video = len(items) / len(per_video)

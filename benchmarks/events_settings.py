@@ -3,7 +3,8 @@
     uv run python benchmarks/events_settings.py [--split val] [--accept 0.2 0.35 0.5] [--run 0.3 0.5]
 
 Evaluates clip:events over a grid of (accept, run) on the embedded world's validation split, next to the other
-training-free selectors, and prints overall and per-family accuracy. tspo_ray.method.policy.EVENTS_ACCEPT / EVENTS_RUN
+training-free selectors, and prints overall and per-family accuracy. The constants
+tspo_ray.method.selection_methods.EVENTS_ACCEPT / EVENTS_RUN
 hold the chosen pair (the best overall; ties go to the first in grid order).
 """
 from __future__ import annotations

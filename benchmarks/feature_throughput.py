@@ -141,7 +141,7 @@ def main() -> None:
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
     from tspo_ray.synthetic.dataset import build_world
     from tspo_ray.video.encoders import load_encoder
-    from tspo_ray.video.features import FeatureStore, extract_local, feature_spec
+    from tspo_ray.video.features import FeatureStore, extract_local
 
     t0 = time.perf_counter()
     build_world(args.world, {"train": args.videos}, seed=11, min_s=args.min_seconds, max_s=args.max_seconds,
@@ -152,7 +152,7 @@ def main() -> None:
           flush=True)
     cfg = load_config(ROOT / "configs" / "embedded.yaml", args.overrides)
     encoder_spec = cfg.features.encoder.to_dict()
-    spec = feature_spec(cfg, load_encoder(encoder_spec).name)
+    spec = cfg.features.store_spec(load_encoder(encoder_spec).name)
     if args.breakdown:
         breakdown(videos[: args.breakdown], spec, encoder_spec)
 

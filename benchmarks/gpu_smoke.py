@@ -34,7 +34,7 @@ import torch
 
 from tspo_ray.data.items import FeatureItem
 from tspo_ray.data.records import QARecord
-from tspo_ray.method import policy
+from tspo_ray.method import sampling, selection_methods
 from tspo_ray.method.agent import TemporalAgent
 from tspo_ray.method.selection import select_positions
 from tspo_ray.training.learner import batch_to_device, learner_step
@@ -181,8 +181,8 @@ def learner_batch(args) -> tuple[torch.nn.Module, list[FeatureItem], list[Group]
                            np.arange(T), np.arange(T, dtype=np.float64), f"v{i}.mp4")
         with torch.no_grad():
             logits = agent(item.frame_features, item.text_feature) / args.tau
-        draws = policy.gumbel_topk(logits, args.k_train, args.group_size, gen)
-        logp_old = policy.set_logprob(logits, draws, "plackett_luce")
+        draws = sampling.gumbel_topk(logits, args.k_train, args.group_size, gen)
+        logp_old = sampling.set_logprob(logits, draws, "plackett_luce")
         r_answer = torch.randint(0, 2, (args.group_size,), generator=gen).float()
         groups.append(Group(f"q{i}", draws, logp_old, args.tau, 0, rewards=r_answer + 1, r_answer=r_answer,
                             r_temporal=torch.zeros(args.group_size)))
@@ -222,7 +222,7 @@ def bench_selection(args, device: torch.device) -> dict:
     dev_agent, dev_feats, dev_text = copy.deepcopy(agent).to(device), feats.to(device), text.to(device)
     out = {"T": T, "k": k, "methods": {}}
     for method in args.methods:
-        params = policy.AKS_SETTINGS["longvideobench"] if method.endswith(":aks") else {}
+        params = selection_methods.AKS_SETTINGS["longvideobench"] if method.endswith(":aks") else {}
         try:
             ref_pos, ref_scores = select_positions(feats, text, method, k, agent, **params)
             cpu_ms = timed(lambda: select_positions(feats, text, method, k, agent, **params), torch.device("cpu"),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tspo_ray.method.kinds import agent_from_config
-from tspo_ray.method.policy import AKS_SETTINGS
+from tspo_ray.method.selection_methods import AKS_SETTINGS
 from tspo_ray.selector import select_from_features
 
 SELECTORS = ["uniform", "clip:top-k", "clip:bin-max", "clip:aks", "agent:top-k", "agent:bin-max", "agent:aks",

@@ -9,9 +9,12 @@ result file, and the selected frames and the answer per question and selector (`
 frame_indices, timestamps_s, scores, output (the answerer's raw text), predicted (the parsed option or null), error
 (why a request could not be answered, or null), answer (the correct option), correct) for reuse by other evaluators;
 `--plots N` draws N score-curve pictures for the agent. `data.max_eval_questions=N` evaluates the first N questions.
+With --checkpoint, both forms select with the feature spec the checkpoint records (rate, cap, frame size, encoder);
+a features.* setting that asks for other features is refused.
 
-A benchmark in its own format (longvideobench, mlvu, videomme, lvbench): Ray Data encodes every candidate of the
-1-fps grid into the feature store, each selector picks eval.num_frames, and the annotation file is written back with
+A benchmark in its own format (longvideobench, mlvu, videomme, lvbench): Ray Data encodes the candidates of the
+selector's feature spec into the feature store (TSPO-0.4B: every candidate of the 1-fps grid at native size), each
+selector picks eval.num_frames, and the annotation file is written back with
 `frame_idx` per question under OUT/frame_idx/<selector>/ (what lmms-eval adaptations read through LMMSJSON). With
 --answer, the config's answerer answers and OUT/table.md holds the benchmark's own breakdown (LongVideoBench by
 duration group, MLVU M-Avg over tasks, Video-MME short/medium/long, LVBench by question type). Resumable: finished
@@ -31,7 +34,7 @@ from tspo_ray.config import ConfigError, load_config, parse_job_args
 from tspo_ray.data.records import RecordError, format_skipped
 from tspo_ray.evaluation.accuracy import AllRequestsRejected, format_table
 from tspo_ray.evaluation.split_job import run_evaluation
-from tspo_ray.method.policy import SELECTORS
+from tspo_ray.method.selection_methods import SELECTORS
 from tspo_ray.safe_files import UnsafeFileError
 from tspo_ray.splits import NoUsableQuestions
 

@@ -26,11 +26,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--checkpoint", help="run folder, checkpoint file or TSPO-0.4B weights (default: random agent)")
     ap.add_argument("--video-root", action="append", default=[], help="folder videos may be read from (repeatable)")
     ap.add_argument("--url-scheme", action="append", default=[], help="URL scheme videos may use, e.g. https")
-    ap.add_argument("--encoder", default="{backend: embedded}",
-                    help="encoder spec as YAML, e.g. '{backend: hf, model: DIR}'")
-    ap.add_argument("--fps", type=float, default=1.0, help="default candidate rate")
-    ap.add_argument("--max-candidates", type=int, default=128, help="default T_c")
-    ap.add_argument("--frame-size", type=int, default=64, help="frames are resized to this square before encoding")
+    # the feature spec: a checkpoint records its own, and these may only repeat it (without one: defaults 1 fps,
+    # 128 candidates, 64 px, the embedded CLIP)
+    ap.add_argument("--encoder", help="encoder spec as YAML, e.g. '{backend: hf, model: DIR}'")
+    ap.add_argument("--fps", type=float, help="default candidate rate")
+    ap.add_argument("--max-candidates", help="default T_c (a number, or 'all': every candidate of the grid)")
+    ap.add_argument("--frame-size", help="frames are resized to this square before encoding (a number, or 'native')")
     ap.add_argument("--cache-size", type=int, default=64, help="videos kept in the feature LRU per replica")
     ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument("--address", default=None, help="Ray address ('auto' for a running cluster; default: start one)")
@@ -83,14 +84,46 @@ def settings_from_args(args: argparse.Namespace) -> dict:
         if not Path(args.checkpoint).exists():
             raise SystemExit(f"error: --checkpoint {args.checkpoint}: no such file or folder")
         checkpoint = str(Path(args.checkpoint).resolve())
-    encoder = yaml.safe_load(args.encoder)
-    if not isinstance(encoder, dict):
-        raise SystemExit(f"error: --encoder {args.encoder!r}: expected a mapping, e.g. '{{backend: embedded}}'")
+    features = feature_args(args)
+    if "encoder" in features:
+        encoder = yaml.safe_load(features["encoder"])
+        if not isinstance(encoder, dict):
+            raise SystemExit(f"error: --encoder {args.encoder!r}: expected a mapping, e.g. '{{backend: embedded}}'")
+        features["encoder"] = absolute_local_paths(encoder)
     # Replicas run in Ray's copy of the working directory: every local path must be absolute before deployment.
     return {"checkpoint": checkpoint, "video_roots": [str(Path(r).resolve()) for r in args.video_root],
-            "url_schemes": args.url_scheme, "encoder": absolute_local_paths(encoder), "fps": args.fps,
-            "max_candidates": args.max_candidates, "frame_size": args.frame_size, "cache_size": args.cache_size,
+            "url_schemes": args.url_scheme, "features": features, "cache_size": args.cache_size,
             "request_timeout_s": args.request_timeout}
+
+
+def check_feature_spec(settings: dict) -> None:
+    """A feature spec that contradicts the checkpoint's fails here, before any Ray starts."""
+    from tspo_ray.serve.service import ServeSettings, serving_feature_spec
+
+    try:
+        serving_feature_spec(ServeSettings.load(settings))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def feature_args(args: argparse.Namespace) -> dict:
+    """The feature-spec fields given on the command line (the rest come from the checkpoint, or the defaults)."""
+    out: dict = {}
+    if args.encoder is not None:
+        out["encoder"] = args.encoder
+    if args.fps is not None:
+        out["fps"] = args.fps
+    for name, value, word in (("max_candidates", args.max_candidates, "all"),
+                              ("frame_size", args.frame_size, "native")):
+        if value is None:
+            continue
+        if str(value).lower() == word:
+            out[name] = None
+        elif str(value).isdigit():
+            out[name] = int(value)
+        else:
+            raise SystemExit(f"error: --{name.replace('_', '-')} {value!r}: a whole number or '{word}'")
+    return out
 
 
 def http_options(args: argparse.Namespace) -> dict:
@@ -112,6 +145,7 @@ def gate_options(settings: dict) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     settings = settings_from_args(args)
+    check_feature_spec(settings)
     access = access_settings(args)  # before Ray starts: a refused start costs nothing
     from ray import serve
 

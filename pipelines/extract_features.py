@@ -19,7 +19,7 @@ from tspo_ray.data.records import resolve_video
 from tspo_ray.distributed.feature_pipeline import extract_kwargs, extract_with_ray
 from tspo_ray.splits import split_records
 from tspo_ray.video.encoders import load_encoder
-from tspo_ray.video.features import FeatureStore, feature_spec
+from tspo_ray.video.features import FeatureStore
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
         print(f"skipped record: {p['reason']}")
     videos = [resolve_video(r, root) for r in records]
     encoder_name = load_encoder(cfg.features.encoder).name
-    spec = feature_spec(cfg, encoder_name)
+    spec = cfg.features.store_spec(encoder_name)
     store = FeatureStore(cfg.features.store)
     actor_kwargs = extract_kwargs(cfg)
     if args.workers is not None:

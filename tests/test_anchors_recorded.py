@@ -5,7 +5,7 @@ import json
 import torch
 
 from tspo_ray.config import load_config
-from tspo_ray.method import policy
+from tspo_ray.method import selection_methods
 from tspo_ray.selector import clip_scores, layout_anchors, load_selector_agent, select_positions
 from tspo_ray.training.learner_state import LearnerState
 
@@ -24,11 +24,11 @@ def test_a_checkpoint_carries_its_anchors_to_inference(tmp_path):
     positions, scores = select_positions(frames, text, "agent:anchors", K, agent)
     best = set(scores.topk(5).indices.tolist())
     assert best <= set(positions.tolist())
-    want = policy.anchored_set(scores.topk(5).indices.tolist(), clip_scores(frames, text), K)
+    want = selection_methods.anchored_set(scores.topk(5).indices.tolist(), clip_scores(frames, text), K)
     assert positions.tolist() == want.tolist()
 
 
 def test_an_agent_without_a_record_places_the_default(tmp_path):
-    assert layout_anchors(tmp_path) == policy.ANCHORS
+    assert layout_anchors(tmp_path) == selection_methods.ANCHORS
     (tmp_path / "selector_config.json").write_text(json.dumps({"inference_mode": "anchors", "anchors": 3}))
     assert layout_anchors(tmp_path) == 3

@@ -59,8 +59,11 @@ def video_folder(bench, name: str, annotations: Path) -> Path:
 
 
 def overrides(bench):
-    return [f"features.encoder={{backend: hf, model: {bench['tspo']}}}", f"features.store={bench['store']}",
-            "features.frame_size=32", "features.workers=1", f"eval.num_frames={K}"]
+    """The TSPO-0.4B-layout model's own features (the reference's pipeline: native size through its CLIP processor),
+    which the runs with --checkpoint take from the folder anyway and those without it take from here."""
+    return [f"features.encoder={{backend: hf, model: {bench['tspo']}, exact_processor: true}}",
+            f"features.store={bench['store']}", "features.frame_size=native", "features.workers=1",
+            f"eval.num_frames={K}"]
 
 
 def run_cli(monkeypatch, args):
@@ -89,8 +92,7 @@ def expected_accuracy(name: str, rows: list[dict]) -> tuple[float, dict[str, flo
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_benchmark_job_end_to_end(name, bench, ray_local, tmp_path, monkeypatch, capsys):
-    from tspo_ray.selector import KeyframeSelector, load_selector_agent
-    from tspo_ray.video.encoders import load_encoder
+    from tspo_ray.selector import KeyframeSelector
     from tspo_ray.video.frames import decode_candidates
 
     file, selector = CASES[name]
@@ -104,8 +106,7 @@ def test_benchmark_job_end_to_end(name, bench, ray_local, tmp_path, monkeypatch,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["features"]["pipeline"] == "ray" and summary["features"]["failed"] == 0
     rows = {(r["selector"], r["id"]): r for r in map(json.loads, (out / "partial.jsonl").read_text().splitlines())}
-    sel = KeyframeSelector(load_encoder({"backend": "hf", "model": str(bench["tspo"])}),
-                           load_selector_agent(bench["tspo"])[0])
+    sel = KeyframeSelector.from_pretrained(bench["tspo"])
     for s in ("uniform", selector):
         entry = summary["selectors"][s]
         assert entry["questions"] == entry["exported"] == len(records) and entry["failed"] == []
@@ -121,7 +122,7 @@ def test_benchmark_job_end_to_end(name, bench, ray_local, tmp_path, monkeypatch,
         assert {g: v["accuracy"] for g, v in entry["breakdown"]["groups"].items()} == pytest.approx(per)
     if selector == "agent:top-k":  # the frames are the agent's top K, rescored from pixels by the selector API
         for rec in records:
-            frames, cands = decode_candidates(rec.video, 1.0, None, 32)
+            frames, cands = decode_candidates(rec.video, 1.0, None, None)
             scores = sel.scores(frames, rec.question)
             chosen = torch.tensor([list(cands.frame_indices).index(i) for i in rows[(selector, rec.id)]["frame_indices"]])
             rest = torch.ones(len(scores), dtype=torch.bool)

@@ -159,7 +159,7 @@ BENCH_SETTINGS = {"longvideobench": ("agent:top-k", 0.2, 3), "videomme": ("agent
 
 
 def test_benchmark_configs_follow_the_reference_and_can_run():
-    from tspo_ray.method.policy import AKS_SETTINGS
+    from tspo_ray.method.selection_methods import AKS_SETTINGS
 
     for name, settings in AKS_SETTINGS.items():  # the published ones agree with the policy's table
         assert BENCH_SETTINGS[name][1:] == (settings["t1"], settings["all_depth"]) and settings["t2"] == -100.0

@@ -127,12 +127,12 @@ def test_feature_entry_on_a_full_disk_names_the_file_and_finished_entries_stay_r
 def test_extraction_on_a_full_disk_stops_instead_of_marking_videos_bad(tiny_world, full_disk):
     """The single-process extraction loop skips a video it cannot read (OSError); a full disk is no such video."""
     from tspo_ray.video.encoders import load_encoder
-    from tspo_ray.video.features import FeatureSpec, extract_local
+    from tspo_ray.video.features import StoreSpec, extract_local
 
     videos = sorted(str(p) for p in tiny_world.rglob("*.mp4"))[:2]
     folder, fill = full_disk
     store = FeatureStore(folder / "features")
-    spec = FeatureSpec(1.0, 16, 32, "embedded", None)
+    spec = StoreSpec(1.0, 16, 32, "embedded", None)
     encoder = load_encoder({"backend": "embedded"})
     extract_local(videos[:1], encoder, spec, store, progress=False)
     fill()

@@ -9,7 +9,7 @@ from tspo_ray.answerers.base import AnswerRequest
 from tspo_ray.answerers.embedded import EmbeddedAnswerer, decide, nearest_count, option_index, perceive
 from tspo_ray.answerers.frame_sets import frame_set, gold_indices, request_for
 from tspo_ray.data.records import read_records
-from tspo_ray.method.policy import spread
+from tspo_ray.method.selection_methods import spread
 from tspo_ray.synthetic.families import FamilyGrammar, load_families
 from tspo_ray.video.info import VideoError
 

@@ -70,7 +70,7 @@ def test_export_round_trip(trained_run, tiny_world, tmp_path, capsys):
     # ... and the reference's forward pass, restated independently, agrees with the selector on that folder
     reference, _ = reference_scores(out, frames, question)
     assert (got - reference).abs().max().item() <= 1e-4
-    picked = layout_sel.select(video, question, k=8, frame_size=64)
+    picked = layout_sel.select(video, question, k=8)
     assert picked["method"] == "agent" and len(picked["frame_indices"]) == 8
 
 

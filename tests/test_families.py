@@ -176,7 +176,7 @@ def test_a_family_written_here_is_trained_on(own_world, tmp_path):
 
     from tspo_ray.answerers import build_answerer, settings_for
     from tspo_ray.config import load_config
-    from tspo_ray.method import policy
+    from tspo_ray.method import sampling
     from tspo_ray.splits import prepare_split
     from tspo_ray.training import scoring
     from tspo_ray.training.trainer import LocalTrainer
@@ -206,7 +206,7 @@ def test_a_family_written_here_is_trained_on(own_world, tmp_path):
     with torch.no_grad():
         for it, g in zip(batch, groups):
             logits = trainer.agent(it.frame_features, it.text_feature) / g.tau
-            new = policy.set_logprob(logits, g.draws, cfg.policy.likelihood).sum(-1)
+            new = sampling.set_logprob(logits, g.draws, cfg.policy.likelihood).sum(-1)
             above = g.rewards - g.rewards.mean()  # the sign of each set's advantage, computed here
             gain += float((above * (new - g.logp_old.sum(-1))).sum())
     print(f'advantage-weighted likelihood gain after the update: {gain:.4f}')

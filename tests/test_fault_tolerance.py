@@ -81,11 +81,11 @@ def test_killed_feature_workers_lose_no_entry_and_duplicate_none(ray_local, tiny
     from tspo_ray.distributed.chaos import KillWhen, kill_processes
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
     from tspo_ray.video.encoders import load_encoder
-    from tspo_ray.video.features import FeatureSpec, FeatureStore
+    from tspo_ray.video.features import FeatureStore, StoreSpec
 
     videos = sorted(str(p) for p in (tiny_world / "videos").glob("*.mp4"))
     spec_dict = {"backend": "embedded"}
-    spec = FeatureSpec(2.0, 64, 32, load_encoder(spec_dict).name)
+    spec = StoreSpec(2.0, 64, 32, load_encoder(spec_dict).name)
     kwargs = dict(num_workers=1, cpus_per_worker=0.5, decode_cpus=0.5, progress=False, chunk=16)
     straight = FeatureStore(tmp_path / "straight")
     expected = extract_with_ray(videos, spec_dict, spec, straight, **kwargs)

@@ -13,7 +13,7 @@ from tspo_ray.distributed.feature_decode import DecodeSpec, decode_rows
 from tspo_ray.distributed.feature_pipeline import EncodeChunks, VideoAssembler, extract_with_ray
 from tspo_ray.video.encoders import load_encoder
 from helpers.features import assert_same_entries
-from tspo_ray.video.features import FeatureSpec, FeatureStore, extract_local
+from tspo_ray.video.features import FeatureStore, StoreSpec, extract_local
 
 
 def cut_stream(tmp_path, source: str) -> str:
@@ -40,7 +40,7 @@ def one_row(batch: dict) -> dict:
 def test_stages_write_the_single_process_entries_whatever_the_chunk_order(tiny_world, tmp_path):
     videos = sorted(str(p) for p in (tiny_world / "videos").glob("*.mp4"))[:2]
     encoder = load_encoder({"backend": "embedded"})
-    spec = FeatureSpec(2.0, None, 32, encoder.name)  # every native frame of the 2-fps videos: 120-160 candidates
+    spec = StoreSpec(2.0, None, 32, encoder.name)  # every native frame of the 2-fps videos: 120-160 candidates
     rows = [r for v in videos for r in decode_rows(v, spec.video_key(v), DecodeSpec.of(spec), chunk=64)]
     sizes = [r["frames"].shape[1] for r in rows]
     assert max(sizes) == 64 and len(rows) >= 2 * len(videos) and all(r["frames"].dtype == np.uint8 for r in rows)
@@ -61,7 +61,7 @@ def test_a_video_failing_part_way_writes_nothing_and_keeps_the_decoders_reason(t
     source = sorted(str(p) for p in (tiny_world / "videos").glob("*.mp4"))[0]
     cut = cut_stream(tmp_path, source)
     encoder = load_encoder({"backend": "embedded"})
-    spec = FeatureSpec(2.0, None, 32, encoder.name)
+    spec = StoreSpec(2.0, None, 32, encoder.name)
     rows = list(decode_rows(cut, "k", DecodeSpec.of(spec), chunk=16))
     assert len(rows) > 1 and all(not r["reason"][0] for r in rows[:-1])  # some chunks decoded before the failure
     assert rows[-1]["reason"][0].startswith(f"{cut}: truncated or corrupt") and rows[-1]["frames"].shape[1] == 0
@@ -92,7 +92,7 @@ def test_pipeline_matches_the_loop_quarantines_bad_videos_and_skips_known_bad(ra
     bad = [str(corrupt), cut, missing]
     spec_dict = {"backend": "hf", "model": tiny_hf_clip}
     encoder = load_encoder(spec_dict)
-    spec = FeatureSpec(2.0, 96, 32, encoder.name)  # 96 candidates: two chunk rows of at most 64 frames each
+    spec = StoreSpec(2.0, 96, 32, encoder.name)  # 96 candidates: two chunk rows of at most 64 frames each
     store = FeatureStore(tmp_path / "store")
     counts = extract_with_ray(videos + bad + [videos[0]], spec_dict, spec, store, num_workers=2,
                               cpus_per_worker=0.5, progress=False, chunk=64)
@@ -116,10 +116,10 @@ def test_store_key_changes_with_settings_and_file(tiny_world, tmp_path):
     src = sorted((tiny_world / "videos").glob("*.mp4"))[0]
     copy = tmp_path / "v.mp4"
     shutil.copy(src, copy)
-    a = FeatureSpec(1.0, 128, 64, "enc-a")
+    a = StoreSpec(1.0, 128, 64, "enc-a")
     assert a.video_key(copy) == a.video_key(copy)
-    assert a.video_key(copy) != FeatureSpec(1.0, 64, 64, "enc-a").video_key(copy)
-    assert a.video_key(copy) != FeatureSpec(1.0, 128, 64, "enc-b").video_key(copy)
+    assert a.video_key(copy) != StoreSpec(1.0, 64, 64, "enc-a").video_key(copy)
+    assert a.video_key(copy) != StoreSpec(1.0, 128, 64, "enc-b").video_key(copy)
     before = a.video_key(copy)
     os.utime(copy, ns=(1, 1))
     assert a.video_key(copy) != before

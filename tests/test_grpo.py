@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tspo_ray.method import grpo, policy
+from tspo_ray.method import grpo, sampling
 from tspo_ray.method.agent import TemporalAgent
 
 
@@ -51,14 +51,14 @@ def test_ratio_moves_after_one_step_and_clipping_engages(likelihood):
     before = {n: p.detach().clone() for n, p in agent.named_parameters()}
     with torch.no_grad():
         logits = agent(frames, text) / tau
-    draws = policy.gumbel_topk(logits, k, G, torch.Generator().manual_seed(1))
-    logp_old = policy.set_logprob(logits, draws, likelihood)
+    draws = sampling.gumbel_topk(logits, k, G, torch.Generator().manual_seed(1))
+    logp_old = sampling.set_logprob(logits, draws, likelihood)
     rewards = (draws < 12).float().mean(-1, keepdim=True).T  # [1, G]: reward frames in the first half
     adv = grpo.group_advantages(rewards).values.reshape(-1)
     opt = torch.optim.Adam(agent.parameters(), lr=5e-3)
     metrics = []
     for _epoch in range(2):
-        logp_new = policy.set_logprob(agent(frames, text) / tau, draws, likelihood)
+        logp_new = sampling.set_logprob(agent(frames, text) / tau, draws, likelihood)
         out = grpo.clipped_surrogate(logp_new, logp_old, adv, clip_eps=0.2)
         metrics.append(out.metrics)
         opt.zero_grad()

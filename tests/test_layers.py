@@ -215,12 +215,12 @@ def write_package(root: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.mark.parametrize("bad_import, found", [
-    ("from tspo_ray.training.trainer import x", "tspo_ray.method.policy (line 1) imports tspo_ray.training.trainer"),
-    ("def f():\n    from tspo_ray.config import Config", "tspo_ray.method.policy (line 2) imports tspo_ray.config"),
+    ("from tspo_ray.training.trainer import x", "tspo_ray.method.sampling (line 1) imports tspo_ray.training.trainer"),
+    ("def f():\n    from tspo_ray.config import Config", "tspo_ray.method.sampling (line 2) imports tspo_ray.config"),
 ])
 def test_the_contract_fails_on_a_wrong_import(tmp_path, bad_import, found):
     """A lower layer importing a higher one, at module level or inside a function, is caught and named."""
-    pkg = write_package(tmp_path, {"__init__.py": "", "method/__init__.py": "", "method/policy.py": bad_import,
+    pkg = write_package(tmp_path, {"__init__.py": "", "method/__init__.py": "", "method/sampling.py": bad_import,
                                    "training/__init__.py": "", "training/trainer.py": "x = 1", "config.py": ""})
     violations = layer_violations(package_graph(pkg))
     assert any(v.startswith(found) for v in violations), violations

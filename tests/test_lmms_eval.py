@@ -11,45 +11,11 @@ import torch  # (before lmms-eval: its scikit-learn loaded first makes torch's C
 
 lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is the optional group: uv sync --group lmms")
 
+from helpers.lmms_task import write_task  # noqa: E402
 from helpers.reference_tspo import reference_scores  # noqa: E402
 from helpers.tiny_models import build_tiny_qwen2_5_vl, build_tspo_layout, write_ramp_video  # noqa: E402
 
 K = 4
-
-TASK_YAML = """task: tspo_tiny
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: generate_until
-doc_to_visual: !function utils.doc_to_visual
-doc_to_text: !function utils.doc_to_text
-doc_to_target: answer
-generation_kwargs:
-  max_new_tokens: 2
-  do_sample: false
-process_results: !function utils.process_results
-metric_list:
-  - metric: accuracy
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  - version: 0.0
-"""
-
-TASK_UTILS = '''
-def doc_to_visual(doc):
-    return [doc["video"]]
-
-
-def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return doc["question"] + "\\n" + "\\n".join(doc["options"]) + "\\nAnswer with the option's letter."
-
-
-def process_results(doc, results):
-    return {"accuracy": float(results[0].strip()[:1] == doc["answer"])}
-'''
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +26,7 @@ def task_dir(tmp_path_factory, lmms_eval_run):
         video = write_ramp_video(root / f"video{i}.mp4", num_frames=16 + 2 * i)
         docs.append({"video": str(video), "question": f"What is shown after the ramp {i}?",
                      "options": ["A. dark", "B. light"], "answer": "AB"[i % 2]})
-    (root / "tiny.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    task = root / "task"
-    task.mkdir()
-    (task / "tspo_tiny.yaml").write_text(TASK_YAML.format(data=root / "tiny.jsonl"))
-    (task / "utils.py").write_text(TASK_UTILS)
+    write_task(root, docs)
     return root, docs
 
 

@@ -167,7 +167,7 @@ class TinyEncoder:
 
 def test_feature_store_round_trip_and_crafted_pickles_refused(tmp_path):
     from tspo_ray.data.records import QARecord
-    from tspo_ray.video.features import FeatureSpec
+    from tspo_ray.video.features import StoreSpec
 
     store = FeatureStore(tmp_path / "fs")
     f = feats()
@@ -182,7 +182,7 @@ def test_feature_store_round_trip_and_crafted_pickles_refused(tmp_path):
     marker = tmp_path / "marker"
     video = tmp_path / "v.mp4"
     video.write_bytes(b"0" * 100)
-    spec = FeatureSpec(1.0, 8, None, "tiny")
+    spec = StoreSpec(1.0, 8, None, "tiny")
     key = spec.video_key(video)
     evil_pickle(store.root / "videos" / f"{key}.pt", marker)  # an earlier-format name: never looked at
     assert not store.has(key)

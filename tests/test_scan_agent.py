@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tspo_ray.method import policy
+from tspo_ray.method import sampling, selection_methods
 from tspo_ray.method.agent import AGENT_KINDS, TemporalAgent, register_agent
 from tspo_ray.method.kinds import agent_from_config, agent_kinds, is_set_aware
 from tspo_ray.method.scan_agent import (EventScanAgent, boundary_probabilities, event_index, neighbour_matches,
@@ -122,7 +122,7 @@ def test_sequential_likelihood_without_penalty_is_plackett_luce():
     scores, kernel = random_policy(7, 3)
     orders = torch.tensor([[3, 1, 6], [0, 5, 2], [6, 4, 1]])
     got = sequential_logprob(scores, kernel, torch.tensor(0.0, dtype=torch.float64), 0.5, orders)
-    assert torch.allclose(got, policy.plackett_luce_logprob(scores / 0.5, orders))
+    assert torch.allclose(got, sampling.plackett_luce_logprob(scores / 0.5, orders))
 
 
 def test_sequential_samples_follow_the_likelihood():
@@ -141,7 +141,7 @@ def test_sequential_samples_follow_the_likelihood():
 def test_greedy_spreads_over_events_where_top_k_piles_onto_one():
     scores = torch.tensor([1.0, 0.9, 0.2, 0.5])
     kernel = torch.tensor([[1.0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
-    assert policy.select_topk(scores, 2).tolist() == [0, 1]
+    assert selection_methods.select_topk(scores, 2).tolist() == [0, 1]
     assert sequential_greedy(scores, kernel, 2.0, 2).tolist() == [0, 3]  # frame 1: 0.9 - 2 < 0.5
     assert sequential_greedy(scores, kernel, 0.3, 2).tolist() == [0, 1]  # a small penalty: 0.6 > 0.5
     assert sequential_greedy(scores, kernel, 2.0, 9).tolist() == [0, 1, 2, 3]  # fewer candidates than k
@@ -201,11 +201,11 @@ def test_agent_greedy_selects_by_the_agent_policy_and_needs_a_set_aware_kind():
                        SelectionJob(it.frame_features, it.text_feature, it.frame_indices, it.timestamps_s, 4,
                                     "agent:top-k")], agent, inference_mode="greedy")
     assert rec[0]["positions"] == pos.tolist()
-    assert rec[1]["positions"] == policy.select_topk(s.detach(), 4).tolist()
+    assert rec[1]["positions"] == selection_methods.select_topk(s.detach(), 4).tolist()
     with pytest.raises(ValueError, match="set-aware"):
         select_positions(it.frame_features, it.text_feature, "agent:greedy", 4, TemporalAgent(D, heads=4))
     with pytest.raises(ValueError, match="unknown selector"):
-        policy.parse_selector("clip:greedy")
+        selection_methods.parse_selector("clip:greedy")
 
 
 def test_scan_without_the_enhancer_has_no_eq3_weights_and_starts_at_twice_the_cosine():

@@ -63,8 +63,11 @@ def test_select_end_to_end_on_the_720p_clip(clips, tmp_path):
     assert out["num_candidates"] == len(grid) == 4
     assert set(out["frame_indices"]) <= set(grid) and out["frame_indices"] == sorted(out["frame_indices"])
     assert out["timestamps_s"] == [round(i / (30000 / 1001), 3) for i in out["frame_indices"]]
-    # the scores are S of the selected candidates, as scoring the decoded grid frames directly gives
-    direct = sel.scores(video_io.read_frames(path, grid), "What is on the table?")
+    # the scores are S of the selected candidates, as scoring the decoded grid frames directly gives (from features
+    # rounded to float16, as the feature store holds them)
+    feats, text = sel.features(video_io.read_frames(path, grid), "What is on the table?")
+    with torch.no_grad():
+        direct = sel.agent(feats.half().float(), text)
     assert out["scores"] == pytest.approx([float(direct[grid.index(i)]) for i in out["frame_indices"]], abs=1e-4)
     assert out["frame_indices"] == [grid[p] for p in torch.topk(direct, 2).indices.sort().values.tolist()]
     uniform = sel.select(path, "What is on the table?", k=2, method="uniform")

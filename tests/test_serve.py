@@ -341,7 +341,13 @@ def test_serve_config_and_job_settings(tmp_path):
     with pytest.raises(ValueError, match="^video_root: unknown serve option"):
         ServeSettings.load({"video_root": "x"})
     s = settings_from_args(parse_args(["--video-root", str(tmp_path), "--encoder", "{backend: embedded}"]))
-    assert s["video_roots"] == [str(tmp_path.resolve())] and s["encoder"] == {"backend": "embedded"}
+    assert s["video_roots"] == [str(tmp_path.resolve())] and s["features"] == {"encoder": {"backend": "embedded"}}
+    assert settings_from_args(parse_args(["--video-root", str(tmp_path)]))["features"] == {}  # the checkpoint's
+    s = settings_from_args(parse_args(["--video-root", str(tmp_path), "--max-candidates", "all", "--frame-size",
+                                       "native", "--fps", "2"]))
+    assert s["features"] == {"max_candidates": None, "frame_size": None, "fps": 2.0}
+    with pytest.raises(SystemExit, match="--frame-size 'big': a whole number or 'native'"):
+        settings_from_args(parse_args(["--video-root", str(tmp_path), "--frame-size", "big"]))
     with pytest.raises(SystemExit, match="not a folder"):
         settings_from_args(parse_args(["--video-root", str(tmp_path / "nope")]))
     with pytest.raises(SystemExit, match="at least one --video-root"):
@@ -360,9 +366,9 @@ def test_serve_job_makes_relative_paths_absolute_before_deployment(tmp_path, mon
                                        "--encoder", "{backend: hf, model: clip}"]))
     assert s["checkpoint"] == str(tmp_path.resolve() / "run" / "checkpoints")
     assert s["video_roots"] == [str(tmp_path.resolve() / "videos")]
-    assert s["encoder"] == {"backend": "hf", "model": str(tmp_path.resolve() / "clip")}
+    assert s["features"]["encoder"] == {"backend": "hf", "model": str(tmp_path.resolve() / "clip")}
     hub = settings_from_args(parse_args(["--video-root", "videos", "--encoder", "{backend: hf, model: org/clip}"]))
-    assert hub["encoder"]["model"] == "org/clip" and hub["checkpoint"] is None
+    assert hub["features"]["encoder"]["model"] == "org/clip" and hub["checkpoint"] is None
     with pytest.raises(SystemExit, match="--checkpoint run/missing: no such file or folder"):
         settings_from_args(parse_args(["--video-root", "videos", "--checkpoint", "run/missing"]))
 
@@ -405,7 +411,7 @@ def _request_strategy():
     and bodies of any shape."""
     from hypothesis import strategies as st
 
-    from tspo_ray.method.policy import SELECTORS
+    from tspo_ray.method.selection_methods import SELECTORS
     from tspo_ray.serve.schema import MAX_CANDIDATE_FPS, MAX_CANDIDATES, MAX_FRAMES, MIN_CANDIDATE_FPS
 
     anything = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

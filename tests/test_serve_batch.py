@@ -10,7 +10,7 @@ from tspo_ray.data.records import QARecord
 from tspo_ray.evaluation.accuracy import select_frames
 from tspo_ray.selector import SelectionJob, select_many
 from tspo_ray.serve.service import KeyframeService, ServeSettings
-from tspo_ray.video.features import FeatureSpec, compute_video_features
+from tspo_ray.video.features import StoreSpec, compute_video_features
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_service_features_equal_the_feature_store(service, videos):
     """Probed once, decoded with one codec thread outside the torch slots: still compute_video_features' output."""
     for path, cap in zip(videos, (128, 40, None)):
         got, hit, _ = service.video_features(path, 1.0, cap)
-        want = compute_video_features(path, service.encoder, FeatureSpec(1.0, cap, 64, service.encoder.name))
+        want = compute_video_features(path, service.encoder, StoreSpec(1.0, cap, 64, service.encoder.name))
         assert not hit and torch.equal(got.frame_features, want.frame_features.half())
         assert got.frame_indices.tolist() == want.frame_indices.tolist()
         assert got.timestamps_s.tolist() == want.timestamps_s.tolist() and got.duration_s == want.duration_s

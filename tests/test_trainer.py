@@ -226,10 +226,10 @@ def test_periodic_validation_keeps_the_best_checkpoint_beside_the_newest(tmp_pat
 
 
 def test_anchor_sampling_draws_the_anchors_and_learns_where_to_put_them():
-    """policy.sampling=anchors: each set is the agent's draw of 2 frames and policy.anchored_set around it (the set
-    the anchors inference method builds), the old log-prob is the draw's exact Plackett-Luce likelihood, the reward
+    """policy.sampling=anchors: each set is the agent's draw of 2 frames and anchored_set around it (the set the
+    anchors inference method builds), the old log-prob is the draw's exact Plackett-Luce likelihood, the reward
     sees the whole set, and training moves the anchors onto the needle that CLIP's cosine does not point to."""
-    from tspo_ray.method import policy
+    from tspo_ray.method import sampling, selection_methods
     from tspo_ray.selector import select_positions
     from tspo_ray.training.learner_state import LearnerState
     from tspo_ray.training.rollout import clip_cosines, sample_group
@@ -245,10 +245,10 @@ def test_anchor_sampling_draws_the_anchors_and_learns_where_to_put_them():
     assert grp.draws.shape == (8, 2) and grp.shown.shape == (8, 4)
     base = clip_cosines(items[0])
     for draw, shown in zip(grp.draws.tolist(), grp.shown.tolist()):
-        assert shown == policy.anchored_set(draw, base, 4).tolist() and set(draw) <= set(shown)
+        assert shown == selection_methods.anchored_set(draw, base, 4).tolist() and set(draw) <= set(shown)
     with torch.no_grad():
         logits = state.agent(items[0].frame_features, items[0].text_feature) / 0.1
-    assert torch.allclose(grp.logp_old, policy.plackett_luce_logprob(logits, grp.draws), atol=1e-5)
+    assert torch.allclose(grp.logp_old, sampling.plackett_luce_logprob(logits, grp.draws), atol=1e-5)
 
     seen = []
     def reward(item, frames):

@@ -12,7 +12,7 @@ from tspo_ray.data.records import QARecord
 from tspo_ray.splits import load_items
 from tspo_ray.video import frames as video
 from tspo_ray.video.encoders import load_encoder
-from tspo_ray.video.features import FeatureSpec, FeatureStore, extract_local
+from tspo_ray.video.features import FeatureStore, StoreSpec, extract_local
 
 
 def write_clip(path, frames: int, fps: int = 4, size: int = 32, faststart: bool = False) -> str:
@@ -99,7 +99,7 @@ def test_known_bad_videos_are_not_decoded_again_unless_asked(tmp_path, good_clip
     data = open(good_clip, "rb").read()
     bad.write_bytes(data[: len(data) // 2])  # no index
     encoder, store = CountingEncoder(), FeatureStore(tmp_path / "store")
-    spec = FeatureSpec(1.0, None, 16, encoder.name)
+    spec = StoreSpec(1.0, None, 16, encoder.name)
     first = extract_local([str(bad)], encoder, spec, store, progress=False)
     assert first["failed"] == 1 and "moov atom not found" in store.errors()[0]["reason"]
 
@@ -123,7 +123,7 @@ def test_short_videos_are_skipped_below_the_minimum_and_warned_below_t_s(tmp_pat
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(os.urandom(3000))
     encoder, store = CountingEncoder(), FeatureStore(tmp_path / "store")
-    spec = FeatureSpec(1.0, None, 16, encoder.name)
+    spec = StoreSpec(1.0, None, 16, encoder.name)
     extract_local([one, five, str(broken)], encoder, spec, store, progress=False)
     records = [QARecord(id=name, video=f"{name}.mp4", question="What is shown?", options=["a", "b"], answer="A")
                for name in ("one", "five", "broken")]
@@ -150,7 +150,7 @@ def test_features_encoded_chunk_by_chunk_equal_one_pass(tmp_path, good_clip):
     with pytest.raises(ValueError, match="increasing order"):
         next(iter_sequential(good_clip, [5, 2], 16))
     encoder = CountingEncoder()
-    spec = FeatureSpec(4.0, None, 16, encoder.name)  # every frame of the 4-fps clip: 40 candidates
+    spec = StoreSpec(4.0, None, 16, encoder.name)  # every frame of the 4-fps clip: 40 candidates
     small = compute_video_features(good_clip, encoder, spec, chunk=7)
     big = compute_video_features(good_clip, encoder, spec, chunk=256)
     assert small.frame_features.shape == (40, encoder.dim) and np.array_equal(small.frame_indices, np.arange(40))

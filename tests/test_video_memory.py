@@ -53,11 +53,11 @@ class _CountingEncoder:
 
 
 def test_the_plug_ins_features_decode_full_size_frames_a_bounded_chunk_at_a_time(video, monkeypatch):
-    from tspo_ray.video.features import FeatureSpec, compute_video_features
+    from tspo_ray.video.features import StoreSpec, compute_video_features
 
     monkeypatch.setattr(video_decode, "CHUNK_BYTES", 5 * FRAME_BYTES)
     encoder = _CountingEncoder()
-    feats = compute_video_features(video, encoder, FeatureSpec(4.0, None, None, "counting"))  # as tspo_select's
+    feats = compute_video_features(video, encoder, StoreSpec(4.0, None, None, "counting"))  # as tspo_select's
     assert len(feats.frame_indices) == 24 and max(encoder.batches) <= 5 and sum(encoder.batches) == 24
 
 

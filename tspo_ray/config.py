@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, field_validator
 
-from tspo_ray.method.policy import AKS_DEFAULTS, ANCHORS, TAU_END, TAU_START
+from tspo_ray.method.sampling import TAU_END, TAU_START
+from tspo_ray.method.selection_methods import AKS_DEFAULTS, ANCHORS
 from tspo_ray.settings import ConfigError, Settings
 from tspo_ray.video.encoders import EncoderSpec
+from tspo_ray.video.features import SPEC_FIELDS, FeatureSpec
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_job_args", "is_cuda"]
 
@@ -51,23 +53,16 @@ class DataConfig(Settings):
     """Questions on a video with fewer candidate frames are skipped (with the reason); fewer than T_s only warns."""
 
 
-class FeatureConfig(Settings):
-    """The candidate frames (rate, cap, size) and their CLIP features, computed by Ray Data and stored."""
+class FeatureConfig(FeatureSpec):
+    """The candidate frames (rate, cap, size) and their CLIP features, computed by Ray Data and stored: the feature
+    spec the run trains with (recorded with its checkpoints), and where and how the features are computed."""
 
-    fps: float = Field(1.0, gt=0)
-    """Candidate sampling rate: every round(native_fps / fps)-th native frame (fps 1 = the reference's 1-fps grid)."""
-    max_candidates: int | None = Field(128, ge=1)
-    """T_c: the most candidate frames per video (re-sampled evenly over the video beyond); null = the whole grid."""
-    min_candidates: int | None = Field(None, ge=1)
-    """With max_candidates: grids shorter than this are re-sampled to max_candidates too (the reference trains with 50)."""
-    frame_size: int | None = Field(64, ge=8)
-    """Frames are resized to size x size inside the decoding worker (None: native size)."""
+    label: ClassVar[str] = ""
+    section: ClassVar[str] = ""
     store: str = "outputs/features"
     """Where the feature store lives; runs with the same (video, fps, T_c, encoder) share entries."""
     retry_failed: bool = False
     """Decode videos that failed before (same file, same settings) again; by default their earlier reason stands."""
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    """The CLIP encoder that produces F_f and F_t."""
     workers: int = Field(2, ge=1)
     """Ray Data encoder actors (each loads the encoder once)."""
     worker_cpus: float = Field(1.0, gt=0)
@@ -115,7 +110,7 @@ class PolicyConfig(Settings):
     likelihood: str = "plackett_luce"
     """Set likelihood: 'plackett_luce' (exact, ratio per set) or 'per_frame' (the reference's per-frame ratios)."""
     sampling: Literal["top-k", "anchors"] = "top-k"
-    """How a training set is drawn: 'top-k' (the paper: T_s frames by Gumbel-top-k) or 'anchors' (the agent draws `anchors` frames and the anchors method fills the rest of the T_s budget around them: training then samples the sets the anchors inference mode selects, policy.select_anchors)."""
+    """How a training set is drawn: 'top-k' (the paper: T_s frames by Gumbel-top-k) or 'anchors' (the agent draws `anchors` frames and the anchors method fills the rest of the T_s budget around them: training then samples the sets the anchors inference mode selects, selection_methods.select_anchors)."""
     anchors: int = Field(ANCHORS, ge=1)
     """Frames the agent draws per set under sampling=anchors; recorded with the checkpoint (and the export), so the
     anchors inference method places as many of the agent's best frames."""
@@ -310,7 +305,8 @@ def validate(cfg: Config) -> Config:
     """What one field's declaration cannot say: choices held by registries and checks across fields."""
     from tspo_ray.data.benchmarks import FORMATS
     from tspo_ray.method.kinds import agent_kinds
-    from tspo_ray.method.policy import LIKELIHOODS, SELECTION_METHODS, SELECTORS, SET_METHODS
+    from tspo_ray.method.sampling import LIKELIHOODS
+    from tspo_ray.method.selection_methods import SELECTION_METHODS, SELECTORS, SET_METHODS
 
     _check(cfg.data.train_format == "records" or cfg.data.train_format in FORMATS, "data.train_format",
            f"must be records or one of {', '.join(sorted(FORMATS))}, got {cfg.data.train_format!r}")
@@ -401,8 +397,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _parse_selector_or_none(name: str) -> tuple[str | None, str | None]:
-    """policy.parse_selector, with (None, None) for an unknown name (validate reports it)."""
-    from tspo_ray.method.policy import parse_selector
+    """selection_methods.parse_selector, with (None, None) for an unknown name (validate reports it)."""
+    from tspo_ray.method.selection_methods import parse_selector
 
     try:
         return parse_selector(name)
@@ -430,6 +426,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise ConfigError(f"{'.'.join(keys)}: {k} is not a section")
         node[keys[-1]] = value
     return Config.load(raw)
+
+
+def with_selector_features(cfg: Config, spec: FeatureSpec | None, source: str) -> Config:
+    """The config with a selector's feature spec in its features section (the store, the workers and the encoder's
+    device and batch size stay the config's). A spec field the config sets explicitly (its YAML file or an
+    override) to other features is refused by name (FeatureSpec.adopt says why). spec None: the config as is."""
+    if spec is None:
+        return cfg
+    adopted = spec.adopt(cfg.features, "features", source)
+    features = cfg.features.model_copy(update={name: getattr(adopted, name) for name in SPEC_FIELDS})
+    return cfg.model_copy(update={"features": features})
 
 
 def recorded_config(meta: dict[str, Any]) -> Config | None:

@@ -6,7 +6,9 @@ The folder holds what TSPO-0.4B holds: a transformers CLIPModel saved with save_
 `selector.*` tensors in the same safetensors file under the reference's names and shapes (bf16 by default, as
 published; `--dtype float32` keeps full precision), the CLIPProcessor files, and a model card (README.md) with the
 training config, data, validation table and the inference mode chosen on validation. `selector_config.json` records
-that mode, the window and the heads, so `KeyframeSelector.from_pretrained(DIR)` selects as the run did.
+that mode, the window and the heads (and, in the tspo-ray layout, the feature spec the run trained with), so
+`KeyframeSelector.from_pretrained(DIR)` selects as the run did. A TSPO-0.4B-layout folder is read with the
+reference's features: every candidate of the 1-fps grid at native size through its CLIP processor.
 
 The reference computes 8 heads over a window of 12, adds PE as is and has no FiLM, with no field for anything else.
 An agent trained otherwise (another kind, heads, window, agent.position_scale, agent.query_conditioned) is written
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 
 from tspo_ray.checkpoint import is_own_checkpoint_file, load_checkpoint, recommended_checkpoint
+from tspo_ray.config import recorded_config
 from tspo_ray.safe_files import UnsafeFileError, write_tensors_atomic, write_text_atomic
 from tspo_ray.selector import OWN_LAYOUT_PREFIX, SELECTOR_CONFIG, SelectorConfig, load_selector_agent
 from tspo_ray.video.encoders.hf_clip import file_digest, image_settings
@@ -167,10 +170,12 @@ def export(checkpoint: str | Path, clip: str | Path, out: str | Path, dtype: str
                     "dim": agent.dim, "source_checkpoint": str(path), "step": facts["step"]}
         if layout != "reference":  # what the TSPO-0.4B layout has no field for
             settings.update(layout="tspo-ray", kind=getattr(agent, "kind", "eq3"),
-                            position_scale=getattr(agent, "position_scale", 1.0), agent_config=agent.config())
+                            position_scale=getattr(agent, "position_scale", 1.0), agent_config=agent.config(),
+                            features=exported_features(meta))
         selector_config = SelectorConfig(**settings).to_dict()
-        if layout == "reference":  # as before: only what the reference layout's readers need beside it
-            for key in ("layout", "kind", "position_scale", "agent_config"):
+        if layout == "reference":  # as before: only what the reference layout's readers need beside it; its
+            # features are the reference's pipeline, as every reader of the layout computes them
+            for key in ("layout", "kind", "position_scale", "agent_config", "features"):
                 selector_config.pop(key)
         write_text_atomic(staging / SELECTOR_CONFIG, json.dumps(selector_config, indent=2) + "\n")
         write_text_atomic(staging / "README.md", model_card(facts))
@@ -182,6 +187,14 @@ def export(checkpoint: str | Path, clip: str | Path, out: str | Path, dtype: str
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return facts
+
+
+def exported_features(meta: dict) -> dict[str, Any] | None:
+    """The feature spec a run trained with, less its encoder (the exported folder's CLIP is the encoder)."""
+    config = recorded_config(meta)
+    if config is None:
+        return None
+    return {k: v for k, v in config.features.spec().to_dict().items() if k != "encoder"}
 
 
 def card_facts(meta: dict, path: Path, clip: Path, mode: str, dtype: str, agent) -> dict[str, Any]:
@@ -245,6 +258,10 @@ def model_card(f: dict[str, Any]) -> str:
         f"{train.get('questions_per_step', '?')} per step",
         f"- features: encoder `{json.dumps(encoder)}`, fps {cfg.get('features', {}).get('fps', '?')}, "
         f"at most {cfg.get('features', {}).get('max_candidates', '?')} candidates",
+        "- features this folder is read with: " + (
+            "the reference's pipeline (every candidate of the 1-fps grid, native size, this folder's CLIP processor)"
+            if f.get("layout", "reference") == "reference"
+            else f"`{SELECTOR_CONFIG}`'s `features`, this folder's CLIP"),
         f"- policy: T_s={policy.get('num_frames', '?')}, G={policy.get('group_size', '?')}, "
         f"tau {policy.get('tau_start', '?')} -> {policy.get('tau_end', '?')}, likelihood {policy.get('likelihood', '?')}",
         f"- GRPO: lr {grpo.get('lr', '?')}, clip {grpo.get('clip_eps', '?')}, epochs {grpo.get('epochs', '?')}, "

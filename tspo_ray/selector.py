@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from tspo_ray.config import recorded_config
-from tspo_ray.method import policy
+from tspo_ray.method import selection_methods
 from tspo_ray.method.selection import (  # noqa: F401  (the selection functions, re-exported here)
     anchor_base,
     clip_scores,
@@ -32,7 +32,7 @@ from tspo_ray.method.selection import (  # noqa: F401  (the selection functions,
     set_policy_selection,
 )
 from tspo_ray.settings import Settings
-from tspo_ray.video import frames as video_io
+from tspo_ray.video.features import FeatureSpec, VideoFeatures, compute_video_features, reference_feature_spec
 
 #: frames decoded and encoded at a time by select(): 16k candidates of a 720p video never sit in memory at once
 DECODE_CHUNK = 256
@@ -92,8 +92,9 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     """select_from_features for every job, with all agent scoring in one packed forward pass (agent_scores_packed);
     the records are those one-at-a-time selection gives. `selection_ms` is the batch's time up to this record."""
     t0 = time.perf_counter()
-    parsed = [policy.parse_selector(job.method) for job in jobs]  # a bad name fails before any scoring
-    set_aware = {i for i, (_, method) in enumerate(parsed) if (method or inference_mode) in policy.SET_METHODS}
+    parsed = [selection_methods.parse_selector(job.method) for job in jobs]  # a bad name fails before any scoring
+    set_aware = {i for i, (_, method) in enumerate(parsed)
+                 if (method or inference_mode) in selection_methods.SET_METHODS}
     by_agent = [i for i, (scorer, _) in enumerate(parsed) if scorer == "agent" and i not in set_aware]
     if by_agent and agent is None:
         selector_scores(torch.zeros(1, 1), torch.zeros(1), "agent", None)  # raises the clear error
@@ -113,7 +114,7 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
         s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
         method = method or inference_mode
         base = anchor_base(method, scorer, feats, job.text_feature.float(), agent)
-        positions = policy.select(method, feats.shape[0], job.k, on_cpu(s), **on_cpu(base))
+        positions = selection_methods.select(method, feats.shape[0], job.k, on_cpu(s), **on_cpu(base))
         out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
                                     time.perf_counter() - t0))
     return out
@@ -153,7 +154,7 @@ class SelectorConfig(Settings):
     label: ClassVar[str] = "selector config"
     inference_mode: str = "top-k"
     """The selection method of the `agent` selector, chosen on validation."""
-    anchors: int = Field(policy.ANCHORS, ge=1)
+    anchors: int = Field(selection_methods.ANCHORS, ge=1)
     """Frames the agent places under the anchors method (the run's policy.anchors)."""
     window: int = Field(12, ge=1)
     """Attention window w."""
@@ -173,6 +174,9 @@ class SelectorConfig(Settings):
     """The agent's whole config, for the tspo-ray layout: the agent is rebuilt from it by kind."""
     step: int = Field(0, ge=0)
     """Its training step."""
+    features: dict[str, Any] | None = None
+    """The feature spec the agent was trained with, less the encoder (the folder's own CLIP is it): fps,
+    max_candidates, min_candidates, frame_size. None (the TSPO-0.4B layout): the reference's pipeline."""
 
 
 def read_selector_config(folder: Path, **defaults: Any) -> SelectorConfig:
@@ -197,9 +201,39 @@ def layout_settings(folder: Path, window: int, heads: int) -> tuple[str, int, in
     return cfg.inference_mode, cfg.window, cfg.heads
 
 
+def layout_feature_spec(folder: Path) -> FeatureSpec:
+    """The features a TSPO-0.4B-layout folder's selector scores: those its selector_config.json records, through the
+    folder's own CLIP, else the reference's pipeline (reference_feature_spec)."""
+    spec = reference_feature_spec(folder)
+    recorded = read_selector_config(folder).features
+    if recorded is None:
+        return spec
+    if "encoder" in recorded:
+        raise ValueError(f"{folder / SELECTOR_CONFIG}: features.encoder: the folder's own CLIP is the encoder")
+    return FeatureSpec.load({**recorded, "encoder": spec.encoder.to_dict()}, f"{folder / SELECTOR_CONFIG}: features")
+
+
+def selector_feature_spec(path: str | Path) -> FeatureSpec | None:
+    """The feature spec a selector records: a TSPO-0.4B-layout folder's (layout_feature_spec), or the features
+    section of the config a tspo-ray checkpoint (file or run folder) recorded; None when it recorded none."""
+    from tspo_ray.checkpoint import is_own_checkpoint_file, load_checkpoint, recommended_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint or model folder")
+    if path.is_dir() and _is_clip_folder(path):
+        return layout_feature_spec(path)
+    if path.is_dir():
+        path = recommended_checkpoint(path) or path
+    if path.suffix == ".safetensors" and not is_own_checkpoint_file(path):
+        return None  # a bare TSPO-0.4B state dict: no record beside it
+    config = recorded_config(load_checkpoint(path))
+    return config.features.spec() if config else None
+
+
 def layout_anchors(folder: Path) -> int:
     """Frames the agent places under the anchors method: its selector_config.json's `anchors` (an exported run),
-    else policy.ANCHORS."""
+    else selection_methods.ANCHORS."""
     return read_selector_config(folder).anchors
 
 
@@ -255,18 +289,22 @@ def load_selector_agent(path: str | Path, window: int = 12, heads: int = 8):
     config = recorded_config(meta)
     mode = meta.get("inference_mode") or (config.agent.inference_mode if config else "top-k")
     agent = load_agent(path, window=window, heads=heads).eval()
-    agent.anchors = config.policy.anchors if config else policy.ANCHORS  # frames it places under the anchors method
+    # frames it places under the anchors method
+    agent.anchors = config.policy.anchors if config else selection_methods.ANCHORS
     return agent, mode
 
 
 class KeyframeSelector:
     """CLIP encoder + (optional) temporal agent: scores candidates and selects keyframes (see the module doc)."""
 
-    def __init__(self, encoder, agent=None, inference_mode: str = "top-k", source: str = ""):
+    def __init__(self, encoder, agent=None, inference_mode: str = "top-k", source: str = "",
+                 feature_spec: FeatureSpec | None = None):
         if agent is not None and agent.dim != encoder.dim:
             raise ValueError(f"agent feature dim {agent.dim} does not match the encoder's {encoder.dim}")
         self.encoder, self.agent = encoder, agent.eval() if agent is not None else None
         self.inference_mode, self.source = inference_mode, source
+        #: the features it scores (rate, cap, frame size, encoder): recorded with its weights, used on every path
+        self.feature_spec = feature_spec or FeatureSpec()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", encoder: Any = None, window: int = 12,
@@ -279,32 +317,34 @@ class KeyframeSelector:
         if path.is_dir() and _is_clip_folder(path):
             from tspo_ray.video.encoders.hf_clip import HFClipEncoder
 
-            clip = HFClipEncoder(str(path), device=device, exact_processor=(path / "preprocessor_config.json").exists())
+            spec = layout_feature_spec(path)
+            spec = spec.model_copy(update={"encoder": spec.encoder.model_copy(update={"device": device})})
+            clip = HFClipEncoder(str(path), device=device, exact_processor=spec.encoder.exact_processor)
             state = reference_selector_state(path)
             if not state:
-                return cls(clip, None, source=f"CLIP {path} (no selector weights)")
+                return cls(clip, None, source=f"CLIP {path} (no selector weights)", feature_spec=spec)
             agent, mode = layout_agent(path, state, window, heads)
             agent.anchors = layout_anchors(path)
             layout = "tspo-ray layout" if any(k.startswith(OWN_LAYOUT_PREFIX) for k in state) else "TSPO-0.4B layout"
-            return cls(clip, agent, inference_mode=mode, source=f"{layout} {path}")
+            return cls(clip, agent, inference_mode=mode, source=f"{layout} {path}", feature_spec=spec)
         return cls._from_checkpoint(path, device, encoder, window, heads)
 
     @classmethod
     def _from_checkpoint(cls, path: Path, device: str, encoder: Any, window: int, heads: int) -> "KeyframeSelector":
-        from tspo_ray.checkpoint import load_checkpoint
         from tspo_ray.video.encoders import load_encoder
 
         agent, mode = load_selector_agent(path, window, heads)
-        if encoder is None and path.suffix != ".safetensors":
-            config = recorded_config(load_checkpoint(path))
-            encoder = config.features.encoder.to_dict() if config else None
+        spec = selector_feature_spec(path)
+        if encoder is None and spec is not None:
+            encoder = spec.encoder.to_dict()
         if encoder is None:
             raise ValueError(f"{path}: the checkpoint names no encoder; pass encoder={{'backend': ..., 'model': ...}}")
-        if isinstance(encoder, dict):
-            encoder = load_encoder({**encoder, "device": device})
-        elif not hasattr(encoder, "encode_frames"):
-            encoder = load_encoder(encoder)
-        return cls(encoder, agent, inference_mode=mode, source=f"tspo-ray checkpoint {path}")
+        if isinstance(encoder, dict) or not hasattr(encoder, "encode_frames"):
+            # an encoder given here replaces the recorded one in the spec: it is what the features come from
+            given = {**FeatureSpec.load({"encoder": encoder}).encoder.to_dict(), "device": device}
+            spec = (spec or FeatureSpec()).model_copy(update={"encoder": FeatureSpec.load({"encoder": given}).encoder})
+            encoder = load_encoder(given)
+        return cls(encoder, agent, inference_mode=mode, source=f"tspo-ray checkpoint {path}", feature_spec=spec)
 
     # --- scoring and selection ---------------------------------------------------------------------------------
     def features(self, frames: np.ndarray, question: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,22 +363,18 @@ class KeyframeSelector:
         return select_from_features(frame_features, text_feature, frame_indices, timestamps_s, k, method,
                                     self.agent, self.inference_mode, key, **params)
 
-    def encode_video(self, video: str | Path, fps: float = 1.0, max_candidates: int | None = None,
-                     frame_size: int | None = None) -> tuple[torch.Tensor, video_io.Candidates]:
-        """Raw features of a video's candidate frames (decoded and encoded DECODE_CHUNK frames at a time)."""
-        cands = video_io.candidates(video, fps, max_candidates)
-        chunks = [self.encoder.encode_frames(video_io.read_frames(video, cands.frame_indices[i:i + DECODE_CHUNK],
-                                                                  frame_size))
-                  for i in range(0, len(cands.frame_indices), DECODE_CHUNK)]
-        return torch.cat(chunks).float(), cands
+    def encode_video(self, video: str | Path) -> VideoFeatures:
+        """The features of a video's candidates under this selector's feature spec, as the feature store holds
+        them (decoded and encoded DECODE_CHUNK frames at a time)."""
+        return compute_video_features(video, self.encoder, self.feature_spec.store_spec(self.encoder.name),
+                                      chunk=DECODE_CHUNK)
 
-    def select(self, video: str | Path, question: str, k: int, method: str = "agent", fps: float = 1.0,
-               max_candidates: int | None = None, frame_size: int | None = None, **params) -> dict:
+    def select(self, video: str | Path, question: str, k: int, method: str = "agent", **params) -> dict:
         """Keyframes of a video file for a question: native frame_indices, timestamps_s and scores of the k frames
-        (in temporal order), chosen among the candidates on the 1-fps grid (all of them by default)."""
-        policy.parse_selector(method)  # a bad name fails before any decoding
-        feats, cands = self.encode_video(video, fps, max_candidates, frame_size)
+        (in temporal order), chosen among the candidates its feature spec gives."""
+        selection_methods.parse_selector(method)  # a bad name fails before any decoding
+        feats = self.encode_video(video)
         text = self.encoder.encode_text([question])[0].float()
-        out = self.select_from_features(feats, text, cands.frame_indices, cands.timestamps_s, k, method,
-                                        key=str(video), **params)
-        return {**out, "num_candidates": len(cands.frame_indices)}
+        out = self.select_from_features(feats.frame_features.float(), text, feats.frame_indices, feats.timestamps_s,
+                                        k, method, key=str(video), **params)
+        return {**out, "num_candidates": len(feats.frame_indices)}

@@ -20,12 +20,12 @@ from tspo_ray.data.records import (
     resolve_video,
 )
 from tspo_ray.safe_files import UnsafeFileError
-from tspo_ray.video.features import FeatureSpec, FeatureStore, VideoFeatures, extract_local, feature_spec
+from tspo_ray.video.features import FeatureStore, StoreSpec, VideoFeatures, extract_local
 
 log = logging.getLogger(__name__)
 
 #: extract(videos, spec, store) -> counts: fills the store with the features of the videos not in it yet
-Extractor = Callable[[Sequence[str], FeatureSpec, FeatureStore], dict]
+Extractor = Callable[[Sequence[str], StoreSpec, FeatureStore], dict]
 
 
 def _video_problem(store: FeatureStore, key: str, path: str, failed: dict[str, str]) -> "VideoFeatures | str":
@@ -41,7 +41,7 @@ def _video_problem(store: FeatureStore, key: str, path: str, failed: dict[str, s
     return reason[len(path) + 2:] if reason.startswith(f"{path}: ") else reason  # the caller names the video
 
 
-def load_items(records: Sequence[QARecord], data_root: str | Path, store: FeatureStore, spec: FeatureSpec, encoder,
+def load_items(records: Sequence[QARecord], data_root: str | Path, store: FeatureStore, spec: StoreSpec, encoder,
                min_candidates: int = 1, num_frames: int | None = None):
     """FeatureItems for the records whose video features are in the store; the rest are returned as skipped.
 
@@ -117,7 +117,7 @@ def benchmark_records(fmt: str, path: Path, root: Path, strict: bool,
     return records, errors
 
 
-def fill_store(cfg, videos: Sequence[str], spec: FeatureSpec, store: FeatureStore, encoder,
+def fill_store(cfg, videos: Sequence[str], spec: StoreSpec, store: FeatureStore, encoder,
                extract: Extractor | None = None, progress: bool = True) -> dict:
     """Features of the videos not in the store yet: by `extract` when given, else by the single-process loop with
     `encoder`; returns the extraction counts."""
@@ -137,7 +137,7 @@ def prepare_split(cfg, split: str, encoder, extract: Extractor | None = None, ma
     records, problems = split_records(cfg, split)
     if max_questions:
         records = records[:max_questions]
-    spec = feature_spec(cfg, encoder.name)
+    spec = cfg.features.store_spec(encoder.name)
     store = FeatureStore(cfg.features.store)
     videos = list(dict.fromkeys(resolve_video(r, root) for r in records))
     counts = fill_store(cfg, videos, spec, store, encoder, extract, progress)

@@ -2,7 +2,8 @@
 
 - gold: up to k native frames spread evenly over the frames inside the record's target spans (pooled, so longer
   spans get more frames; relation questions get both spans, counting questions every occurrence);
-- uniform: k of the T_c 1-fps candidates, the centres of k equal bins (tspo_ray.method.policy's uniform baseline);
+- uniform: k of the T_c 1-fps candidates, the centres of k equal bins (the uniform baseline of
+  tspo_ray.method.selection_methods);
 - random: k candidates drawn without replacement, seeded by the record id.
 Target spans are read here, by the measurement; the answerer only receives the resulting frames.
 """
@@ -15,7 +16,7 @@ import numpy as np
 
 from tspo_ray.answerers.base import AnswerRequest
 from tspo_ray.data.records import QARecord
-from tspo_ray.method.policy import spread
+from tspo_ray.method.selection_methods import spread
 from tspo_ray.video import frames as video
 
 METHODS = ("gold", "uniform", "random")

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from tspo_ray.method.policy import spread
+from tspo_ray.method.selection_methods import spread
 
 REASONS = ("kept", "too_easy", "too_hard", "failed")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DecodeSpec:
-    """The fields of features.FeatureSpec that choose and size a video's candidate frames."""
+    """The fields of features.StoreSpec that choose and size a video's candidate frames."""
 
     fps: float
     max_candidates: int | None

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from tspo_ray.distributed.feature_decode import DecodeChunks, DecodeSpec
-from tspo_ray.video.features import FeatureSpec, FeatureStore, assemble_features, plan_extraction
+from tspo_ray.video.features import FeatureStore, StoreSpec, assemble_features, plan_extraction
 
 
 def extract_kwargs(cfg) -> dict:
@@ -34,7 +34,7 @@ def ray_extractor(cfg, progress: bool = True):
     encoder and actor placement, on the cluster at RAY_ADDRESS or a local Ray (started here when none is)."""
     from tspo_ray.distributed import init_ray
 
-    def extract(videos: Sequence[str], spec: FeatureSpec, store: FeatureStore) -> dict[str, int]:
+    def extract(videos: Sequence[str], spec: StoreSpec, store: FeatureStore) -> dict[str, int]:
         init_ray()  # a no-op when already connected
         return extract_with_ray(videos, cfg.features.encoder.to_dict(), spec, store, progress=progress,
                                 retry_failed=cfg.features.retry_failed, **extract_kwargs(cfg))
@@ -131,7 +131,7 @@ def _pool(most: int):
     return ActorPoolStrategy(min_size=1, max_size=max(1, most))
 
 
-def build_dataset(todo: Sequence[tuple[str, str]], encoder_spec: dict, spec: FeatureSpec, num_workers: int = 2,
+def build_dataset(todo: Sequence[tuple[str, str]], encoder_spec: dict, spec: StoreSpec, num_workers: int = 2,
                   cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, resources: dict[str, float] | None = None,
                   decode_workers: int = 1, decode_cpus: float = 1.0, chunk: int = 256, batch_size: int = 64):
     """The lazy Ray Data dataset of encoded chunk rows for (path, key) pairs.
@@ -157,7 +157,7 @@ def build_dataset(todo: Sequence[tuple[str, str]], encoder_spec: dict, spec: Fea
     )
 
 
-def extract_with_ray(videos: Sequence[str], encoder_spec: dict, spec: FeatureSpec, store: FeatureStore,
+def extract_with_ray(videos: Sequence[str], encoder_spec: dict, spec: StoreSpec, store: FeatureStore,
                      num_workers: int = 2, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
                      resources: dict[str, float] | None = None, progress: bool = True, retry_failed: bool = False,
                      decode_workers: int = 1, decode_cpus: float = 1.0, chunk: int = 256) -> dict[str, int]:

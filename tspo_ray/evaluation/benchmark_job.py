@@ -1,9 +1,11 @@
 """`jobs/evaluate.py --benchmark`: a benchmark in its own format, evaluated as the reference does it.
 
 1. The questions come from the benchmark's own annotation file (tspo_ray.data.benchmarks.load).
-2. Ray Data encodes ALL candidates on the 1-fps grid of every distinct video (no cap: the reference scores every grid
-   frame, ~4,100 per LVBench video) into the shared feature store, through the extractor the caller passes (jobs
-   pass tspo_ray.distributed.feature_pipeline.ray_extractor); without one, the same extraction runs in this process
+2. Ray Data encodes the candidates of every distinct video into the shared feature store under the selector's
+   feature spec (the one recorded with its checkpoint or export; TSPO-0.4B: every candidate of the 1-fps grid at
+   native size through its CLIP processor, as the reference scores them; no selector record: the config's, with no
+   cap), through the extractor the caller passes (jobs pass
+   tspo_ray.distributed.feature_pipeline.ray_extractor); without one, the same extraction runs in this process
    (tests, one-box runs).
 3. Each selector picks eval.num_frames of them through the selector API's feature-level path
    (tspo_ray.selector.select_from_features), the one that evaluation, Serve and export share.
@@ -18,27 +20,34 @@ from typing import Any, Sequence
 
 import torch
 
-from tspo_ray.config import Config, ConfigError
+from tspo_ray.config import Config, ConfigError, with_selector_features
 from tspo_ray.data.frame_idx_export import MAX_EXPORTED_FRAMES
 from tspo_ray.data.records import QARecord, resolve_video
 from tspo_ray.evaluation.benchmark import AnswerFn, BenchmarkRun, load_benchmark_records, run_benchmark
-from tspo_ray.method.policy import parse_selector
+from tspo_ray.method.selection_methods import parse_selector
 from tspo_ray.safe_files import UnsafeFileError
 from tspo_ray.selector import select_from_features
 from tspo_ray.splits import Extractor, fill_store
-from tspo_ray.video.features import FeatureSpec, FeatureStore, VideoFeatures
+from tspo_ray.video.features import FeatureStore, StoreSpec, VideoFeatures
 
 
-def benchmark_feature_spec(cfg: Config, encoder_name: str) -> FeatureSpec:
-    """Every candidate of the 1-fps grid (max_candidates None), whatever features.max_candidates says for training."""
-    return FeatureSpec(cfg.features.fps, None, cfg.features.frame_size, encoder_name)
+def benchmark_features(cfg: Config, checkpoint: str | Path | None) -> Config:
+    """The config with the features the run selects from: those the checkpoint's selector records (every path
+    selects with them), or, with no selector record, the config's with every candidate of the grid (no cap), as
+    the reference scores them."""
+    from tspo_ray.selector import selector_feature_spec
+
+    spec = selector_feature_spec(checkpoint) if checkpoint else None
+    if spec is None:
+        return cfg.model_copy(update={"features": cfg.features.model_copy(update={"max_candidates": None})})
+    return with_selector_features(cfg, spec, str(checkpoint))
 
 
 class StoreSelection:
     """The SelectFn of a benchmark run: a record's video features from the store (a few videos kept in memory, since
     one video has up to 16k candidates), its question stem's text feature, and select_from_features."""
 
-    def __init__(self, store: FeatureStore, spec: FeatureSpec, text: dict[str, torch.Tensor], root: str | Path,
+    def __init__(self, store: FeatureStore, spec: StoreSpec, text: dict[str, torch.Tensor], root: str | Path,
                  k: int, agent=None, inference_mode: str = "top-k", aks: dict | None = None, cache_videos: int = 4):
         self.store, self.spec, self.text, self.root, self.k = store, spec, text, root, k
         self.agent, self.inference_mode, self.aks = agent, inference_mode, dict(aks or {})
@@ -109,7 +118,7 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
                       selectors: Sequence[str], out_dir: str | Path, checkpoint: str | None = None,
                       answer: bool = False, extract: Extractor | None = None, progress: bool = True,
                       chunk_size: int = 16, on_chunk=None) -> dict:
-    """Records, features of all 1-fps candidates, selection by each selector, optional answers, the frame_idx
+    """Records, features of the selector's candidates, selection by each selector, optional answers, the frame_idx
     export and the breakdown table; resumable in out_dir. Returns the run's summary."""
     from tspo_ray.video.encoders import load_encoder
 
@@ -122,9 +131,10 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
     root = (Path(videos) if videos else Path(annotations).parent).absolute()  # absolute: Ray workers find the files
     records = load_benchmark_records(name, annotations, root, answer=answer)
     agent, inference_mode = _load_agent(cfg, selectors, checkpoint)
+    cfg = benchmark_features(cfg, checkpoint)
     # the driver encodes only question stems: on the CPU, leaving the GPUs to the encoder actors
     encoder = load_encoder({**cfg.features.encoder.to_dict(), "device": "cpu"})
-    spec = benchmark_feature_spec(cfg, encoder.name)
+    spec = cfg.features.store_spec(encoder.name)
     store = FeatureStore(cfg.features.store)
     paths = list(dict.fromkeys(resolve_video(r, root) for r in records))
     counts = fill_store(cfg, paths, spec, store, encoder, extract, progress)
@@ -133,7 +143,10 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
     select = StoreSelection(store, spec, text, root, k, agent, inference_mode, aks)
     settings: dict[str, Any] = {"checkpoint": str(checkpoint) if checkpoint else None, "inference_mode": inference_mode,
                                 "encoder": cfg.features.encoder.to_dict(), "fps": cfg.features.fps,
-                                "max_candidates": None, "frame_size": cfg.features.frame_size, "aks": aks}
+                                "max_candidates": cfg.features.max_candidates, "frame_size": cfg.features.frame_size,
+                                "aks": aks}
+    if cfg.features.min_candidates is not None:
+        settings["min_candidates"] = cfg.features.min_candidates
     answer_with = None
     if answer:
         from tspo_ray.answerers import build_answerer, settings_for

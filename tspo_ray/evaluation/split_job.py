@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from tspo_ray.answerers import build_answerer, settings_for
-from tspo_ray.config import ConfigError
+from tspo_ray.config import ConfigError, with_selector_features
 from tspo_ray.data.records import format_skipped
 from tspo_ray.evaluation.accuracy import check_answered, evaluate_selector, format_table, summarise
-from tspo_ray.method.policy import parse_selector
+from tspo_ray.method.selection_methods import parse_selector
 from tspo_ray.safe_files import write_jsonl_atomic, write_text_atomic
 from tspo_ray.splits import NoUsableQuestions, prepare_split
 from tspo_ray.video.encoders import load_encoder
@@ -17,8 +17,13 @@ from tspo_ray.video.encoders import load_encoder
 
 def run_evaluation(cfg, split: str, selectors: list[str], out_dir: Path, checkpoint: str | None = None,
                    num_plots: int = 0, items=None, answerer=None, agent=None, progress: bool = True) -> dict:
-    """Evaluate selectors; writes results.json, table.md, selections.jsonl (and plots) under out_dir."""
+    """Evaluate selectors; writes results.json, table.md, selections.jsonl (and plots) under out_dir. With a
+    checkpoint, the features are those it records (with_selector_features)."""
     inference_mode = cfg.agent.inference_mode
+    if checkpoint and items is None:
+        from tspo_ray.selector import selector_feature_spec
+
+        cfg = with_selector_features(cfg, selector_feature_spec(checkpoint), str(checkpoint))
     if any(parse_selector(s)[0] == "agent" for s in selectors) and agent is None:
         if not checkpoint:
             raise ConfigError("selectors: the agent scorer needs --checkpoint (a run folder, checkpoint file or "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tspo_ray.method import policy
+from tspo_ray.method import selection_methods
 
 
 def clip_scores(frame_features: torch.Tensor, text_feature: torch.Tensor) -> torch.Tensor:
@@ -26,19 +26,19 @@ def selector_scores(frame_features: torch.Tensor, text_feature: torch.Tensor, sc
                              "this selector has a CLIP only: use clip:* or uniform")
         with torch.no_grad():
             return agent(frame_features, text_feature)
-    raise ValueError(f"unknown scorer {scorer!r}; choose one of {policy.SCORERS}")
+    raise ValueError(f"unknown scorer {scorer!r}; choose one of {selection_methods.SCORERS}")
 
 
 def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, selector: str, k: int, agent=None,
                      inference_mode: str = "top-k", **params) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(candidate positions in temporal order, the scores of all candidates or None) for a selector name."""
-    scorer, method = policy.parse_selector(selector)
+    scorer, method = selection_methods.parse_selector(selector)
     method = method or inference_mode
-    if method in policy.SET_METHODS:
+    if method in selection_methods.SET_METHODS:
         return set_policy_selection(frame_features, text_feature, k, agent)
     scores = selector_scores(frame_features, text_feature, scorer, agent)
     params = {**anchor_base(method, scorer, frame_features, text_feature, agent), **params}
-    positions = policy.select(method, frame_features.shape[0], k, on_cpu(scores), **on_cpu(params))
+    positions = selection_methods.select(method, frame_features.shape[0], k, on_cpu(scores), **on_cpu(params))
     return positions, scores
 
 
@@ -69,5 +69,5 @@ def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, t
     many as the agent was trained to draw (policy.anchors, recorded with its checkpoint: `agent.anchors`)."""
     if method == "anchors" and scorer == "agent":
         return {"base_scores": clip_scores(frame_features, text_feature),
-                "anchors": int(getattr(agent, "anchors", policy.ANCHORS))}
+                "anchors": int(getattr(agent, "anchors", selection_methods.ANCHORS))}
     return {}

@@ -11,7 +11,7 @@ learned with it. The exact log-probability of an ordered draw is
 
     log p(i_1..i_k) = sum_m [ l_m(i_m) - logsumexp_{j not taken} l_m(j) ],
 
-with lambda = 0 the Plackett-Luce likelihood of Gumbel-top-k (policy.plackett_luce_logprob). Sampling adds Gumbel
+with lambda = 0 the Plackett-Luce likelihood of Gumbel-top-k (sampling.plackett_luce_logprob). Sampling adds Gumbel
 noise at each step; the deterministic choice (greedy) takes each step's best frame, so what the agent learned under
 sampling is what its own inference selects, without a rule on top of the scores.
 Pure tensor functions: scores [T], kernel [T, T] (or anything whose kernel[idx] gives those rows, [..., T]),
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from tspo_ray.method.policy import effective_k
+from tspo_ray.method.sampling import effective_k
 
 
 def _step_penalties(kernel: torch.Tensor, ordered: torch.Tensor) -> torch.Tensor:

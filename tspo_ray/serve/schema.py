@@ -37,7 +37,7 @@ class SelectRequest(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_selector(cls, v: str) -> str:
-        from tspo_ray.method.policy import parse_selector
+        from tspo_ray.method.selection_methods import parse_selector
 
         parse_selector(v)  # ValueError names the valid selectors
         return v

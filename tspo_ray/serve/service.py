@@ -17,15 +17,18 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from tspo_ray.method.policy import SELECTORS
+from tspo_ray.method.selection_methods import SELECTORS
 from tspo_ray.selector import SelectionJob, select_many
 from tspo_ray.serve.access import RequestError, url_scheme
 from tspo_ray.serve.cache import LRUCache
 from tspo_ray.settings import Settings
 from tspo_ray.video import frames as video_io
-from tspo_ray.video.features import VideoFeatures
+from tspo_ray.video.features import FeatureSpec, VideoFeatures
+
+#: the settings' earlier flat keys of the feature spec, read into `features`
+FLAT_FEATURE_KEYS = ("encoder", "fps", "max_candidates", "frame_size")
 
 
 class ServeSettings(Settings):
@@ -39,14 +42,11 @@ class ServeSettings(Settings):
     """Folders videos may be read from (relative request paths are looked up under them, in order)."""
     url_schemes: list[str] = Field(default_factory=list)
     """URL schemes the service may open (e.g. ['https']); none by default."""
-    encoder: dict = Field(default_factory=lambda: {"backend": "embedded"})
-    """The CLIP encoder spec (tspo_ray.video.encoders.load_encoder)."""
-    fps: float = Field(1.0, gt=0)
-    """Default candidate rate (a request may override it)."""
-    max_candidates: int | None = Field(128, ge=1)
-    """Default cap T_c (a request may override it; None = every frame of the grid)."""
-    frame_size: int | None = Field(64, ge=8)
-    """Frames are resized to this square size before encoding (None = the encoder's own preprocessing only)."""
+    features: dict[str, Any] = Field(default_factory=dict)
+    """Feature-spec fields (tspo_ray.video.features.FeatureSpec: fps, max_candidates, min_candidates, frame_size,
+    encoder). With a checkpoint the spec is the one it records and a field given here must agree with it (the
+    encoder's device and batch size aside); without one, these fill FeatureSpec's defaults. fps and
+    max_candidates are the defaults a request may override."""
     window: int = Field(12, ge=1)
     """Agent attention window when loading TSPO-0.4B weights."""
     heads: int = Field(8, ge=1)
@@ -80,6 +80,16 @@ class ServeSettings(Settings):
     """Serve beyond loopback without a token (a trusted network only)."""
     replica_retries: int = Field(2, ge=0)
     """How often a request whose replica died is sent again to another (selection is idempotent) before a 503."""
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_feature_keys(cls, raw: Any) -> Any:
+        """Serve configs written before `features` held the spec's fields at the top level."""
+        if isinstance(raw, dict) and any(k in raw for k in FLAT_FEATURE_KEYS):
+            raw = dict(raw)
+            moved = {k: raw.pop(k) for k in FLAT_FEATURE_KEYS if k in raw}
+            raw["features"] = {**moved, **(raw.get("features") or {})}
+        return raw
+
     request_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     """Seconds a request may take, its body included (the ingress answers 408 / 504 past it, whatever the client
     asked of Serve's proxy); jobs/serve.py gives the proxy the same timeout."""
@@ -97,6 +107,16 @@ def _file_digest(path: Path) -> str:
     for p in files:
         h.update(p.read_bytes())
     return h.hexdigest()[:10]
+
+
+def serving_feature_spec(settings: ServeSettings) -> FeatureSpec:
+    """The spec the service selects with: its checkpoint's (the same every path uses), with the settings' fields
+    checked against it; without a checkpoint, the settings' fields over FeatureSpec's defaults."""
+    from tspo_ray.selector import selector_feature_spec
+
+    given = FeatureSpec.load(settings.features, "serve.features")
+    recorded = selector_feature_spec(settings.checkpoint) if settings.checkpoint else None
+    return given if recorded is None else recorded.adopt(given, "serve.features", settings.checkpoint)
 
 
 def load_serving_agent(settings: ServeSettings, dim: int) -> tuple[torch.nn.Module, str, str, str]:
@@ -175,7 +195,8 @@ class KeyframeService:
         from tspo_ray.video.encoders import load_encoder
 
         self.settings = settings
-        self.encoder = load_encoder(settings.encoder)
+        self.feature_spec = serving_feature_spec(settings)
+        self.encoder = load_encoder(self.feature_spec.encoder)
         self.agent, self.inference_mode, self.model_version, self.agent_source = load_serving_agent(
             settings, self.encoder.dim)
         self.features = LRUCache(settings.cache_size)
@@ -191,12 +212,13 @@ class KeyframeService:
         self._inflight_guard = threading.Lock()
 
     def describe(self) -> dict:
-        s = self.settings
+        s, spec = self.settings, self.feature_spec
         return {
             "service": "tspo-ray keyframe selection", "model_version": self.model_version,
             "agent": self.agent_source, "agent_config": self.agent.config(), "encoder": self.encoder.name,
             "methods": list(SELECTORS), "inference_mode": self.inference_mode,
-            "defaults": {"candidate_fps": s.fps, "max_candidates": s.max_candidates, "frame_size": s.frame_size},
+            "defaults": {"candidate_fps": spec.fps, "max_candidates": spec.max_candidates,
+                         "frame_size": spec.frame_size},
             "video_roots": [Path(r).name for r in s.video_roots], "url_schemes": s.url_schemes,
             "cache": {"size": len(self.features), "capacity": s.cache_size, "hits": self.features.hits,
                       "misses": self.features.misses},
@@ -207,7 +229,7 @@ class KeyframeService:
         t0 = time.perf_counter()
         fps = canonical_fps(fps)  # the rate decoded with is the rate in the key
         try:
-            key = feature_cache_key(location, fps, max_candidates, self.settings.frame_size, self.encoder.name)
+            key = feature_cache_key(location, fps, max_candidates, self.feature_spec.frame_size, self.encoder.name)
         except OSError as exc:
             raise RequestError(404, "not_found", f"{location}: {exc.strerror or exc}") from None
         cached = self.features.get(key)
@@ -235,8 +257,9 @@ class KeyframeService:
 
         try:
             info = video_decode.probe(location)
-            indices, times = video_io.candidate_indices(info.num_frames, info.native_fps, fps, max_candidates)
-            chunks = video_decode.iter_sequential(location, indices, self.settings.frame_size, threads=1,
+            indices, times = video_io.candidate_indices(info.num_frames, info.native_fps, fps, max_candidates,
+                                                        self.feature_spec.min_candidates)
+            chunks = video_decode.iter_sequential(location, indices, self.feature_spec.frame_size, threads=1,
                                                   chunk=FEATURE_CHUNK)
             feats = []
             with self._decode_slots:
@@ -291,4 +314,4 @@ class KeyframeService:
         return [found[int(i)] for i in frame_indices]
 
     def candidate_settings(self, fps: float | None, max_candidates: int | None) -> tuple[float, int | None]:
-        return candidate_settings(fps, max_candidates, self.settings.fps, self.settings.max_candidates)
+        return candidate_settings(fps, max_candidates, self.feature_spec.fps, self.feature_spec.max_candidates)

@@ -21,8 +21,8 @@ def balance(records: Sequence[dict]) -> dict:
 
 def uniform_selection_times(num_frames: int, native_fps: float, k: int, fps: float = 1.0,
                             max_candidates: int = 128) -> list[float]:
-    """Timestamps of k uniformly spread frames among the video's candidates (policy.select_uniform's rule)."""
-    from tspo_ray.method.policy import select_uniform
+    """Timestamps of k uniformly spread frames among the video's candidates (select_uniform's rule)."""
+    from tspo_ray.method.selection_methods import select_uniform
 
     _, ts = candidate_indices(num_frames, native_fps, fps, max_candidates)
     return [float(ts[i]) for i in select_uniform(len(ts), k).tolist()]

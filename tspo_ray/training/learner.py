@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from tspo_ray.data.items import FeatureItem
-from tspo_ray.method import grpo, policy, sequential
+from tspo_ray.method import grpo, sampling, sequential
 from tspo_ray.training.rollout import Group
 
 
@@ -23,14 +23,14 @@ def batch_to_device(items: Sequence[FeatureItem], groups: Sequence[Group],
 
 
 def group_logprob(agent: torch.nn.Module, item: FeatureItem, group: Group,
-                  likelihood: policy.LikelihoodKind) -> tuple[torch.Tensor, torch.Tensor]:
+                  likelihood: sampling.LikelihoodKind) -> tuple[torch.Tensor, torch.Tensor]:
     """(S / tau, the likelihood terms of the group's draws) under the agent, by the policy the group was drawn with:
     a set-aware agent's sequential policy (tspo_ray.method.sequential) unless the sets were built around anchors."""
     if hasattr(agent, "set_policy") and group.sets is None:
         scores, kernel, penalty = agent.set_policy(item.frame_features, item.text_feature)
         return scores / group.tau, sequential.sequential_logprob(scores, kernel, penalty, group.tau, group.draws)
     logits = agent(item.frame_features, item.text_feature) / group.tau
-    return logits, policy.set_logprob(logits, group.draws, likelihood)
+    return logits, sampling.set_logprob(logits, group.draws, likelihood)
 
 
 def learner_step(
@@ -39,7 +39,7 @@ def learner_step(
     items: Sequence[FeatureItem],
     groups: Sequence[Group],
     *,
-    likelihood: policy.LikelihoodKind,
+    likelihood: sampling.LikelihoodKind,
     clip_eps: float,
     epochs: int,
     current_version: int,
@@ -77,7 +77,7 @@ def learner_step(
     metrics["accuracy"] = metrics["r_answer"]
     if not keep:  # nothing to learn from: report the same keys so metric curves have no holes
         with torch.no_grad():
-            entropy = torch.stack([policy.frame_entropy(agent(it.frame_features, it.text_feature) / g.tau)
+            entropy = torch.stack([sampling.frame_entropy(agent(it.frame_features, it.text_feature) / g.tau)
                                    for it, g in zip(items, groups)])
         metrics.update(loss=0.0, clip_fraction=0.0, clip_fraction_first_epoch=0.0, approx_kl=0.0,
                        ratio_mean=1.0, ratio_max=1.0, entropy=float(entropy.mean()))
@@ -91,7 +91,7 @@ def learner_step(
             logp_new.append(logp)
             logp_old.append(group.logp_old)
             advantages.append(adv.values[i])
-            entropies.append(policy.frame_entropy(logits.detach()))
+            entropies.append(sampling.frame_entropy(logits.detach()))
             if ref_agent is not None and kl_coef:
                 with torch.no_grad():
                     logp_ref.append(group_logprob(ref_agent, item, group, likelihood)[1])

@@ -24,7 +24,7 @@ import torch
 from tspo_ray.config import Config
 from tspo_ray.data.cursor import DataCursor
 from tspo_ray.data.items import FeatureItem
-from tspo_ray.method import policy
+from tspo_ray.method import sampling
 from tspo_ray.method.agent import DEFAULT_KIND, TemporalAgent
 from tspo_ray.method.kinds import agent_from_config
 from tspo_ray.training.learner import learner_step
@@ -98,7 +98,7 @@ class LearnerState:
 
     def tau_at(self, batch: int) -> float:
         p = self.cfg.policy
-        return policy.linear_tau(batch, self.cfg.train.steps, p.tau_start, p.tau_end)
+        return sampling.linear_tau(batch, self.cfg.train.steps, p.tau_start, p.tau_end)
 
     @property
     def tau(self) -> float:

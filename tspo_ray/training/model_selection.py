@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tspo_ray.method.policy import SELECTION_METHODS, SET_METHODS
+from tspo_ray.method.selection_methods import SELECTION_METHODS, SET_METHODS
 
 #: the methods the agent's scores can be selected with (uniform ignores scores)
 AGENT_MODES = tuple(m for m in SELECTION_METHODS if m != "uniform")

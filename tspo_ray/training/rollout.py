@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 
 from tspo_ray.data.items import FeatureItem
-from tspo_ray.method import policy, sequential
+from tspo_ray.method import sampling, selection_methods, sequential
 from tspo_ray.method.rewards import RewardResult
 from tspo_ray.method.selection import clip_scores
 
@@ -46,14 +46,14 @@ RewardFn = Callable[[FeatureItem, torch.Tensor], RewardResult]
 
 @torch.no_grad()
 def sample_group(agent: torch.nn.Module, item: FeatureItem, group_size: int, num_frames: int, tau: float,
-                 likelihood: policy.LikelihoodKind, version: int, generator: torch.Generator | None = None,
+                 likelihood: sampling.LikelihoodKind, version: int, generator: torch.Generator | None = None,
                  anchors: int | None = None) -> Group:
     """Draw G sets for one question and store their log-likelihood under the sampling policy.
 
     A set-aware agent (one with set_policy, agent.kind=scan) draws each set from its own sequential policy
     (tspo_ray.method.sequential) with that policy's exact likelihood, whatever `likelihood` says.
     anchors None: each set is a Gumbel-top-k draw of num_frames frames (the paper's sampling). anchors m: the agent
-    draws m frames (Gumbel-top-m, exact Plackett-Luce likelihood of that draw) and each set is policy.anchored_set
+    draws m frames (Gumbel-top-m, exact Plackett-Luce likelihood of that draw) and each set is anchored_set
     around them, the same set the anchors inference method builds around the agent's best m frames; the rest of a
     set depends on the features alone, so the draw's likelihood is the set's.
     """
@@ -63,12 +63,12 @@ def sample_group(agent: torch.nn.Module, item: FeatureItem, group_size: int, num
         return Group(item.key, draws, sequential.sequential_logprob(scores, kernel, penalty, tau, draws), tau, version)
     logits = agent(item.frame_features, item.text_feature) / tau
     if anchors is None:
-        draws = policy.gumbel_topk(logits, num_frames, group_size, generator)
-        return Group(item.key, draws, policy.set_logprob(logits, draws, likelihood), tau, version)
-    draws = policy.gumbel_topk(logits, min(anchors, num_frames), group_size, generator)
+        draws = sampling.gumbel_topk(logits, num_frames, group_size, generator)
+        return Group(item.key, draws, sampling.set_logprob(logits, draws, likelihood), tau, version)
+    draws = sampling.gumbel_topk(logits, min(anchors, num_frames), group_size, generator)
     base = clip_cosines(item)
-    sets = torch.stack([policy.anchored_set(row, base, num_frames) for row in draws.tolist()])
-    return Group(item.key, draws, policy.set_logprob(logits, draws, likelihood), tau, version, sets=sets)
+    sets = torch.stack([selection_methods.anchored_set(row, base, num_frames) for row in draws.tolist()])
+    return Group(item.key, draws, sampling.set_logprob(logits, draws, likelihood), tau, version, sets=sets)
 
 
 def clip_cosines(item: FeatureItem) -> torch.Tensor:
@@ -86,7 +86,7 @@ def selected_frames(item: FeatureItem, draws: torch.Tensor) -> list[tuple[list[i
 
 
 def sample_groups(agent, items: Sequence[FeatureItem], group_size: int, num_frames: int, tau: float,
-                  likelihood: policy.LikelihoodKind, version: int, generator=None,
+                  likelihood: sampling.LikelihoodKind, version: int, generator=None,
                   haystack_frames: int | None = None, anchors: int | None = None) -> list[Group]:
     """One group per item; haystack items (those with a target mask) draw haystack_frames sets when it is set, and
     always by plain Gumbel-top-k (their reward is the target mask, no events to place context around)."""

@@ -15,7 +15,7 @@ import torch
 from tspo_ray.config import Config
 from tspo_ray.data import haystack
 from tspo_ray.data.items import FeatureItem
-from tspo_ray.method import policy
+from tspo_ray.method import sampling
 from tspo_ray.training import scoring
 from tspo_ray.training.learner_state import LearnerState, build_agent  # noqa: F401  (build_agent: the loops' one agent factory)
 from tspo_ray.training.rollout import RewardFn, sample_groups
@@ -138,6 +138,6 @@ def expected_reward(agent: torch.nn.Module, items: Sequence[FeatureItem], reward
     total = 0.0
     for item in items:
         logits = agent(item.frame_features, item.text_feature) / tau
-        draws = policy.gumbel_topk(logits, num_frames, samples, g)
+        draws = sampling.gumbel_topk(logits, num_frames, samples, g)
         total += float(reward_fn(item, draws).rewards.mean())
     return total / len(items)

@@ -13,10 +13,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 
 from tspo_ray.safe_files import (
     UnsafeFileError,
@@ -26,12 +27,97 @@ from tspo_ray.safe_files import (
     write_jsonl_atomic,
     write_tensors_atomic,
 )
+from tspo_ray.settings import ConfigError, Settings
 from tspo_ray.video import frames as video_io
+from tspo_ray.video.encoders import EncoderSpec
+
+#: the fields of FeatureSpec that decide which frames a selector scores and what it sees of them
+SPEC_FIELDS = ("fps", "max_candidates", "min_candidates", "frame_size", "encoder")
+#: encoder fields that place the work (where, how many at once), not what the features are
+PLACEMENT_FIELDS = ("device", "batch_size")
+
+
+class FeatureSpec(Settings):
+    """The features a selector scores: candidate rate and cap, frame size, encoder. A selector is trained and
+    exported with one and every path (training, evaluation, benchmarks, Serve, lmms-eval) selects with the one
+    recorded beside its weights, so it scores the same candidates, seen the same way, everywhere."""
+
+    label: ClassVar[str] = "feature spec"
+    section: ClassVar[str] = "features"
+    fps: float = Field(1.0, gt=0)
+    """Candidate sampling rate: every round(native_fps / fps)-th native frame (fps 1 = the reference's 1-fps grid)."""
+    max_candidates: int | None = Field(128, ge=1)
+    """T_c: the most candidate frames per video (re-sampled evenly over the video beyond); null = the whole grid."""
+    min_candidates: int | None = Field(None, ge=1)
+    """With max_candidates: grids shorter than this are re-sampled to max_candidates too (the reference trains with 50)."""
+    frame_size: int | None = Field(64, ge=8)
+    """Frames are resized to size x size inside the decoding worker; null (or 'native'): decoded at native size and
+    left to the encoder's own preprocessing (with encoder.exact_processor, the CLIP processor's pipeline)."""
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec)
+    """The CLIP encoder that produces F_f and F_t."""
+
+    @field_validator("frame_size", mode="before")
+    @classmethod
+    def _native(cls, value: Any) -> Any:
+        return None if value == "native" else value
+
+    def spec(self) -> "FeatureSpec":
+        """Only the spec's fields (a section that holds more, e.g. the job config's features, gives its spec)."""
+        return FeatureSpec(**{name: getattr(self, name) for name in SPEC_FIELDS})
+
+    def features_dict(self) -> dict[str, Any]:
+        """The spec without the encoder's placement (device, batch size): what makes two specs' features equal."""
+        out = {name: getattr(self, name) for name in SPEC_FIELDS}
+        enc = {k: v for k, v in self.encoder.to_dict().items() if k not in PLACEMENT_FIELDS}
+        if enc.get("model") and Path(enc["model"]).exists():  # one local folder however it is spelt
+            enc["model"] = str(Path(enc["model"]).resolve())
+        return {**out, "encoder": enc}
+
+    def conflicts(self, given: "FeatureSpec", fields: Iterable[str]) -> list[str]:
+        """The fields among `fields` where `given` asks for other features than this spec (placement aside)."""
+        mine, theirs = self.features_dict(), given.features_dict()
+        return [f for f in SPEC_FIELDS if f in set(fields) and mine[f] != theirs[f]]
+
+    def adopt(self, given: "FeatureSpec", where: str, source: str) -> "FeatureSpec":
+        """This spec (a selector's), with the encoder placed as `given` places it; ConfigError when a field that
+        `given` sets explicitly asks for other features. Why not let it override: the selector would score other
+        candidates, or frames seen otherwise, than it was trained and validated on, and pick other frames on this
+        path than on the others."""
+        clash = self.conflicts(given, given.model_fields_set)
+        if clash:
+            mine, theirs = self.features_dict(), given.features_dict()
+            detail = "; ".join(f"{where}.{f} is {_shown(f, theirs[f])}, the selector's is {_shown(f, mine[f])}"
+                               for f in clash)
+            raise ConfigError(f"{detail}: the selector at {source} records the features it scores, and every path "
+                              f"takes them from there; drop the setting (or give the same value)")
+        placement = {k: getattr(given.encoder, k) for k in PLACEMENT_FIELDS if k in given.encoder.model_fields_set}
+        return self.model_copy(update={"encoder": self.encoder.model_copy(update=placement)})
+
+    def store_spec(self, encoder_name: str) -> "StoreSpec":
+        """The feature-store key fields of this spec, with the loaded encoder's name."""
+        return StoreSpec(self.fps, self.max_candidates, self.frame_size, encoder_name, self.min_candidates)
+
+
+def _shown(field: str, value: Any) -> str:
+    """A spec value in an error message; None said as what it means for the field."""
+    if value is None and field in ("frame_size", "max_candidates"):
+        return "native" if field == "frame_size" else "null (every candidate)"
+    return repr(value)
+
+
+def reference_feature_spec(folder: str | Path) -> FeatureSpec:
+    """The TSPO-0.4B layout's features when its folder records none: the reference's pipeline, every candidate of
+    the 1-fps grid decoded at native size through the folder's own CLIP and its saved processor."""
+    folder = Path(folder)
+    return FeatureSpec(fps=1.0, max_candidates=None, frame_size=None,
+                       encoder=EncoderSpec(backend="hf", model=str(folder),
+                                           exact_processor=(folder / "preprocessor_config.json").exists()))
 
 
 @dataclass(frozen=True)
-class FeatureSpec:
-    """Everything that determines a video's features besides the file itself."""
+class StoreSpec:
+    """Everything that determines a video's entry in the feature store besides the file itself (a FeatureSpec with
+    its encoder loaded: store_spec)."""
 
     fps: float
     max_candidates: int | None
@@ -68,7 +154,7 @@ class VideoFeatures:
                    float(meta["duration_s"]), meta["video"])
 
 
-def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_size: int = 64,
+def compute_video_features(path: str | Path, encoder, spec: StoreSpec, batch_size: int = 64,
                            chunk: int = 256) -> VideoFeatures:
     """Decode the candidates (resized in this process) and encode them, `chunk` frames at a time from one decoding
     pass, so memory holds one chunk of pixels even at 16k candidates. Raises VideoError for unusable videos."""
@@ -78,7 +164,7 @@ def compute_video_features(path: str | Path, encoder, spec: FeatureSpec, batch_s
     return assemble_features(feats, cands.frame_indices, cands.timestamps_s, cands.info.duration_s, path)
 
 
-def video_candidates(path: str | Path, spec: FeatureSpec) -> video_io.Candidates:
+def video_candidates(path: str | Path, spec: StoreSpec) -> video_io.Candidates:
     """The candidate frames a spec asks of a video (raises VideoError for unusable videos)."""
     return video_io.candidates(path, spec.fps, spec.max_candidates, spec.min_candidates)
 
@@ -87,7 +173,8 @@ def assemble_features(chunk_features: Sequence[torch.Tensor], frame_indices, tim
                       path: str | Path) -> VideoFeatures:
     """A store entry from the features of a video's chunks, in order: the one place both extraction paths (this
     process and the Ray Data pipeline) build an entry, so they write the same thing."""
-    return VideoFeatures(torch.cat(list(chunk_features)).float(), np.asarray(frame_indices).astype(np.int64),
+    # float16 as stored: features computed here and features read back from the store select the same frames
+    return VideoFeatures(torch.cat(list(chunk_features)).half(), np.asarray(frame_indices).astype(np.int64),
                          np.asarray(timestamps_s).astype(np.float64), float(duration_s), str(path))
 
 
@@ -193,13 +280,9 @@ class FeatureStore:
         return {e["key"]: e["reason"] for e in self.errors() if e.get("key")}
 
 
-def feature_spec(cfg, encoder_name: str) -> FeatureSpec:
-    """The store spec of a config's features section."""
-    f = cfg.features
-    return FeatureSpec(f.fps, f.max_candidates, f.frame_size, encoder_name, f.min_candidates)
 
 
-def plan_extraction(videos: Sequence[str], spec: FeatureSpec, store: FeatureStore, retry_failed: bool = False):
+def plan_extraction(videos: Sequence[str], spec: StoreSpec, store: FeatureStore, retry_failed: bool = False):
     """Which distinct videos still need encoding: ([(path, key)], counts, errors of files that cannot be read).
 
     A video that failed before with the same key (same file size, mtime and feature settings) is not decoded again
@@ -224,7 +307,7 @@ def plan_extraction(videos: Sequence[str], spec: FeatureSpec, store: FeatureStor
     return todo, counts, errors
 
 
-def extract_local(videos: Sequence[str], encoder, spec: FeatureSpec, store: FeatureStore,
+def extract_local(videos: Sequence[str], encoder, spec: StoreSpec, store: FeatureStore,
                   progress: bool = True, retry_failed: bool = False) -> dict[str, int]:
     """The single-process extraction loop (reference for the Ray Data pipeline): returns counts."""
     from tqdm import tqdm
