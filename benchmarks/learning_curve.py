@@ -24,6 +24,7 @@ from tspo_ray.answerers import build_answerer, settings_for
 from tspo_ray.config import load_config
 from tspo_ray.evaluation.accuracy import evaluate_selector, summarise
 from tspo_ray.splits import prepare_split
+from tspo_ray.synthetic.dataset import ensure_world
 from tspo_ray.training.trainer import LocalTrainer
 from tspo_ray.video.encoders import load_encoder
 
@@ -49,6 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     variants = args.variant or [""]
     base = load_config(args.config, [f"train.steps={args.steps}"])
+    ensure_world(base)  # the embedded world, built on first use as the main job does
     encoder = load_encoder(base.features.encoder)
     train_items, _, _ = prepare_split(base, "train", encoder)
     eval_items, _, _ = prepare_split(base, args.split, encoder)
