@@ -188,6 +188,8 @@ class TrainConfig(Settings):
     """Checkpoints kept in the run's folder: the newest N, plus the best on validation (train.eval_every)."""
     max_failures: int = Field(3, ge=0)
     """Restarts allowed to the Ray Train learner worker and to the rollout coordinator actor, each continuing the run."""
+    torch_threads: int = Field(1, ge=0)
+    """torch intra-op threads in every training process: the single-process loop, the Ray learner, the rollout coordinator and the answerer actors, so both loops run with the same count (0: torch's default, one per core; Ray sets a worker's to its CPU share)."""
     answerer_max_restarts: int = Field(10, ge=0)
     """Replacements allowed to the answerer actors of one rollout coordinator (a replacement that fails counts too)."""
     output_dir: str = "outputs/run"

@@ -27,7 +27,11 @@ _DEAD = (RayActorError, ActorDiedError, ActorUnavailableError)
 class AnswererActor:
     """Ray actor body: builds its answerer from a zero-argument factory, then answers batches."""
 
-    def __init__(self, factory: Callable[[], Any]):
+    def __init__(self, factory: Callable[[], Any], torch_threads: int = 0):
+        if torch_threads:  # 0: Ray's own setting (OMP_NUM_THREADS from the actor's CPU share)
+            import torch
+
+            torch.set_num_threads(torch_threads)
         self.answerer = factory()
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
@@ -63,9 +67,11 @@ class AnswererActorPool:
     """N answerer actors that replace themselves when they die; `answer` is idempotent per request key."""
 
     def __init__(self, factory: Callable[[], Any], num_actors: int = 1, actor_options: dict[str, Any] | None = None,
-                 max_restarts: int = 3, max_requests_per_call: int | None = None, slots_per_actor: int = 1):
+                 max_restarts: int = 3, max_requests_per_call: int | None = None, slots_per_actor: int = 1,
+                 torch_threads: int = 0):
         """`num_actors` answerer slots (engines); with slots_per_actor k > 1 they live k to an actor process, which
-        answers k calls at once (the simulated answerer's several GPUs per process)."""
+        answers k calls at once (the simulated answerer's several GPUs per process). torch_threads > 0 sets each
+        actor process's torch intra-op threads."""
         if num_actors < 1:
             raise ValueError(f"num_actors must be >= 1, got {num_actors}")
         if slots_per_actor < 1:
@@ -75,7 +81,8 @@ class AnswererActorPool:
             options["max_concurrency"] = slots_per_actor
         self._remote = ray.remote(AnswererActor).options(**options)
         self.factory, self.max_restarts, self.max_per_call = factory, max_restarts, max_requests_per_call
-        processes = [self._remote.remote(factory) for _ in range(-(-num_actors // slots_per_actor))]
+        self.torch_threads = torch_threads
+        processes = [self._remote.remote(factory, torch_threads) for _ in range(-(-num_actors // slots_per_actor))]
         #: one entry per slot; slot i lives in process i // slots_per_actor
         self.actors = [processes[i // slots_per_actor] for i in range(num_actors)]
         self.restarts = 0
@@ -121,7 +128,7 @@ class AnswererActorPool:
                 ray.kill(dead)
             except Exception:  # already gone
                 pass
-            fresh = self._remote.remote(self.factory)
+            fresh = self._remote.remote(self.factory, self.torch_threads)
             self.actors = [fresh if a is dead else a for a in self.actors]  # every slot of the dead process
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:

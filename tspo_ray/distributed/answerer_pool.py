@@ -68,12 +68,14 @@ class AnswererPool(AnswererActorPool):
 
     def __init__(self, answerer_factory: Callable[[], Any], num_actors: int, num_cpus: float = 1.0,
                  num_gpus: float = 0.0, jobs_per_call: int = 4, max_restarts: int = 10,
-                 resources: dict[str, float] | None = None, slots_per_actor: int = 1, batches_in_flight: int = 1):
+                 resources: dict[str, float] | None = None, slots_per_actor: int = 1, batches_in_flight: int = 1,
+                 torch_threads: int = 0):
         """jobs_per_call 0 spreads each batch over its share of the answerers: len(slots) // batches_in_flight calls
         of equal size (the batches the learner keeps in flight, max_lag + 1; spread_cut), a video's jobs together
         where they fit, and an idle answerer takes a chunk pinned to a busy one."""
         options = {"num_cpus": num_cpus, "num_gpus": num_gpus} | ({"resources": dict(resources)} if resources else {})
-        super().__init__(answerer_factory, num_actors, options, max_restarts, slots_per_actor=slots_per_actor)
+        super().__init__(answerer_factory, num_actors, options, max_restarts, slots_per_actor=slots_per_actor,
+                         torch_threads=torch_threads)
         self.jobs_per_call, self.batches_in_flight = jobs_per_call, max(1, batches_in_flight)
 
     def slot_of(self, video_path: str) -> int:

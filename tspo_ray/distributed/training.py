@@ -35,8 +35,10 @@ class RolloutCoordinator:
     def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, cfg: dict,
                  val_items: Sequence[FeatureItem] = ()):
         from tspo_ray.method.kinds import agent_from_config
+        from tspo_ray.training.trainer import use_torch_threads
 
         cfg = Config.load(cfg)
+        use_torch_threads(cfg.train.torch_threads)
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
         self.agent = agent_from_config(agent_config).eval()
         self.pool = AnswererPool(**pool_kwargs)
@@ -230,7 +232,10 @@ def learner_loop(config: dict[str, Any]) -> None:
     from the newest checkpoint this run wrote, or from where the run started."""
     import ray.train
 
+    from tspo_ray.training.trainer import use_torch_threads
+
     cfg = Config.load(config["cfg"])
+    use_torch_threads(cfg.train.torch_threads)
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     stop_after = config.get("stop_after_steps")  # simulates an interruption in tests
 
@@ -360,7 +365,7 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
                    "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts,
                    "jobs_per_call": cfg.train.jobs_per_call,
                    "slots_per_actor": slots_per_actor(cfg.answerer.kind, cfg.answerer.settings),
-                   "batches_in_flight": cfg.train.max_lag + 1}
+                   "batches_in_flight": cfg.train.max_lag + 1, "torch_threads": cfg.train.torch_threads}
     # max_task_retries=0: the learner itself sends a restarted coordinator the batches it owed (RolloutPipeline).
     # The items go to the object store once, held here for the whole run, so that a restart finds them there.
     item_refs = ray.put(list(items)), ray.put(list(val_items))

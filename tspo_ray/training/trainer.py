@@ -100,7 +100,25 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
                          progress: bool = True, answerer=None) -> LocalTrainer:
     """The whole single-process run: rewards (and periodic validation on `val_items`) from the configured answerer
     in this process, checkpoints in train.output_dir/checkpoints (resumed from with `resume`), metrics to the
-    MLflow `tracker`."""
+    MLflow `tracker`. Runs with train.torch_threads torch threads."""
+    before = use_torch_threads(cfg.train.torch_threads)
+    try:
+        return _train_single_process(cfg, items, tracker, resume, stop_after, val_items, progress, answerer)
+    finally:
+        torch.set_num_threads(before)
+
+
+def use_torch_threads(threads: int) -> int:
+    """Set torch's intra-op threads to `threads` (0: leave them); the count before. The embedded answerer's small
+    tensor operations spin every thread torch has, so the count decides a step's time on a shared machine
+    (docs/scaling.md): both loops set train.torch_threads in each of their processes."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    return before
+
+
+def _train_single_process(cfg, items, tracker, resume, stop_after, val_items, progress, answerer) -> LocalTrainer:
     from pathlib import Path
 
     from tqdm import tqdm
