@@ -249,9 +249,10 @@ def learner_loop(config: dict[str, Any]) -> None:
     start = state.step
     tracker = None
     if config.get("mlflow_run_id"):
-        from tspo_ray.training.tracking import RunLogger
+        from tspo_ray.training.tracking import BackgroundMetrics, RunLogger
 
-        tracker = RunLogger.attach(config["mlflow_tracking_uri"], config["mlflow_run_id"])
+        # written by a thread of its own, off the step's critical path; flushed before every checkpoint
+        tracker = BackgroundMetrics(RunLogger.attach(config["mlflow_tracking_uri"], config["mlflow_run_id"]))
 
     # Ray Train logs every report whole (one long line per step); a short progress line every few steps instead.
     from ray.train.v2._internal.execution import context as train_context
@@ -273,6 +274,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     validate_fn = validate_remotely if config.get("has_val_items") else None
     if config.get("report_node"):  # placement checks: where the learner, the coordinator and the answerers run
         report_placement(config["report_node"], pipeline.coordinator)
+    bookkeeping_s = 0.0  # the last step's metrics logging, checkpoint and progress line
     try:
         while state.step < cfg.train.steps:
             batch_index, out, waited = pipeline.next_rollout()
@@ -286,16 +288,21 @@ def learner_loop(config: dict[str, Any]) -> None:
                 batch_index=float(batch_index), coordinator_restarts=float(pipeline.coordinator_restarts),
                 # where a step's time goes; sampling and answering overlap the learner's update of the batch before
                 time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
-                time_wait_s=waited, time_broadcast_s=pipeline.broadcast_s,
+                time_wait_s=waited, time_broadcast_s=pipeline.broadcast_s, time_bookkeeping_s=bookkeeping_s,
                 # object-store traffic of the step: the weights put for new versions, the rollout result coming back
                 store_weight_bytes=float(pipeline.broadcast_bytes), store_result_bytes=float(out["result_bytes"]),
             )
-            # a simulated answerer's inner compute, modelled GPU time and overrun summed over the batch's calls
-            metrics.update({f"time_answer_{k[len('sim_'):]}": v for k, v in out.get("answering", {}).items()})
+            # a simulated answerer's inner compute, modelled GPU time and overrun summed over the batch's calls, and
+            # the pool's time outside the actors (AnswererPool.score)
+            metrics.update({("time_answer_" if k.endswith("_s") else "answer_") + k.removeprefix("sim_"): v
+                            for k, v in out.get("answering", {}).items()})
             # the step's metrics before its checkpoint: a learner killed between the two redoes the step from the
             # previous checkpoint and logs it again, rather than resuming past a step MLflow never saw
+            t1 = time.perf_counter()
             if tracker:
                 tracker.log_metrics(metrics, state.step)
+                if state.due_for_checkpoint() or state.due_for_validation():
+                    tracker.flush()
             checkpoint_metrics = state.checkpoint_after_step(ckpt_dir, validate_fn)
             if tracker and checkpoint_metrics:
                 tracker.log_metrics(checkpoint_metrics, state.step)
@@ -306,11 +313,15 @@ def learner_loop(config: dict[str, Any]) -> None:
                 ray.train.report({k: float(v) for k, v in metrics.items()})
             if state.step % progress_every == 0 or state.step == cfg.train.steps:
                 print_progress(state, metrics, start, t_start)
+            bookkeeping_s = time.perf_counter() - t1
             if stop_after is not None and state.step >= stop_after:
                 break
     except LearnerStopped as exc:
         # not raised: Ray Train would start the learner again, to meet the same dead end
         print(f"learner stopped at step {state.step}: {exc}", file=sys.__stdout__, flush=True)
+    finally:
+        if tracker:
+            tracker.close()
 
 
 def report_placement(registry, coordinator) -> None:
