@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import ray
@@ -22,6 +24,8 @@ from tspo_ray.answerers.inputs import dedupe
 
 log = logging.getLogger(__name__)
 _DEAD = (RayActorError, ActorDiedError, ActorUnavailableError)
+#: Answer.extra key: the answer's share of its call's seconds inside the answerer actor
+ACTOR_TIME = "actor_s"
 
 
 class AnswererActor:
@@ -36,7 +40,13 @@ class AnswererActor:
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
         try:
-            return self.answerer.answer(requests)
+            t0 = time.perf_counter()
+            answers = self.answerer.answer(requests)
+            # each answer carries its share of the call's time in this actor, so the caller can tell Ray's
+            # delivery (the round trip less this) from the answering (ACTOR_TIME)
+            share = (time.perf_counter() - t0) / max(len(answers), 1)
+            return [replace(a, extra={**a.extra, ACTOR_TIME: share}) if isinstance(a, Answer) else a
+                    for a in answers]
         except AnswererDied:
             # The engine is gone and will not come back in this process: leave, so that the pool replaces us.
             log.exception("answerer engine died; the actor exits")
@@ -141,19 +151,28 @@ class AnswererActorPool:
         return [answers[r.key] for r in requests]
 
     def answer_chunks(self, chunks: Sequence[Sequence[AnswerRequest]],
-                      slots: Sequence[int] | None = None, steal: bool = False) -> dict[str, Answer]:
+                      slots: Sequence[int] | None = None, steal: bool = False,
+                      times: dict[str, float] | None = None) -> dict[str, Answer]:
         """Answers by key, one actor call per chunk. A chunk lost with a dead actor is resent (the actor replaced).
 
         slots[i] pins chunk i to actor slots[i] % N (e.g. by video, so each actor's frame cache holds its own
         videos); unpinned chunks go to whichever actor is idle. With `steal`, a pin is a preference: an idle actor
-        with nothing of its own takes a chunk pinned to a busy one, so collisions of the pins never serialise calls."""
+        with nothing of its own takes a chunk pinned to a busy one, so collisions of the pins never serialise calls.
+
+        `times`, when given, receives where the calls' time went outside the actors: pool_submit_s (choosing
+        actors and sending the calls), pool_delivery_s (summed over the calls: round trip less the actor's own
+        time, i.e. Ray carrying the call and its answers and the caller noticing), pool_calls."""
         if self.gave_up:
             raise AnswerersGaveUp(self.gave_up)
         results: dict[str, Answer] = {}
         pins = [None if slots is None else slots[i] % len(self.actors) for i in range(len(chunks))]
         queue = [(chunk, pin) for chunk, pin in zip(chunks, pins) if chunk]
         pending: dict[Any, tuple[int, Any, Sequence[AnswerRequest], int | None]] = {}  # future -> slot, actor, ...
+        sent: dict[Any, float] = {}  # future -> when it was sent
+        submit_s = delivery_s = 0.0
+        calls = 0
         while queue or pending:
+            t_submit = time.perf_counter()
             busy = {slot for slot, _, _, _ in pending.values()}
             # first every actor takes its own (or unpinned) work; then, with `steal`, the idle ones take chunks
             # pinned to busy actors (a sweep of its own, so an actor early in the order is not passed over)
@@ -167,8 +186,10 @@ class AnswererActorPool:
                     if pick is None:
                         continue
                     chunk, pin = queue.pop(pick)
-                    pending[actor.answer.remote(list(chunk))] = (slot, actor, chunk, pin)
+                    future = actor.answer.remote(list(chunk))
+                    pending[future], sent[future] = (slot, actor, chunk, pin), time.perf_counter()
                     busy.add(slot)
+            submit_s += time.perf_counter() - t_submit
             done, _ = ray.wait(list(pending), num_returns=1)
             slot, actor, chunk, pin = pending.pop(done[0])
             try:
@@ -177,8 +198,13 @@ class AnswererActorPool:
                 self._replace(slot, actor, exc)
                 queue.insert(0, (chunk, pin))
                 continue
+            calls += 1
+            in_actor = sum(float(a.extra.get(ACTOR_TIME, 0.0)) for a in answers)
+            delivery_s += max(time.perf_counter() - sent.pop(done[0]) - in_actor, 0.0)
             for answer in answers:
                 results.setdefault(answer.key, answer)
+        if times is not None:
+            times.update(pool_submit_s=submit_s, pool_delivery_s=delivery_s, pool_calls=float(calls))
         return results
 
     def shutdown(self) -> None:
