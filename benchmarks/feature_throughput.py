@@ -117,6 +117,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=120)
     ap.add_argument("--world", default=str(ROOT / "outputs" / "bench_world"))
+    ap.add_argument("--videos-from", metavar="DIR", help="encode every *.mp4 in DIR instead (e.g. data/synthetic/videos: "
+                    "the main job's videos); --videos and --world are then unused")
     ap.add_argument("--min-seconds", type=float, default=120)
     ap.add_argument("--max-seconds", type=float, default=480)
     ap.add_argument("--encoders", type=int, default=1, help="most encoder actors")
@@ -144,13 +146,25 @@ def main() -> None:
     from tspo_ray.video.features import FeatureStore, extract_local, feature_spec
 
     t0 = time.perf_counter()
-    build_world(args.world, {"train": args.videos}, seed=11, min_s=args.min_seconds, max_s=args.max_seconds,
-                workers=2, progress=False)
-    videos = sorted(str(p) for p in (Path(args.world) / "videos").glob("train-*.mp4"))[: args.videos]
-    print(f"{len(videos)} videos ({args.min_seconds:.0f}-{args.max_seconds:.0f} s) under {args.world}, "
-          f"ready in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
-          flush=True)
+    if args.videos_from:
+        videos = sorted(str(p) for p in Path(args.videos_from).glob("*.mp4"))
+        if not videos:
+            raise SystemExit(f"error: no *.mp4 under {args.videos_from}")
+        where = args.videos_from
+    else:
+        build_world(args.world, {"train": args.videos}, seed=11, min_s=args.min_seconds, max_s=args.max_seconds,
+                    workers=2, progress=False)
+        videos = sorted(str(p) for p in (Path(args.world) / "videos").glob("train-*.mp4"))[: args.videos]
+        where = f"({args.min_seconds:.0f}-{args.max_seconds:.0f} s) under {args.world}"
+    print(f"{len(videos)} videos {where}, ready in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
     cfg = load_config(ROOT / "configs" / "embedded.yaml", args.overrides)
+    from tspo_ray.distributed.feature_pipeline import choose_engine, engine_line
+
+    f = cfg.features
+    print("the job's choice for these videos on this machine: " + engine_line(
+        *choose_engine(f.engine, len(videos), float(os.cpu_count() or 1), False, f.ray_min_cpus, f.ray_min_videos),
+        len(videos), float(os.cpu_count() or 1)), flush=True)
     encoder_spec = cfg.features.encoder.to_dict()
     spec = feature_spec(cfg, load_encoder(encoder_spec).name)
     if args.breakdown:
