@@ -71,9 +71,9 @@ class FeatureConfig(Settings):
     engine: Literal["auto", "ray", "local"] = "auto"
     """Who extracts features in a Ray job: 'ray' (the Ray Data pipeline), 'local' (the one-process loop in the driver), or 'auto': Ray Data where it pays for its start-up (the encoder on a GPU, custom worker_resources, or at least ray_min_cpus CPUs and ray_min_videos videos to encode), else the one-process loop; the job logs which and why."""
     ray_min_cpus: int = Field(4, ge=1)
-    """engine auto: the fewest CPUs (the cluster's; this machine's cores for a one-node Ray) on which Ray Data is chosen (on 2 CPUs its steady rate was 0.8x the one-process loop's, docs/scaling.md)."""
+    """engine auto: the fewest CPUs (the cluster's; this machine's cores for a one-node Ray) on which Ray Data is chosen (on 2 CPUs it held 3.8x the one-process loop's memory, docs/scaling.md)."""
     ray_min_videos: int = Field(1000, ge=0)
-    """engine auto: the fewest videos still to encode for which Ray Data is chosen (its start-up, about 30 s to the first entry on 2 CPUs, is a few hundred videos of the one-process loop)."""
+    """engine auto: the fewest videos still to encode for which Ray Data is chosen (its start-up, 49 s to the first entry on 2 CPUs, is about 500 videos of the one-process loop)."""
     workers: int = Field(2, ge=1)
     """Ray Data encoder actors (each loads the encoder once)."""
     worker_cpus: float = Field(1.0, gt=0)

@@ -71,8 +71,9 @@ def available_cpus() -> float:
 def ray_extractor(cfg, progress: bool = True, log=print, encoder=None):
     """An extractor for tspo_ray.splits.prepare_split and the benchmark job: extract_with_ray with the config's
     encoder and actor placement, on the cluster at RAY_ADDRESS or a local Ray (started here when none is), or the
-    one-process loop (with `encoder`, else the config's, loaded here) where features.engine says Ray Data does not
-    pay (choose_engine); `log` gets the line saying which."""
+    one-process loop (with `encoder`, else the config's, loaded here, on features.worker_cpus torch threads as an
+    encoder actor) where features.engine says Ray Data does not pay (choose_engine); `log` gets the line saying
+    which."""
     import os
 
     from tspo_ray.config import is_cuda
@@ -92,10 +93,19 @@ def ray_extractor(cfg, progress: bool = True, log=print, encoder=None):
         if todo:
             log(engine_line(engine, why, len(todo), cpus))
         if engine == "local":
+            import torch
+
+            from tspo_ray.training.trainer import use_torch_threads
             from tspo_ray.video.encoders import load_encoder
 
-            return extract_local(videos, encoder or load_encoder(f.encoder), spec, store, progress=progress,
-                                 retry_failed=f.retry_failed)
+            # the threads one encoder actor would run: torch's default (one per core) encoded 5-7x slower on a
+            # loaded 2-core machine (docs/results.md, feature extraction)
+            before = use_torch_threads(max(1, int(f.worker_cpus)))
+            try:
+                return extract_local(videos, encoder or load_encoder(f.encoder), spec, store, progress=progress,
+                                     retry_failed=f.retry_failed)
+            finally:
+                torch.set_num_threads(before)
         return extract_with_ray(videos, f.encoder.to_dict(), spec, store, progress=progress,
                                 retry_failed=f.retry_failed, **extract_kwargs(cfg))
 
