@@ -60,7 +60,7 @@ def video_folder(bench, name: str, annotations: Path) -> Path:
 
 def overrides(bench):
     return [f"features.encoder={{backend: hf, model: {bench['tspo']}}}", f"features.store={bench['store']}",
-            "features.frame_size=32", "features.workers=1", f"eval.num_frames={K}"]
+            "features.frame_size=32", "features.workers=1", "features.engine=ray", f"eval.num_frames={K}"]
 
 
 def run_cli(monkeypatch, args):

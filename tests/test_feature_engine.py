@@ -4,6 +4,7 @@ import pytest
 from tspo_ray.config import ConfigError, load_config
 from tspo_ray.distributed import feature_pipeline
 from tspo_ray.distributed.feature_pipeline import choose_engine, engine_line
+from tspo_ray.evaluation.benchmark_job import pipeline_of
 from tspo_ray.video.encoders import load_encoder
 from tspo_ray.video.features import FeatureStore, feature_spec
 
@@ -66,7 +67,9 @@ def test_the_job_extractor_encodes_in_process_below_the_threshold_and_logs_one_l
     spec, store = feature_spec(cfg, encoder.name), FeatureStore(cfg.features.store)
     lines = []
     extract = feature_pipeline.ray_extractor(cfg, progress=False, log=lines.append, encoder=encoder)
-    assert extract(videos, spec, store)["encoded"] == 2
+    assert extract(videos, spec, store)["encoded"] == 2 and extract.engine == "local"
+    assert pipeline_of(extract) == "local" and pipeline_of(None) == "local"  # what a benchmark job's summary says
+    assert pipeline_of(lambda videos, spec, store: {}) == "ray"  # an extractor that records no choice
     assert all(store.has(spec.video_key(v)) for v in videos)
     assert lines == [engine_line("local", choose_engine("auto", 2, 2, False, 4, 1000)[1], 2, 2)]
     assert extract(videos, spec, store)["cached"] == 2 and len(lines) == 1

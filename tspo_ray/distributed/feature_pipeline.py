@@ -90,6 +90,7 @@ def ray_extractor(cfg, progress: bool = True, log=print, encoder=None):
             init_ray()  # a no-op when already connected
             cpus = available_cpus()
         engine, why = choose_engine(f.engine, len(todo), cpus, placed, f.ray_min_cpus, f.ray_min_videos)
+        extract.engine = engine  # for the job's summary (evaluation.benchmark_job.pipeline_of)
         if todo:
             log(engine_line(engine, why, len(todo), cpus))
         if engine == "local":
