@@ -249,10 +249,9 @@ def learner_loop(config: dict[str, Any]) -> None:
     start = state.step
     tracker = None
     if config.get("mlflow_run_id"):
-        from tspo_ray.training.tracking import BackgroundMetrics, RunLogger
+        from tspo_ray.training.tracking import RunLogger
 
-        # written by a thread of its own, off the step's critical path; flushed before every checkpoint
-        tracker = BackgroundMetrics(RunLogger.attach(config["mlflow_tracking_uri"], config["mlflow_run_id"]))
+        tracker = RunLogger.attach(config["mlflow_tracking_uri"], config["mlflow_run_id"])
 
     # Ray Train logs every report whole (one long line per step); a short progress line every few steps instead.
     from ray.train.v2._internal.execution import context as train_context
@@ -301,8 +300,6 @@ def learner_loop(config: dict[str, Any]) -> None:
             t1 = time.perf_counter()
             if tracker:
                 tracker.log_metrics(metrics, state.step)
-                if state.due_for_checkpoint() or state.due_for_validation():
-                    tracker.flush()
             checkpoint_metrics = state.checkpoint_after_step(ckpt_dir, validate_fn)
             if tracker and checkpoint_metrics:
                 tracker.log_metrics(checkpoint_metrics, state.step)
@@ -319,9 +316,6 @@ def learner_loop(config: dict[str, Any]) -> None:
     except LearnerStopped as exc:
         # not raised: Ray Train would start the learner again, to meet the same dead end
         print(f"learner stopped at step {state.step}: {exc}", file=sys.__stdout__, flush=True)
-    finally:
-        if tracker:
-            tracker.close()
 
 
 def report_placement(registry, coordinator) -> None:

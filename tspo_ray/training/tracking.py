@@ -122,12 +122,12 @@ class RunLogger:
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 
-    def log_metrics(self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         import time
 
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        now = int(time.time() * 1000)
         rows = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items()
                 if isinstance(v, (int, float)) and math.isfinite(float(v))]
         self.client.log_batch(self.run_id, metrics=rows)
@@ -160,53 +160,3 @@ class RunLogger:
         source = source if source.is_file() else latest_checkpoint(source)  # a chosen file, or a run's newest
         if source is not None:
             self.log_artifact(source, "checkpoint")
-
-
-class BackgroundMetrics:
-    """A RunLogger's log_metrics off the caller's thread: each step's metrics are stamped when given and written in
-    order by one thread, so a learner step does not wait for the store (an SQLite write of ~30 metrics was 10% of a
-    Ray learner step on 2 CPUs). flush() returns once everything given so far is written; an error of the writer is
-    raised by the next call."""
-
-    def __init__(self, logger: RunLogger):
-        import queue
-        import threading
-
-        self.logger, self._error = logger, None
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._write, name="mlflow-metrics", daemon=True)
-        self._thread.start()
-
-    def _write(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if self._error is None:
-                    self.logger.log_metrics(*item)
-            except Exception as exc:  # raised in the caller's thread by its next call
-                self._error = exc
-            finally:
-                self._queue.task_done()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"writing metrics to MLflow failed: {self._error}") from self._error
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        import time
-
-        self._raise()
-        self._queue.put((dict(metrics), step, int(time.time() * 1000)))
-
-    def flush(self) -> None:
-        self._queue.join()
-        self._raise()
-
-    def close(self) -> None:
-        """Write what is queued, then stop the writer."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self._raise()
