@@ -6,7 +6,8 @@
 The videos are a world of the embedded kind (tspo_ray.synthetic: MPEG-4, 128 px, 2 fps; --min/--max-seconds long),
 built once under --world and reused (the build is resumable). Both paths encode the same videos with the shipped
 tiny CLIP and the default feature settings (1-fps grid capped at 128 candidates, 64 px) into fresh stores:
-`features.extract_local` (this process, torch's default threads) and `extract_with_ray` (decode actors and encoder
+`features.extract_local` (this process on features.worker_cpus torch threads, as the job's one-process path
+runs; --local-threads to change) and `extract_with_ray` (decode actors and encoder
 actors; Ray is started before its clock starts, and ray.init is reported apart). Printed per path: wall time,
 frames/s, videos/s, the time until the first entry is written, peak RSS (this process plus its children, sampled every
 0.1 s) and the ratio; then the largest feature difference between the two stores. --breakdown N times decoding alone
@@ -117,6 +118,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=120)
     ap.add_argument("--world", default=str(ROOT / "outputs" / "bench_world"))
+    ap.add_argument("--videos-from", metavar="DIR", help="encode every *.mp4 in DIR instead (e.g. data/synthetic/videos: "
+                    "the main job's videos); --videos and --world are then unused")
     ap.add_argument("--min-seconds", type=float, default=120)
     ap.add_argument("--max-seconds", type=float, default=480)
     ap.add_argument("--encoders", type=int, default=1, help="most encoder actors")
@@ -124,7 +127,7 @@ def main() -> None:
     ap.add_argument("--decode-workers", type=int, default=1, help="most decode actors")
     ap.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode actor")
     ap.add_argument("--local-threads", type=int, default=None, help="torch threads of the one-process loop "
-                    "(default: torch's, one per core)")
+                    "(default: features.worker_cpus, as the job's one-process path runs; 0: torch's, one per core)")
     ap.add_argument("--ray-cpus", type=int, default=None, help="logical CPUs of the local Ray (default: the cores)")
     ap.add_argument("--breakdown", type=int, default=0, metavar="N", help="time decode and encode alone on N videos")
     ap.add_argument("overrides", nargs="*", help="config overrides (features.*)")
@@ -134,8 +137,6 @@ def main() -> None:
 
     import torch
 
-    if args.local_threads:
-        torch.set_num_threads(args.local_threads)
     from tspo_ray.config import load_config
     from tspo_ray.distributed import init_ray
     from tspo_ray.distributed.feature_pipeline import extract_with_ray
@@ -144,13 +145,28 @@ def main() -> None:
     from tspo_ray.video.features import FeatureStore, extract_local
 
     t0 = time.perf_counter()
-    build_world(args.world, {"train": args.videos}, seed=11, min_s=args.min_seconds, max_s=args.max_seconds,
-                workers=2, progress=False)
-    videos = sorted(str(p) for p in (Path(args.world) / "videos").glob("train-*.mp4"))[: args.videos]
-    print(f"{len(videos)} videos ({args.min_seconds:.0f}-{args.max_seconds:.0f} s) under {args.world}, "
-          f"ready in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
-          flush=True)
+    if args.videos_from:
+        videos = sorted(str(p) for p in Path(args.videos_from).glob("*.mp4"))
+        if not videos:
+            raise SystemExit(f"error: no *.mp4 under {args.videos_from}")
+        where = args.videos_from
+    else:
+        build_world(args.world, {"train": args.videos}, seed=11, min_s=args.min_seconds, max_s=args.max_seconds,
+                    workers=2, progress=False)
+        videos = sorted(str(p) for p in (Path(args.world) / "videos").glob("train-*.mp4"))[: args.videos]
+        where = f"({args.min_seconds:.0f}-{args.max_seconds:.0f} s) under {args.world}"
+    print(f"{len(videos)} videos {where}, ready in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
     cfg = load_config(ROOT / "configs" / "embedded.yaml", args.overrides)
+    threads = max(1, int(cfg.features.worker_cpus)) if args.local_threads is None else args.local_threads
+    if threads:
+        torch.set_num_threads(threads)
+    from tspo_ray.distributed.feature_pipeline import choose_engine, engine_line
+
+    f = cfg.features
+    print("the job's choice for these videos on this machine: " + engine_line(
+        *choose_engine(f.engine, len(videos), float(os.cpu_count() or 1), False, f.ray_min_cpus, f.ray_min_videos),
+        len(videos), float(os.cpu_count() or 1)), flush=True)
     encoder_spec = cfg.features.encoder.to_dict()
     spec = cfg.features.store_spec(load_encoder(encoder_spec).name)
     if args.breakdown:

@@ -13,7 +13,9 @@ Per N it prints learner steps/s and questions/s after --warmup steps (MLflow met
 the efficiency against N x the one-answerer rate (the first variant's rate at the smallest N), and where a step's time goes (ms per step:
 sampling and answering, which overlap the learner, the learner's update, its wait for a rollout, the weight
 broadcast; the simulated answerers' inner compute and overrun summed over the batch's calls; object-store KB per
-step). `limit` says `box` where the calls overran their modelled GPU time by more than 5% of it: there this
+step). A second table splits each batch's answering time outside the answerer actors: the coordinator preparing
+the requests, sending the calls, Ray's delivery of the calls and their answers, the answers turned into rewards.
+`limit` says `box` where the calls overran their modelled GPU time by more than 5% of it: there this
 machine's CPUs, not the design, set the pace. The learner keeps up while it still waits for rollouts (wait >= 10% of the
 step): past that N, more answerers buy nothing. Variants run side by side in this one run:
 
@@ -41,6 +43,11 @@ VARIANTS = {
 PHASES = ("time_sample_s", "time_answer_s", "time_learn_s", "time_wait_s", "time_broadcast_s")
 #: the simulated answerers' inner compute, modelled GPU time and overrun, summed over a batch's calls
 ANSWERING = ("time_answer_compute_s", "time_answer_modelled_s", "time_answer_overrun_s")
+#: a batch's time in the coordinator outside the answerer actors (AnswererPool.score): preparing the requests and
+#: the cut, sending the calls, Ray's delivery (summed over calls: round trip less the actor's own time), answers to
+#: rewards; and the calls a batch made
+OUTSIDE = ("time_answer_pool_prepare_s", "time_answer_pool_submit_s", "time_answer_pool_delivery_s",
+           "time_answer_pool_rewards_s", "answer_pool_calls")
 #: a run whose calls overran their modelled time by more than this share of it is limited by the box
 BOX_LIMIT = 0.05
 #: a batch answered this much slower than the latency model's schedule of its calls lost time outside the calls
@@ -61,7 +68,7 @@ def measure(uri: str, warmup: int) -> dict:
     points = metric_values(uri, "reward", warmup)
     (s0, t0, _), (s1, t1, _) = points[0], points[-1]
     out = {"steps_per_s": (s1 - s0) / max((t1 - t0) / 1000, 1e-9)}
-    for name in PHASES + ANSWERING + BYTES:
+    for name in PHASES + ANSWERING + BYTES + OUTSIDE:
         values = [v for _, _, v in metric_values(uri, name, warmup + 1)]
         out[name] = sum(values) / max(len(values), 1)
     return out
@@ -135,6 +142,7 @@ def print_table(variant: str, rows: list[dict], one_answerer: float) -> None:
               + f" | {r['store_weight_bytes'] / 1e3:.0f} | {r['store_result_bytes'] / 1e3:.0f} | "
               f"{100 * r['cpu_busy']:.0f}% | "
               f"{'yes' if keeps_up else 'no'} | {limit} |")
+    print_outside(rows)
     up = [r["n"] for r in rows if 1e3 * r["time_wait_s"] >= 0.1e3 / r["steps_per_s"]]
     print(f"\nlargest N where the learner keeps up: {max(up) if up else 'none'}")
     boxed = [r["n"] for r in rows if box_share(r) > BOX_LIMIT]
@@ -148,6 +156,25 @@ def print_table(variant: str, rows: list[dict], one_answerer: float) -> None:
         print(f"at N = {', '.join(map(str, outside))} the calls kept to their modelled time, yet a batch took more than "
               f"{100 * OUTSIDE_LIMIT:.0f}% longer than the model's schedule of them: the time went outside the calls "
               f"(Ray's dispatch and collection of the batch's calls, the coordinator's scoring)")
+
+
+def print_outside(rows: list[dict]) -> None:
+    """Where a batch's answering time went outside the answerer actors, in the coordinator (ms per batch)."""
+    print("\nthe answering time outside the actors, ms per batch: the coordinator preparing the requests and the cut, "
+          "sending the calls, Ray's delivery (summed over the calls: each call's round trip less its time in the "
+          "actor), the answers turned into rewards; beyond the schedule: measured answering less the latency model's "
+          "schedule of the calls\n")
+    print("| N | calls a batch | prepare | submit | delivery, all calls | delivery per call | answers to rewards "
+          "| beyond the schedule |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        calls = r.get("answer_pool_calls", 0.0)
+        beyond = (f"{1e3 * (r['time_answer_s'] - r['scheduled_answer_s']):.0f}" if r.get("scheduled_answer_s")
+                  else "–")
+        print(f"| {r['n']} | {calls:.1f} | "
+              + " | ".join(f"{1e3 * r.get(k, 0.0):.0f}" for k in OUTSIDE[:3])
+              + f" | {1e3 * r.get('time_answer_pool_delivery_s', 0.0) / max(calls, 1):.1f} | "
+              f"{1e3 * r.get('time_answer_pool_rewards_s', 0.0):.0f} | {beyond} |")
 
 
 def scheduled_batch_seconds(n: int, lag: int, questions: int, per_call: "Callable[[int], float]") -> tuple[float, float]:

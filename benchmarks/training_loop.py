@@ -1,6 +1,6 @@
 """The Ray training loop beside the single-process loop it wraps: steps/s, machine CPU use, and the same weights.
 
-    uv run python benchmarks/training_loop.py [--steps 90] [--warmup 55] [key=value ...]
+    uv run python benchmarks/training_loop.py [--steps 120] [--warmup 80] [key=value ...]
 
 Both loops train the same config on the embedded world's training split (features are extracted into the store
 once if missing) for `--steps` learner steps, one after the other in this run:
@@ -11,9 +11,11 @@ once if missing) for `--steps` learner steps, one after the other in this run:
 
 Steps/s come from the MLflow metric timestamps, start-up excluded (the wall time with start-up is printed too):
 steady state over steps warmup..steps, and the first steps 4..warmup apart, where the answerers decode most frames
-for the first time (an epoch of the embedded training split is 49 steps). CPU use is the whole machine's busy
-fraction over each phase (/proc/stat), so other load on the machine shows in it. Both loops run the same schedule,
-so their final weights must agree; the largest difference is printed as a check.
+for the first time (an epoch of the embedded training split, 2,340 questions, is 73 steps). CPU use is the whole
+machine's busy fraction over each phase (/proc/stat), so other load on the machine shows in it. Every process of
+both loops runs train.torch_threads torch threads (1 by default; torch's default of one per core made the
+single-process loop 10x slower on a loaded machine, docs/scaling.md). Both loops run the same schedule, so their
+final weights must agree; the largest difference is printed as a check.
 """
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ def steps_per_s(tracking_uri: str, first: int, last: int | None = None) -> float
     return (s1 - s0) / max((t1 - t0) / 1000, 1e-9)
 
 
-PHASES = ("time_sample_s", "time_answer_s", "time_learn_s", "time_wait_s")
+PHASES = ("time_sample_s", "time_answer_s", "time_learn_s", "time_wait_s", "time_bookkeeping_s", "time_broadcast_s")
+PHASE_NAMES = ("sampling", "answering", "learner update", "learner waits", "metrics + checkpoint", "weight broadcast")
 
 
 def phase_means(tracking_uri: str, warmup: int) -> dict[str, float]:
@@ -80,8 +83,8 @@ def run_phase(name: str, train, cfg, items, tmp: Path, warmup: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=90)
-    ap.add_argument("--warmup", type=int, default=55, help="steps left out of the steady-state rate")
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--warmup", type=int, default=80, help="steps left out of the steady-state rate")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_lag=2 train.num_answerers=3")
     from tspo_ray.config import parse_job_args
 
@@ -106,7 +109,8 @@ def main() -> None:
     items, _, _ = prepare_split(cfg, "train", load_encoder(cfg.features.encoder))
     print(f"{len(items)} training questions; {cfg.train.questions_per_step} questions x G={cfg.policy.group_size} "
           f"per step, max_lag {cfg.train.max_lag}, {cfg.train.num_answerers} answerer actors, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, train.torch_threads {cfg.train.torch_threads} in every process of both loops "
+          f"(0: torch's default, {torch.get_num_threads()} here), load {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -127,14 +131,15 @@ def main() -> None:
               f"{r['cold_steps_per_s']:.2f} | {r['cold_steps_per_s'] / cold:.2f}x | {r['wall_s']:.1f} s | "
               f"{100 * r['cpu_busy']:.0f}% |")
     print("\nwhere a steady-state step's time goes (mean ms per step; on Ray, sampling and answering batch b+1 "
-          "overlap the learner's update of batch b, and 'learner waits' is the learner idle for a rollout)")
-    print("\n| loop | sampling | answering | learner update | learner waits |")
-    print("|---|---:|---:|---:|---:|")
+          "overlap the learner's update of batch b, and 'learner waits' is the learner idle for a rollout; "
+          "'metrics + checkpoint' is the MLflow logging and checkpointing after a step)")
+    print(f"\n| loop | step | {' | '.join(PHASE_NAMES)} |")
+    print("|---|---:|" + "---:|" * len(PHASES))
     for r in rows:
         cells = " | ".join(f"{1e3 * r['phases'][p]:.0f}" if p in r["phases"] else "-" for p in PHASES)
-        print(f"| {r['loop']} | {cells} |")
-    print(f"\nfinal weights, largest |difference| between the loops: {max_diff:.2e} (same schedule, same config)")
-    del torch
+        print(f"| {r['loop']} | {1e3 / r['steps_per_s']:.0f} | {cells} |")
+    print(f"\nfinal weights, largest |difference| between the loops: {max_diff:.2e} (same schedule, same config); "
+          f"load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

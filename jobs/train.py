@@ -57,7 +57,7 @@ def load_training_items(cfg: Config, args) -> tuple[list, list] | None:
         if args.resume:
             check_resumable(ckpt_dir)
         encoder = load_encoder(cfg.features.encoder)  # loaded once for both splits
-        extract = None if args.local else ray_extractor(cfg)
+        extract = None if args.local else ray_extractor(cfg, encoder=encoder)
         items, problems, counts = prepare_split(cfg, "train", encoder, extract=extract,
                                                 max_questions=cfg.data.max_train_questions)
         val_items = []

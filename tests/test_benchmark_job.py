@@ -63,7 +63,7 @@ def overrides(bench):
     which the runs with --checkpoint take from the folder anyway and those without it take from here."""
     return [f"features.encoder={{backend: hf, model: {bench['tspo']}, exact_processor: true}}",
             f"features.store={bench['store']}", "features.frame_size=native", "features.workers=1",
-            f"eval.num_frames={K}"]
+            "features.engine=ray", f"eval.num_frames={K}"]
 
 
 def run_cli(monkeypatch, args):

@@ -63,6 +63,12 @@ class FeatureConfig(FeatureSpec):
     """Where the feature store lives; runs with the same (video, fps, T_c, encoder) share entries."""
     retry_failed: bool = False
     """Decode videos that failed before (same file, same settings) again; by default their earlier reason stands."""
+    engine: Literal["auto", "ray", "local"] = "auto"
+    """Who extracts features in a Ray job: 'ray' (the Ray Data pipeline), 'local' (the one-process loop in the driver), or 'auto': Ray Data where it pays for its start-up (the encoder on a GPU, custom worker_resources, or at least ray_min_cpus CPUs and ray_min_videos videos to encode), else the one-process loop; the job logs which and why."""
+    ray_min_cpus: int = Field(4, ge=1)
+    """engine auto: the fewest CPUs (the cluster's; this machine's cores for a one-node Ray) on which Ray Data is chosen (on 2 CPUs it held 3.8x the one-process loop's memory, docs/scaling.md)."""
+    ray_min_videos: int = Field(1000, ge=0)
+    """engine auto: the fewest videos still to encode for which Ray Data is chosen (its start-up, 49 s to the first entry on 2 CPUs, is about 500 videos of the one-process loop)."""
     workers: int = Field(2, ge=1)
     """Ray Data encoder actors (each loads the encoder once)."""
     worker_cpus: float = Field(1.0, gt=0)
@@ -185,6 +191,8 @@ class TrainConfig(Settings):
     """Checkpoints kept in the run's folder: the newest N, plus the best on validation (train.eval_every)."""
     max_failures: int = Field(3, ge=0)
     """Restarts allowed to the Ray Train learner worker and to the rollout coordinator actor, each continuing the run."""
+    torch_threads: int = Field(1, ge=0)
+    """torch intra-op threads in every training process: the single-process loop, the Ray learner, the rollout coordinator and the answerer actors, so both loops run with the same count (0: torch's default, one per core; Ray sets a worker's to its CPU share)."""
     answerer_max_restarts: int = Field(10, ge=0)
     """Replacements allowed to the answerer actors of one rollout coordinator (a replacement that fails counts too)."""
     output_dir: str = "outputs/run"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import ray
@@ -22,17 +24,29 @@ from tspo_ray.answerers.inputs import dedupe
 
 log = logging.getLogger(__name__)
 _DEAD = (RayActorError, ActorDiedError, ActorUnavailableError)
+#: Answer.extra key: the answer's share of its call's seconds inside the answerer actor
+ACTOR_TIME = "actor_s"
 
 
 class AnswererActor:
     """Ray actor body: builds its answerer from a zero-argument factory, then answers batches."""
 
-    def __init__(self, factory: Callable[[], Any]):
+    def __init__(self, factory: Callable[[], Any], torch_threads: int = 0):
+        if torch_threads:  # 0: Ray's own setting (OMP_NUM_THREADS from the actor's CPU share)
+            import torch
+
+            torch.set_num_threads(torch_threads)
         self.answerer = factory()
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
         try:
-            return self.answerer.answer(requests)
+            t0 = time.perf_counter()
+            answers = self.answerer.answer(requests)
+            # each answer carries its share of the call's time in this actor, so the caller can tell Ray's
+            # delivery (the round trip less this) from the answering (ACTOR_TIME)
+            share = (time.perf_counter() - t0) / max(len(answers), 1)
+            return [replace(a, extra={**a.extra, ACTOR_TIME: share}) if isinstance(a, Answer) else a
+                    for a in answers]
         except AnswererDied:
             # The engine is gone and will not come back in this process: leave, so that the pool replaces us.
             log.exception("answerer engine died; the actor exits")
@@ -63,9 +77,11 @@ class AnswererActorPool:
     """N answerer actors that replace themselves when they die; `answer` is idempotent per request key."""
 
     def __init__(self, factory: Callable[[], Any], num_actors: int = 1, actor_options: dict[str, Any] | None = None,
-                 max_restarts: int = 3, max_requests_per_call: int | None = None, slots_per_actor: int = 1):
+                 max_restarts: int = 3, max_requests_per_call: int | None = None, slots_per_actor: int = 1,
+                 torch_threads: int = 0):
         """`num_actors` answerer slots (engines); with slots_per_actor k > 1 they live k to an actor process, which
-        answers k calls at once (the simulated answerer's several GPUs per process)."""
+        answers k calls at once (the simulated answerer's several GPUs per process). torch_threads > 0 sets each
+        actor process's torch intra-op threads."""
         if num_actors < 1:
             raise ValueError(f"num_actors must be >= 1, got {num_actors}")
         if slots_per_actor < 1:
@@ -75,7 +91,8 @@ class AnswererActorPool:
             options["max_concurrency"] = slots_per_actor
         self._remote = ray.remote(AnswererActor).options(**options)
         self.factory, self.max_restarts, self.max_per_call = factory, max_restarts, max_requests_per_call
-        processes = [self._remote.remote(factory) for _ in range(-(-num_actors // slots_per_actor))]
+        self.torch_threads = torch_threads
+        processes = [self._remote.remote(factory, torch_threads) for _ in range(-(-num_actors // slots_per_actor))]
         #: one entry per slot; slot i lives in process i // slots_per_actor
         self.actors = [processes[i // slots_per_actor] for i in range(num_actors)]
         self.restarts = 0
@@ -121,7 +138,7 @@ class AnswererActorPool:
                 ray.kill(dead)
             except Exception:  # already gone
                 pass
-            fresh = self._remote.remote(self.factory)
+            fresh = self._remote.remote(self.factory, self.torch_threads)
             self.actors = [fresh if a is dead else a for a in self.actors]  # every slot of the dead process
 
     def answer(self, requests: Sequence[AnswerRequest]) -> list[Answer]:
@@ -134,19 +151,28 @@ class AnswererActorPool:
         return [answers[r.key] for r in requests]
 
     def answer_chunks(self, chunks: Sequence[Sequence[AnswerRequest]],
-                      slots: Sequence[int] | None = None, steal: bool = False) -> dict[str, Answer]:
+                      slots: Sequence[int] | None = None, steal: bool = False,
+                      times: dict[str, float] | None = None) -> dict[str, Answer]:
         """Answers by key, one actor call per chunk. A chunk lost with a dead actor is resent (the actor replaced).
 
         slots[i] pins chunk i to actor slots[i] % N (e.g. by video, so each actor's frame cache holds its own
         videos); unpinned chunks go to whichever actor is idle. With `steal`, a pin is a preference: an idle actor
-        with nothing of its own takes a chunk pinned to a busy one, so collisions of the pins never serialise calls."""
+        with nothing of its own takes a chunk pinned to a busy one, so collisions of the pins never serialise calls.
+
+        `times`, when given, receives where the calls' time went outside the actors: pool_submit_s (choosing
+        actors and sending the calls), pool_delivery_s (summed over the calls: round trip less the actor's own
+        time, i.e. Ray carrying the call and its answers and the caller noticing), pool_calls."""
         if self.gave_up:
             raise AnswerersGaveUp(self.gave_up)
         results: dict[str, Answer] = {}
         pins = [None if slots is None else slots[i] % len(self.actors) for i in range(len(chunks))]
         queue = [(chunk, pin) for chunk, pin in zip(chunks, pins) if chunk]
         pending: dict[Any, tuple[int, Any, Sequence[AnswerRequest], int | None]] = {}  # future -> slot, actor, ...
+        sent: dict[Any, float] = {}  # future -> when it was sent
+        submit_s = delivery_s = 0.0
+        calls = 0
         while queue or pending:
+            t_submit = time.perf_counter()
             busy = {slot for slot, _, _, _ in pending.values()}
             # first every actor takes its own (or unpinned) work; then, with `steal`, the idle ones take chunks
             # pinned to busy actors (a sweep of its own, so an actor early in the order is not passed over)
@@ -160,8 +186,10 @@ class AnswererActorPool:
                     if pick is None:
                         continue
                     chunk, pin = queue.pop(pick)
-                    pending[actor.answer.remote(list(chunk))] = (slot, actor, chunk, pin)
+                    future = actor.answer.remote(list(chunk))
+                    pending[future], sent[future] = (slot, actor, chunk, pin), time.perf_counter()
                     busy.add(slot)
+            submit_s += time.perf_counter() - t_submit
             done, _ = ray.wait(list(pending), num_returns=1)
             slot, actor, chunk, pin = pending.pop(done[0])
             try:
@@ -170,8 +198,13 @@ class AnswererActorPool:
                 self._replace(slot, actor, exc)
                 queue.insert(0, (chunk, pin))
                 continue
+            calls += 1
+            in_actor = sum(float(a.extra.get(ACTOR_TIME, 0.0)) for a in answers)
+            delivery_s += max(time.perf_counter() - sent.pop(done[0]) - in_actor, 0.0)
             for answer in answers:
                 results.setdefault(answer.key, answer)
+        if times is not None:
+            times.update(pool_submit_s=submit_s, pool_delivery_s=delivery_s, pool_calls=float(calls))
         return results
 
     def shutdown(self) -> None:

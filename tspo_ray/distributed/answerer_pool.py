@@ -7,6 +7,7 @@ computed here, by the pool's caller, which holds the records with their labels. 
 """
 from __future__ import annotations
 
+import time
 import zlib
 from typing import Any, Callable, Sequence
 
@@ -68,12 +69,14 @@ class AnswererPool(AnswererActorPool):
 
     def __init__(self, answerer_factory: Callable[[], Any], num_actors: int, num_cpus: float = 1.0,
                  num_gpus: float = 0.0, jobs_per_call: int = 4, max_restarts: int = 10,
-                 resources: dict[str, float] | None = None, slots_per_actor: int = 1, batches_in_flight: int = 1):
+                 resources: dict[str, float] | None = None, slots_per_actor: int = 1, batches_in_flight: int = 1,
+                 torch_threads: int = 0):
         """jobs_per_call 0 spreads each batch over its share of the answerers: len(slots) // batches_in_flight calls
         of equal size (the batches the learner keeps in flight, max_lag + 1; spread_cut), a video's jobs together
         where they fit, and an idle answerer takes a chunk pinned to a busy one."""
         options = {"num_cpus": num_cpus, "num_gpus": num_gpus} | ({"resources": dict(resources)} if resources else {})
-        super().__init__(answerer_factory, num_actors, options, max_restarts, slots_per_actor=slots_per_actor)
+        super().__init__(answerer_factory, num_actors, options, max_restarts, slots_per_actor=slots_per_actor,
+                         torch_threads=torch_threads)
         self.jobs_per_call, self.batches_in_flight = jobs_per_call, max(1, batches_in_flight)
 
     def slot_of(self, video_path: str) -> int:
@@ -83,7 +86,10 @@ class AnswererPool(AnswererActorPool):
     def score(self, jobs: Sequence[ScoreJob], times: dict[str, float] | None = None
               ) -> list[tuple[RewardResult, list[str]]]:
         """(rewards, answer texts) per job, in job order; survives actor deaths (see AnswererActorPool). `times`, when
-        given, receives the simulated answerer's compute, modelled and overrun seconds summed over the batch."""
+        given, receives the simulated answerer's compute, modelled and overrun seconds summed over the batch, and
+        where the batch's time went outside the actors: pool_prepare_s (requests and the cut), pool_submit_s,
+        pool_delivery_s and pool_calls (answer_chunks), pool_rewards_s (answers to rewards)."""
+        t0 = time.perf_counter()
         per_job = [job.requests() for job in jobs]
         paths = [job.video_path for job in jobs]
         if self.jobs_per_call:
@@ -91,12 +97,16 @@ class AnswererPool(AnswererActorPool):
         else:
             groups, slots = spread_cut(paths, len(self.actors), max(1, len(self.actors) // self.batches_in_flight))
         chunks = [dedupe([r for i in idx for r in per_job[i]]) for idx in groups]
-        answers = self.answer_chunks(chunks, slots, steal=not self.jobs_per_call)
-        if times is not None:
-            for key in CALL_TIMES:
-                times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers.values())
+        calls: dict[str, float] = {}
+        t1 = time.perf_counter()
+        answers = self.answer_chunks(chunks, slots, steal=not self.jobs_per_call, times=calls)
+        t2 = time.perf_counter()
         out = []
         for job, reqs in zip(jobs, per_job):
             got = [answers[r.key] for r in reqs]
             out.append((score_answers(job, [a.option for a in got]), [a.text for a in got]))
+        if times is not None:
+            for key in CALL_TIMES:
+                times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers.values())
+            times.update(calls, pool_prepare_s=t1 - t0, pool_rewards_s=time.perf_counter() - t2)
         return out

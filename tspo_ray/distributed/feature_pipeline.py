@@ -29,15 +29,86 @@ def extract_kwargs(cfg) -> dict:
             "gpus_per_worker": opts["num_gpus"], "resources": opts.get("resources")}
 
 
-def ray_extractor(cfg, progress: bool = True):
+def choose_engine(engine: str, videos: int, cpus: float, placed: bool, min_cpus: int,
+                  min_videos: int) -> tuple[str, str]:
+    """("ray" or "local", why) for `videos` still to encode on `cpus` CPUs. Pure.
+
+    engine 'ray' or 'local' is taken as set. 'auto' picks Ray Data when the encoder actors must go where the config
+    places them (`placed`: a GPU encoder or custom worker_resources), or when there are at least `min_cpus` CPUs and
+    `min_videos` videos: its start-up (actors, model loads; ~30 s to the first entry on 2 CPUs) is paid once, and
+    on fewer CPUs its stages share the cores the one-process loop would use alone."""
+    if engine not in ("auto", "ray", "local"):
+        raise ValueError(f"features.engine must be auto, ray or local, got {engine!r}")
+    if videos < 0 or cpus < 0:
+        raise ValueError(f"videos and cpus must be >= 0, got {videos} and {cpus}")
+    if engine != "auto":
+        return engine, f"features.engine={engine}"
+    rule = f"Ray Data pays off from {min_cpus} CPUs and {min_videos} videos"
+    if placed:
+        return "ray", "the encoder actors are placed by the config (a GPU or features.worker_resources)"
+    if cpus >= min_cpus and videos >= min_videos:
+        return "ray", rule
+    return "local", f"{rule}; features.engine=ray forces it"
+
+
+def engine_line(engine: str, why: str, videos: int, cpus: float) -> str:
+    """The job's one log line on who extracts the features."""
+    path = "Ray Data" if engine == "ray" else "one-process path"
+    return f"features: {videos} videos on {cpus:g} CPUs: {path} ({why})"
+
+
+def available_cpus() -> float:
+    """CPUs of the connected Ray: the cluster's, but at most this machine's cores on a one-node Ray (a local Ray may
+    declare more logical CPUs than there are cores)."""
+    import os
+
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    return min(cpus, float(os.cpu_count() or 1)) if len(ray.nodes()) == 1 else cpus
+
+
+def ray_extractor(cfg, progress: bool = True, log=print, encoder=None):
     """An extractor for tspo_ray.splits.prepare_split and the benchmark job: extract_with_ray with the config's
-    encoder and actor placement, on the cluster at RAY_ADDRESS or a local Ray (started here when none is)."""
+    encoder and actor placement, on the cluster at RAY_ADDRESS or a local Ray (started here when none is), or the
+    one-process loop (with `encoder`, else the config's, loaded here, on features.worker_cpus torch threads as an
+    encoder actor) where features.engine says Ray Data does not pay (choose_engine); `log` gets the line saying
+    which."""
+    import os
+
+    from tspo_ray.config import is_cuda
     from tspo_ray.distributed import init_ray
+    from tspo_ray.video.features import extract_local
+
+    f = cfg.features
+    placed = is_cuda(f.encoder.device) or bool(f.worker_resources) or bool(f.worker_gpus)
 
     def extract(videos: Sequence[str], spec: StoreSpec, store: FeatureStore) -> dict[str, int]:
-        init_ray()  # a no-op when already connected
-        return extract_with_ray(videos, cfg.features.encoder.to_dict(), spec, store, progress=progress,
-                                retry_failed=cfg.features.retry_failed, **extract_kwargs(cfg))
+        todo = plan_extraction(videos, spec, store, f.retry_failed)[0]
+        cpus = float(os.cpu_count() or 1)
+        if todo and f.engine != "local":
+            init_ray()  # a no-op when already connected
+            cpus = available_cpus()
+        engine, why = choose_engine(f.engine, len(todo), cpus, placed, f.ray_min_cpus, f.ray_min_videos)
+        extract.engine = engine  # for the job's summary (evaluation.benchmark_job.pipeline_of)
+        if todo:
+            log(engine_line(engine, why, len(todo), cpus))
+        if engine == "local":
+            import torch
+
+            from tspo_ray.training.trainer import use_torch_threads
+            from tspo_ray.video.encoders import load_encoder
+
+            # the threads one encoder actor would run: torch's default (one per core) encoded 5-7x slower on a
+            # loaded 2-core machine (docs/results.md, feature extraction)
+            before = use_torch_threads(max(1, int(f.worker_cpus)))
+            try:
+                return extract_local(videos, encoder or load_encoder(f.encoder), spec, store, progress=progress,
+                                     retry_failed=f.retry_failed)
+            finally:
+                torch.set_num_threads(before)
+        return extract_with_ray(videos, f.encoder.to_dict(), spec, store, progress=progress,
+                                retry_failed=f.retry_failed, **extract_kwargs(cfg))
 
     return extract
 

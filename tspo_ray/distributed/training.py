@@ -35,8 +35,10 @@ class RolloutCoordinator:
     def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, cfg: dict,
                  val_items: Sequence[FeatureItem] = ()):
         from tspo_ray.method.kinds import agent_from_config
+        from tspo_ray.training.trainer import use_torch_threads
 
         cfg = Config.load(cfg)
+        use_torch_threads(cfg.train.torch_threads)
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
         self.agent = agent_from_config(agent_config).eval()
         self.pool = AnswererPool(**pool_kwargs)
@@ -230,7 +232,10 @@ def learner_loop(config: dict[str, Any]) -> None:
     from the newest checkpoint this run wrote, or from where the run started."""
     import ray.train
 
+    from tspo_ray.training.trainer import use_torch_threads
+
     cfg = Config.load(config["cfg"])
+    use_torch_threads(cfg.train.torch_threads)
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     stop_after = config.get("stop_after_steps")  # simulates an interruption in tests
 
@@ -268,6 +273,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     validate_fn = validate_remotely if config.get("has_val_items") else None
     if config.get("report_node"):  # placement checks: where the learner, the coordinator and the answerers run
         report_placement(config["report_node"], pipeline.coordinator)
+    bookkeeping_s = 0.0  # the last step's metrics logging, checkpoint and progress line
     try:
         while state.step < cfg.train.steps:
             batch_index, out, waited = pipeline.next_rollout()
@@ -281,14 +287,17 @@ def learner_loop(config: dict[str, Any]) -> None:
                 batch_index=float(batch_index), coordinator_restarts=float(pipeline.coordinator_restarts),
                 # where a step's time goes; sampling and answering overlap the learner's update of the batch before
                 time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
-                time_wait_s=waited, time_broadcast_s=pipeline.broadcast_s,
+                time_wait_s=waited, time_broadcast_s=pipeline.broadcast_s, time_bookkeeping_s=bookkeeping_s,
                 # object-store traffic of the step: the weights put for new versions, the rollout result coming back
                 store_weight_bytes=float(pipeline.broadcast_bytes), store_result_bytes=float(out["result_bytes"]),
             )
-            # a simulated answerer's inner compute, modelled GPU time and overrun summed over the batch's calls
-            metrics.update({f"time_answer_{k[len('sim_'):]}": v for k, v in out.get("answering", {}).items()})
+            # a simulated answerer's inner compute, modelled GPU time and overrun summed over the batch's calls, and
+            # the pool's time outside the actors (AnswererPool.score)
+            metrics.update({("time_answer_" if k.endswith("_s") else "answer_") + k.removeprefix("sim_"): v
+                            for k, v in out.get("answering", {}).items()})
             # the step's metrics before its checkpoint: a learner killed between the two redoes the step from the
             # previous checkpoint and logs it again, rather than resuming past a step MLflow never saw
+            t1 = time.perf_counter()
             if tracker:
                 tracker.log_metrics(metrics, state.step)
             checkpoint_metrics = state.checkpoint_after_step(ckpt_dir, validate_fn)
@@ -301,6 +310,7 @@ def learner_loop(config: dict[str, Any]) -> None:
                 ray.train.report({k: float(v) for k, v in metrics.items()})
             if state.step % progress_every == 0 or state.step == cfg.train.steps:
                 print_progress(state, metrics, start, t_start)
+            bookkeeping_s = time.perf_counter() - t1
             if stop_after is not None and state.step >= stop_after:
                 break
     except LearnerStopped as exc:
@@ -360,7 +370,7 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
                    "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts,
                    "jobs_per_call": cfg.train.jobs_per_call,
                    "slots_per_actor": slots_per_actor(cfg.answerer.kind, cfg.answerer.settings),
-                   "batches_in_flight": cfg.train.max_lag + 1}
+                   "batches_in_flight": cfg.train.max_lag + 1, "torch_threads": cfg.train.torch_threads}
     # max_task_retries=0: the learner itself sends a restarted coordinator the batches it owed (RolloutPipeline).
     # The items go to the object store once, held here for the whole run, so that a restart finds them there.
     item_refs = ray.put(list(items)), ray.put(list(val_items))

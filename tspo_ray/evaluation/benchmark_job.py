@@ -155,4 +155,10 @@ def run_benchmark_job(cfg: Config, name: str, annotations: str | Path, videos: s
         settings["answerer"] = {"kind": cfg.answerer.kind, "settings": cfg.answerer.settings}
     run = BenchmarkRun(name, Path(annotations), Path(out_dir), list(selectors), k, settings)
     return run_benchmark(run, records, select, answer_with, chunk_size=chunk_size, progress=progress,
-                         on_chunk=on_chunk, notes={"features": {"pipeline": "local" if extract is None else "ray", **counts}})
+                         on_chunk=on_chunk, notes={"features": {"pipeline": pipeline_of(extract), **counts}})
+
+
+def pipeline_of(extract) -> str:
+    """Which path extracted the features: "local" without an extractor, else the one it chose (a Ray job's
+    extractor records its features.engine choice as `engine`; "ray" when it records none)."""
+    return "local" if extract is None else getattr(extract, "engine", "ray")

@@ -33,6 +33,25 @@ def group_logprob(agent: torch.nn.Module, item: FeatureItem, group: Group,
     return logits, sampling.set_logprob(logits, group.draws, likelihood)
 
 
+def batch_logprobs(agent: torch.nn.Module, items: Sequence[FeatureItem], groups: Sequence[Group],
+                   likelihood: sampling.LikelihoodKind) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """group_logprob of each (item, group), with the agent's scores of every group drawn by the plain policy taken in
+    ONE packed forward pass (the videos end to end along T, each seeing only its own frames; equal to scoring them
+    one at a time up to float rounding): one call over 32 videos of 128 candidates costs a fraction of 32 calls,
+    and the update is a step's critical path on Ray."""
+    sequential_policy = hasattr(agent, "set_policy")
+    plain = [i for i, g in enumerate(groups) if not (sequential_policy and g.sets is None)]
+    out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(groups)
+    if len(plain) > 1 and all(items[i].frame_features.dim() == 2 for i in plain):
+        lengths = [int(items[i].frame_features.shape[0]) for i in plain]
+        scores = agent(torch.cat([items[i].frame_features for i in plain]),
+                       torch.stack([items[i].text_feature for i in plain]), lengths=lengths).split(lengths)
+        for i, s in zip(plain, scores):
+            logits = s / groups[i].tau
+            out[i] = logits, sampling.set_logprob(logits, groups[i].draws, likelihood)
+    return [o if o is not None else group_logprob(agent, it, g, likelihood) for o, it, g in zip(out, items, groups)]
+
+
 def learner_step(
     agent: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -85,16 +104,15 @@ def learner_step(
     epoch_metrics: list[dict[str, float]] = []
     for _ in range(epochs):
         logp_new, logp_old, logp_ref, advantages, entropies = [], [], [], [], []
-        for i in keep:
-            item, group = items[i], groups[i]
-            logits, logp = group_logprob(agent, item, group, likelihood)
+        kept_items, kept_groups = [items[i] for i in keep], [groups[i] for i in keep]
+        for i, (logits, logp) in zip(keep, batch_logprobs(agent, kept_items, kept_groups, likelihood)):
             logp_new.append(logp)
-            logp_old.append(group.logp_old)
+            logp_old.append(groups[i].logp_old)
             advantages.append(adv.values[i])
             entropies.append(sampling.frame_entropy(logits.detach()))
-            if ref_agent is not None and kl_coef:
-                with torch.no_grad():
-                    logp_ref.append(group_logprob(ref_agent, item, group, likelihood)[1])
+        if ref_agent is not None and kl_coef:
+            with torch.no_grad():
+                logp_ref = [lp for _, lp in batch_logprobs(ref_agent, kept_items, kept_groups, likelihood)]
         out = grpo.clipped_surrogate(
             torch.cat(logp_new), torch.cat(logp_old), torch.cat(advantages), clip_eps,
             logp_ref=torch.cat(logp_ref) if logp_ref else None, kl_coef=kl_coef,

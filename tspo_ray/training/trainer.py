@@ -45,6 +45,8 @@ class LocalTrainer:
         self.items, self.reward_fn, self.cfg, self.log_fn = list(items), reward_fn, cfg, log_fn
         self.state = LearnerState(cfg, items[0].frame_features.shape[-1], len(self.items))
         self._sampler = None  # a second agent that holds an older version's weights when max_lag > 0
+        #: seconds the last step spent logging its metrics and checkpointing (logged with the next step's)
+        self.bookkeeping_s = 0.0
 
     @property
     def agent(self) -> torch.nn.Module:
@@ -79,9 +81,12 @@ class LocalTrainer:
         t2 = time.perf_counter()
         metrics = self.state.update(batch, groups)
         # where a step's time goes (benchmarks/training_loop.py sets these beside the Ray loop's)
-        metrics.update(time_sample_s=t1 - t0, time_answer_s=t2 - t1, time_learn_s=time.perf_counter() - t2)
+        metrics.update(time_sample_s=t1 - t0, time_answer_s=t2 - t1, time_learn_s=time.perf_counter() - t2,
+                       time_bookkeeping_s=self.bookkeeping_s)
+        t3 = time.perf_counter()
         if self.log_fn:
             self.log_fn(self.state.step, metrics)
+        self.bookkeeping_s = time.perf_counter() - t3
         return metrics
 
     def run(self, steps: int | None = None) -> list[dict[str, float]]:
@@ -100,7 +105,25 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
                          progress: bool = True, answerer=None) -> LocalTrainer:
     """The whole single-process run: rewards (and periodic validation on `val_items`) from the configured answerer
     in this process, checkpoints in train.output_dir/checkpoints (resumed from with `resume`), metrics to the
-    MLflow `tracker`."""
+    MLflow `tracker`. Runs with train.torch_threads torch threads."""
+    before = use_torch_threads(cfg.train.torch_threads)
+    try:
+        return _train_single_process(cfg, items, tracker, resume, stop_after, val_items, progress, answerer)
+    finally:
+        torch.set_num_threads(before)
+
+
+def use_torch_threads(threads: int) -> int:
+    """Set torch's intra-op threads to `threads` (0: leave them); the count before. The embedded answerer's small
+    tensor operations spin every thread torch has, so the count decides a step's time on a shared machine
+    (docs/scaling.md): both loops set train.torch_threads in each of their processes."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    return before
+
+
+def _train_single_process(cfg, items, tracker, resume, stop_after, val_items, progress, answerer) -> LocalTrainer:
     from pathlib import Path
 
     from tqdm import tqdm
@@ -122,9 +145,11 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
     for _ in tqdm(range(trainer.step, cfg.train.steps), desc="train (one process)", initial=trainer.step,
                   total=cfg.train.steps, disable=not progress):
         trainer.train_step()
+        t0 = time.perf_counter()
         val_metrics = trainer.state.checkpoint_after_step(ckpt_dir, validate if val_items else None)
         if val_metrics and log:
             log(trainer.step, val_metrics)
+        trainer.bookkeeping_s += time.perf_counter() - t0
         if stop_after and trainer.step >= stop_after:
             break
     return trainer
