@@ -6,7 +6,7 @@ from tspo_ray.distributed import feature_pipeline
 from tspo_ray.distributed.feature_pipeline import choose_engine, engine_line
 from tspo_ray.evaluation.benchmark_job import pipeline_of
 from tspo_ray.video.encoders import load_encoder
-from tspo_ray.video.features import FeatureStore, feature_spec
+from tspo_ray.video.features import FeatureStore
 
 
 @pytest.mark.parametrize("cpus,videos,expected", [
@@ -64,7 +64,7 @@ def test_the_job_extractor_encodes_in_process_below_the_threshold_and_logs_one_l
     cfg = load_config(None, [f"features.store={tmp_path / 'store'}"])
     videos = sorted(str(p) for p in (tiny_world / "videos").glob("*.mp4"))[:2]
     encoder = load_encoder(cfg.features.encoder)
-    spec, store = feature_spec(cfg, encoder.name), FeatureStore(cfg.features.store)
+    spec, store = cfg.features.store_spec(encoder.name), FeatureStore(cfg.features.store)
     lines = []
     extract = feature_pipeline.ray_extractor(cfg, progress=False, log=lines.append, encoder=encoder)
     assert extract(videos, spec, store)["encoded"] == 2 and extract.engine == "local"
