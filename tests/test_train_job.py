@@ -7,7 +7,8 @@ from helpers.jobs import job_overrides
 from helpers.scripts import load_script
 
 from tspo_ray.checkpoint import best_checkpoint, load_checkpoint
-from tspo_ray.config import FULL_SUITE
+from tspo_ray.config import FULL_SUITE, load_config
+from tspo_ray.method.selection_methods import SET_METHODS
 from tspo_ray.synthetic.families import load_families
 from tspo_ray.training.model_selection import AGENT_MODES
 
@@ -20,10 +21,14 @@ def test_train_job_end_to_end(ray_local, tiny_world, tiny_hf_clip, tmp_path):
                 + ["--results", str(straight / "results.json")]) == 0
     results = json.loads((straight / "results.json").read_text())["results"]
     shipped = {f.name for f in load_families()}  # the world's questions come from the shipped family files
-    assert list(results) == list(FULL_SUITE)  # every baseline, every agent mode, and the default
+    # every baseline, every agent mode (a set-aware kind's own greedy decode too), and the default
+    default = load_config(load_script("jobs/train.py").parse_args([]).config)
+    set_aware = default.agent.kind != "eq3"
+    assert list(results) == [*FULL_SUITE[:-1], *(f"agent:{m}" for m in SET_METHODS if set_aware), "agent"]
+    assert list(results) == list(default.eval.selectors)
     final = load_checkpoint(best_checkpoint(straight / "run" / "checkpoints"))  # the one evaluated
     chosen = final["inference_mode"]  # chosen on the validation split, recorded with the checkpoint
-    assert set(final["inference_mode_validation"]) == set(AGENT_MODES)
+    assert set(final["inference_mode_validation"]) == set(AGENT_MODES) | (set(SET_METHODS) if set_aware else set())
     assert final["inference_mode_validation"][chosen] == max(final["inference_mode_validation"].values())
     assert results["agent"]["accuracy"] == results[f"agent:{chosen}"]["accuracy"]
     # each row of the table is the share of its selector's answers that name the record's answer
