@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tspo_ray"
 
 LAYERS: list[set[str]] = [
-    {"safe_files", "settings", "registry", "ray_internals"},
+    {"safe_files", "settings", "registry", "ray_internals", "threads"},
     {"method"},
     {"data", "video", "checkpoint"},
     {"config"},

@@ -96,7 +96,7 @@ def ray_extractor(cfg, progress: bool = True, log=print, encoder=None):
         if engine == "local":
             import torch
 
-            from tspo_ray.training.trainer import use_torch_threads
+            from tspo_ray.threads import use_torch_threads
             from tspo_ray.video.encoders import load_encoder
 
             # the threads one encoder actor would run: torch's default (one per core) encoded 5-7x slower on a

@@ -35,7 +35,7 @@ class RolloutCoordinator:
     def __init__(self, items: Sequence[FeatureItem], agent_config: dict, pool_kwargs: dict, cfg: dict,
                  val_items: Sequence[FeatureItem] = ()):
         from tspo_ray.method.kinds import agent_from_config
-        from tspo_ray.training.trainer import use_torch_threads
+        from tspo_ray.threads import use_torch_threads
 
         cfg = Config.load(cfg)
         use_torch_threads(cfg.train.torch_threads)
@@ -232,7 +232,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     from the newest checkpoint this run wrote, or from where the run started."""
     import ray.train
 
-    from tspo_ray.training.trainer import use_torch_threads
+    from tspo_ray.threads import use_torch_threads
 
     cfg = Config.load(config["cfg"])
     use_torch_threads(cfg.train.torch_threads)

@@ -76,8 +76,8 @@ def learner_step(
     if len(items) != len(groups) or not groups:
         raise ValueError("learner_step needs one item per group and at least one group")
     rewards = torch.stack([g.rewards for g in groups])  # [N, G]: the paper's totals, as logged
-    learned = rewards if temporal_weight == 1 else grpo.learning_rewards(  # at w = 1 the totals give the same advantages
-        torch.stack([g.r_answer for g in groups]), torch.stack([g.r_temporal for g in groups]), temporal_weight)
+    r_answer, r_temporal = torch.stack([g.r_answer for g in groups]), torch.stack([g.r_temporal for g in groups])
+    learned = grpo.learning_rewards(r_answer, r_temporal, temporal_weight)  # at w = 1: the paper's advantages
     if advantage_norm == "family":  # grpo.family_advantages: each group scaled by its family's reward spread
         adv = grpo.family_advantages(learned, [str(getattr(it.record, "family", None) or "") for it in items])
     else:
@@ -85,8 +85,8 @@ def learner_step(
     keep = [i for i in range(len(groups)) if not (filter_zero_variance and adv.zero_variance[i])]
     metrics = {
         "reward": float(rewards.mean()),
-        "r_answer": float(torch.stack([g.r_answer for g in groups]).mean()),
-        "r_temporal": float(torch.stack([g.r_temporal for g in groups]).mean()),
+        "r_answer": float(r_answer.mean()),
+        "r_temporal": float(r_temporal.mean()),
         "zero_variance_fraction": float(adv.zero_variance.float().mean()),
         "staleness": float(sum(current_version - g.version for g in groups) / len(groups)),
         "parse_failure_rate": float(sum(g.parse_failures for g in groups) / rewards.numel()),

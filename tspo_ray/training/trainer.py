@@ -16,6 +16,7 @@ from tspo_ray.config import Config
 from tspo_ray.data import haystack
 from tspo_ray.data.items import FeatureItem
 from tspo_ray.method import sampling
+from tspo_ray.threads import use_torch_threads
 from tspo_ray.training import scoring
 from tspo_ray.training.learner_state import LearnerState, build_agent  # noqa: F401  (build_agent: the loops' one agent factory)
 from tspo_ray.training.rollout import RewardFn, sample_groups
@@ -111,16 +112,6 @@ def train_single_process(cfg: Config, items: Sequence[FeatureItem], tracker=None
         return _train_single_process(cfg, items, tracker, resume, stop_after, val_items, progress, answerer)
     finally:
         torch.set_num_threads(before)
-
-
-def use_torch_threads(threads: int) -> int:
-    """Set torch's intra-op threads to `threads` (0: leave them); the count before. The embedded answerer's small
-    tensor operations spin every thread torch has, so the count decides a step's time on a shared machine
-    (docs/scaling.md): both loops set train.torch_threads in each of their processes."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    return before
 
 
 def _train_single_process(cfg, items, tracker, resume, stop_after, val_items, progress, answerer) -> LocalTrainer:
