@@ -6,7 +6,8 @@
 Each variant trains a fresh agent with the single-process loop (tspo_ray.training.trainer.LocalTrainer, the loop the Ray job
 distributes; same seed, same data order) and is evaluated on the validation split every --every steps with
 deterministic top-T_s selection, next to the uniform and clip-top-k baselines. Prints one table per variant
-(overall and per-family accuracy, mean R_T, and the training-side zero-variance-group fraction) and, with --json,
+(overall and per-family accuracy, mean R_T, the training-side zero-variance-group fraction, and per family the
+trained groups whose G sets were all wrong, all right or mixed since the last point) and, with --json,
 writes all figures. A variant is a space-separated list of config overrides on top of --config.
 """
 from __future__ import annotations
@@ -33,6 +34,17 @@ def row(label: str, summary: dict, families: list[str], extra: str = "") -> str:
     fam = summary["per_family"]
     cells = "".join(f"{100 * fam[f]['accuracy']:>10.1f}" if f in fam else f"{'-':>10}" for f in families)
     return f"{label:<22}{100 * summary['accuracy']:>9.1f}{cells}{summary['mean_r_temporal'] or 0:>8.2f}{extra}"
+
+
+def group_outcomes(outcomes: list[tuple[str, torch.Tensor]]) -> dict[str, dict[str, int]]:
+    """Per family, how many trained groups had every set wrong, every set right (both teach nothing: zero variance),
+    or both (the groups GRPO learns from)."""
+    out: dict[str, dict[str, int]] = {}
+    for family, r_answer in outcomes:
+        counts = out.setdefault(family, {"all_wrong": 0, "all_right": 0, "mixed": 0})
+        kind = "all_wrong" if float(r_answer.max()) == 0 else "all_right" if float(r_answer.min()) == 1 else "mixed"
+        counts[kind] += 1
+    return dict(sorted(out.items()))
 
 
 def main() -> None:
@@ -65,7 +77,14 @@ def main() -> None:
     report = {"split": args.split, "questions": len(eval_items), "baselines": baselines, "variants": {}}
     for variant in variants:
         cfg = load_config(args.config, [f"train.steps={args.steps}", *variant.split()])
-        trainer = LocalTrainer(train_items, reward_fn(answerer), cfg)
+        outcomes: list[tuple[str, torch.Tensor]] = []  # (family, R_A of the G sets) of every group trained on
+
+        def rewards(item, draws, score=reward_fn(answerer)):
+            result = score(item, draws)
+            outcomes.append((str(item.record.family or ""), result.r_answer))
+            return result
+
+        trainer = LocalTrainer(train_items, rewards, cfg)
         lines, curve, zero_var, t0 = [], [], [], time.time()
         for step in range(0, args.steps + 1):  # step 0: the untrained agent
             if step:
@@ -77,10 +96,17 @@ def main() -> None:
                                                             progress=False)) for sel in args.selectors}
                 trainer.agent.train()
                 zv = sum(zero_var[-args.every:]) / max(len(zero_var[-args.every:]), 1)
+                groups = group_outcomes(outcomes)
+                outcomes.clear()
                 curve.append({"step": step, "summary": got[args.selectors[0]], "selectors": got,
-                              "zero_variance_fraction": zv, "train_seconds": round(time.time() - t0, 1)})
+                              "zero_variance_fraction": zv, "train_groups": groups,
+                              "train_seconds": round(time.time() - t0, 1)})
                 for sel, s in got.items():
                     lines.append(row(f"{sel}, step {step}", s, families, f"   zero-var {zv:.2f}"))
+                    print(lines[-1], flush=True)
+                if groups:
+                    lines.append(f"{'  train groups since':<22}  all wrong / all right / mixed: " + ", ".join(
+                        f"{f} {g['all_wrong']}/{g['all_right']}/{g['mixed']}" for f, g in groups.items()))
                     print(lines[-1], flush=True)
         report["variants"][variant or "(config)"] = curve
         print(f"\n{args.split} split, {len(eval_items)} questions, T_s={k}; variant: {variant or '(config as is)'}")

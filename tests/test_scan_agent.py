@@ -264,3 +264,45 @@ def test_banded_neighbour_matches_equal_the_dense_sum_over_all_candidates(seed):
     assert torch.equal(sequential_greedy(scores, lazy, 1.5, 8), sequential_greedy(scores, dense, 1.5, 8))
     assert torch.allclose(sequential_logprob(scores, lazy, torch.tensor(1.5), 0.3, picks),
                           sequential_logprob(scores, dense, torch.tensor(1.5), 0.3, picks))
+
+
+# --- grounding: how sharply the question is found, read by the head ---------------------------------------------
+
+def test_grounding_summary_by_hand():
+    from tspo_ray.method.scan_agent import grounding_summary
+
+    # ten values 0..9: max 9, 90th percentile (linear interpolation at 8.1) 8.1
+    got = grounding_summary(torch.arange(10, dtype=torch.float32))
+    assert torch.allclose(got, torch.tensor([9 / 4, 0.9 / 4]))
+    # a flat match has no lead; one sharp peak leads by its height
+    assert torch.allclose(grounding_summary(torch.zeros(20)), torch.zeros(2))
+    peak = torch.zeros(20)
+    peak[7] = 8.0
+    assert torch.allclose(grounding_summary(peak), torch.tensor([2.0, 2.0]))
+
+
+def test_grounding_feeds_the_head_is_recorded_and_changes_the_scores_only_through_the_head():
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4, grounding=True)
+    assert agent.head[0].in_features == D + 2 and agent.config()["grounding"] is True
+    assert "grounding" not in EventScanAgent(D, heads=4).config()  # the default leaves old configs as they were
+    copy = agent_from_config(agent.config())
+    copy.load_state_dict(agent.state_dict())
+    frames, _ = events_video([4, 6, 3, 5])
+    text = torch.randn(D)
+    assert torch.equal(agent(frames, text), copy(frames, text))
+    # the head's input is the unit text and the summary of the standardised match
+    from tspo_ray.method.agent import cosine_to_text
+    from tspo_ray.method.scan_agent import grounding_summary, standardised
+
+    match = standardised(cosine_to_text(frames, text))
+    x = agent.head_input(text, match)
+    assert torch.allclose(x[:D], text / text.norm()) and torch.allclose(x[D:], grounding_summary(match))
+    # with the summary's input weights zeroed, the scores are those of the same agent without grounding
+    plain = EventScanAgent(D, heads=4)
+    state = {k: v for k, v in agent.state_dict().items()}
+    state["head.0.weight"] = state["head.0.weight"][:, :D]
+    plain.load_state_dict(state)
+    with torch.no_grad():
+        agent.head[0].weight[:, D:] = 0
+    assert torch.allclose(agent(frames, text), plain(frames, text), atol=1e-6)

@@ -13,6 +13,10 @@
   - its position t / (T - 1), at `positions` evenly spaced centres (no hand-set scale: g weighs each bump).
 - g = MLP(F_t / |F_t|): the question says which of these matter (the third event: counts 0, 1, 2 from the start;
   two after X: the match 0, 1 and 2 events back), so the same structure scores differently for each question.
+  With `grounding`, g also reads how sharply the question is found in this video (grounding_summary: the peak of
+  the standardised match m and its lead over the 90th percentile): a question that names something shown once
+  peaks, one about the video's order ("right before the end") does not, however alike their words are to a
+  text encoder (the tiny CLIP puts "two before X" at cosine 0.82 to "right before the end").
 - enhancer False drops eq. 3's weights (S_eq3 = 2 cos(F_f, F_t), what an untrained eq. 3 agent scores): the scan
   alone, a few thousand parameters that see the video only through its event structure and the question's match.
 - The policy (tspo_ray.method.sequential): K[i, j] = exp(-(L_i - L_j)^2 / (2 SIGMA^2)), about 1 inside one event
@@ -96,6 +100,18 @@ class SameEventKernel:
         return torch.exp(-(self.index[idx].unsqueeze(-1) - self.index) ** 2 / (2 * SIGMA**2))
 
 
+#: grounding_summary's length
+GROUNDING_FEATURES = 2
+
+
+def grounding_summary(match: torch.Tensor) -> torch.Tensor:
+    """[2]: how sharply a question is found in one video, from its standardised match m [T]: (max m, max m - the
+    90th percentile of m), each divided by 4 to be of order 1. Pure statistics of the cosines, no weights."""
+    top = match.max() if match.numel() else match.new_zeros(())
+    q90 = torch.quantile(match, 0.9) if match.numel() else match.new_zeros(())
+    return torch.stack([top, top - q90]) / 4
+
+
 def standardised(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (x - x.mean()) / (x.std(unbiased=False) + eps) if x.numel() > 1 else torch.zeros_like(x)
 
@@ -107,7 +123,7 @@ class EventScanAgent(TemporalAgent):
     def __init__(self, dim: int, window: int = 12, heads: int = 8, hidden: int | None = None,
                  query_conditioned: bool = False, position_scale: float = 1.0, max_count: int = 4,
                  offsets: int = 3, positions: int = 9, head_hidden: int = 64, penalty: float = 2.0,
-                 enhancer: bool = True):
+                 enhancer: bool = True, grounding: bool = False):
         super().__init__(dim, window=window, heads=heads, hidden=hidden, query_conditioned=query_conditioned,
                          position_scale=position_scale)
         self.enhancer = bool(enhancer)
@@ -123,7 +139,9 @@ class EventScanAgent(TemporalAgent):
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(30.0)))
         self.threshold = nn.Parameter(torch.tensor(0.15))
         self.penalty_raw = nn.Parameter(torch.tensor(math.log(math.expm1(penalty))))  # softplus^-1
-        self.head = nn.Sequential(nn.Linear(dim, head_hidden), nn.ReLU(), nn.Linear(head_hidden, self.num_features))
+        self.grounding = bool(grounding)
+        head_in = dim + (GROUNDING_FEATURES if self.grounding else 0)
+        self.head = nn.Sequential(nn.Linear(head_in, head_hidden), nn.ReLU(), nn.Linear(head_hidden, self.num_features))
         nn.init.normal_(self.head[2].weight, std=0.01)
         nn.init.zeros_(self.head[2].bias)
 
@@ -137,6 +155,11 @@ class EventScanAgent(TemporalAgent):
 
     def structure(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(phi [T, P], L [T]) of one video."""
+        phi, index, _ = self._structure(frame_features, text_feature)
+        return phi, index
+
+    def _structure(self, frame_features, text_feature):
+        """(phi [T, P], L [T], the standardised match m [T])."""
         T, dev = frame_features.shape[0], frame_features.device
         index = event_index(boundary_probabilities(frame_features, self.log_sharpness.exp(), self.threshold))
         counts = torch.arange(self.max_count + 1, device=dev, dtype=index.dtype)
@@ -146,11 +169,18 @@ class EventScanAgent(TemporalAgent):
         phi = torch.cat([bumps(index, counts, SIGMA), bumps(index[-1] - index, counts, SIGMA),
                          neighbour_matches(index, match, self.offsets),
                          bumps(where, centres, 1 / (self.positions - 1))], dim=-1)
-        return phi, index
+        return phi, index, match
+
+    def head_input(self, text_feature: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+        """What g reads: F_t / |F_t|, and with `grounding` the question's grounding_summary in this video."""
+        text = F.normalize(text_feature, dim=-1)
+        if not self.grounding:
+            return text
+        return torch.cat([text, grounding_summary(match).to(text.dtype)])
 
     def _one(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        phi, index = self.structure(frame_features, text_feature)
-        weights = self.head(F.normalize(text_feature, dim=-1))
+        phi, index, match = self._structure(frame_features, text_feature)
+        weights = self.head(self.head_input(text_feature, match))
         if self.enhancer:
             base = super().forward(frame_features, text_feature)
         else:
@@ -175,4 +205,4 @@ class EventScanAgent(TemporalAgent):
     def config(self) -> dict:
         return {**super().config(), "kind": "scan", "max_count": self.max_count, "offsets": self.offsets,
                 "positions": self.positions, "head_hidden": self.head_hidden, "penalty": self.initial_penalty,
-                **({} if self.enhancer else {"enhancer": False})}
+                **({} if self.enhancer else {"enhancer": False}), **({"grounding": True} if self.grounding else {})}
