@@ -157,7 +157,8 @@ class EventScanAgent(TemporalAgent):
         phi, index, _ = self._structure(frame_features, text_feature)
         return phi, index
 
-    def _structure(self, frame_features, text_feature):
+    def _structure(self, frame_features: torch.Tensor,
+                   text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(phi [T, P], L [T], the standardised match m [T])."""
         T, dev = frame_features.shape[0], frame_features.device
         index = event_index(boundary_probabilities(frame_features, self.log_sharpness.exp(), self.threshold))
