@@ -82,10 +82,13 @@ def neighbour_matches(index: torch.Tensor, match: torch.Tensor, offsets: int) ->
     cols_idx = cols_idx.clamp(max=T - 1)
     delta = index[cols_idx] - index[:, None]  # [j, w] = L_i - L_j for the run's i
     m = match[cols_idx]
-    # every offset n at once: [j, w, n] (one exp, not one per offset: the scan's largest cost per question)
-    n = torch.arange(-offsets, offsets + 1, device=index.device, dtype=index.dtype)
-    w = torch.exp(-(delta[..., None] - n) ** 2 / (2 * SIGMA**2)) * inside[..., None]
-    return (w * m[..., None]).sum(-2) / (w.sum(-2) + 1)
+    # one offset at a time: a pass over all offsets at once ([T, W, 7]) was 0.87x as fast at T = 128 and 0.43x at
+    # T = 4,096 (memory, not the exps, is what it costs)
+    cols = []
+    for n in range(-offsets, offsets + 1):
+        w = torch.exp(-(delta - n) ** 2 / (2 * SIGMA**2)) * inside
+        cols.append((w * m).sum(-1) / (w.sum(-1) + 1))
+    return torch.stack(cols, dim=-1)
 
 
 class SameEventKernel:
