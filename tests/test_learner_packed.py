@@ -21,13 +21,16 @@ def batch(seed: int, lengths, dim: int = 16, G: int = 4, k: int = 3):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("kind,likelihood", [("temporal", "plackett_luce"), ("temporal", "per_frame"),
-                                             ("scan", "plackett_luce")])
-def test_packed_equals_one_group_at_a_time(seed, kind, likelihood):
+@pytest.mark.parametrize("kind,likelihood,lengths", [
+    ("temporal", "plackett_luce", [7, 40, 13, 64, 5]), ("temporal", "per_frame", [7, 40, 13, 64, 5]),
+    ("scan", "plackett_luce", [7, 40, 13, 64, 5]),
+    # videos of one length go through the scan's batched pass together (and one of a kind alone)
+    ("scan", "plackett_luce", [13, 40, 13, 13, 40, 7, 13, 40, 40, 13])])
+def test_packed_equals_one_group_at_a_time(seed, kind, likelihood, lengths):
     torch.manual_seed(seed)
     settings = {"dim": 16, "heads": 4, "window": 5} | ({"kind": "scan"} if kind == "scan" else {})
     agent = agent_from_config(settings)
-    items, groups = batch(seed, [7, 40, 13, 64, 5])
+    items, groups = batch(seed, lengths)
     if kind == "scan":  # a set-aware agent's own groups keep its sequential policy; anchored sets are packed
         groups = [g if i % 2 else Group(g.key, g.draws, g.logp_old, g.tau, 0, sets=g.draws)
                   for i, g in enumerate(groups)]
@@ -40,10 +43,11 @@ def test_packed_equals_one_group_at_a_time(seed, kind, likelihood):
         torch.testing.assert_close(logp, want_logp, rtol=1e-4, atol=1e-4)
 
 
-def test_gradients_reach_every_parameter_as_one_at_a_time():
+@pytest.mark.parametrize("kind,lengths", [("eq3", [9, 33, 20]), ("scan", [9, 33, 9, 9, 33])])
+def test_gradients_reach_every_parameter_as_one_at_a_time(kind, lengths):
     torch.manual_seed(3)
-    agent = agent_from_config({"dim": 16, "heads": 4, "window": 5})
-    items, groups = batch(3, [9, 33, 20])
+    agent = agent_from_config({"dim": 16, "heads": 4, "window": 5, "kind": kind})
+    items, groups = batch(3, lengths)
     grads = []
     for packed in (True, False):
         agent.zero_grad()
@@ -51,7 +55,7 @@ def test_gradients_reach_every_parameter_as_one_at_a_time():
                  else [group_logprob(agent, it, g, "plackett_luce") for it, g in zip(items, groups)])
         torch.cat([lp for _, lp in pairs]).sum().backward()
         grads.append({n: p.grad.clone() for n, p in agent.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert grads[0].keys() == grads[1].keys() == {n for n, _ in agent.named_parameters()}
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5)
 

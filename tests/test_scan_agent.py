@@ -77,6 +77,40 @@ def test_scan_agent_rebuilds_from_its_config_and_scores_alike():
     assert torch.allclose(packed, torch.cat([agent(frames, text), agent(other, -text)]), atol=1e-6)
 
 
+@pytest.mark.parametrize("options", [{}, {"grounding": True, "query_conditioned": True}, {"enhancer": False}])
+def test_videos_of_one_length_scored_side_by_side_equal_one_at_a_time_values_and_gradients(options):
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4, position_scale=5.0, **options)
+    with torch.no_grad():  # a head that weighs every feature, so that each reaches the scores
+        agent.head[2].weight.normal_(0, 0.5)
+    videos = [events_video(n, seed=i)[0] for i, n in enumerate([[4, 6, 3], [5, 5, 3], [2, 9, 2], [3, 3, 7], [6, 6]])]
+    texts = torch.randn(len(videos), D)
+    lengths = [v.shape[0] for v in videos]
+    assert sorted(lengths) == [12, 13, 13, 13, 13]  # four share a length: they go through one batched pass
+
+    def grads(loss):
+        agent.zero_grad()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in agent.named_parameters() if p.grad is not None}
+
+    one_by_one = [agent(v, t) for v, t in zip(videos, texts)]
+    g_one = grads(sum((s * torch.arange(len(s))).sum() for s in one_by_one))
+    packed = agent(torch.cat(videos), texts, lengths=lengths)
+    g_packed = grads((torch.cat([s * torch.arange(len(s)) for s in packed.split(lengths)])).sum())
+    assert torch.allclose(packed, torch.cat(one_by_one), atol=1e-5)
+    # every parameter but lambda's (the policy's, not the scores') reaches the scores
+    assert set(g_one) == set(g_packed) == {n for n, _ in agent.named_parameters()} - {"penalty_raw"}
+    for name in g_one:
+        assert torch.allclose(g_one[name], g_packed[name], atol=1e-4, rtol=1e-4), name
+    # the set-aware policy's parts, batched
+    policies, lam = agent.set_policies(videos, list(texts))
+    for (s, K), v, t in zip(policies, videos, texts):
+        s1, K1, lam1 = agent.set_policy(v, t)
+        idx = torch.arange(len(s1))
+        assert torch.allclose(s, s1, atol=1e-5) and torch.allclose(K[idx], K1[idx], atol=1e-5)
+        assert torch.equal(lam, lam1)
+
+
 # --- the scan ---------------------------------------------------------------------------------------------------
 
 def test_boundaries_and_the_prefix_scan_count_events_by_hand():
@@ -186,6 +220,32 @@ def test_every_trainable_parameter_changes_after_a_learner_step():
     assert not unchanged, unchanged
 
 
+@pytest.mark.parametrize("anchors", [None, 2])
+def test_a_batch_drawn_together_equals_one_item_at_a_time(anchors):
+    """sample_groups batches the set-aware agent's policies and draws; with the same generator the groups are those
+    of sample_group called item by item (mixed lengths, haystack items of another budget, anchored sets)."""
+    import dataclasses
+
+    from tspo_ray.training.rollout import sample_group, sample_groups
+
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4).eval()
+    items = [make_item(s) for s in (1, 2, 1, 3, 2, 1)]  # some share a length
+    items[3] = dataclasses.replace(items[3], target_mask=np.ones(items[3].frame_features.shape[0], dtype=bool))
+    assert len({it.frame_features.shape[0] for it in items}) < len(items)
+    got = sample_groups(agent, items, 5, 4, 0.3, "plackett_luce", 7, torch.Generator().manual_seed(11),
+                        haystack_frames=6, anchors=anchors)
+    gen = torch.Generator().manual_seed(11)
+    want = [sample_group(agent, it, 5, 6 if it.target_mask is not None else 4, 0.3, "plackett_luce", 7, gen,
+                         None if it.target_mask is not None else anchors) for it in items]
+    for g, w in zip(got, want):
+        assert g.key == w.key and g.version == 7 and g.tau == 0.3
+        assert torch.equal(g.draws, w.draws)
+        torch.testing.assert_close(g.logp_old, w.logp_old, rtol=1e-5, atol=1e-5)
+        assert (g.sets is None) == (w.sets is None) and (g.sets is None or torch.equal(g.sets, w.sets))
+    assert got[3].draws.shape == (5, 6) and got[0].draws.shape[1] == (4 if anchors is None else 2)
+
+
 def test_agent_greedy_selects_by_the_agent_policy_and_needs_a_set_aware_kind():
     from tspo_ray.selector import SelectionJob, select_many, select_positions
 
@@ -256,7 +316,14 @@ def test_banded_neighbour_matches_equal_the_dense_sum_over_all_candidates(seed):
     b[0] = 0
     index = event_index(b)  # soft counts, runs of every length
     match = torch.randn(400, generator=g, dtype=torch.float64)
-    assert torch.allclose(neighbour_matches(index, match, 3), dense_neighbour_matches(index, match, 3), atol=1e-12)
+    want = dense_neighbour_matches(index, match, 3)
+    assert torch.allclose(neighbour_matches(index, match, 3), want, atol=1e-12)  # runs narrower than T / 2
+    # the all-pairs path (taken where the runs cover half the video), for videos side by side
+    from tspo_ray.method.scan_agent import _all_pairs_neighbour_matches
+    both = _all_pairs_neighbour_matches(torch.stack([index, index.flip(0).neg() + index[-1]]),
+                                        torch.stack([match, match]), 3)
+    assert torch.allclose(both[0], want, atol=1e-12)
+    assert torch.allclose(both[1], dense_neighbour_matches(index.flip(0).neg() + index[-1], match, 3), atol=1e-12)
     lazy, dense = SameEventKernel(index), same_event_kernel(index)
     picks = torch.tensor([[5, 200, 7], [399, 0, 13]])
     assert torch.equal(lazy[picks], dense[picks])

@@ -99,6 +99,12 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     if by_agent and agent is None:
         selector_scores(torch.zeros(1, 1), torch.zeros(1), "agent", None)  # raises the clear error
     scores: dict[int, torch.Tensor | None] = {}
+    policies: dict[int, tuple] = {}
+    if set_aware and hasattr(agent, "set_policies"):  # the set-aware agent's policies in one batched pass
+        with torch.no_grad():
+            parts, penalty = agent.set_policies([jobs[i].frame_features.float() for i in sorted(set_aware)],
+                                                [jobs[i].text_feature.float() for i in sorted(set_aware)])
+        policies = {i: (s, K, penalty) for i, (s, K) in zip(sorted(set_aware), parts)}
     if by_agent:
         packed = agent_scores_packed(agent, [jobs[i].frame_features for i in by_agent],
                                      [jobs[i].text_feature for i in by_agent])
@@ -107,7 +113,7 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     for i, (job, (scorer, method)) in enumerate(zip(jobs, parsed)):
         feats = job.frame_features.float()
         if i in set_aware:
-            positions, s = set_policy_selection(feats, job.text_feature.float(), job.k, agent)
+            positions, s = set_policy_selection(feats, job.text_feature.float(), job.k, agent, policies.get(i))
             out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
                                         time.perf_counter() - t0))
             continue

@@ -40,25 +40,36 @@ SIGMA = 0.35
 
 
 def boundary_probabilities(frame_features: torch.Tensor, sharpness: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """b [T]: sigmoid(sharpness * (d_j - threshold)) with d_j the cosine distance to the previous candidate; b_0 = 0."""
+    """b [..., T]: sigmoid(sharpness * (d_j - threshold)) with d_j the cosine distance to the previous candidate;
+    b_0 = 0. frame_features [..., T, D]: any leading dims are videos of one length, scanned side by side."""
     unit = F.normalize(frame_features, dim=-1)
-    d = 1 - (unit[1:] * unit[:-1]).sum(-1)
-    return torch.cat([d.new_zeros(1), torch.sigmoid(sharpness * (d - threshold))])
+    d = 1 - (unit[..., 1:, :] * unit[..., :-1, :]).sum(-1)
+    return torch.cat([d.new_zeros(*d.shape[:-1], 1), torch.sigmoid(sharpness * (d - threshold))], dim=-1)
 
 
 def event_index(boundaries: torch.Tensor) -> torch.Tensor:
-    """L [T]: the prefix sum of the boundary probabilities (the soft index of each candidate's event)."""
+    """L [..., T]: the prefix sum of the boundary probabilities (the soft index of each candidate's event)."""
     return torch.cumsum(boundaries, dim=-1)
 
 
+#: exp(-x) for x past this is below 2e-35 and is taken as exp(-EXP_FLOOR): the CPU's exp takes a slow path,
+#: 15 to 35 times slower, for arguments under -87, which the bumps of events far apart reach (most pairs in a video)
+EXP_FLOOR = 80.0
+
+
+def gaussian(d: torch.Tensor, width: float) -> torch.Tensor:
+    """exp(-d^2 / (2 width^2)), floored at exp(-EXP_FLOOR)."""
+    return torch.exp((d.square() * (-1 / (2 * width**2))).clamp_min(-EXP_FLOOR))
+
+
 def bumps(x: torch.Tensor, centres: torch.Tensor, width: float) -> torch.Tensor:
-    """[T, C]: exp(-(x_t - c)^2 / (2 width^2))."""
-    return torch.exp(-(x[:, None] - centres[None, :]) ** 2 / (2 * width**2))
+    """[..., T, C]: exp(-(x_t - c)^2 / (2 width^2))."""
+    return gaussian(x[..., :, None] - centres, width)
 
 
 def same_event_kernel(index: torch.Tensor) -> torch.Tensor:
     """K [T, T] = exp(-(L_i - L_j)^2 / (2 SIGMA^2))."""
-    return torch.exp(-(index[:, None] - index[None, :]) ** 2 / (2 * SIGMA**2))
+    return gaussian(index[:, None] - index[None, :], SIGMA)
 
 
 #: event counts beyond which a bump's weight is dropped: exp(-REACH^2 / (2 SIGMA^2)) < 1e-16
@@ -66,40 +77,75 @@ REACH = 3.0
 
 
 def neighbour_matches(index: torch.Tensor, match: torch.Tensor, offsets: int) -> torch.Tensor:
-    """[T, 2 * offsets + 1]: column n + offsets holds, for each j, the mean of `match` over the candidates whose event
-    index is L_j + n (weights exp(-(L_i - L_j - n)^2 / (2 SIGMA^2)); a prior weight of 1 at 0 where no event is).
+    """[..., T, 2 * offsets + 1]: column n + offsets holds, for each j, the mean of `match` over the candidates whose
+    event index is L_j + n (weights exp(-(L_i - L_j - n)^2 / (2 SIGMA^2)); a prior weight of 1 at 0 where no event
+    is). index and match [..., T]: leading dims are videos of one length.
 
     L never decreases along the video, so the candidates i with any weight above 1e-16 for j form one run, those with
     |L_i - L_j| <= offsets + REACH: each j meets only its run (gathered to the longest run's width), not all T
-    candidates. Equal to the dense sum over all i up to the dropped weights."""
-    T = index.shape[0]
+    candidates. Equal to the dense sum over all i up to the dropped weights. Where the runs cover half the video or
+    more (a video of T = 128 candidates and a dozen events), all pairs at once cost less than gathering them."""
+    T = index.shape[-1]
     reach = offsets + REACH
-    lo = torch.searchsorted(index.detach().contiguous(), (index.detach() - reach).contiguous())
-    hi = torch.searchsorted(index.detach().contiguous(), (index.detach() + reach).contiguous(), right=True)
+    flat_index, flat_match = index.reshape(-1, T), match.reshape(-1, T)
+    sorted_index = flat_index.detach().contiguous()
+    lo = torch.searchsorted(sorted_index, (sorted_index - reach).contiguous())
+    hi = torch.searchsorted(sorted_index, (sorted_index + reach).contiguous(), right=True)
     width = int((hi - lo).max()) if T else 0
-    cols_idx = lo[:, None] + torch.arange(width, device=index.device)[None, :]  # [T, W]
-    inside = cols_idx < hi[:, None]
-    cols_idx = cols_idx.clamp(max=T - 1)
-    delta = index[cols_idx] - index[:, None]  # [j, w] = L_i - L_j for the run's i
-    m = match[cols_idx]
+    if 2 * width >= T:
+        return _all_pairs_neighbour_matches(flat_index, flat_match, offsets).view(*index.shape, 2 * offsets + 1)
+    cols_idx = lo[..., None] + torch.arange(width, device=index.device)  # [V, T, W]
+    inside = cols_idx < hi[..., None]
+    cols_idx = cols_idx.clamp(max=T - 1).view(flat_index.shape[0], -1)
+    # [v, j, w] = L_i - L_j and m_i for the run's i
+    delta = (flat_index.gather(-1, cols_idx).view(*lo.shape, width) - flat_index[..., None])
+    m = flat_match.gather(-1, cols_idx).view(*lo.shape, width)
     # one offset at a time: a pass over all offsets at once ([T, W, 7]) was 0.87x as fast at T = 128 and 0.43x at
     # T = 4,096 (memory, not the exps, is what it costs)
     cols = []
     for n in range(-offsets, offsets + 1):
-        w = torch.exp(-(delta - n) ** 2 / (2 * SIGMA**2)) * inside
+        w = gaussian(delta - n, SIGMA) * inside
         cols.append((w * m).sum(-1) / (w.sum(-1) + 1))
+    return torch.stack(cols, dim=-1).view(*index.shape, 2 * offsets + 1)
+
+
+def _all_pairs_neighbour_matches(index: torch.Tensor, match: torch.Tensor, offsets: int) -> torch.Tensor:
+    """neighbour_matches over all pairs: index, match [V, T] -> [V, T, 2 * offsets + 1].
+
+    With d = L_i - L_j and c = -1 / (2 SIGMA^2), the exponent c (d - n)^2 = c d^2 - 2 c n d + c n^2: c d^2 and
+    -2 c d are computed once, each offset adds them (one pass) and its exp(c n^2) scales the two sums after, which
+    are one matmul with [m, 1]. The exponent before that scale is at most -c n^2 (37 at n = 3: finite in float32)
+    and is floored at -EXP_FLOOR as gaussian() does."""
+    d = index[..., None, :] - index[..., :, None]  # [V, j, i]
+    c = -1 / (2 * SIGMA**2)
+    square, linear = d.square() * c, d * (-2 * c)
+    sums_of = torch.stack([match, torch.ones_like(match)], dim=-1)  # [V, i, 2]
+    cols = []
+    for n in range(-offsets, offsets + 1):
+        sums = torch.add(square, linear, alpha=n).clamp_min(-EXP_FLOOR).exp() @ sums_of * math.exp(c * n * n)
+        cols.append(sums[..., 0] / (sums[..., 1] + 1))
     return torch.stack(cols, dim=-1)
 
 
 class SameEventKernel:
-    """K of same_event_kernel, row by row on demand (K[idx] for any index tensor: [..., T]): the set-aware policy
-    reads only the rows of frames taken, so a video of T candidates never holds a T x T matrix."""
+    """K of same_event_kernel, row by row on demand: the set-aware policy reads only the rows of frames taken, so a
+    video of T candidates never holds a T x T matrix. index [T]: K[idx] for any index tensor is [..., T]; index
+    [B, T] (B videos of one length): K[idx] for idx [B, ...] is [B, ..., T], each video's rows of its own K."""
 
     def __init__(self, index: torch.Tensor):
         self.index = index
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-(self.index[idx].unsqueeze(-1) - self.index) ** 2 / (2 * SIGMA**2))
+        if self.index.dim() == 1:
+            return gaussian(self.index[idx].unsqueeze(-1) - self.index, SIGMA)
+        B, T = self.index.shape
+        taken = self.index.gather(-1, idx.reshape(B, -1)).view(*idx.shape, 1)
+        return gaussian(taken - self.index.view(B, *([1] * (idx.dim() - 1)), T), SIGMA)
+
+    @classmethod
+    def stack(cls, kernels: list["SameEventKernel"]) -> "SameEventKernel":
+        """The kernels of videos of one length as one [B, T] kernel."""
+        return cls(torch.stack([k.index for k in kernels]))
 
 
 #: grounding_summary's length
@@ -107,15 +153,20 @@ GROUNDING_FEATURES = 2
 
 
 def grounding_summary(match: torch.Tensor) -> torch.Tensor:
-    """[2]: how sharply a question is found in one video, from its standardised match m [T]: (max m, max m - the
-    90th percentile of m), each divided by 4 to be of order 1. Pure statistics of the cosines, no weights."""
-    top = match.max() if match.numel() else match.new_zeros(())
-    q90 = torch.quantile(match, 0.9) if match.numel() else match.new_zeros(())
-    return torch.stack([top, top - q90]) / 4
+    """[..., 2]: how sharply a question is found in one video, from its standardised match m [..., T]: (max m,
+    max m - the 90th percentile of m), each divided by 4 to be of order 1. Pure statistics of the cosines."""
+    if not match.shape[-1]:
+        return match.new_zeros(*match.shape[:-1], 2)
+    top = match.max(dim=-1).values
+    q90 = torch.quantile(match, 0.9, dim=-1)
+    return torch.stack([top, top - q90], dim=-1) / 4
 
 
 def standardised(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return (x - x.mean()) / (x.std(unbiased=False) + eps) if x.numel() > 1 else torch.zeros_like(x)
+    """x standardised over its last dim (zeros where it has one entry)."""
+    if x.shape[-1] <= 1:
+        return torch.zeros_like(x)
+    return (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased=False, keepdim=True) + eps)
 
 
 @register_agent("scan")
@@ -156,22 +207,22 @@ class EventScanAgent(TemporalAgent):
         return F.softplus(self.penalty_raw)
 
     def structure(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(phi [T, P], L [T]) of one video."""
+        """(phi [..., T, P], L [..., T]) of one video, or of videos of one length side by side ([..., T, D])."""
         phi, index, _ = self._structure(frame_features, text_feature)
         return phi, index
 
     def _structure(self, frame_features: torch.Tensor,
                    text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(phi [T, P], L [T], the standardised match m [T])."""
-        T, dev = frame_features.shape[0], frame_features.device
+        """(phi [..., T, P], L [..., T], the standardised match m [..., T])."""
+        T, dev = frame_features.shape[-2], frame_features.device
         index = event_index(boundary_probabilities(frame_features, self.log_sharpness.exp(), self.threshold))
         counts = torch.arange(self.max_count + 1, device=dev, dtype=index.dtype)
         match = standardised(cosine_to_text(frame_features, text_feature))
         where = torch.arange(T, device=dev, dtype=index.dtype) / max(T - 1, 1)
         centres = torch.linspace(0, 1, self.positions, device=dev, dtype=index.dtype)
-        phi = torch.cat([bumps(index, counts, SIGMA), bumps(index[-1] - index, counts, SIGMA),
-                         neighbour_matches(index, match, self.offsets),
-                         bumps(where, centres, 1 / (self.positions - 1))], dim=-1)
+        places = bumps(where, centres, 1 / (self.positions - 1)).expand(*index.shape, self.positions)
+        phi = torch.cat([bumps(index, counts, SIGMA), bumps(index[..., -1:] - index, counts, SIGMA),
+                         neighbour_matches(index, match, self.offsets), places], dim=-1)
         return phi, index, match
 
     def head_input(self, text_feature: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
@@ -179,16 +230,39 @@ class EventScanAgent(TemporalAgent):
         text = F.normalize(text_feature, dim=-1)
         if not self.grounding:
             return text
-        return torch.cat([text, grounding_summary(match).to(text.dtype)])
+        return torch.cat([text, grounding_summary(match).to(text.dtype)], dim=-1)
 
-    def _one(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _same_length(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, L), each [..., T]: videos of one length side by side ([..., T, D], their questions [..., D]), every
+        step one batched op over all of them (a batch of 64 questions costs a few of one: the per-op overhead,
+        not the arithmetic, is what a video of 128 candidates spends)."""
         phi, index, match = self._structure(frame_features, text_feature)
         weights = self.head(self.head_input(text_feature, match))
         if self.enhancer:
             base = super().forward(frame_features, text_feature)
         else:
             base = 2 * cosine_to_text(frame_features, text_feature)
-        return base + phi @ weights, index
+        return base + (phi @ weights.unsqueeze(-1)).squeeze(-1), index
+
+    def _packed(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
+                lengths: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(S per video, L per video) of videos packed end to end ([sum T_i, D], questions [N, D]): the videos of
+        each length are stacked and scored together (_same_length); each sees only its own frames."""
+        lengths = [int(n) for n in lengths]
+        if frame_features.dim() != 2 or sum(lengths) != frame_features.shape[0] or min(lengths, default=1) < 1:
+            raise ValueError(f"packed videos of lengths {lengths} need frame_features [{sum(lengths)}, D], "
+                             f"got {list(frame_features.shape)}")
+        parts = frame_features.split(lengths)
+        scores: list[torch.Tensor | None] = [None] * len(lengths)
+        index: list[torch.Tensor | None] = [None] * len(lengths)
+        by_length: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            by_length.setdefault(n, []).append(i)
+        for members in by_length.values():
+            s, L = self._same_length(torch.stack([parts[i] for i in members]), text_feature[members])
+            for row, i in enumerate(members):
+                scores[i], index[i] = s[row], L[row]
+        return scores, index
 
     def forward(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
                 lengths: list[int] | None = None) -> torch.Tensor:
@@ -196,14 +270,20 @@ class EventScanAgent(TemporalAgent):
         if lengths is None:
             if frame_features.dim() != 2:
                 raise ValueError(f"the scan agent scores one video [T, D] at a time, got {list(frame_features.shape)}")
-            return self._one(frame_features, text_feature)[0]
-        parts = frame_features.split([int(n) for n in lengths])
-        return torch.cat([self._one(f, t)[0] for f, t in zip(parts, text_feature)])
+            return self._same_length(frame_features, text_feature)[0]
+        return torch.cat(self._packed(frame_features, text_feature, lengths)[0])
 
     def set_policy(self, frame_features: torch.Tensor, text_feature: torch.Tensor):
         """(S [T], K (rows on demand: SameEventKernel), lambda) of the set-aware policy (tspo_ray.method.sequential)."""
-        scores, index = self._one(frame_features, text_feature)
+        scores, index = self._same_length(frame_features, text_feature)
         return scores, SameEventKernel(index), self.penalty
+
+    def set_policies(self, frame_features: list[torch.Tensor], text_features: list[torch.Tensor]):
+        """set_policy of several videos ([T_i, D] each, one question [D] each) in one batched pass: a list of
+        (S, K), and lambda."""
+        lengths = [int(f.shape[0]) for f in frame_features]
+        scores, index = self._packed(torch.cat(list(frame_features)), torch.stack(list(text_features)), lengths)
+        return [(s, SameEventKernel(L)) for s, L in zip(scores, index)], self.penalty
 
     def config(self) -> dict:
         return {**super().config(), "kind": "scan", "max_count": self.max_count, "offsets": self.offsets,

@@ -50,16 +50,19 @@ def on_cpu(x):
     return x.cpu() if isinstance(x, torch.Tensor) else x
 
 
-def set_policy_selection(frame_features: torch.Tensor, text_feature: torch.Tensor, k: int,
-                         agent) -> tuple[torch.Tensor, torch.Tensor]:
-    """The greedy decode of a set-aware agent's own policy (tspo_ray.method.sequential): (positions, S)."""
+def set_policy_selection(frame_features: torch.Tensor, text_feature: torch.Tensor, k: int, agent,
+                         policy: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The greedy decode of a set-aware agent's own policy (tspo_ray.method.sequential): (positions, S).
+    policy: its (S, K, lambda) for these features, when already computed (select_many batches them)."""
     from tspo_ray.method.sequential import sequential_greedy
 
     if agent is None or not hasattr(agent, "set_policy"):
         raise ValueError("greedy is the selection of a set-aware agent kind (agent.kind=scan); this agent scores "
                          "frames independently: use agent:top-k, agent:events, ...")
-    with torch.no_grad():
-        scores, kernel, penalty = agent.set_policy(frame_features, text_feature)
+    if policy is None:
+        with torch.no_grad():
+            policy = agent.set_policy(frame_features, text_feature)
+    scores, kernel, penalty = policy
     return sequential_greedy(scores, kernel, penalty, k), scores
 
 

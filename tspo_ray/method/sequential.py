@@ -31,9 +31,11 @@ def _step_penalties(kernel: torch.Tensor, ordered: torch.Tensor) -> torch.Tensor
     return torch.cat([torch.zeros_like(running[..., :1, :]), running[..., :-1, :]], dim=-2)
 
 
-def sequential_logprob(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor, tau: float,
+def sequential_logprob(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor, tau,
                        ordered: torch.Tensor) -> torch.Tensor:
-    """Exact log-probability of ordered draws under the set-aware policy: ordered [..., k] -> [..., 1]."""
+    """Exact log-probability of ordered draws under the set-aware policy: ordered [..., k] -> [..., 1].
+    Several videos of one length at once: scores [B, 1, 1, T], kernel[idx [B, ...]] -> [B, ..., T], ordered
+    [B, G, k], tau a float or [B, 1, 1, 1]."""
     T = scores.shape[-1]
     logits = (scores - penalty * _step_penalties(kernel, ordered)) / tau  # [..., k, T]
     onehot = torch.zeros(*ordered.shape, T, dtype=torch.bool, device=scores.device)
@@ -45,23 +47,32 @@ def sequential_logprob(scores: torch.Tensor, kernel: torch.Tensor, penalty: torc
 
 
 @torch.no_grad()
-def _decode(scores: torch.Tensor, kernel: torch.Tensor, penalty: float, tau: float, k: int, rows: int,
-            generator: torch.Generator | None, noisy: bool) -> torch.Tensor:
-    T = scores.shape[-1]
-    s = scores.detach().double()
-    worst = torch.zeros(rows, T, dtype=torch.float64, device=s.device)  # max K to the frames taken so far
-    taken = torch.zeros(rows, T, dtype=torch.bool, device=s.device)
-    out = torch.empty(rows, k, dtype=torch.long, device=s.device)
+def _decode(scores: torch.Tensor, kernel, penalty: float, tau: float, k: int, rows: int,
+            uniforms: torch.Tensor | None) -> torch.Tensor:
+    """[B, rows, k]: the draws for B videos of one length at once (scores [B, T], kernel[idx [B, ...]] -> [B, ..., T]);
+    uniforms [B, k, rows, T] give each step's Gumbel noise, None the greedy decode."""
+    B, T = scores.shape
+    s = scores.detach().double()[:, None, :]
+    worst = torch.zeros(B, rows, T, dtype=torch.float64, device=s.device)  # max K to the frames taken so far
+    taken = torch.zeros(B, rows, T, dtype=torch.bool, device=s.device)
+    out = torch.empty(B, rows, k, dtype=torch.long, device=s.device)
     for m in range(k):
-        logits = (s[None] - penalty * worst) / tau
-        if noisy:
-            u = torch.rand((rows, T), generator=generator, dtype=torch.float64, device=s.device)
+        logits = (s - penalty * worst) / tau
+        if uniforms is not None:
+            u = uniforms[:, m]
             logits = logits - torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))
-        pick = logits.masked_fill(taken, float("-inf")).argmax(-1)
-        out[:, m] = pick
-        taken[torch.arange(rows), pick] = True
+        pick = logits.masked_fill(taken, float("-inf")).argmax(-1)  # [B, rows]
+        out[:, :, m] = pick
+        taken.scatter_(-1, pick[..., None], True)
         worst = torch.maximum(worst, kernel[pick].detach().double())
     return out
+
+
+def draw_uniforms(k: int, num_samples: int, T: int, generator: torch.Generator | None = None,
+                  device=None) -> torch.Tensor:
+    """[k, num_samples, T]: the uniforms sequential_sample turns into each step's Gumbel noise, in the order it
+    draws them (step by step), so that noise drawn ahead of time gives the same samples."""
+    return torch.rand((k, num_samples, T), generator=generator, dtype=torch.float64, device=device)
 
 
 def sequential_sample(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor | float, tau: float, k: int,
@@ -69,10 +80,32 @@ def sequential_sample(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch
     """num_samples ordered draws of k distinct frames from the set-aware policy: [G, k], in draw order
     (each step a Gumbel-max draw from that step's distribution, so exact samples of sequential_logprob's p)."""
     k = effective_k(scores.shape[-1], k)
-    return _decode(scores, kernel, float(torch.as_tensor(penalty).detach()), tau, k, num_samples, generator, noisy=True)
+    uniforms = draw_uniforms(k, num_samples, scores.shape[-1], generator, scores.device)
+    return _decode(scores[None], _Single(kernel), float(torch.as_tensor(penalty).detach()), tau, k, num_samples,
+                   uniforms[None])[0]
+
+
+def sequential_sample_batch(scores: torch.Tensor, kernel, penalty: torch.Tensor | float, tau: float,
+                            uniforms: torch.Tensor) -> torch.Tensor:
+    """sequential_sample of B videos of one length at once: scores [B, T], kernel[idx [B, ...]] -> [B, ..., T] (e.g.
+    the scan agent's SameEventKernel of stacked event indices), uniforms [B, k, G, T] (draw_uniforms per video)
+    -> [B, G, k]. Given each video's uniforms, the draws are sequential_sample's, one video at a time."""
+    k, rows = uniforms.shape[1], uniforms.shape[2]
+    return _decode(scores, kernel, float(torch.as_tensor(penalty).detach()), tau, k, rows, uniforms)
+
+
+class _Single:
+    """One video's kernel (a [T, T] tensor, or rows on demand) seen as a batch of one: [1, ...] -> [1, ..., T]."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.kernel[idx[0]][None]
 
 
 def sequential_greedy(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor | float, k: int) -> torch.Tensor:
     """The policy's deterministic choice: each step's best frame; positions in temporal order."""
     k = effective_k(scores.shape[-1], k)
-    return _decode(scores, kernel, float(torch.as_tensor(penalty).detach()), 1.0, k, 1, None, noisy=False)[0].sort().values
+    return _decode(scores[None], _Single(kernel), float(torch.as_tensor(penalty).detach()), 1.0, k, 1,
+                   None)[0, 0].sort().values

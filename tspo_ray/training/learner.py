@@ -8,7 +8,7 @@ import torch
 
 from tspo_ray.data.items import FeatureItem
 from tspo_ray.method import grpo, sampling, sequential
-from tspo_ray.training.rollout import Group
+from tspo_ray.training.rollout import Group, same_shape
 
 
 def batch_to_device(items: Sequence[FeatureItem], groups: Sequence[Group],
@@ -35,12 +35,14 @@ def group_logprob(agent: torch.nn.Module, item: FeatureItem, group: Group,
 
 def batch_logprobs(agent: torch.nn.Module, items: Sequence[FeatureItem], groups: Sequence[Group],
                    likelihood: sampling.LikelihoodKind) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """group_logprob of each (item, group), with the agent's scores of every group drawn by the plain policy taken in
-    ONE packed forward pass (the videos end to end along T, each seeing only its own frames; equal to scoring them
-    one at a time up to float rounding): one call over 32 videos of 128 candidates costs a fraction of 32 calls,
-    and the update is a step's critical path on Ray."""
+    """group_logprob of each (item, group), with the agent's scores taken in ONE batched pass: the groups drawn by
+    the plain policy as videos packed end to end along T (each seeing only its own frames), those drawn by a
+    set-aware agent's sequential policy through its set_policies. Equal to one at a time up to float rounding: one
+    call over 64 videos of 128 candidates costs a fraction of 64 calls, and the update is a step's critical path on
+    Ray."""
     sequential_policy = hasattr(agent, "set_policy")
-    plain = [i for i, g in enumerate(groups) if not (sequential_policy and g.sets is None)]
+    by_policy = [i for i, g in enumerate(groups) if sequential_policy and g.sets is None]
+    plain = sorted(set(range(len(groups))) - set(by_policy))
     out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(groups)
     if len(plain) > 1 and all(items[i].frame_features.dim() == 2 for i in plain):
         lengths = [int(items[i].frame_features.shape[0]) for i in plain]
@@ -49,6 +51,19 @@ def batch_logprobs(agent: torch.nn.Module, items: Sequence[FeatureItem], groups:
         for i, s in zip(plain, scores):
             logits = s / groups[i].tau
             out[i] = logits, sampling.set_logprob(logits, groups[i].draws, likelihood)
+    if len(by_policy) > 1 and hasattr(agent, "set_policies"):
+        parts, penalty = agent.set_policies([items[i].frame_features for i in by_policy],
+                                            [items[i].text_feature for i in by_policy])
+        policy = dict(zip(by_policy, parts))  # group -> (S, K)
+        shapes = {i: (*groups[i].draws.shape, int(items[i].frame_features.shape[0])) for i in by_policy}
+        for members in same_shape(by_policy, shapes).values():  # the groups of one shape in one pass
+            scores = torch.stack([policy[i][0] for i in members])
+            kernel = type(parts[0][1]).stack([policy[i][1] for i in members])
+            tau = torch.tensor([groups[i].tau for i in members], dtype=scores.dtype, device=scores.device)
+            logp = sequential.sequential_logprob(scores[:, None, None, :], kernel, penalty, tau[:, None, None, None],
+                                                 torch.stack([groups[i].draws for i in members]))
+            for row, i in enumerate(members):
+                out[i] = scores[row] / groups[i].tau, logp[row]
     return [o if o is not None else group_logprob(agent, it, g, likelihood) for o, it, g in zip(out, items, groups)]
 
 

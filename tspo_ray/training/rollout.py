@@ -89,11 +89,46 @@ def sample_groups(agent, items: Sequence[FeatureItem], group_size: int, num_fram
                   likelihood: sampling.LikelihoodKind, version: int, generator=None,
                   haystack_frames: int | None = None, anchors: int | None = None) -> list[Group]:
     """One group per item; haystack items (those with a target mask) draw haystack_frames sets when it is set, and
-    always by plain Gumbel-top-k (their reward is the target mask, no events to place context around)."""
-    def one(it: FeatureItem) -> Group:
-        if it.target_mask is not None:
-            return sample_group(agent, it, group_size, haystack_frames or num_frames, tau, likelihood, version,
-                                generator)
-        return sample_group(agent, it, group_size, num_frames, tau, likelihood, version, generator, anchors)
+    always by plain Gumbel-top-k (their reward is the target mask, no events to place context around).
+    A set-aware agent draws in batches: its policies for every item that draws from it in one pass, then the sets
+    of all videos of one length at once (sequential.sequential_sample_batch), with each item's noise taken from the
+    generator in item order, so the draws are those of one item at a time."""
+    batched = hasattr(agent, "set_policies")
+    drawn = [i for i, it in enumerate(items) if batched and (it.target_mask is not None or anchors is None)]
+    drawn_set = set(drawn)
+    groups: list[Group | None] = [None] * len(items)
+    uniforms: dict[int, torch.Tensor] = {}
+    for i, it in enumerate(items):
+        k = haystack_frames or num_frames if it.target_mask is not None else num_frames
+        if i in drawn_set:
+            T = it.frame_features.shape[0]
+            uniforms[i] = sequential.draw_uniforms(sampling.effective_k(T, k), group_size, T, generator,
+                                                   it.frame_features.device)
+        elif it.target_mask is not None:
+            groups[i] = sample_group(agent, it, group_size, k, tau, likelihood, version, generator)
+        else:
+            groups[i] = sample_group(agent, it, group_size, k, tau, likelihood, version, generator, anchors)
+    if drawn:
+        with torch.no_grad():
+            parts, penalty = agent.set_policies([items[i].frame_features for i in drawn],
+                                                [items[i].text_feature for i in drawn])
+            policy = dict(zip(drawn, parts))  # item -> (S, K)
+            for members in same_shape(drawn, uniforms).values():
+                scores = torch.stack([policy[i][0] for i in members])
+                kernel = type(parts[0][1]).stack([policy[i][1] for i in members])
+                draws = sequential.sequential_sample_batch(scores, kernel, penalty, tau,
+                                                           torch.stack([uniforms[i] for i in members]))
+                logp = sequential.sequential_logprob(scores[:, None, None, :], kernel, penalty, tau, draws)
+                for row, i in enumerate(members):
+                    groups[i] = Group(items[i].key, draws[row], logp[row], tau, version)
+    return groups
 
-    return [one(it) for it in items]
+
+def same_shape(members: list[int], shapes: dict) -> dict[tuple, list[int]]:
+    """members grouped by their shape (a tensor's, or any tuple), in order: what can be stacked into one batch."""
+    out: dict[tuple, list[int]] = {}
+    for i in members:
+        shape = shapes[i].shape if isinstance(shapes[i], torch.Tensor) else shapes[i]
+        out.setdefault(tuple(shape), []).append(i)
+    return out
+
