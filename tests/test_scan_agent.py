@@ -373,3 +373,30 @@ def test_grounding_feeds_the_head_is_recorded_and_changes_the_scores_only_throug
     with torch.no_grad():
         agent.head[0].weight[:, D:] = 0
     assert torch.allclose(agent(frames, text), plain(frames, text), atol=1e-6)
+
+
+def test_residual_text_is_the_question_less_its_best_match_by_hand_and_is_recorded():
+    from tspo_ray.method.agent import cosine_to_text
+    from tspo_ray.method.scan_agent import standardised
+
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4, residual_text=True)
+    assert agent.head[0].in_features == 2 * D and agent.config()["residual_text"] is True
+    assert "residual_text" not in EventScanAgent(D, heads=4).config()
+    frames, _ = events_video([4, 6, 3, 5])
+    text = frames[7] + 0.5 * torch.randn(D)  # asks about what frame 7's event shows
+    match = standardised(cosine_to_text(frames, text))
+    best = int(match.argmax())
+    x = agent.head_input(text, match, frames)
+    t, f = text / text.norm(), frames[best] / frames[best].norm()
+    want = (t - (t @ f) * f) / (t - (t @ f) * f).norm()
+    assert torch.allclose(x[:D], t) and torch.allclose(x[D:], want, atol=1e-6)
+    assert abs(float(x[D:] @ f)) < 1e-5 and math.isclose(float(x[D:].norm()), 1.0, rel_tol=1e-5)
+    # videos side by side read the same as one at a time
+    other, _ = events_video([5, 5, 8], seed=3)
+    texts = torch.stack([text, other[2]])
+    both = agent(torch.cat([frames, other]), texts, lengths=[18, 18])
+    assert torch.allclose(both, torch.cat([agent(frames, text), agent(other, other[2])]), atol=1e-5)
+    copy = agent_from_config(agent.config())
+    copy.load_state_dict(agent.state_dict())
+    assert torch.equal(agent(frames, text), copy(frames, text))

@@ -176,7 +176,7 @@ class EventScanAgent(TemporalAgent):
     def __init__(self, dim: int, window: int = 12, heads: int = 8, hidden: int | None = None,
                  query_conditioned: bool = False, position_scale: float = 1.0, max_count: int = 4,
                  offsets: int = 3, positions: int = 9, head_hidden: int = 64, penalty: float = 2.0,
-                 enhancer: bool = True, grounding: bool = False):
+                 enhancer: bool = True, grounding: bool = False, residual_text: bool = False):
         super().__init__(dim, window=window, heads=heads, hidden=hidden, query_conditioned=query_conditioned,
                          position_scale=position_scale)
         self.enhancer = bool(enhancer)
@@ -192,8 +192,8 @@ class EventScanAgent(TemporalAgent):
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(30.0)))
         self.threshold = nn.Parameter(torch.tensor(0.15))
         self.penalty_raw = nn.Parameter(torch.tensor(math.log(math.expm1(penalty))))  # softplus^-1
-        self.grounding = bool(grounding)
-        head_in = dim + (GROUNDING_FEATURES if self.grounding else 0)
+        self.grounding, self.residual_text = bool(grounding), bool(residual_text)
+        head_in = dim + (GROUNDING_FEATURES if self.grounding else 0) + (dim if self.residual_text else 0)
         self.head = nn.Sequential(nn.Linear(head_in, head_hidden), nn.ReLU(), nn.Linear(head_hidden, self.num_features))
         nn.init.normal_(self.head[2].weight, std=0.01)
         nn.init.zeros_(self.head[2].bias)
@@ -225,19 +225,28 @@ class EventScanAgent(TemporalAgent):
                          neighbour_matches(index, match, self.offsets), places], dim=-1)
         return phi, index, match
 
-    def head_input(self, text_feature: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
-        """What g reads: F_t / |F_t|, and with `grounding` the question's grounding_summary in this video."""
+    def head_input(self, text_feature: torch.Tensor, match: torch.Tensor,
+                   frame_features: torch.Tensor | None = None) -> torch.Tensor:
+        """What g reads: F_t / |F_t|; with `grounding` also the question's grounding_summary in this video; with
+        `residual_text` also the question less what it finds in this video: F_t with the direction of its
+        best-matching candidate removed, unit length (what is asked about, leaving how it is asked)."""
         text = F.normalize(text_feature, dim=-1)
-        if not self.grounding:
-            return text
-        return torch.cat([text, grounding_summary(match).to(text.dtype)], dim=-1)
+        parts = [text]
+        if self.grounding:
+            parts.append(grounding_summary(match).to(text.dtype))
+        if self.residual_text:
+            best = frame_features.gather(-2, match.argmax(-1)[..., None, None].expand(*match.shape[:-1], 1,
+                                                                                       frame_features.shape[-1]))
+            found = F.normalize(best.squeeze(-2), dim=-1)
+            parts.append(F.normalize(text - (text * found).sum(-1, keepdim=True) * found, dim=-1))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else text
 
     def _same_length(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, L), each [..., T]: videos of one length side by side ([..., T, D], their questions [..., D]), every
         step one batched op over all of them (a batch of 64 questions costs a few of one: the per-op overhead,
         not the arithmetic, is what a video of 128 candidates spends)."""
         phi, index, match = self._structure(frame_features, text_feature)
-        weights = self.head(self.head_input(text_feature, match))
+        weights = self.head(self.head_input(text_feature, match, frame_features))
         if self.enhancer:
             base = super().forward(frame_features, text_feature)
         else:
@@ -288,4 +297,5 @@ class EventScanAgent(TemporalAgent):
     def config(self) -> dict:
         return {**super().config(), "kind": "scan", "max_count": self.max_count, "offsets": self.offsets,
                 "positions": self.positions, "head_hidden": self.head_hidden, "penalty": self.initial_penalty,
-                **({} if self.enhancer else {"enhancer": False}), **({"grounding": True} if self.grounding else {})}
+                **({} if self.enhancer else {"enhancer": False}), **({"grounding": True} if self.grounding else {}),
+                **({"residual_text": True} if self.residual_text else {})}
