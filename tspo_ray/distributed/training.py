@@ -62,8 +62,11 @@ class RolloutCoordinator:
         scored = self.pool.score([scoring.score_job(it, g.shown) for it, g in zip(batch, groups)], answering)
         groups = [g.with_rewards(result) for g, (result, _texts) in zip(groups, scored)]
         t2 = time.perf_counter()
-        return {"items": batch, "groups": groups, "seconds": t2 - t0, "sample_s": t1 - t0, "answer_s": t2 - t1,
-                "pool_restarts": self.pool.restarts, "result_bytes": tensor_bytes((batch, groups)),
+        # the learner holds the training items itself: a question goes back as its position, and only an item made
+        # for this batch (a haystack) whole (a batch's 64 items were 4.5 MB to pickle, send and unpickle)
+        batch_items = [int(pos) if it is self.items[pos] else it for pos, it in zip(positions, batch)]
+        return {"items": batch_items, "groups": groups, "seconds": t2 - t0, "sample_s": t1 - t0, "answer_s": t2 - t1,
+                "pool_restarts": self.pool.restarts, "result_bytes": tensor_bytes((batch_items, groups)),
                 "answering": answering}
 
     def validate(self, weights: dict, k: int) -> dict:
@@ -240,6 +243,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     stop_after = config.get("stop_after_steps")  # simulates an interruption in tests
 
     state = LearnerState(cfg, config["dim"], config["num_items"], learner_device(cfg))
+    train_items = ray.get(config["items"])  # the rollouts name a training question by its position
     written_since_start = checkpoint_mark(ckpt_dir) != config.get("start_mark")
     if (config.get("resume") or written_since_start) and latest_checkpoint(ckpt_dir) is not None:
         state.load(ckpt_dir)
@@ -278,7 +282,7 @@ def learner_loop(config: dict[str, Any]) -> None:
         while state.step < cfg.train.steps:
             batch_index, out, waited = pipeline.next_rollout()
             t0 = time.perf_counter()
-            metrics = state.update(out["items"], out["groups"])
+            metrics = state.update([train_items[x] if isinstance(x, int) else x for x in out["items"]], out["groups"])
             learn_s = time.perf_counter() - t0
             n = len(out["groups"])
             metrics.update(
@@ -378,7 +382,8 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
                              max_task_retries=0)(RolloutCoordinator).remote(
         item_refs[0], agent_config, pool_kwargs, cfg.to_dict(), item_refs[1])
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
-    loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "num_items": len(items), "dim": dim,
+    loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "items": item_refs[0], "num_items": len(items),
+                   "dim": dim,
                    "resume": resume, "stop_after_steps": stop_after, "has_val_items": bool(val_items),
                    "start_mark": checkpoint_mark(ckpt_dir), "report_node": report_node}
     if tracker:
