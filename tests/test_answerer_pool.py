@@ -174,3 +174,34 @@ def test_a_spread_batch_is_sorted_by_video_and_cut_into_equal_calls():
     # the pinned cut, by contrast, follows the videos: calls as uneven as the videos' shares
     pinned, _ = pinned_cut(paths, 16, 4)  # 7, 7, 6, 6, 6 jobs a video
     assert max(len(g) for g in pinned) == 4 and min(len(g) for g in pinned) < 4
+
+
+def test_in_process_pool_scores_as_the_one_process_loop_does(tiny_world):
+    """train.num_answerers 0: the rollout coordinator answers in its own process (InProcessPool); its rewards and
+    answers are those of the one-process loop's reward function, the batch in one call."""
+    import torch
+
+    from tspo_ray.answerers import AnswererFactory, build_answerer
+    from tspo_ray.data.records import read_records
+    from tspo_ray.distributed.answerer_pool import InProcessPool
+    from tspo_ray.training.scoring import ScoreJob, score_answers
+
+    records, _ = read_records(tiny_world / "train.jsonl")
+    sets = tuple(((i, i + 4), (i / 2, i / 2 + 2)) for i in (0, 4, 8))
+    jobs = [ScoreJob(r, str(tiny_world / r.video), sets) for r in records[:5]]
+    pool = InProcessPool(AnswererFactory("embedded", {}))
+    assert pool.restarts == 0 and pool.gave_up is None and pool.processes() == []
+    calls = []
+    answer = pool.answerer.answer
+    pool.answerer.answer = lambda reqs: calls.append(len(reqs)) or answer(reqs)
+    got = pool.score(jobs, times := {})
+    assert calls == [len(jobs) * len(sets)]  # one call for the whole batch
+    reference = build_answerer("embedded", {})
+    for job, (result, texts) in zip(jobs, got):
+        answers = reference.answer(job.requests())
+        want = score_answers(job, [a.option for a in answers])
+        assert torch.equal(result.rewards, want.rewards) and torch.equal(result.r_answer, want.r_answer)
+        assert texts == [a.text for a in answers]
+    from tspo_ray.answerers.simulated import CALL_TIMES
+
+    assert times == {key: 0.0 for key in CALL_TIMES}  # the embedded answerer models no GPU time

@@ -163,8 +163,8 @@ class TrainConfig(Settings):
     """Seed for data order, sampling and init."""
     max_lag: int = Field(1, ge=0)
     """Decoupling: the learner accepts groups sampled by a policy at most this many versions old (0: synchronous)."""
-    num_answerers: int = Field(2, ge=1)
-    """Answerer actors in the rollout pool."""
+    num_answerers: int = Field(2, ge=0)
+    """Answerer actors in the rollout pool; 0: the rollout coordinator answers in its own process (an answerer that needs no GPU, such as the embedded one, on a small machine: docs/scaling.md)."""
     answerer_cpus: float = Field(0.5, gt=0)
     """CPUs per answerer actor (its GPUs are answerer.settings.num_gpus)."""
     answerer_resources: dict[str, float] = Field(default_factory=dict)

@@ -110,3 +110,39 @@ class AnswererPool(AnswererActorPool):
                 times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers.values())
             times.update(calls, pool_prepare_s=t1 - t0, pool_rewards_s=time.perf_counter() - t2)
         return out
+
+
+class InProcessPool:
+    """The training pool's interface (score, answer) over one answerer built in the caller's own process: the rollout
+    coordinator answers its batches itself (train.num_answerers 0). For an answerer as cheap as the embedded one
+    on a small machine, Ray calls to answerer actors cost more than the answering (docs/scaling.md); rollout and
+    learning still run side by side, in the coordinator and the learner."""
+
+    restarts, gave_up = 0, None
+
+    def __init__(self, answerer_factory: Callable[[], Any]):
+        self.answerer = answerer_factory()
+
+    def processes(self) -> list[Any]:
+        return []
+
+    def answer(self, requests):
+        unique = dedupe(requests)
+        answers = {a.key: a for a in self.answerer.answer(unique)}
+        return [answers[r.key] for r in requests]
+
+    def score(self, jobs: Sequence[ScoreJob], times: dict[str, float] | None = None
+              ) -> list[tuple[RewardResult, list[str]]]:
+        """(rewards, answer texts) per job, in job order, as AnswererPool.score gives them."""
+        per_job = [job.requests() for job in jobs]
+        answers = self.answer([r for reqs in per_job for r in reqs])
+        out, at = [], 0
+        for job, reqs in zip(jobs, per_job):
+            got = answers[at: at + len(reqs)]
+            at += len(reqs)
+            out.append((score_answers(job, [a.option for a in got]), [a.text for a in got]))
+        if times is not None:
+            for key in CALL_TIMES:
+                times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers)
+        return out
+

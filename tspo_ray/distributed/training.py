@@ -23,7 +23,7 @@ import torch
 from tspo_ray.checkpoint import latest_checkpoint, latest_step
 from tspo_ray.config import Config
 from tspo_ray.data.items import FeatureItem
-from tspo_ray.distributed.answerer_pool import AnswererPool
+from tspo_ray.distributed.answerer_pool import AnswererPool, InProcessPool
 from tspo_ray.training import scoring
 from tspo_ray.training.learner_state import LearnerState
 from tspo_ray.training.trainer import sample_batch
@@ -41,7 +41,8 @@ class RolloutCoordinator:
         use_torch_threads(cfg.train.torch_threads)
         self.items, self.val_items, self.agent_config = list(items), list(val_items), agent_config
         self.agent = agent_from_config(agent_config).eval()
-        self.pool = AnswererPool(**pool_kwargs)
+        self.pool = (AnswererPool(**pool_kwargs) if pool_kwargs["num_actors"]
+                     else InProcessPool(pool_kwargs["answerer_factory"]))
         self.cfg = cfg
         self.loaded_version = -1
         # Calls run in threads (max_concurrency > 1): loading a version and sampling with it happen under one lock,
@@ -369,6 +370,11 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
     dim = items[0].frame_features.shape[-1]
     agent_config = build_agent(cfg, dim).config()
     actor = answerer_actor_options(cfg)
+    if cfg.train.num_answerers == 0 and actor["num_gpus"]:
+        from tspo_ray.config import ConfigError
+
+        raise ConfigError(f"train.num_answerers: 0 answers in the rollout coordinator's own process, which has no "
+                          f"GPU, but the {cfg.answerer.kind} answerer asks for {actor['num_gpus']}; use actors (>= 1)")
     pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
                    "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
                    "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts,
