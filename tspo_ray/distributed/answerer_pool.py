@@ -145,4 +145,3 @@ class InProcessPool:
             for key in CALL_TIMES:
                 times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers)
         return out
-

@@ -17,13 +17,17 @@
   the standardised match m and its lead over the 90th percentile): a question that names something shown once
   peaks, one about the video's order ("right before the end") does not, however alike their words are to a
   text encoder (the tiny CLIP puts "two before X" at cosine 0.82 to "right before the end").
+- With `residual_text`, g also reads F_t with the direction of the question's best-matching candidate removed:
+  what the question names is found in the video, so what is left is how it is asked.
 - enhancer False drops eq. 3's weights (S_eq3 = 2 cos(F_f, F_t), what an untrained eq. 3 agent scores): the scan
   alone, a few thousand parameters that see the video only through its event structure and the question's match.
 - The policy (tspo_ray.method.sequential): K[i, j] = exp(-(L_i - L_j)^2 / (2 SIGMA^2)), about 1 inside one event
   and 0 across a boundary, and a learned lambda = softplus(rho) >= 0: a frame of an event already taken is worth
   lambda less, so the greedy set spreads over the events the scores point to.
-Cost: O(T * R) for the neighbour matches, R the longest run of candidates within offsets + 3 events of one
-candidate (neighbour_matches), beside eq. 3's O(T * w); the policy reads K row by row (SameEventKernel).
+Videos of one length are scored side by side, every step one batched op over all of them (_same_length): a batch
+of 64 questions costs a few of one. Cost: O(T * R) for the neighbour matches, R the longest run of candidates
+within offsets + 3 events of one candidate (neighbour_matches), beside eq. 3's O(T * w); the policy reads K row by
+row (SameEventKernel).
 """
 from __future__ import annotations
 
@@ -229,7 +233,7 @@ class EventScanAgent(TemporalAgent):
                    frame_features: torch.Tensor | None = None) -> torch.Tensor:
         """What g reads: F_t / |F_t|; with `grounding` also the question's grounding_summary in this video; with
         `residual_text` also the question less what it finds in this video: F_t with the direction of its
-        best-matching candidate removed, unit length (what is asked about, leaving how it is asked)."""
+        best-matching candidate removed, unit length (removing what is asked about leaves how it is asked)."""
         text = F.normalize(text_feature, dim=-1)
         parts = [text]
         if self.grounding:
