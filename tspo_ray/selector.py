@@ -101,10 +101,11 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
     scores: dict[int, torch.Tensor | None] = {}
     policies: dict[int, tuple] = {}
     if set_aware and hasattr(agent, "set_policies"):  # the set-aware agent's policies in one batched pass
+        order = sorted(set_aware)
         with torch.no_grad():
-            parts, penalty = agent.set_policies([jobs[i].frame_features.float() for i in sorted(set_aware)],
-                                                [jobs[i].text_feature.float() for i in sorted(set_aware)])
-        policies = {i: (s, K, penalty) for i, (s, K) in zip(sorted(set_aware), parts)}
+            parts, penalty = agent.set_policies([jobs[i].frame_features.float() for i in order],
+                                                [jobs[i].text_feature.float() for i in order])
+        policies = {i: (s, K, penalty) for i, (s, K) in zip(order, parts)}
     if by_agent:
         packed = agent_scores_packed(agent, [jobs[i].frame_features for i in by_agent],
                                      [jobs[i].text_feature for i in by_agent])

@@ -104,16 +104,15 @@ def sample_groups(agent, items: Sequence[FeatureItem], group_size: int, num_fram
             T = it.frame_features.shape[0]
             uniforms[i] = sequential.draw_uniforms(sampling.effective_k(T, k), group_size, T, generator,
                                                    it.frame_features.device)
-        elif it.target_mask is not None:
-            groups[i] = sample_group(agent, it, group_size, k, tau, likelihood, version, generator)
-        else:
-            groups[i] = sample_group(agent, it, group_size, k, tau, likelihood, version, generator, anchors)
+        else:  # haystack items are never anchored
+            groups[i] = sample_group(agent, it, group_size, k, tau, likelihood, version, generator,
+                                     None if it.target_mask is not None else anchors)
     if drawn:
         with torch.no_grad():
             parts, penalty = agent.set_policies([items[i].frame_features for i in drawn],
                                                 [items[i].text_feature for i in drawn])
             policy = dict(zip(drawn, parts))  # item -> (S, K)
-            for members in same_shape(drawn, uniforms).values():
+            for members in same_shape(drawn, {i: tuple(u.shape) for i, u in uniforms.items()}).values():
                 scores = torch.stack([policy[i][0] for i in members])
                 kernel = type(parts[0][1]).stack([policy[i][1] for i in members])
                 draws = sequential.sequential_sample_batch(scores, kernel, penalty, tau,
@@ -124,11 +123,10 @@ def sample_groups(agent, items: Sequence[FeatureItem], group_size: int, num_fram
     return groups
 
 
-def same_shape(members: list[int], shapes: dict) -> dict[tuple, list[int]]:
-    """members grouped by their shape (a tensor's, or any tuple), in order: what can be stacked into one batch."""
+def same_shape(members: list[int], shapes: dict[int, tuple]) -> dict[tuple, list[int]]:
+    """members grouped by their shape, in order: what can be stacked into one batch."""
     out: dict[tuple, list[int]] = {}
     for i in members:
-        shape = shapes[i].shape if isinstance(shapes[i], torch.Tensor) else shapes[i]
-        out.setdefault(tuple(shape), []).append(i)
+        out.setdefault(shapes[i], []).append(i)
     return out
 
