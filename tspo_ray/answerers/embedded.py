@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from tspo_ray.answerers.base import ANSWERERS, Answer, AnswerRequest
-from tspo_ray.method.rewards import parse_option
 from tspo_ray.synthetic.families import Event, FamilyGrammar, NoEvidence, Parsed, load_families, run_program
 from tspo_ray.synthetic.render import COLOURS, SHAPES
 from tspo_ray.video.frames import read_frames
@@ -157,9 +156,12 @@ class EmbeddedAnswerer:
         self.edge_s, self.edge_fraction, self.event_gap_s = edge_s, edge_fraction, event_gap_s
         self.name = f"embedded:{encoder.name}"
         self._text: dict[str, torch.Tensor] = {}
-        # (video, (size, mtime), frame index) -> feature; 200k frames of a 64-d CLIP take about 50 MB
+        # (video, (size, mtime), frame index) -> (feature, object label index); 200k frames of a 64-d CLIP take
+        # about 50 MB. The label is the frame's nearest object name, found once when the frame is encoded.
         self.max_cached_frames = max_cached_frames
-        self._frames: dict[tuple, torch.Tensor] = {}
+        self._frames: dict[tuple, tuple[torch.Tensor, int]] = {}
+        # question text -> its parse: a question is asked for each of its G sets, and again every epoch
+        self._parsed: dict[str, Parsed | None] = {}
         self.object_text = self._texts(OBJECT_NAMES)  # [36, D]
 
     @property
@@ -175,10 +177,11 @@ class EmbeddedAnswerer:
             self._text.update(zip(missing, F.normalize(self.encoder.encode_text(missing), dim=-1)))
         return torch.stack([self._text[t] for t in texts])
 
-    def _frame_features(self, requests: Sequence[AnswerRequest]) -> list[torch.Tensor]:
-        """Features of every request's frames. Frames not seen before are decoded (the union over a video's requests,
-        once) and encoded in one pass; seen ones come from the cache: during training the same candidates recur
-        across the G sets of a question, across the questions of a video and across epochs."""
+    def _frame_features(self, requests: Sequence[AnswerRequest]) -> list[tuple[torch.Tensor, list[int]]]:
+        """(features, object label indices) of every request's frames. Frames not seen before are decoded (the union
+        over a video's requests, once), encoded and labelled in one pass; seen ones come from the cache: during
+        training the same candidates recur across the G sets of a question, across the questions of a video and
+        across epochs."""
         wanted: dict[str, set[int]] = defaultdict(set)
         for r in requests:
             if not r.frame_indices or len(r.frame_indices) != len(r.timestamps_s):
@@ -200,10 +203,15 @@ class EmbeddedAnswerer:
             except VideoError as exc:
                 raise VideoError(f"{exc} ({self._naming(video, requests)})") from None
             keys += [(video, version[video], i) for i in idx]
-        fresh = dict(zip(keys, F.normalize(self.encoder.encode_frames(np.concatenate(frames)), dim=-1))) if frames else {}
-        feature = lambda key: fresh[key] if key in fresh else self._frames[key]
-        out = [torch.stack([feature((v, version[v], int(i))) for v, i in zip(r.videos(), r.frame_indices)])
-               for r in requests]
+        fresh = {}
+        if frames:
+            feats = F.normalize(self.encoder.encode_frames(np.concatenate(frames)), dim=-1)
+            fresh = dict(zip(keys, zip(feats, (feats @ self.object_text.T).argmax(-1).tolist())))
+        seen = lambda key: fresh[key] if key in fresh else self._frames[key]  # noqa: E731
+        out = []
+        for r in requests:
+            feats, labels = zip(*(seen((v, version[v], int(i))) for v, i in zip(r.videos(), r.frame_indices)))
+            out.append((torch.stack(feats), list(labels)))
         self._frames.update(fresh)
         while len(self._frames) > self.max_cached_frames:  # oldest first
             self._frames.pop(next(iter(self._frames)))
@@ -227,23 +235,30 @@ class EmbeddedAnswerer:
         """One Answer per request, in order; the CLIP forward pass covers every request's frames at once."""
         if not requests:
             return []
-        return [self._answer_one(r, f) for r, f in zip(requests, self._frame_features(requests))]
+        return [self._answer_one(r, *seen) for r, seen in zip(requests, self._frame_features(requests))]
 
-    def _answer_one(self, req: AnswerRequest, feats: torch.Tensor) -> Answer:
-        order = np.argsort(np.asarray(req.timestamps_s, dtype=np.float64), kind="stable")
-        feats, times = feats[order], [float(req.timestamps_s[i]) for i in order]
-        labels = [OBJECTS[i] for i in (feats @ self.object_text.T).argmax(-1).tolist()]
-        parsed = self.grammar.parse(req.question)
+    def _parse(self, question: str) -> Parsed | None:
+        if question not in self._parsed:
+            if len(self._parsed) >= 100_000:  # questions are few; this bounds a long-lived server's memory
+                self._parsed.clear()
+            self._parsed[question] = self.grammar.parse(question)
+        return self._parsed[question]
+
+    def _answer_one(self, req: AnswerRequest, feats: torch.Tensor, label_index: list[int]) -> Answer:
+        stamps = [float(t) for t in req.timestamps_s]
+        order = sorted(range(len(stamps)), key=stamps.__getitem__)  # stable: equal times keep the request's order
+        times, labels = [stamps[i] for i in order], [OBJECTS[label_index[i]] for i in order]
+        parsed = self._parse(req.question)
         timeline = perceive(labels, times, req.duration_s, self.edge_s, self.edge_fraction, self.event_gap_s)
         d = decide(parsed, timeline, req.options)
         index, guessed = d.index, d.index is None
         if guessed:  # no usable evidence: CLIP's best guess over the options' statements
             support = (feats @ self._texts([d.statement(o) for o in req.options]).T).max(0).values
             index = int(support.argmax())
-        letter = string.ascii_uppercase[index]
         form = "unknown" if parsed is None else f"{parsed.family.name}:{parsed.variant.form}"
         extra = {"form": form, "evidence": d.evidence and not guessed, "labels": [f"{c} {s}" for c, s in labels]}
-        return Answer(req.key, letter, parse_option(letter, len(req.options)), extra)
+        letter = string.ascii_uppercase[index]
+        return Answer(req.key, letter, letter, extra)  # the option's letter, as parsed from a model's text
 
 
 class EmbeddedSettings(Settings):
