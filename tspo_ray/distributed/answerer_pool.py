@@ -63,6 +63,20 @@ def spread_cut(paths: Sequence[str], num_slots: int, share: int) -> tuple[list[l
     return groups, slots
 
 
+def rewards_of(jobs: Sequence[ScoreJob], per_job: Sequence[Sequence[Any]], answers: dict[str, Any],
+               times: dict[str, float] | None) -> list[tuple[RewardResult, list[str]]]:
+    """(rewards, answer texts) per job from the answers by request key; `times`, when given, receives a simulated
+    answerer's compute, modelled and overrun seconds summed over the answers (CALL_TIMES)."""
+    out = []
+    for job, reqs in zip(jobs, per_job):
+        got = [answers[r.key] for r in reqs]
+        out.append((score_answers(job, [a.option for a in got]), [a.text for a in got]))
+    if times is not None:
+        for key in CALL_TIMES:
+            times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers.values())
+    return out
+
+
 class AnswererPool(AnswererActorPool):
     """N answerer actors that score whole groups: `jobs_per_call` jobs (all their sets) per batched answer call.
     Each actor asks Ray for num_cpus, num_gpus and the custom `resources` (e.g. cluster.yaml's {rollout: 1})."""
@@ -101,13 +115,8 @@ class AnswererPool(AnswererActorPool):
         t1 = time.perf_counter()
         answers = self.answer_chunks(chunks, slots, steal=not self.jobs_per_call, times=calls)
         t2 = time.perf_counter()
-        out = []
-        for job, reqs in zip(jobs, per_job):
-            got = [answers[r.key] for r in reqs]
-            out.append((score_answers(job, [a.option for a in got]), [a.text for a in got]))
+        out = rewards_of(jobs, per_job, answers, times)
         if times is not None:
-            for key in CALL_TIMES:
-                times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers.values())
             times.update(calls, pool_prepare_s=t1 - t0, pool_rewards_s=time.perf_counter() - t2)
         return out
 
@@ -135,13 +144,5 @@ class InProcessPool:
               ) -> list[tuple[RewardResult, list[str]]]:
         """(rewards, answer texts) per job, in job order, as AnswererPool.score gives them."""
         per_job = [job.requests() for job in jobs]
-        answers = self.answer([r for reqs in per_job for r in reqs])
-        out, at = [], 0
-        for job, reqs in zip(jobs, per_job):
-            got = answers[at: at + len(reqs)]
-            at += len(reqs)
-            out.append((score_answers(job, [a.option for a in got]), [a.text for a in got]))
-        if times is not None:
-            for key in CALL_TIMES:
-                times[key] = sum(float(a.extra.get(key, 0.0)) for a in answers)
-        return out
+        unique = dedupe([r for reqs in per_job for r in reqs])
+        return rewards_of(jobs, per_job, {a.key: a for a in self.answerer.answer(unique)}, times)
