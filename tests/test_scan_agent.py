@@ -244,6 +244,10 @@ def test_a_batch_drawn_together_equals_one_item_at_a_time(anchors):
         torch.testing.assert_close(g.logp_old, w.logp_old, rtol=1e-5, atol=1e-5)
         assert (g.sets is None) == (w.sets is None) and (g.sets is None or torch.equal(g.sets, w.sets))
     assert got[3].draws.shape == (5, 6) and got[0].draws.shape[1] == (4 if anchors is None else 2)
+    # each group owns its tensors: a view of the batch's would pickle every group's draws (the coordinator sends them)
+    for g in got:
+        assert g.draws.untyped_storage().nbytes() == g.draws.numel() * g.draws.element_size()
+        assert g.logp_old.untyped_storage().nbytes() == g.logp_old.numel() * g.logp_old.element_size()
 
 
 def test_agent_greedy_selects_by_the_agent_policy_and_needs_a_set_aware_kind():

@@ -142,7 +142,7 @@ class RolloutPipeline:
         self.weight_refs: dict[int, Any] = {}
         self.next_batch = state.step
         self.coordinator_restarts = 0
-        # the weight broadcast of the latest top-up: seconds spent putting new versions, and their bytes
+        # the weight broadcast since take_broadcast: seconds spent putting new versions, and their bytes
         self.broadcast_s, self.broadcast_bytes = 0.0, 0
 
     def _weights_ref(self, version: int):
@@ -160,13 +160,18 @@ class RolloutPipeline:
         return self.coordinator.rollout.remote(s.positions(batch), version, self._weights_ref(version),
                                                s.tau_at(batch), s.sampling_seed(batch))
 
-    def next_rollout(self) -> tuple[int, dict, float]:
-        """Top up the pipeline (batches up to step + max_lag, each with the version the schedule names), then the
-        rollout of batch `step`: (batch index, the coordinator's output, seconds waited)."""
-        self.broadcast_s, self.broadcast_bytes = 0.0, 0
+    def top_up(self) -> None:
+        """Send the batches up to step + max_lag not yet sent, each with the version the schedule names. The learner
+        calls it as soon as an update has made a new version, before that step's metrics and checkpoint, so the
+        coordinator samples the next batch meanwhile."""
         while self.next_batch < self.cfg.train.steps and self.next_batch <= self.state.step + self.cfg.train.max_lag:
             self.in_flight.append((self.next_batch, self._submit(self.next_batch)))
             self.next_batch += 1
+
+    def next_rollout(self) -> tuple[int, dict, float]:
+        """Top up the pipeline, then the rollout of batch `step`: (batch index, the coordinator's output, seconds
+        waited)."""
+        self.top_up()
         t0 = time.perf_counter()
         while True:
             batch, future = self.in_flight[0]
@@ -180,6 +185,12 @@ class RolloutPipeline:
         keep_from = self.state.sampling_version(self.next_batch)
         self.weight_refs = {v: r for v, r in self.weight_refs.items() if v >= keep_from}
         return batch, out, time.perf_counter() - t0
+
+    def take_broadcast(self) -> tuple[float, int]:
+        """(seconds, bytes) of the weights put since the last call, reset."""
+        out = self.broadcast_s, self.broadcast_bytes
+        self.broadcast_s, self.broadcast_bytes = 0.0, 0
+        return out
 
     def call(self, get):
         """get() (a ray.get on the coordinator); CoordinatorRestarted once Ray restarted a dead coordinator,
@@ -285,6 +296,8 @@ def learner_loop(config: dict[str, Any]) -> None:
             t0 = time.perf_counter()
             metrics = state.update([train_items[x] if isinstance(x, int) else x for x in out["items"]], out["groups"])
             learn_s = time.perf_counter() - t0
+            pipeline.top_up()  # the new version's batch is sampled while this step logs and checkpoints
+            broadcast_s, broadcast_bytes = pipeline.take_broadcast()
             n = len(out["groups"])
             metrics.update(
                 rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
@@ -292,9 +305,9 @@ def learner_loop(config: dict[str, Any]) -> None:
                 batch_index=float(batch_index), coordinator_restarts=float(pipeline.coordinator_restarts),
                 # where a step's time goes; sampling and answering overlap the learner's update of the batch before
                 time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
-                time_wait_s=waited, time_broadcast_s=pipeline.broadcast_s, time_bookkeeping_s=bookkeeping_s,
+                time_wait_s=waited, time_broadcast_s=broadcast_s, time_bookkeeping_s=bookkeeping_s,
                 # object-store traffic of the step: the weights put for new versions, the rollout result coming back
-                store_weight_bytes=float(pipeline.broadcast_bytes), store_result_bytes=float(out["result_bytes"]),
+                store_weight_bytes=float(broadcast_bytes), store_result_bytes=float(out["result_bytes"]),
             )
             # a simulated answerer's inner compute, modelled GPU time and overrun summed over the batch's calls, and
             # the pool's time outside the actors (AnswererPool.score)
