@@ -7,7 +7,8 @@ eval.selectors (by default the training-free baselines and each inference mode o
     uv run python jobs/train.py --config configs/embedded.yaml train.steps=80 --results outputs/results.json
 
 Ray Data extracts features; a rollout coordinator samples G keyframe sets per question and an answerer-actor pool
-scores them; a Ray Train learner applies the clipped GRPO update (rollouts up to train.max_lag versions ahead);
+scores them (train.num_answerers 0, as configs/embedded.yaml has: the coordinator answers them itself); a Ray Train
+learner applies the clipped GRPO update (rollouts up to train.max_lag versions ahead);
 MLflow holds one run with params, per-step metrics, the final table, score-curve pictures and the model.
 `--local` runs the same loop in one process without Ray.
 """
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
         args.owns_ray = not ray.is_initialized()
 
         # A local Ray on a small machine: the actors are light, so offer at least 4 logical CPUs
-        # (the learner, two answerers, the coordinator and the feature workers all fit). Ignored for a cluster.
+        # (the learner, the answerers, the coordinator and the feature workers all fit). Ignored for a cluster.
         init_ray(num_cpus=max(4, os.cpu_count() or 1), ignore_reinit_error=True)
     tracker = None
     if cfg.tracking.enabled:

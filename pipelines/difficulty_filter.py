@@ -32,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--video-root", help="the folder TSPO-10K `video` paths are relative to (default data.root)")
     ap.add_argument("--easy-frames", type=int, default=4, help="answerable from this many uniform frames: too easy")
     ap.add_argument("--hard-frames", type=int, default=64, help="unanswerable from this many: too hard")
-    ap.add_argument("--answerers", type=int, help="answerer actors (default train.num_answerers)")
+    ap.add_argument("--answerers", type=int, help="answerer actors (default train.num_answerers, at least 1)")
     ap.add_argument("--batch-size", type=int, default=16, help="questions per answer call")
     ap.add_argument("--specific-families", nargs="*", default=None,
                     help="question families written as type 'specific' (default haystack.families)")
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     quiet_ray_data()
     options = actor_options(cfg.answerer.kind, cfg.answerer.settings) | {"num_cpus": cfg.train.answerer_cpus}
     pool = AnswererActorPool(AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
-                             args.answerers or cfg.train.num_answerers, options)
+                             args.answerers or max(1, cfg.train.num_answerers), options)
     print(f"answerer: {pool.ready()[0]} x {len(pool.actors)}; {len(records)} questions of {args.split}")
     result = filter_records(records, [str(resolve_video(r, root)) for r in records], pool,
                             args.video_root or root, settings, families, progress=not args.no_progress)
