@@ -51,7 +51,7 @@ class RolloutCoordinator:
         self._sampling = threading.Lock()
         # Answering in this process (num_answerers 0): one call at a time, sampling and answering under one lock.
         # The answerer is not made for threads, and two batches' threads, one sampling (torch) and one answering
-        # (Python), took turns at the GIL every few milliseconds: sampling ran 1.6x slower than alone.
+        # (Python), would take turns at the GIL (docs/scaling.md).
         self._in_process = threading.Lock() if isinstance(self.pool, InProcessPool) else contextlib.nullcontext()
 
     def rollout(self, positions: list[int], version: int, weights: dict, tau: float, seed: int):
