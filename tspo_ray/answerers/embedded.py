@@ -245,9 +245,8 @@ class EmbeddedAnswerer:
         return self._parsed[question]
 
     def _answer_one(self, req: AnswerRequest, feats: torch.Tensor, label_index: list[int]) -> Answer:
-        stamps = [float(t) for t in req.timestamps_s]
-        order = sorted(range(len(stamps)), key=stamps.__getitem__)  # stable: equal times keep the request's order
-        times, labels = [stamps[i] for i in order], [OBJECTS[label_index[i]] for i in order]
+        order = np.argsort(np.asarray(req.timestamps_s, dtype=np.float64), kind="stable").tolist()
+        times, labels = [float(req.timestamps_s[i]) for i in order], [OBJECTS[label_index[i]] for i in order]
         parsed = self._parse(req.question)
         timeline = perceive(labels, times, req.duration_s, self.edge_s, self.edge_fraction, self.event_gap_s)
         d = decide(parsed, timeline, req.options)
