@@ -171,8 +171,10 @@ class TrainConfig(Settings):
     """Custom Ray resources per answerer actor, e.g. {rollout: 1} for cluster.yaml's rollout nodes ({}: none)."""
     jobs_per_call: int = Field(4, ge=0)
     """Questions (all their G sets) per batched answerer call; 0: each batch spread over its share of the answerers (num_answerers // (max_lag + 1) calls), an idle answerer taking work pinned to a busy one."""
+    num_coordinators: int = Field(1, ge=1)
+    """Rollout coordinator actors. Batch b goes to coordinator b mod N, so up to N batches are sampled at once (at most max_lag + 1 are ever in flight); the answerer actors are shared out among them. More than 1 where sampling in one coordinator is the loop's critical path (docs/scaling.md)."""
     coordinator_resources: dict[str, float] = Field(default_factory=dict)
-    """Custom Ray resources for the rollout coordinator, e.g. {coordinator: 1} for cluster.yaml's head ({}: none)."""
+    """Custom Ray resources for each rollout coordinator, e.g. {coordinator: 1} for cluster.yaml's head ({}: none)."""
     num_learners: int = 1
     """Learner workers (Ray Train); only 1 is supported (no data-parallel learner)."""
     learner_device: Literal["cpu", "cuda"] = "cpu"
@@ -367,6 +369,11 @@ def _validate_placement(cfg: Config) -> None:
     _check_resources(t.answerer_resources, "train.answerer_resources")
     _check_resources(t.learner_resources, "train.learner_resources")
     _check_resources(t.coordinator_resources, "train.coordinator_resources")
+    _check(t.num_coordinators <= t.max_lag + 1, "train.num_coordinators",
+           f"must be at most train.max_lag + 1 = {t.max_lag + 1} (the batches ever in flight), got {t.num_coordinators}")
+    _check(t.num_answerers == 0 or t.num_answerers >= t.num_coordinators, "train.num_answerers",
+           f"must be 0 or at least train.num_coordinators ({t.num_coordinators}): each coordinator needs its own "
+           f"answerer actors, got {t.num_answerers}")
     _check(t.num_learners == 1, "train.num_learners", "must be 1: the learner is a single Ray Train worker "
            f"(data-parallel learners are not implemented), got {t.num_learners}")
     if t.learner_device == "cuda":

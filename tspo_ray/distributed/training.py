@@ -1,7 +1,7 @@
 """Decoupled TSPO training on Ray: a rollout coordinator actor and a Ray Train learner loop.
 
 The learner (a TorchTrainer worker) owns the LearnerState. It keeps up to `max_lag + 1` rollout batches in flight:
-batch b is sampled by the coordinator with the weights of version max(0, b - max_lag) (the object store carries the
+batch b is sampled by coordinator b mod train.num_coordinators with the weights of version max(0, b - max_lag) (the object store carries the
 state dict, put once per version), answered by the answerer pool, and returned as groups stamped with that version.
 The learner updates on batch b at step b, so every group's staleness is at most max_lag (0 = synchronous: sample,
 then learn). The clipped importance ratio against the stored old log-probs keeps the stale groups' update correct.
@@ -137,14 +137,16 @@ class LearnerStopped(Exception):
 
 class RolloutPipeline:
     """The learner's side of the rollouts: the batches in flight (up to max_lag + 1), their weights in the object
-    store (one copy per version), and their re-submission when the rollout coordinator restarts.
+    store (one copy per version), and their re-submission when a rollout coordinator restarts.
 
-    A batch is a function of (seed, batch index) and the weights of its version, all held by the LearnerState (and
-    so by its checkpoint): a restarted coordinator, which holds no state, is sent the batches it owed again and
-    samples them exactly; results of the dead calls never arrive, so no group is lost or learned twice."""
+    Batch b goes to coordinator b mod N, so with N coordinators N batches are sampled at once. A batch is a function
+    of (seed, batch index) and the weights of its version, all held by the LearnerState (and so by its checkpoint):
+    a restarted coordinator, which holds no state, is sent the batches it owed again and samples them exactly;
+    results of the dead calls never arrive, so no group is lost or learned twice."""
 
-    def __init__(self, state: LearnerState, coordinator, cfg: Config):
-        self.state, self.coordinator, self.cfg = state, coordinator, cfg
+    def __init__(self, state: LearnerState, coordinators: Sequence, cfg: Config):
+        self.state, self.coordinators, self.cfg = state, list(coordinators), cfg
+        self.coordinator = self.coordinators[0]  # validation runs there
         self.in_flight: collections.deque = collections.deque()  # (batch index, future)
         self.weight_refs: dict[int, Any] = {}
         self.next_batch = state.step
@@ -164,7 +166,8 @@ class RolloutPipeline:
     def _submit(self, batch: int):
         s = self.state
         version = s.sampling_version(batch)
-        return self.coordinator.rollout.remote(s.positions(batch), version, self._weights_ref(version),
+        coordinator = self.coordinators[batch % len(self.coordinators)]
+        return coordinator.rollout.remote(s.positions(batch), version, self._weights_ref(version),
                                                s.tau_at(batch), s.sampling_seed(batch))
 
     def top_up(self) -> None:
@@ -211,27 +214,30 @@ class RolloutPipeline:
         except AnswerersGaveUp as exc:  # raised in the coordinator, re-raised here as RayTaskError(AnswerersGaveUp)
             raise LearnerStopped(str(exc).strip().splitlines()[-1]) from exc
         except RayActorError:
-            self.await_coordinator()
+            self.await_coordinators()
             self.coordinator_restarts += 1
-            print(f"rollout coordinator died; restarted, re-sending batches {[b for b, _ in self.in_flight]}",
+            # every batch in flight is sent again: the dead one's calls are lost, a live one's answer is the same
+            print(f"a rollout coordinator died; restarted, re-sending batches {[b for b, _ in self.in_flight]}",
                   file=sys.__stdout__, flush=True)
             raise CoordinatorRestarted() from None
 
-    def await_coordinator(self, timeout_s: float = 600.0) -> None:
-        """Wait until Ray has restarted the coordinator (calls meanwhile say it is unavailable); LearnerStopped when
-        it is dead for good (past its max_restarts)."""
+    def await_coordinators(self, timeout_s: float = 600.0) -> None:
+        """Wait until every coordinator answers, Ray having restarted a dead one (calls meanwhile say it is
+        unavailable); LearnerStopped when one is dead for good (past its max_restarts)."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
 
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                ray.get(self.coordinator.ping.remote(), timeout=60)
-                return
-            except ActorDiedError as exc:
-                raise LearnerStopped("the rollout coordinator is dead for good") from exc
-            except (ActorUnavailableError, GetTimeoutError):
-                time.sleep(0.5)
-        raise LearnerStopped(f"the rollout coordinator did not come back within {timeout_s:.0f} s")
+        for coordinator in self.coordinators:
+            while True:
+                try:
+                    ray.get(coordinator.ping.remote(), timeout=60)
+                    break
+                except ActorDiedError as exc:
+                    raise LearnerStopped("the rollout coordinator is dead for good") from exc
+                except (ActorUnavailableError, GetTimeoutError):
+                    if time.monotonic() > deadline:
+                        raise LearnerStopped(f"the rollout coordinator did not come back within {timeout_s:.0f} s")
+                    time.sleep(0.5)
 
 
 class CoordinatorRestarted(Exception):
@@ -282,7 +288,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # that module names its logger by file
     progress_every = max(1, cfg.train.steps // 30)
     t_start = time.perf_counter()
-    pipeline = RolloutPipeline(state, config["coordinator"], cfg)
+    pipeline = RolloutPipeline(state, config["coordinators"], cfg)
 
     def validate_remotely() -> dict:
         weights = state.weights_of(state.step)
@@ -295,7 +301,7 @@ def learner_loop(config: dict[str, Any]) -> None:
 
     validate_fn = validate_remotely if config.get("has_val_items") else None
     if config.get("report_node"):  # placement checks: where the learner, the coordinator and the answerers run
-        report_placement(config["report_node"], pipeline.coordinator)
+        report_placement(config["report_node"], pipeline.coordinators)
     bookkeeping_s = 0.0  # the last step's metrics logging, checkpoint and progress line
     try:
         while state.step < cfg.train.steps:
@@ -343,13 +349,15 @@ def learner_loop(config: dict[str, Any]) -> None:
         print(f"learner stopped at step {state.step}: {exc}", file=sys.__stdout__, flush=True)
 
 
-def report_placement(registry, coordinator) -> None:
-    """Tell `registry` (an actor with put(name, node_id)) the node of the learner, the coordinator and every
-    answerer actor process."""
-    ray.get([registry.put.remote("learner", ray.get_runtime_context().get_node_id()),
-             registry.put.remote("coordinator", ray.get(coordinator.node_id.remote()))]
-            + [registry.put.remote(f"answerer{i}", node)
-               for i, node in enumerate(ray.get(coordinator.answerer_node_ids.remote()))])
+def report_placement(registry, coordinators: Sequence) -> None:
+    """Tell `registry` (an actor with put(name, node_id)) the node of the learner, of every coordinator
+    (coordinator, coordinator1, ...) and of every answerer actor process (answerer0, answerer1, ... over all
+    coordinators)."""
+    answerer_nodes = [node for c in coordinators for node in ray.get(c.answerer_node_ids.remote())]
+    ray.get([registry.put.remote("learner", ray.get_runtime_context().get_node_id())]
+            + [registry.put.remote(f"coordinator{i or ''}", ray.get(c.node_id.remote()))
+               for i, c in enumerate(coordinators)]
+            + [registry.put.remote(f"answerer{i}", node) for i, node in enumerate(answerer_nodes)])
 
 
 def print_progress(state: LearnerState, metrics: dict, start: int, t_start: float) -> None:
@@ -395,20 +403,24 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
 
         raise ConfigError(f"train.num_answerers: 0 answers in the rollout coordinator's own process, which has no "
                           f"GPU, but the {cfg.answerer.kind} answerer asks for {actor['num_gpus']}; use actors (>= 1)")
+    n = cfg.train.num_coordinators
     pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
-                   "num_actors": cfg.train.num_answerers, "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
+                   "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
                    "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts,
                    "jobs_per_call": cfg.train.jobs_per_call,
                    "slots_per_actor": slots_per_actor(cfg.answerer.kind, cfg.answerer.settings),
-                   "batches_in_flight": cfg.train.max_lag + 1, "torch_threads": cfg.train.torch_threads}
+                   "batches_in_flight": -(-(cfg.train.max_lag + 1) // n), "torch_threads": cfg.train.torch_threads}
     # max_task_retries=0: the learner itself sends a restarted coordinator the batches it owed (RolloutPipeline).
     # The items go to the object store once, held here for the whole run, so that a restart finds them there.
     item_refs = ray.put(list(items)), ray.put(list(val_items))
-    coordinator = ray.remote(**coordinator_options(cfg), max_restarts=cfg.train.max_failures,
-                             max_task_retries=0)(RolloutCoordinator).remote(
-        item_refs[0], agent_config, pool_kwargs, cfg.to_dict(), item_refs[1])
+    coordinator_class = ray.remote(**coordinator_options(cfg), max_restarts=cfg.train.max_failures,
+                                   max_task_retries=0)(RolloutCoordinator)
+    coordinators = [coordinator_class.remote(item_refs[0], agent_config,
+                                             pool_kwargs | {"num_actors": answerer_share(cfg.train.num_answerers, n, i)},
+                                             cfg.to_dict(), item_refs[1])
+                    for i in range(n)]
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
-    loop_config = {"cfg": cfg.to_dict(), "coordinator": coordinator, "items": item_refs[0], "num_items": len(items),
+    loop_config = {"cfg": cfg.to_dict(), "coordinators": coordinators, "items": item_refs[0], "num_items": len(items),
                    "dim": dim,
                    "resume": resume, "stop_after_steps": stop_after, "has_val_items": bool(val_items),
                    "start_mark": checkpoint_mark(ckpt_dir), "report_node": report_node}
@@ -426,14 +438,21 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
             how, last = last_worker_error(exc)
             raise TrainingStopped(f"the Ray Train learner worker {how} {times(cfg.train.max_failures + 1)} "
                                   f"(train.max_failures={cfg.train.max_failures}); last: {last}") from None
-        why = coordinator_failure(coordinator, cfg)
+        why = next(filter(None, (coordinator_failure(c, cfg) for c in coordinators)), None)
         if why:
             raise TrainingStopped(why)
         reached = latest_step(ckpt_dir)
         if stop_after is None and reached != cfg.train.steps:
             raise TrainingStopped(f"the learner returned at step {reached} of {cfg.train.steps} (its output says why)")
     finally:
-        ray.kill(coordinator)
+        for coordinator in coordinators:
+            ray.kill(coordinator)
+
+
+def answerer_share(num_answerers: int, num_coordinators: int, index: int) -> int:
+    """The answerer actors of coordinator `index`: num_answerers shared out as evenly as can be, the first ones
+    taking the remainder."""
+    return num_answerers // num_coordinators + (index < num_answerers % num_coordinators)
 
 
 def coordinator_failure(coordinator, cfg: Config) -> str | None:
