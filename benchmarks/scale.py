@@ -22,7 +22,9 @@ step): past that N, more answerers buy nothing. Variants run side by side in thi
 - `pinned`: the default pool, 4 questions a call, each video's questions pinned to one answerer;
 - `spread`: train.jobs_per_call=0, each batch sorted by video and cut into equal calls over its share of the
   answerers, pins only preferred;
-- `spread-lag2`: the same at train.max_lag=2.
+- `spread-lag2`: the same at train.max_lag=2;
+- `spread-2c`: `spread` with train.num_coordinators=2, each batch sampled, sent and collected by one of two rollout
+  coordinators with half the answerers (from N = 2).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ VARIANTS = {
     "pinned": [],
     "spread": ["train.jobs_per_call=0"],
     "spread-lag2": ["train.jobs_per_call=0", "train.max_lag=2"],
+    "spread-2c": ["train.jobs_per_call=0", "train.num_coordinators=2"],
 }
 PHASES = ("time_sample_s", "time_answer_s", "time_learn_s", "time_wait_s", "time_broadcast_s")
 #: the simulated answerers' inner compute, modelled GPU time and overrun, summed over a batch's calls
@@ -108,7 +111,7 @@ def run_one(cfg_overrides: list[str], n: int, steps: int, tmp: Path, name: str, 
 
 
 def modelled_rate(args, cfg) -> float:
-    """Steps/s of one simulated answerer by the latency model alone: a step's 32 questions in calls of 4."""
+    """Steps/s of one simulated answerer by the latency model alone: a step's questions in calls of 4."""
     from tspo_ray.answerers.simulated import SimulatedSettings
 
     lat = SimulatedSettings.load({"time_scale": args.time_scale}).latency()
@@ -293,7 +296,8 @@ def main() -> None:
         tables = {}
         for n in args.answerers:  # variants side by side at each N, so machine load hits them alike
             for variant in args.variants:
-                if variant.endswith("lag2") and n < args.lag2_from or variant == "pinned" and n > args.pinned_up_to:
+                if (variant.endswith("lag2") and n < args.lag2_from or variant == "pinned" and n > args.pinned_up_to
+                        or variant.endswith("2c") and n < 2):
                     continue
                 if variant != args.variants[0] and n == args.answerers[0] == 1:
                     continue  # one answerer: every variant is the same pool (its one-answerer rate is the first's)

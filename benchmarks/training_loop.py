@@ -16,6 +16,15 @@ machine's busy fraction over each phase (/proc/stat), so other load on the machi
 both loops runs train.torch_threads torch threads (1 by default; torch's default of one per core made the
 single-process loop 10x slower on a loaded machine, docs/scaling.md). Both loops run the same schedule, so their
 final weights must agree; the largest difference is printed as a check.
+
+The one-process loop runs again after Ray, and the ratios divide by the faster of its two runs: on a shared
+machine one run of it moved between 4.4 and 6.0 steps/s (docs/scaling.md), and the faster one is the conservative
+base. --ray-also +OVERRIDE ... adds a second Ray run with those overrides on top, each written with a leading +
+(e.g. --ray-also +train.num_coordinators=1), side by side in the same run.
+
+With --corun, the one-process loop also runs as two copies at once (two processes, each its own tmp dir): each
+copy's steady steps/s against the loop alone is what this machine gives each of two busy processes, so twice that
+ratio bounds any split of the loop over two processes here, Ray's included, before a cost of Ray's own.
 """
 from __future__ import annotations
 
@@ -81,10 +90,42 @@ def run_phase(name: str, train, cfg, items, tmp: Path, warmup: int) -> dict:
             "wall_s": wall, "cpu_busy": (b1 - b0) / max(all1 - all0, 1), "phases": phase_means(uri, warmup)}
 
 
+def _corun_copy(cfg_dict: dict, items, tmp: str, warmup: int, queue) -> None:
+    """One copy of the one-process loop for --corun, in its own process."""
+    from tspo_ray.config import Config
+    from tspo_ray.training.trainer import train_single_process
+
+    row = run_phase("copy", lambda c, i, t: train_single_process(c, i, t, progress=False), Config.load(cfg_dict),
+                    items, Path(tmp), warmup)
+    queue.put(row["steps_per_s"])
+
+
+def corun(cfg, items, tmp: Path, warmup: int) -> list[float]:
+    """Steady steps/s of each of two copies of the one-process loop run at once."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = []
+    for k in range(2):
+        (tmp / f"copy{k}").mkdir()
+        procs.append(ctx.Process(target=_corun_copy, args=(cfg.to_dict(), items, str(tmp / f"copy{k}"), warmup, queue)))
+    for p in procs:
+        p.start()
+    rates = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--warmup", type=int, default=80, help="steps left out of the steady-state rate")
+    ap.add_argument("--corun", action="store_true",
+                    help="also run two copies of the one-process loop at once: what the machine gives two processes")
+    ap.add_argument("--ray-also", nargs="+", default=[], metavar="+OVERRIDE",
+                    help="a second Ray run with these overrides on top of the others, each with a leading +")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_lag=2 train.num_answerers=3")
     from tspo_ray.config import parse_job_args
 
@@ -114,15 +155,26 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        rows.append(run_phase("one process", lambda c, i, t: train_single_process(c, i, t, progress=False),
-                              cfg, items, tmp, args.warmup))
+        one_process = lambda c, i, t: train_single_process(c, i, t, progress=False)  # noqa: E731
+        rows.append(run_phase("one process", one_process, cfg, items, tmp, args.warmup))
         init_ray("local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
         rows.append(run_phase("Ray", train_distributed, cfg, items, tmp, args.warmup))
+        if args.ray_also:
+            extra = [o.removeprefix("+") for o in args.ray_also]
+            also = load_config(root / "configs" / "embedded.yaml", [f"train.steps={args.steps}",
+                                                                     "train.checkpoint_every=1000", *args.overrides,
+                                                                     *extra])
+            rows.append(run_phase("Ray also", train_distributed, also, items, tmp, args.warmup)
+                        | {"loop": f"Ray, {' '.join(extra)}"})
+        rows.append(run_phase("one process, again", one_process, cfg, items, tmp, args.warmup))
+        rates = corun(cfg, items, tmp, args.warmup) if args.corun else []
         a = load_checkpoint(tmp / "one process" / "checkpoints")["agent"]
         b = load_checkpoint(tmp / "Ray" / "checkpoints")["agent"]
         max_diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-    base = rows[0]["steps_per_s"]
-    cold = rows[0]["cold_steps_per_s"]
+    ones = [r for r in rows if r["loop"].startswith("one process")]
+    base = max(r["steps_per_s"] for r in ones)  # the faster run of the one-process loop: the conservative base
+    cold = max(r["cold_steps_per_s"] for r in ones)
+    print("\n(÷ one process: against the faster of the one-process loop's two runs)")
     print(f"\n| loop | steps/s, steps {args.warmup}-{args.steps} | ÷ one process | steps/s, steps 4-{args.warmup} "
           "| ÷ one process | wall incl. start-up | machine CPU busy |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -138,6 +190,11 @@ def main() -> None:
     for r in rows:
         cells = " | ".join(f"{1e3 * r['phases'][p]:.0f}" if p in r["phases"] else "-" for p in PHASES)
         print(f"| {r['loop']} | {1e3 / r['steps_per_s']:.0f} | {cells} |")
+    if rates:
+        each = [r / base for r in rates]
+        print(f"\ntwo copies of the one-process loop at once: {rates[0]:.2f} and {rates[1]:.2f} steps/s, each "
+              f"{min(each):.2f}-{max(each):.2f}x the loop alone; so two busy processes here do at most "
+              f"{sum(each):.2f}x the work of one (the ceiling of a two-process split on this machine)")
     print(f"\nfinal weights, largest |difference| between the loops: {max_diff:.2e} (same schedule, same config); "
           f"load {os.getloadavg()[0]:.1f}")
 

@@ -146,6 +146,17 @@ def test_training_pool_engine_death_replaces_the_actor_and_scores_every_group_on
     pool.shutdown()
 
 
+def test_answerer_actors_are_shared_out_among_coordinators():
+    from tspo_ray.distributed.training import answerer_share
+
+    assert [answerer_share(5, 2, i) for i in range(2)] == [3, 2]
+    assert [answerer_share(64, 3, i) for i in range(3)] == [22, 21, 21]
+    assert [answerer_share(0, 2, i) for i in range(2)] == [0, 0]  # each coordinator answers itself
+    for n, c in [(7, 3), (2, 2), (33, 4)]:
+        shares = [answerer_share(n, c, i) for i in range(c)]
+        assert sum(shares) == n and max(shares) - min(shares) <= 1
+
+
 def test_an_equal_cut_gives_pieces_that_differ_by_at_most_one():
     from tspo_ray.distributed.answerer_pool import equal_cut
 

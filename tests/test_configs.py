@@ -141,6 +141,9 @@ def test_placement_fields_are_checked():
         (["features.worker_resources={GPU: 1}"], "features.worker_resources: custom resource names only"),
         (["train.answerer_resources={rollout: 0}"], "train.answerer_resources.rollout: must be a number > 0"),
         (["train.learner_resources={learner: yes}"], "train.learner_resources.learner"),
+        (["train.max_lag=1", "train.num_coordinators=3"], r"train.num_coordinators: must be at most train.max_lag \+ 1 = 2"),
+        (["train.max_lag=1", "train.num_coordinators=2", "train.num_answerers=1"],
+         r"train.num_answerers: must be 0 or at least train.num_coordinators \(2\)"),
     ]:
         with pytest.raises(ConfigError, match="^" + field):
             load_config(overrides=bad)

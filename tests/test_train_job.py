@@ -73,14 +73,15 @@ def assert_same_weights(a, b):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("max_lag,answerers", [(0, 0), (1, 2)])
+@pytest.mark.parametrize("max_lag,answerers,coordinators", [(0, 0, 1), (1, 2, 1), (1, 2, 2)])
 def test_resume_on_ray_and_across_loops_gives_the_uninterrupted_weights(ray_local, tiny_world, tiny_hf_clip, tmp_path,
-                                                                       max_lag, answerers):
+                                                                       max_lag, answerers, coordinators):
     """Killed at step 2 of 4 and resumed: the same question ids per step and the same final weights as a run that
     was never interrupted, on Ray, from a local checkpoint onto Ray, and from a Ray checkpoint onto the local loop.
     The uninterrupted reference is the single-process loop, so this also shows both loops train the same weights
     (with needle questions over haystacks at max_lag 1; at max_lag 0 the rollout coordinator answers in its own
-    process, train.num_answerers 0)."""
+    process, train.num_answerers 0; with two coordinators, batches alternate between them, one answerer actor
+    each)."""
     import shutil
 
     from mlflow.tracking import MlflowClient
@@ -91,6 +92,7 @@ def test_resume_on_ray_and_across_loops_gives_the_uninterrupted_weights(ray_loca
     haystacks = ["haystack.probability=1", "haystack.chunk_frames=8", "haystack.other_chunks=3"] if max_lag else []
     opts = lambda out: job_overrides(tiny_world, tiny_hf_clip, out, store=store,  # noqa: E731
                                      extra=[f"train.max_lag={max_lag}", f"train.num_answerers={answerers}",
+                                            f"train.num_coordinators={coordinators}",
                                             "eval.selectors=[agent]", *haystacks])
     straight = tmp_path / "straight"
     assert main(opts(straight) + ["--local", "--stop-after", "4"]) == 0  # all 4 steps; no evaluation needed

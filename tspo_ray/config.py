@@ -174,7 +174,7 @@ class TrainConfig(Settings):
     num_coordinators: int = Field(1, ge=1)
     """Rollout coordinator actors. Batch b goes to coordinator b mod N, so up to N batches are sampled at once (at most max_lag + 1 are ever in flight); the answerer actors are shared out among them. More than 1 where sampling in one coordinator is the loop's critical path (docs/scaling.md)."""
     coordinator_resources: dict[str, float] = Field(default_factory=dict)
-    """Custom Ray resources for each rollout coordinator, e.g. {coordinator: 1} for cluster.yaml's head ({}: none)."""
+    """Custom Ray resources for each rollout coordinator, e.g. {coordinator: 1} for cluster.yaml's head, which has one unit ({coordinator: 0.5} for two coordinators there; {}: none)."""
     num_learners: int = 1
     """Learner workers (Ray Train); only 1 is supported (no data-parallel learner)."""
     learner_device: Literal["cpu", "cuda"] = "cpu"
