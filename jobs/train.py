@@ -6,9 +6,10 @@ eval.selectors (by default the training-free baselines and each inference mode o
     uv run python jobs/train.py --resume                          # continue from the latest checkpoint
     uv run python jobs/train.py --config configs/embedded.yaml train.steps=80 --results outputs/results.json
 
-Ray Data extracts features; a rollout coordinator samples G keyframe sets per question and an answerer-actor pool
-scores them (train.num_answerers 0, as configs/embedded.yaml has: the coordinator answers them itself); a Ray Train
-learner applies the clipped GRPO update (rollouts up to train.max_lag versions ahead);
+Ray Data extracts features; rollout coordinators (train.num_coordinators; configs/embedded.yaml: one per batch in
+flight) sample G keyframe sets per question and answerer-actor pools score them (train.num_answerers 0, as
+configs/embedded.yaml has: each coordinator answers them itself); a Ray Train learner applies the clipped GRPO update
+(rollouts up to train.max_lag versions ahead);
 MLflow holds one run with params, per-step metrics, the final table, score-curve pictures and the model.
 `--local` runs the same loop in one process without Ray.
 """

@@ -130,6 +130,17 @@ def test_answerer_must_accept_the_frame_counts():
     assert load_config(overrides=mismatch).eval.num_frames == 64
 
 
+def test_coordinators_default_to_one_per_batch_in_flight_but_no_more_than_the_answerers():
+    def count(*overrides):
+        return load_config(overrides=list(overrides)).train.coordinators()
+
+    assert count("train.num_coordinators=0", "train.max_lag=1", "train.num_answerers=0") == 2
+    assert count("train.num_coordinators=0", "train.max_lag=2", "train.num_answerers=0") == 3
+    assert count("train.num_coordinators=0", "train.max_lag=0", "train.num_answerers=0") == 1
+    assert count("train.num_coordinators=0", "train.max_lag=2", "train.num_answerers=2") == 2
+    assert count("train.num_coordinators=1", "train.max_lag=2", "train.num_answerers=8") == 1
+
+
 def test_placement_fields_are_checked():
     for bad, field in [
         (["train.learner_gpus=1"], "train.learner_gpus: reserves 1.0 GPU"),

@@ -107,11 +107,12 @@ def test_killed_feature_workers_lose_no_entry_and_duplicate_none(ray_local, tiny
     assert_same_entries(videos, spec, store, straight)
 
 
-@pytest.mark.parametrize("kind,how_many", [("coordinator", 1), ("answerer", 1), ("answerer", None)],
-                         ids=["coordinator", "one_answerer", "all_answerers"])
+@pytest.mark.parametrize("kind,how_many,extra", [("coordinator", 1, ()), ("coordinator", 1, ("train.num_coordinators=1",)),
+                                                 ("answerer", 1, ()), ("answerer", None, ())],
+                         ids=["one_of_two_coordinators", "the_only_coordinator", "one_answerer", "all_answerers"])
 def test_killed_rollout_process_is_replaced_and_the_run_ends_with_the_uninterrupted_weights(
-        ray_local, tiny_world, tiny_hf_clip, store, reference, tmp_path, kind, how_many):
-    assert run_with_kill(ray_local, tiny_world, tiny_hf_clip, tmp_path, store, kind, how_many) == 0
+        ray_local, tiny_world, tiny_hf_clip, store, reference, tmp_path, kind, how_many, extra):
+    assert run_with_kill(ray_local, tiny_world, tiny_hf_clip, tmp_path, store, kind, how_many, extra) == 0
     assert_uninterrupted(tmp_path, reference)
     client, runs = mlflow_runs(tmp_path)
     metric = "coordinator_restarts" if kind == "coordinator" else "answerer_restarts"

@@ -171,8 +171,8 @@ class TrainConfig(Settings):
     """Custom Ray resources per answerer actor, e.g. {rollout: 1} for cluster.yaml's rollout nodes ({}: none)."""
     jobs_per_call: int = Field(4, ge=0)
     """Questions (all their G sets) per batched answerer call; 0: each batch spread over its share of the answerers (num_answerers // (max_lag + 1) calls), an idle answerer taking work pinned to a busy one."""
-    num_coordinators: int = Field(1, ge=1)
-    """Rollout coordinator actors. Batch b goes to coordinator b mod N, so up to N batches are sampled at once (at most max_lag + 1 are ever in flight); the answerer actors are shared out among them. More than 1 where sampling in one coordinator is the loop's critical path (docs/scaling.md)."""
+    num_coordinators: int = Field(1, ge=0)
+    """Rollout coordinator actors. Batch b goes to coordinator b mod N, so up to N batches are sampled at once (at most max_lag + 1 are ever in flight), and the answerer actors are shared out among them, each coordinator cutting its batch over its own; 0: one per batch in flight (max_lag + 1), but no more than the answerer actors. Two at max_lag 1 took the embedded loop from 1.11x to 1.31x the one-process loop and 64 simulated answerers from 49% to 80% efficiency (docs/scaling.md)."""
     coordinator_resources: dict[str, float] = Field(default_factory=dict)
     """Custom Ray resources for each rollout coordinator, e.g. {coordinator: 1} for cluster.yaml's head, which has one unit ({coordinator: 0.5} for two coordinators there; {}: none)."""
     num_learners: int = 1
@@ -199,6 +199,13 @@ class TrainConfig(Settings):
     """Replacements allowed to the answerer actors of one rollout coordinator (a replacement that fails counts too)."""
     output_dir: str = "outputs/run"
     """Where checkpoints, results and plots go."""
+
+    def coordinators(self) -> int:
+        """The rollout coordinators a run starts: num_coordinators, or for 0 one per batch in flight (max_lag + 1),
+        no more than the answerer actors."""
+        if self.num_coordinators:
+            return self.num_coordinators
+        return min(self.max_lag + 1, self.num_answerers) if self.num_answerers else self.max_lag + 1
 
 
 class HaystackConfig(Settings):
@@ -370,9 +377,10 @@ def _validate_placement(cfg: Config) -> None:
     _check_resources(t.learner_resources, "train.learner_resources")
     _check_resources(t.coordinator_resources, "train.coordinator_resources")
     _check(t.num_coordinators <= t.max_lag + 1, "train.num_coordinators",
-           f"must be at most train.max_lag + 1 = {t.max_lag + 1} (the batches ever in flight), got {t.num_coordinators}")
-    _check(t.num_answerers == 0 or t.num_answerers >= t.num_coordinators, "train.num_answerers",
-           f"must be 0 or at least train.num_coordinators ({t.num_coordinators}): each coordinator needs its own "
+           f"must be at most train.max_lag + 1 = {t.max_lag + 1} (the batches ever in flight; 0: that many), got "
+           f"{t.num_coordinators}")
+    _check(t.num_answerers == 0 or t.num_answerers >= t.coordinators(), "train.num_answerers",
+           f"must be 0 or at least train.num_coordinators ({t.coordinators()}): each coordinator needs its own "
            f"answerer actors, got {t.num_answerers}")
     _check(t.num_learners == 1, "train.num_learners", "must be 1: the learner is a single Ray Train worker "
            f"(data-parallel learners are not implemented), got {t.num_learners}")

@@ -1,7 +1,7 @@
 """Decoupled TSPO training on Ray: a rollout coordinator actor and a Ray Train learner loop.
 
 The learner (a TorchTrainer worker) owns the LearnerState. It keeps up to `max_lag + 1` rollout batches in flight:
-batch b is sampled by coordinator b mod train.num_coordinators with the weights of version max(0, b - max_lag) (the object store carries the
+batch b is sampled by coordinator b mod N (train.num_coordinators) with the weights of version max(0, b - max_lag) (the object store carries the
 state dict, put once per version), answered by the answerer pool, and returned as groups stamped with that version.
 The learner updates on batch b at step b, so every group's staleness is at most max_lag (0 = synchronous: sample,
 then learn). The clipped importance ratio against the stored old log-probs keeps the stale groups' update correct.
@@ -403,7 +403,7 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
 
         raise ConfigError(f"train.num_answerers: 0 answers in the rollout coordinator's own process, which has no "
                           f"GPU, but the {cfg.answerer.kind} answerer asks for {actor['num_gpus']}; use actors (>= 1)")
-    n = cfg.train.num_coordinators
+    n = cfg.train.coordinators()
     pool_kwargs = {"answerer_factory": AnswererFactory(cfg.answerer.kind, settings_for(cfg)),
                    "num_cpus": actor["num_cpus"], "num_gpus": actor["num_gpus"],
                    "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts,
