@@ -157,6 +157,20 @@ def test_answerer_actors_are_shared_out_among_coordinators():
         assert sum(shares) == n and max(shares) - min(shares) <= 1
 
 
+def test_answerer_restarts_are_summed_over_the_coordinators():
+    """Each coordinator reports its own pool's count with each batch it returns; the learner logs the sum of the
+    latest counts (a restarted coordinator's new pool starts again at 0)."""
+    from types import SimpleNamespace
+
+    from tspo_ray.distributed.training import RolloutPipeline
+
+    pipeline = RolloutPipeline(SimpleNamespace(step=0), ["first", "second"], cfg=None)
+    assert pipeline.answerer_restarts(0, 1) == 1  # batch 0: the first coordinator
+    assert pipeline.answerer_restarts(1, 2) == 3  # batch 1: the second
+    assert pipeline.answerer_restarts(2, 1) == 3  # batch 2: the first again, no new restart
+    assert pipeline.answerer_restarts(3, 0) == 1  # the second restarted, its new pool at 0
+
+
 def test_an_equal_cut_gives_pieces_that_differ_by_at_most_one():
     from tspo_ray.distributed.answerer_pool import equal_cut
 

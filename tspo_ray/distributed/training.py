@@ -1,8 +1,9 @@
 """Decoupled TSPO training on Ray: a rollout coordinator actor and a Ray Train learner loop.
 
 The learner (a TorchTrainer worker) owns the LearnerState. It keeps up to `max_lag + 1` rollout batches in flight:
-batch b is sampled by coordinator b mod N (train.num_coordinators) with the weights of version max(0, b - max_lag) (the object store carries the
-state dict, put once per version), answered by the answerer pool, and returned as groups stamped with that version.
+batch b is sampled by rollout coordinator b mod N (train.num_coordinators) with the weights of version
+max(0, b - max_lag) (the object store carries the state dict, put once per version), answered by that coordinator's
+answerer pool, and returned as groups stamped with that version.
 The learner updates on batch b at step b, so every group's staleness is at most max_lag (0 = synchronous: sample,
 then learn). The clipped importance ratio against the stored old log-probs keeps the stale groups' update correct.
 The schedule is the single-process loop's (tspo_ray.training.trainer), so both give the same weights for the same config.
@@ -151,6 +152,7 @@ class RolloutPipeline:
         self.weight_refs: dict[int, Any] = {}
         self.next_batch = state.step
         self.coordinator_restarts = 0
+        self._pool_restarts = [0] * len(self.coordinators)  # each coordinator's answerer replacements, as last told
         # the weight broadcast since take_broadcast: seconds spent putting new versions, and their bytes
         self.broadcast_s, self.broadcast_bytes = 0.0, 0
 
@@ -167,8 +169,8 @@ class RolloutPipeline:
         s = self.state
         version = s.sampling_version(batch)
         coordinator = self.coordinators[batch % len(self.coordinators)]
-        return coordinator.rollout.remote(s.positions(batch), version, self._weights_ref(version),
-                                               s.tau_at(batch), s.sampling_seed(batch))
+        return coordinator.rollout.remote(s.positions(batch), version, self._weights_ref(version), s.tau_at(batch),
+                                          s.sampling_seed(batch))
 
     def top_up(self) -> None:
         """Send the batches up to step + max_lag not yet sent, each with the version the schedule names. The learner
@@ -195,6 +197,11 @@ class RolloutPipeline:
         keep_from = self.state.sampling_version(self.next_batch)
         self.weight_refs = {v: r for v, r in self.weight_refs.items() if v >= keep_from}
         return batch, out, time.perf_counter() - t0
+
+    def answerer_restarts(self, batch: int, reported: int) -> int:
+        """Answerer replacements over all coordinators, once batch `batch`'s coordinator has reported its count."""
+        self._pool_restarts[batch % len(self.coordinators)] = reported
+        return sum(self._pool_restarts)
 
     def take_broadcast(self) -> tuple[float, int]:
         """(seconds, bytes) of the weights put since the last call, reset."""
@@ -314,7 +321,8 @@ def learner_loop(config: dict[str, Any]) -> None:
             n = len(out["groups"])
             metrics.update(
                 rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
-                learner_wait_s=waited, answerer_restarts=float(out["pool_restarts"]), step=float(state.step),
+                learner_wait_s=waited, answerer_restarts=float(pipeline.answerer_restarts(batch_index, out["pool_restarts"])),
+                step=float(state.step),
                 batch_index=float(batch_index), coordinator_restarts=float(pipeline.coordinator_restarts),
                 # where a step's time goes; sampling and answering overlap the learner's update of the batch before
                 time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
