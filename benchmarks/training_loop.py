@@ -144,8 +144,11 @@ def main() -> None:
     from tspo_ray.video.encoders import load_encoder
 
     root = Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "configs" / "embedded.yaml",
-                      [f"train.steps={args.steps}", "train.checkpoint_every=1000", *args.overrides])
+    def config_with(*extra: str):
+        return load_config(root / "configs" / "embedded.yaml",
+                           [f"train.steps={args.steps}", "train.checkpoint_every=1000", *args.overrides, *extra])
+
+    cfg = config_with()
     ensure_world(cfg)
     items, _, _ = prepare_split(cfg, "train", load_encoder(cfg.features.encoder))
     print(f"{len(items)} training questions; {cfg.train.questions_per_step} questions x G={cfg.policy.group_size} "
@@ -161,10 +164,7 @@ def main() -> None:
         rows.append(run_phase("Ray", train_distributed, cfg, items, tmp, args.warmup))
         if args.ray_also:
             extra = [o.removeprefix("+") for o in args.ray_also]
-            also = load_config(root / "configs" / "embedded.yaml", [f"train.steps={args.steps}",
-                                                                     "train.checkpoint_every=1000", *args.overrides,
-                                                                     *extra])
-            rows.append(run_phase("Ray also", train_distributed, also, items, tmp, args.warmup)
+            rows.append(run_phase("Ray also", train_distributed, config_with(*extra), items, tmp, args.warmup)
                         | {"loop": f"Ray, {' '.join(extra)}"})
         rows.append(run_phase("one process, again", one_process, cfg, items, tmp, args.warmup))
         rates = corun(cfg, items, tmp, args.warmup) if args.corun else []

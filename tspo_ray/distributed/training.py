@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import sys
 import threading
 import time
@@ -147,7 +148,6 @@ class RolloutPipeline:
 
     def __init__(self, state: LearnerState, coordinators: Sequence, cfg: Config):
         self.state, self.coordinators, self.cfg = state, list(coordinators), cfg
-        self.coordinator = self.coordinators[0]  # validation runs there
         self.in_flight: collections.deque = collections.deque()  # (batch index, future)
         self.weight_refs: dict[int, Any] = {}
         self.next_batch = state.step
@@ -165,10 +165,14 @@ class RolloutPipeline:
             self.broadcast_bytes += tensor_bytes(weights)
         return self.weight_refs[version]
 
+    def coordinator_of(self, batch: int) -> int:
+        """The index of the coordinator that samples batch `batch`."""
+        return batch % len(self.coordinators)
+
     def _submit(self, batch: int):
         s = self.state
         version = s.sampling_version(batch)
-        coordinator = self.coordinators[batch % len(self.coordinators)]
+        coordinator = self.coordinators[self.coordinator_of(batch)]
         return coordinator.rollout.remote(s.positions(batch), version, self._weights_ref(version), s.tau_at(batch),
                                           s.sampling_seed(batch))
 
@@ -200,7 +204,7 @@ class RolloutPipeline:
 
     def answerer_restarts(self, batch: int, reported: int) -> int:
         """Answerer replacements over all coordinators, once batch `batch`'s coordinator has reported its count."""
-        self._pool_restarts[batch % len(self.coordinators)] = reported
+        self._pool_restarts[self.coordinator_of(batch)] = reported
         return sum(self._pool_restarts)
 
     def take_broadcast(self) -> tuple[float, int]:
@@ -302,7 +306,7 @@ def learner_loop(config: dict[str, Any]) -> None:
         while True:
             try:
                 return pipeline.call(
-                    lambda: ray.get(pipeline.coordinator.validate.remote(weights, cfg.eval.num_frames)))
+                    lambda: ray.get(pipeline.coordinators[0].validate.remote(weights, cfg.eval.num_frames)))
             except CoordinatorRestarted:
                 continue
 
@@ -321,9 +325,9 @@ def learner_loop(config: dict[str, Any]) -> None:
             n = len(out["groups"])
             metrics.update(
                 rollout_groups_per_s=n / max(out["seconds"], 1e-9), learner_groups_per_s=n / max(learn_s, 1e-9),
-                learner_wait_s=waited, answerer_restarts=float(pipeline.answerer_restarts(batch_index, out["pool_restarts"])),
-                step=float(state.step),
-                batch_index=float(batch_index), coordinator_restarts=float(pipeline.coordinator_restarts),
+                learner_wait_s=waited, step=float(state.step), batch_index=float(batch_index),
+                answerer_restarts=float(pipeline.answerer_restarts(batch_index, out["pool_restarts"])),
+                coordinator_restarts=float(pipeline.coordinator_restarts),
                 # where a step's time goes; sampling and answering overlap the learner's update of the batch before
                 time_sample_s=out["sample_s"], time_answer_s=out["answer_s"], time_learn_s=learn_s,
                 time_wait_s=waited, time_broadcast_s=broadcast_s, time_bookkeeping_s=bookkeeping_s,
@@ -417,16 +421,17 @@ def train_distributed(cfg: Config, items: Sequence[FeatureItem], tracker=None, r
                    "resources": actor.get("resources"), "max_restarts": cfg.train.answerer_max_restarts,
                    "jobs_per_call": cfg.train.jobs_per_call,
                    "slots_per_actor": slots_per_actor(cfg.answerer.kind, cfg.answerer.settings),
-                   "batches_in_flight": -(-(cfg.train.max_lag + 1) // n), "torch_threads": cfg.train.torch_threads}
+                   # each coordinator's share of the batches in flight (its pool's spread cut uses it)
+                   "batches_in_flight": math.ceil((cfg.train.max_lag + 1) / n),
+                   "torch_threads": cfg.train.torch_threads}
     # max_task_retries=0: the learner itself sends a restarted coordinator the batches it owed (RolloutPipeline).
     # The items go to the object store once, held here for the whole run, so that a restart finds them there.
     item_refs = ray.put(list(items)), ray.put(list(val_items))
     coordinator_class = ray.remote(**coordinator_options(cfg), max_restarts=cfg.train.max_failures,
                                    max_task_retries=0)(RolloutCoordinator)
-    coordinators = [coordinator_class.remote(item_refs[0], agent_config,
-                                             pool_kwargs | {"num_actors": answerer_share(cfg.train.num_answerers, n, i)},
+    coordinators = [coordinator_class.remote(item_refs[0], agent_config, pool_kwargs | {"num_actors": actors},
                                              cfg.to_dict(), item_refs[1])
-                    for i in range(n)]
+                    for actors in (answerer_share(cfg.train.num_answerers, n, i) for i in range(n))]
     ckpt_dir = Path(cfg.train.output_dir) / "checkpoints"
     loop_config = {"cfg": cfg.to_dict(), "coordinators": coordinators, "items": item_refs[0], "num_items": len(items),
                    "dim": dim,
