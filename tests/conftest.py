@@ -22,6 +22,37 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 SLOW_FIXTURES = frozenset({"ray_local", "ray_cluster", "run_process", "vllm_in_process", "lmms_eval_run"})
 
 
+#: the session's exit status, kept for `pytest_unconfigure`
+_session_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _session_exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the process with the session's status once pytest has said everything, skipping the interpreter's finalization.
+
+    After the slow tier had printed "98 passed", the process died of SIGSEGV (exit 139) while the interpreter tore down
+    the threads that vLLM's in-process engine, torch and Ray's core worker leave behind. The results were final by then;
+    the crash only turned a pass into a failure. Ray is shut down first, and streams and logs are flushed.
+    """
+    if not _session_exit_status:
+        return
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_session_exit_status[-1])
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES.intersection(item.fixturenames):
