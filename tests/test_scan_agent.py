@@ -24,11 +24,14 @@ def events_video(lengths, seed=0, noise=0.05):
     return frames + noise * torch.randn(frames.shape, generator=g), dirs
 
 
-def loop_logprob(scores, kernel, lam, tau, order):
-    """The set-aware likelihood written out step by step, in Python floats."""
+def loop_logprob(scores, kernel, lam, tau, order, adjacent=None, mu=0.0):
+    """The set-aware likelihood written out step by step, in Python floats (with an adjacency matrix and its mu:
+    + mu * the largest adjacency to the frames taken)."""
     s, K, total, taken = scores.tolist(), kernel.tolist(), 0.0, []
+    A = adjacent.tolist() if adjacent is not None else [[0.0] * len(s)] * len(s)
     for i in order:
-        logits = {j: (s[j] - lam * max([K[j][c] for c in taken], default=0.0)) / tau
+        logits = {j: (s[j] - lam * max([K[j][c] for c in taken], default=0.0)
+                      + mu * max([A[j][c] for c in taken], default=0.0)) / tau
                   for j in range(len(s)) if j not in taken}
         total += logits[i] - math.log(sum(math.exp(v) for v in logits.values()))
         taken.append(i)
@@ -40,6 +43,19 @@ def random_policy(T, seed):
     scores = torch.randn(T, generator=g, dtype=torch.float64)
     a = torch.rand(T, T, generator=g, dtype=torch.float64)
     return scores, (a + a.T) / 2
+
+
+class DenseKernel:
+    """A kernel given as matrices, with an adjacency matrix and its bonus mu (what SameEventKernel computes)."""
+
+    def __init__(self, K, A, mu):
+        self.K, self.A, self.bonus = K, A, torch.as_tensor(mu, dtype=K.dtype)
+
+    def __getitem__(self, idx):
+        return self.K[idx]
+
+    def adjacent(self, idx):
+        return self.A[idx]
 
 
 # --- the registry ---------------------------------------------------------------------------------------------
@@ -77,7 +93,8 @@ def test_scan_agent_rebuilds_from_its_config_and_scores_alike():
     assert torch.allclose(packed, torch.cat([agent(frames, text), agent(other, -text)]), atol=1e-6)
 
 
-@pytest.mark.parametrize("options", [{}, {"grounding": True, "query_conditioned": True}, {"enhancer": False}])
+@pytest.mark.parametrize("options", [{}, {"grounding": True, "query_conditioned": True}, {"enhancer": False},
+                                     {"adjacency": True}])
 def test_videos_of_one_length_scored_side_by_side_equal_one_at_a_time_values_and_gradients(options):
     torch.manual_seed(0)
     agent = EventScanAgent(D, heads=4, position_scale=5.0, **options)
@@ -109,6 +126,10 @@ def test_videos_of_one_length_scored_side_by_side_equal_one_at_a_time_values_and
         idx = torch.arange(len(s1))
         assert torch.allclose(s, s1, atol=1e-5) and torch.allclose(K[idx], K1[idx], atol=1e-5)
         assert torch.equal(lam, lam1)
+        assert (K.bonus is None) == (K1.bonus is None) == (not options.get("adjacency"))
+        if K.bonus is not None:
+            assert torch.allclose(K.bonus, K1.bonus, atol=1e-5)
+            assert torch.allclose(K.adjacent(idx), K1.adjacent(idx), atol=1e-5)
 
 
 # --- the scan ---------------------------------------------------------------------------------------------------
@@ -150,6 +171,65 @@ def test_sequential_likelihood_is_exact_by_enumeration(seed):
     assert math.isclose(float(logp.exp().sum()), 1.0, rel_tol=1e-9)  # a distribution over ordered draws
     for order, lp in zip(orders.tolist(), logp.tolist()):
         assert math.isclose(lp, loop_logprob(scores, kernel, lam, tau, order), rel_tol=1e-9, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("mu", [0.8, -0.5])
+def test_sequential_likelihood_with_an_adjacency_bonus_is_exact_by_enumeration(mu):
+    scores, kernel = random_policy(5, 7)
+    _, adjacent = random_policy(5, 8)
+    lam, tau = 1.3, 0.7
+    orders = torch.tensor(list(itertools.permutations(range(5), 3)))
+    logp = sequential_logprob(scores, DenseKernel(kernel, adjacent, mu), torch.tensor(lam, dtype=torch.float64), tau,
+                              orders).squeeze(-1)
+    assert math.isclose(float(logp.exp().sum()), 1.0, rel_tol=1e-9)
+    plain = sequential_logprob(scores, kernel, torch.tensor(lam, dtype=torch.float64), tau, orders).squeeze(-1)
+    assert not torch.allclose(logp, plain)  # the bonus reaches the likelihood
+    for order, lp in zip(orders.tolist(), logp.tolist()):
+        assert math.isclose(lp, loop_logprob(scores, kernel, lam, tau, order, adjacent, mu), rel_tol=1e-9,
+                            abs_tol=1e-12)
+    # samples follow it
+    draws = sequential_sample(scores[:4], DenseKernel(kernel[:4, :4], adjacent[:4, :4], mu), lam, tau, 2, 40000,
+                              torch.Generator().manual_seed(0))
+    counts = {}
+    for a, b in draws.tolist():
+        counts[(a, b)] = counts.get((a, b), 0) + 1
+    for order in itertools.permutations(range(4), 2):
+        p = math.exp(loop_logprob(scores[:4], kernel[:4, :4], lam, tau, order, adjacent[:4, :4], mu))
+        assert abs(counts.get(order, 0) / 40000 - p) < 0.012, (order, p)
+
+
+def test_greedy_with_an_adjacency_bonus_follows_a_chain_of_events():
+    from tspo_ray.method.scan_agent import SIGMA, SameEventKernel
+
+    index = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])  # five candidates, one event each
+    kernel = SameEventKernel(index, torch.tensor(0.5))
+    far = math.exp(-1 / (2 * SIGMA**2))  # adjacency two events (or zero) apart
+    assert torch.allclose(kernel.adjacent(torch.tensor([0])), torch.tensor([[far, 1.0, far, math.exp(-4 / (2 * SIGMA**2)),
+                                                                               math.exp(-9 / (2 * SIGMA**2))]]))
+    scores = torch.tensor([1.0, 0.2, 0.5, 0.45, 0.0])
+    assert sequential_greedy(scores, SameEventKernel(index), 2.0, 2).tolist() == [0, 2]
+    # frame 1: 0.2 + 0.5 * 1 = 0.7 beats frame 2: 0.5 + 0.5 * far; then 2 (next to 1) beats 3
+    assert sequential_greedy(scores, kernel, 2.0, 3).tolist() == [0, 1, 2]
+    batched = SameEventKernel.stack([kernel, SameEventKernel(index, torch.tensor(0.0))])
+    assert batched.bonus.tolist() == [0.5, 0.0]
+    with pytest.raises(ValueError, match="adjacency"):
+        SameEventKernel.stack([kernel, SameEventKernel(index)])
+
+
+def test_the_adjacency_bonus_is_the_heads_last_output_starts_at_its_init_and_is_recorded():
+    torch.manual_seed(0)
+    agent = EventScanAgent(D, heads=4, adjacency=True, adjacency_init=0.7)
+    plain = EventScanAgent(D, heads=4)
+    assert agent.head[2].out_features == plain.head[2].out_features + 1
+    it = make_item(0)
+    frames, text = it.frame_features, it.text_feature
+    assert "adjacency" not in plain.config() and plain.set_policy(frames, text)[1].bonus is None
+    s, K, lam = agent.set_policy(frames, text)
+    assert abs(float(K.bonus.detach()) - 0.7) < 0.05  # the head's weights start near 0, its bias at the init
+    copy = agent_from_config(agent.config())
+    copy.load_state_dict(agent.state_dict())
+    s2, K2, _ = copy.set_policy(frames, text)
+    assert copy.adjacency_init == 0.7 and torch.equal(s, s2) and torch.equal(K.bonus, K2.bonus)
 
 
 def test_sequential_likelihood_without_penalty_is_plackett_luce():
@@ -197,13 +277,14 @@ def make_item(seed=0):
                        np.arange(T, dtype=float), "v.mp4")
 
 
-def test_every_trainable_parameter_changes_after_a_learner_step():
+@pytest.mark.parametrize("options", [{}, {"adjacency": True}])
+def test_every_trainable_parameter_changes_after_a_learner_step(options):
     from tspo_ray.method.rewards import RewardResult
     from tspo_ray.training.learner import learner_step
     from tspo_ray.training.rollout import sample_group
 
     torch.manual_seed(0)
-    agent = EventScanAgent(D, heads=4)
+    agent = EventScanAgent(D, heads=4, **options)
     items = [make_item(s) for s in range(3)]
     groups = []
     for it in items:
@@ -220,8 +301,8 @@ def test_every_trainable_parameter_changes_after_a_learner_step():
     assert not unchanged, unchanged
 
 
-@pytest.mark.parametrize("anchors", [None, 2])
-def test_a_batch_drawn_together_equals_one_item_at_a_time(anchors):
+@pytest.mark.parametrize("anchors,options", [(None, {}), (2, {}), (None, {"adjacency": True})])
+def test_a_batch_drawn_together_equals_one_item_at_a_time(anchors, options):
     """sample_groups batches the set-aware agent's policies and draws; with the same generator the groups are those
     of sample_group called item by item (mixed lengths, haystack items of another budget, anchored sets)."""
     import dataclasses
@@ -229,7 +310,7 @@ def test_a_batch_drawn_together_equals_one_item_at_a_time(anchors):
     from tspo_ray.training.rollout import sample_group, sample_groups
 
     torch.manual_seed(0)
-    agent = EventScanAgent(D, heads=4).eval()
+    agent = EventScanAgent(D, heads=4, **options).eval()
     items = [make_item(s) for s in (1, 2, 1, 3, 2, 1)]  # some share a length
     items[3] = dataclasses.replace(items[3], target_mask=np.ones(items[3].frame_features.shape[0], dtype=bool))
     assert len({it.frame_features.shape[0] for it in items}) < len(items)

@@ -24,6 +24,10 @@
 - The policy (tspo_ray.method.sequential): K[i, j] = exp(-(L_i - L_j)^2 / (2 SIGMA^2)), about 1 inside one event
   and 0 across a boundary, and a learned lambda = softplus(rho) >= 0: a frame of an event already taken is worth
   lambda less, so the greedy set spreads over the events the scores point to.
+- With `adjacency`, the head also gives each question a mu (its last output, starting at `adjacency_init`), and a
+  frame one event away from a frame taken is worth mu more (SameEventKernel.adjacent): a set can follow a chain of
+  events (X, X + 1, X + 2), where the answer to "what comes two after X" needs all three and a skipped one makes
+  the count wrong; a question that needs frames spread over the video can learn mu <= 0.
 Videos of one length are scored side by side, every step one batched op over all of them (_same_length): a batch
 of 64 questions costs a few of one. Cost: O(T * R) for the neighbour matches, R the longest run of candidates
 within offsets + 3 events of one candidate (neighbour_matches), beside eq. 3's O(T * w); the policy reads K row by
@@ -134,22 +138,35 @@ def _all_pairs_neighbour_matches(index: torch.Tensor, match: torch.Tensor, offse
 class SameEventKernel:
     """K of same_event_kernel, row by row on demand: the set-aware policy reads only the rows of frames taken, so a
     video of T candidates never holds a T x T matrix. index [T]: K[idx] for any index tensor is [..., T]; index
-    [B, T] (B videos of one length): K[idx] for idx [B, ...] is [B, ..., T], each video's rows of its own K."""
+    [B, T] (B videos of one length): K[idx] for idx [B, ...] is [B, ..., T], each video's rows of its own K.
+    With a bonus (mu: a scalar per video, [] or [B]), adjacent(idx) gives the rows of
+    A[i, j] = exp(-(|L_i - L_j| - 1)^2 / (2 SIGMA^2)), about 1 for candidates one event apart (either side) and 0
+    inside one event or two apart; the policy adds mu * max A to the frames taken (tspo_ray.method.sequential)."""
 
-    def __init__(self, index: torch.Tensor):
-        self.index = index
+    def __init__(self, index: torch.Tensor, bonus: torch.Tensor | None = None):
+        self.index, self.bonus = index, bonus
 
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+    def _differences(self, idx: torch.Tensor) -> torch.Tensor:
+        """L_c - L_j for the rows c of idx: [..., T] (index [T]) or [B, ..., T] (index [B, T])."""
         if self.index.dim() == 1:
-            return gaussian(self.index[idx].unsqueeze(-1) - self.index, SIGMA)
+            return self.index[idx].unsqueeze(-1) - self.index
         B, T = self.index.shape
         taken = self.index.gather(-1, idx.reshape(B, -1)).view(*idx.shape, 1)
-        return gaussian(taken - self.index.view(B, *([1] * (idx.dim() - 1)), T), SIGMA)
+        return taken - self.index.view(B, *([1] * (idx.dim() - 1)), T)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return gaussian(self._differences(idx), SIGMA)
+
+    def adjacent(self, idx: torch.Tensor) -> torch.Tensor:
+        return gaussian(self._differences(idx).abs() - 1, SIGMA)
 
     @classmethod
     def stack(cls, kernels: list["SameEventKernel"]) -> "SameEventKernel":
         """The kernels of videos of one length as one [B, T] kernel."""
-        return cls(torch.stack([k.index for k in kernels]))
+        bonuses = [k.bonus for k in kernels]
+        if any(b is None for b in bonuses) and not all(b is None for b in bonuses):
+            raise ValueError("kernels with and without an adjacency bonus cannot be stacked")
+        return cls(torch.stack([k.index for k in kernels]), None if bonuses[0] is None else torch.stack(bonuses))
 
 
 #: grounding_summary's length
@@ -180,7 +197,8 @@ class EventScanAgent(TemporalAgent):
     def __init__(self, dim: int, window: int = 12, heads: int = 8, hidden: int | None = None,
                  query_conditioned: bool = False, position_scale: float = 1.0, max_count: int = 4,
                  offsets: int = 3, positions: int = 9, head_hidden: int = 64, penalty: float = 2.0,
-                 enhancer: bool = True, grounding: bool = False, residual_text: bool = False):
+                 enhancer: bool = True, grounding: bool = False, residual_text: bool = False,
+                 adjacency: bool = False, adjacency_init: float = 1.0):
         super().__init__(dim, window=window, heads=heads, hidden=hidden, query_conditioned=query_conditioned,
                          position_scale=position_scale)
         self.enhancer = bool(enhancer)
@@ -197,10 +215,15 @@ class EventScanAgent(TemporalAgent):
         self.threshold = nn.Parameter(torch.tensor(0.15))
         self.penalty_raw = nn.Parameter(torch.tensor(math.log(math.expm1(penalty))))  # softplus^-1
         self.grounding, self.residual_text = bool(grounding), bool(residual_text)
+        self.adjacency, self.adjacency_init = bool(adjacency), float(adjacency_init)
         head_in = dim + (GROUNDING_FEATURES if self.grounding else 0) + (dim if self.residual_text else 0)
-        self.head = nn.Sequential(nn.Linear(head_in, head_hidden), nn.ReLU(), nn.Linear(head_hidden, self.num_features))
+        head_out = self.num_features + (1 if self.adjacency else 0)  # the last output: the question's mu
+        self.head = nn.Sequential(nn.Linear(head_in, head_hidden), nn.ReLU(), nn.Linear(head_hidden, head_out))
         nn.init.normal_(self.head[2].weight, std=0.01)
         nn.init.zeros_(self.head[2].bias)
+        if self.adjacency:
+            with torch.no_grad():
+                self.head[2].bias[-1] = self.adjacency_init
 
     @property
     def num_features(self) -> int:
@@ -245,21 +268,25 @@ class EventScanAgent(TemporalAgent):
             parts.append(F.normalize(text - (text * found).sum(-1, keepdim=True) * found, dim=-1))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else text
 
-    def _same_length(self, frame_features: torch.Tensor, text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S, L), each [..., T]: videos of one length side by side ([..., T, D], their questions [..., D]), every
-        step one batched op over all of them (a batch of 64 questions costs a few of one: the per-op overhead,
-        not the arithmetic, is what a video of 128 candidates spends)."""
+    def _same_length(self, frame_features: torch.Tensor,
+                     text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(S [..., T], L [..., T], mu [...] or None without `adjacency`): videos of one length side by side
+        ([..., T, D], their questions [..., D]), every step one batched op over all of them (a batch of 64 questions
+        costs a few of one: the per-op overhead, not the arithmetic, is what a video of 128 candidates spends)."""
         phi, index, match = self._structure(frame_features, text_feature)
         weights = self.head(self.head_input(text_feature, match, frame_features))
+        bonus = None
+        if self.adjacency:
+            weights, bonus = weights[..., :-1], weights[..., -1]
         if self.enhancer:
             base = super().forward(frame_features, text_feature)
         else:
             base = 2 * cosine_to_text(frame_features, text_feature)
-        return base + (phi @ weights.unsqueeze(-1)).squeeze(-1), index
+        return base + (phi @ weights.unsqueeze(-1)).squeeze(-1), index, bonus
 
     def _packed(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
-                lengths: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(S per video, L per video) of videos packed end to end ([sum T_i, D], questions [N, D]): the videos of
+                lengths: list[int]) -> tuple[list[torch.Tensor], list[SameEventKernel]]:
+        """(S per video, K per video) of videos packed end to end ([sum T_i, D], questions [N, D]): the videos of
         each length are stacked and scored together (_same_length); each sees only its own frames."""
         lengths = [int(n) for n in lengths]
         if frame_features.dim() != 2 or sum(lengths) != frame_features.shape[0] or min(lengths, default=1) < 1:
@@ -267,15 +294,15 @@ class EventScanAgent(TemporalAgent):
                              f"got {list(frame_features.shape)}")
         parts = frame_features.split(lengths)
         scores: list[torch.Tensor | None] = [None] * len(lengths)
-        index: list[torch.Tensor | None] = [None] * len(lengths)
+        kernels: list[SameEventKernel | None] = [None] * len(lengths)
         by_length: dict[int, list[int]] = {}
         for i, n in enumerate(lengths):
             by_length.setdefault(n, []).append(i)
         for members in by_length.values():
-            s, L = self._same_length(torch.stack([parts[i] for i in members]), text_feature[members])
+            s, L, mu = self._same_length(torch.stack([parts[i] for i in members]), text_feature[members])
             for row, i in enumerate(members):
-                scores[i], index[i] = s[row], L[row]
-        return scores, index
+                scores[i], kernels[i] = s[row], SameEventKernel(L[row], None if mu is None else mu[row])
+        return scores, kernels
 
     def forward(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
                 lengths: list[int] | None = None) -> torch.Tensor:
@@ -287,19 +314,21 @@ class EventScanAgent(TemporalAgent):
         return torch.cat(self._packed(frame_features, text_feature, lengths)[0])
 
     def set_policy(self, frame_features: torch.Tensor, text_feature: torch.Tensor):
-        """(S [T], K (rows on demand: SameEventKernel), lambda) of the set-aware policy (tspo_ray.method.sequential)."""
-        scores, index = self._same_length(frame_features, text_feature)
-        return scores, SameEventKernel(index), self.penalty
+        """(S [T], K (rows on demand: SameEventKernel, with mu under `adjacency`), lambda) of the set-aware policy
+        (tspo_ray.method.sequential)."""
+        scores, index, bonus = self._same_length(frame_features, text_feature)
+        return scores, SameEventKernel(index, bonus), self.penalty
 
     def set_policies(self, frame_features: list[torch.Tensor], text_features: list[torch.Tensor]):
         """set_policy of several videos ([T_i, D] each, one question [D] each) in one batched pass: a list of
         (S, K), and lambda."""
         lengths = [int(f.shape[0]) for f in frame_features]
-        scores, index = self._packed(torch.cat(list(frame_features)), torch.stack(list(text_features)), lengths)
-        return [(s, SameEventKernel(L)) for s, L in zip(scores, index)], self.penalty
+        scores, kernels = self._packed(torch.cat(list(frame_features)), torch.stack(list(text_features)), lengths)
+        return list(zip(scores, kernels)), self.penalty
 
     def config(self) -> dict:
         return {**super().config(), "kind": "scan", "max_count": self.max_count, "offsets": self.offsets,
                 "positions": self.positions, "head_hidden": self.head_hidden, "penalty": self.initial_penalty,
                 **({} if self.enhancer else {"enhancer": False}), **({"grounding": True} if self.grounding else {}),
-                **({"residual_text": True} if self.residual_text else {})}
+                **({"residual_text": True} if self.residual_text else {}),
+                **({"adjacency": True, "adjacency_init": self.adjacency_init} if self.adjacency else {})}

@@ -7,7 +7,10 @@ step m draws from
 
 where K [T, T] in [0, 1] says how much two candidates show the same thing (the scan agent: the same event, from
 its boundary scan) and lambda >= 0 is how much a second frame of it is worth less. Both come from the agent and are
-learned with it. The exact log-probability of an ordered draw is
+learned with it. A kernel that also carries `bonus` (mu, one per question) and `adjacent(idx)` (A, rows of how much
+two candidates lie in neighbouring events) adds + mu * max_{c taken} A[j, c]: with mu > 0 a frame next to the frames
+taken is worth more, so a set can follow a chain of events (X, then X + 1, then X + 2) instead of scattering. The
+exact log-probability of an ordered draw is
 
     log p(i_1..i_k) = sum_m [ l_m(i_m) - logsumexp_{j not taken} l_m(j) ],
 
@@ -24,11 +27,20 @@ import torch
 from tspo_ray.method.sampling import effective_k
 
 
-def _step_penalties(kernel: torch.Tensor, ordered: torch.Tensor) -> torch.Tensor:
-    """[..., k, T]: row m is max_{c among ordered[..., :m]} kernel[:, c] (zeros for m = 0)."""
-    taken = kernel[ordered]  # [..., k, T]: K is symmetric, so row c is K[:, c]
+def _running_max(taken: torch.Tensor) -> torch.Tensor:
+    """[..., k, T]: row m is the max of rows 0 .. m - 1 of taken [..., k, T] (zeros for m = 0)."""
     running = torch.cummax(taken, dim=-2).values
     return torch.cat([torch.zeros_like(running[..., :1, :]), running[..., :-1, :]], dim=-2)
+
+
+def _step_penalties(kernel: torch.Tensor, ordered: torch.Tensor) -> torch.Tensor:
+    """[..., k, T]: row m is max_{c among ordered[..., :m]} kernel[:, c] (zeros for m = 0)."""
+    return _running_max(kernel[ordered])  # [..., k, T]: K is symmetric, so row c is K[:, c]
+
+
+def adjacency_bonus(kernel) -> torch.Tensor | None:
+    """The kernel's mu (a scalar, or [B] for B videos of one length), or None where it carries none."""
+    return getattr(kernel, "bonus", None)
 
 
 def sequential_logprob(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor, tau,
@@ -37,7 +49,12 @@ def sequential_logprob(scores: torch.Tensor, kernel: torch.Tensor, penalty: torc
     Several videos of one length at once: scores [B, 1, 1, T], kernel[idx [B, ...]] -> [B, ..., T], ordered
     [B, G, k], tau a float or [B, 1, 1, 1]."""
     T = scores.shape[-1]
-    logits = (scores - penalty * _step_penalties(kernel, ordered)) / tau  # [..., k, T]
+    logits = scores - penalty * _step_penalties(kernel, ordered)  # [..., k, T]
+    bonus = adjacency_bonus(kernel)
+    if bonus is not None:
+        near = _running_max(kernel.adjacent(ordered))
+        logits = logits + bonus.reshape(*bonus.shape, *([1] * (near.dim() - bonus.dim()))) * near
+    logits = logits / tau
     onehot = torch.zeros(*ordered.shape, T, dtype=torch.bool, device=scores.device)
     onehot.scatter_(-1, ordered.unsqueeze(-1), True)
     removed = (torch.cumsum(onehot.int(), dim=-2) - onehot.int()).bool()
@@ -54,10 +71,17 @@ def _decode(scores: torch.Tensor, kernel, penalty: float, tau: float, k: int, ro
     B, T = scores.shape
     s = scores.detach().double()[:, None, :]
     worst = torch.zeros(B, rows, T, dtype=torch.float64, device=s.device)  # max K to the frames taken so far
+    bonus = adjacency_bonus(kernel)
+    if bonus is not None:
+        bonus = bonus.detach().double().reshape(B, 1, 1)
+        near = torch.zeros_like(worst)  # max A to the frames taken so far
     taken = torch.zeros(B, rows, T, dtype=torch.bool, device=s.device)
     out = torch.empty(B, rows, k, dtype=torch.long, device=s.device)
     for m in range(k):
-        logits = (s - penalty * worst) / tau
+        logits = s - penalty * worst
+        if bonus is not None:
+            logits = logits + bonus * near
+        logits = logits / tau
         if uniforms is not None:
             u = uniforms[:, m]
             logits = logits - torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))
@@ -65,6 +89,8 @@ def _decode(scores: torch.Tensor, kernel, penalty: float, tau: float, k: int, ro
         out[:, :, m] = pick
         taken.scatter_(-1, pick[..., None], True)
         worst = torch.maximum(worst, kernel[pick].detach().double())
+        if bonus is not None:
+            near = torch.maximum(near, kernel.adjacent(pick).detach().double())
     return out
 
 
@@ -102,6 +128,14 @@ class _Single:
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         return self.kernel[idx[0]][None]
+
+    @property
+    def bonus(self) -> torch.Tensor | None:
+        bonus = adjacency_bonus(self.kernel)
+        return None if bonus is None else bonus.reshape(1)
+
+    def adjacent(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.kernel.adjacent(idx[0])[None]
 
 
 def sequential_greedy(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor | float, k: int) -> torch.Tensor:
