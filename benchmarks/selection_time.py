@@ -41,11 +41,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--selectors", nargs="+", default=SELECTORS)
     ap.add_argument("--kinds", nargs="+", default=["eq3"],
-                    help="agent kinds timed in this run: eq3, scan, scan-alone (scan without eq. 3's part); a scan "
+                    help="agent kinds timed in this run: eq3, scan, scan-alone (scan without eq. 3's part), "
+                         "scan-adjacency (scan with agent.options.adjacency); a scan "
                          "kind adds agent:greedy to the agent's selectors")
     args = ap.parse_args()
     torch.manual_seed(0)
-    built = {"eq3": {}, "scan": {"kind": "scan"}, "scan-alone": {"kind": "scan", "enhancer": False}}
+    built = {"eq3": {}, "scan": {"kind": "scan"}, "scan-alone": {"kind": "scan", "enhancer": False},
+             "scan-adjacency": {"kind": "scan", "adjacency": True}}
     rows, names = {}, []
     for kind in args.kinds:
         agent = agent_from_config({"dim": args.dim, **built[kind]}).eval()
