@@ -56,18 +56,18 @@ def train_seed(cfg, seed: int, out: Path, train_items, val_items, answerer):
 
 
 def evaluate_world(items, selectors, k, answerer, agent, mode, cache: Path) -> dict[str, list[dict]]:
-    """Per selector, one row per question (family, correct); cached in `cache` so a restart skips it."""
+    """Per selector, one row per question (family, correct); cached in `cache` so a restart skips it, and a
+    selector added to the suite since is the only one evaluated."""
     from tspo_ray.evaluation.accuracy import evaluate_selector
-
-    if cache.exists():
-        return json.loads(cache.read_text())
-    rows = {}
-    for sel in selectors:
-        got = evaluate_selector(items, sel, k, answerer, agent, progress=False, inference_mode=mode)
-        rows[sel] = [{"id": r["id"], "family": r["family"], "correct": float(r["correct"])} for r in got]
     from tspo_ray.safe_files import write_text_atomic
 
-    write_text_atomic(cache, json.dumps(rows))
+    rows = json.loads(cache.read_text()) if cache.exists() else {}
+    missing = [sel for sel in selectors if sel not in rows]
+    for sel in missing:
+        got = evaluate_selector(items, sel, k, answerer, agent, progress=False, inference_mode=mode)
+        rows[sel] = [{"id": r["id"], "family": r["family"], "correct": float(r["correct"])} for r in got]
+    if missing:
+        write_text_atomic(cache, json.dumps(rows))
     return rows
 
 

@@ -11,7 +11,7 @@ def test_best_mode_takes_the_highest_accuracy_and_breaks_ties_by_preference():
     assert best_mode({"top-k": 0.5, "bin-max": 0.7, "aks": 0.6}) == "bin-max"
     assert best_mode({"aks": 0.6, "top-k+edges": 0.6, "bin-max": 0.6}) == "bin-max"  # earlier in AGENT_MODES
     assert best_mode({"top-k+edges": 0.4, "top-k": 0.4}) == "top-k"
-    assert AGENT_MODES == ("top-k", "bin-max", "aks", "top-k+edges", "events", "anchors")
+    assert AGENT_MODES == ("top-k", "bin-max", "aks", "top-k+edges", "events", "anchors", "chain")
     with pytest.raises(ValueError, match="no validation accuracies"):
         best_mode({})
 

@@ -198,3 +198,29 @@ def test_anchored_set_returns_min_k_t_distinct_sorted_frames_holding_every_ancho
             got = selection_methods.anchored_set(anchors, base, k).tolist()
             assert got == sorted(set(got)) and len(got) == min(k, T)
             assert set(anchors) <= set(got)
+
+
+def test_chain_grows_a_run_of_events_from_the_best_frame_one_frame_per_event():
+    index = torch.tensor([0.0, 0, 1, 1, 2, 2, 3, 3])  # two candidates per event
+    scores = torch.tensor([0.1, 0.0, 0.3, 0.2, 0.9, 0.8, 0.25, 0.5])
+    # 4 (the best); then the best of events 1 and 3 (7: 0.5); then of events 1 and 4 (none): 2; then event 0: 0
+    assert selection_methods.select_chain(scores, 4, event_index=index).tolist() == [0, 2, 4, 7]
+    assert selection_methods.select_topk(scores, 4).tolist() == [2, 4, 5, 7]
+    # past both ends of the video, the second frames of the events come after
+    assert selection_methods.select_chain(scores, 5, event_index=index).tolist() == [0, 2, 4, 5, 7]
+    with pytest.raises(ValueError, match="event index"):
+        selection_methods.select_chain(scores, 4)
+
+
+def test_clip_chain_reads_the_events_from_the_features():
+    from tspo_ray.method.selection import select_positions
+
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.randn(6, 16, generator=g)
+    frames = torch.cat([d.expand(3, 16) for d in dirs]) + 0.01 * torch.randn(18, 16, generator=g)
+    text = dirs[3] + 0.1 * dirs[4]
+    pos, scores = select_positions(frames, text, "clip:chain", 3)
+    events = [int(p) // 3 for p in pos.tolist()]
+    # one frame in each of three neighbouring events around event 3 (the question's), event 4 (its runner-up) next
+    assert events in ([2, 3, 4], [3, 4, 5])
+    assert int(scores.argmax()) in pos.tolist()

@@ -253,10 +253,10 @@ class AKSConfig(Settings):
 
 #: the training-free baselines every results table carries
 BASELINE_SELECTORS = ("uniform", "clip:top-k", "clip:bin-max", "clip:aks", "clip:top-k+edges", "clip:events",
-                      "clip:anchors")
+                      "clip:anchors", "clip:chain")
 #: the baselines, the agent under each selection method, and `agent` (its default mode)
 FULL_SUITE = BASELINE_SELECTORS + ("agent:top-k", "agent:bin-max", "agent:aks", "agent:top-k+edges", "agent:events",
-                                   "agent:anchors", "agent")
+                                   "agent:anchors", "agent:chain", "agent")
 
 
 class EvalConfig(Settings):

@@ -24,7 +24,7 @@ from pydantic import Field
 from tspo_ray.config import recorded_config
 from tspo_ray.method import selection_methods
 from tspo_ray.method.selection import (  # noqa: F401  (the selection functions, re-exported here)
-    anchor_base,
+    method_inputs,
     clip_scores,
     on_cpu,
     select_positions,
@@ -120,7 +120,7 @@ def select_many(jobs: Sequence[SelectionJob], agent=None, inference_mode: str = 
             continue
         s = scores[i] if i in scores else selector_scores(feats, job.text_feature.float(), scorer)
         method = method or inference_mode
-        base = anchor_base(method, scorer, feats, job.text_feature.float(), agent)
+        base = method_inputs(method, scorer, feats, job.text_feature.float(), agent)
         positions = selection_methods.select(method, feats.shape[0], job.k, on_cpu(s), **on_cpu(base))
         out.append(selection_record(job.key, job.method, positions, s, job.frame_indices, job.timestamps_s,
                                     time.perf_counter() - t0))

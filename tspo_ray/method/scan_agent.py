@@ -45,6 +45,8 @@ from tspo_ray.method.agent import TemporalAgent, cosine_to_text, register_agent
 
 #: width of the bumps over event counts, and of the same-event kernel
 SIGMA = 0.35
+#: the boundary detector's starting sharpness a and threshold c (learned by the agent; fixed in the clip:chain rule)
+BOUNDARY_SHARPNESS, BOUNDARY_THRESHOLD = 30.0, 0.15
 
 
 def boundary_probabilities(frame_features: torch.Tensor, sharpness: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -58,6 +60,12 @@ def boundary_probabilities(frame_features: torch.Tensor, sharpness: torch.Tensor
 def event_index(boundaries: torch.Tensor) -> torch.Tensor:
     """L [..., T]: the prefix sum of the boundary probabilities (the soft index of each candidate's event)."""
     return torch.cumsum(boundaries, dim=-1)
+
+
+def fixed_event_index(frame_features: torch.Tensor) -> torch.Tensor:
+    """L [..., T] by the boundary detector's starting settings (no learned weights): what a training-free rule sees."""
+    one = frame_features.new_ones(())
+    return event_index(boundary_probabilities(frame_features, BOUNDARY_SHARPNESS * one, BOUNDARY_THRESHOLD * one))
 
 
 #: exp(-x) for x past this is below 2e-35 and is taken as exp(-EXP_FLOOR): the CPU's exp takes a slow path,
@@ -211,8 +219,8 @@ class EventScanAgent(TemporalAgent):
                              f"penalty > 0; got {max_count}, {offsets}, {positions}, {head_hidden}, {penalty}")
         self.max_count, self.offsets, self.positions = int(max_count), int(offsets), int(positions)
         self.head_hidden, self.initial_penalty = int(head_hidden), float(penalty)
-        self.log_sharpness = nn.Parameter(torch.tensor(math.log(30.0)))
-        self.threshold = nn.Parameter(torch.tensor(0.15))
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(BOUNDARY_SHARPNESS)))
+        self.threshold = nn.Parameter(torch.tensor(BOUNDARY_THRESHOLD))
         self.penalty_raw = nn.Parameter(torch.tensor(math.log(math.expm1(penalty))))  # softplus^-1
         self.grounding, self.residual_text = bool(grounding), bool(residual_text)
         self.adjacency, self.adjacency_init = bool(adjacency), float(adjacency_init)

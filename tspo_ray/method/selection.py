@@ -37,7 +37,7 @@ def select_positions(frame_features: torch.Tensor, text_feature: torch.Tensor, s
     if method in selection_methods.SET_METHODS:
         return set_policy_selection(frame_features, text_feature, k, agent)
     scores = selector_scores(frame_features, text_feature, scorer, agent)
-    params = {**anchor_base(method, scorer, frame_features, text_feature, agent), **params}
+    params = {**method_inputs(method, scorer, frame_features, text_feature, agent), **params}
     positions = selection_methods.select(method, frame_features.shape[0], k, on_cpu(scores), **on_cpu(params))
     return positions, scores
 
@@ -66,11 +66,16 @@ def set_policy_selection(frame_features: torch.Tensor, text_feature: torch.Tenso
     return sequential_greedy(scores, kernel, penalty, k), scores
 
 
-def anchor_base(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor,
-                agent=None) -> dict:
-    """The anchors method places the agent's best frames and spends the rest of the budget by CLIP's cosines; as
-    many as the agent was trained to draw (policy.anchors, recorded with its checkpoint: `agent.anchors`)."""
+def method_inputs(method: str, scorer: str | None, frame_features: torch.Tensor, text_feature: torch.Tensor,
+                  agent=None) -> dict:
+    """What a method reads beside the scores. The anchors method places the agent's best frames and spends the rest
+    of the budget by CLIP's cosines; as many as the agent was trained to draw (policy.anchors, recorded with its
+    checkpoint: `agent.anchors`). The chain method follows the candidates' events, found from their features."""
     if method == "anchors" and scorer == "agent":
         return {"base_scores": clip_scores(frame_features, text_feature),
                 "anchors": int(getattr(agent, "anchors", selection_methods.ANCHORS))}
+    if method == "chain":
+        from tspo_ray.method.scan_agent import fixed_event_index
+
+        return {"event_index": fixed_event_index(frame_features.float())}
     return {}

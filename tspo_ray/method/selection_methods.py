@@ -2,7 +2,7 @@
 
 A selector is named SCORER:METHOD ("clip:bin-max", "agent:aks"), plus "uniform", which needs no scores. Every method
 returns candidate positions in temporal order: top-k, bin-max (the reference's), AKS (Adaptive Keyframe Sampling),
-top-k+edges, events and anchors. Pure tensor functions; the sampling distribution training draws from is in
+top-k+edges, events, anchors and chain. Pure tensor functions; the sampling distribution training draws from is in
 tspo_ray.method.sampling.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tspo_ray.method.sampling import effective_k
 from tspo_ray.registry import Registry
 
 SCORERS = ("clip", "agent")
-SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "events", "anchors", "uniform")
+SELECTION_METHODS = ("top-k", "bin-max", "aks", "top-k+edges", "events", "anchors", "chain", "uniform")
 #: old names kept: "agent" is the agent with the inference method recorded in its checkpoint (method None here)
 SELECTOR_ALIASES = {"uniform": (None, "uniform"), "clip-top-k": ("clip", "top-k"), "bin-max": ("clip", "bin-max"),
                     "agent": ("agent", None)}
@@ -194,6 +194,28 @@ def select_anchors(scores: torch.Tensor, k: int, base_scores: torch.Tensor | Non
     return anchored_set(top, base, k)
 
 
+#: the chain rule's weights: above any difference of two cosines, so a frame of an event already taken always comes
+#: after, and a frame next to a taken event always before, every other frame
+CHAIN_WEIGHT = 4.0
+
+
+def select_chain(scores: torch.Tensor, k: int, event_index: torch.Tensor | None = None) -> torch.Tensor:
+    """A chain of events around the best frame: the best-scoring candidate, then each step the best candidate of an
+    event next to those taken (either side), one frame per event until the chain meets both ends of the video.
+
+    It is the set-aware policy's greedy decode (tspo_ray.method.sequential) with fixed weights: the same-event
+    penalty and the adjacency bonus both at CHAIN_WEIGHT, over event_index [T] (L: the soft event index of each
+    candidate, from its features: scan_agent.fixed_event_index). A training-free rule: features, cosines and order
+    only. It is what an untrained scan agent with the adjacency bonus does from the peak of its scores."""
+    from tspo_ray.method.scan_agent import SameEventKernel
+    from tspo_ray.method.sequential import sequential_greedy
+
+    if event_index is None or event_index.shape[-1] != scores.shape[-1]:
+        raise ValueError("the chain method needs the event index of every candidate (from its features)")
+    kernel = SameEventKernel(event_index.to(scores.dtype), scores.new_tensor(CHAIN_WEIGHT))
+    return sequential_greedy(scores, kernel, CHAIN_WEIGHT, k)
+
+
 def _stable_top(values: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n largest values, ties to the earlier index (as heapq.nlargest, which the reference uses)."""
     return np.argsort(-values, kind="stable")[:n]
@@ -239,7 +261,7 @@ def select_aks(scores: torch.Tensor, k: int, t1: float = AKS_DEFAULTS["t1"], t2:
 
 def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None = None, **params) -> torch.Tensor:
     """Candidate positions chosen by a method registered in METHODS; params go to aks (t1, t2, all_depth), events
-    (accept, run) and anchors (base_scores, anchors)."""
+    (accept, run), anchors (base_scores, anchors) and chain (event_index)."""
     if method in SET_METHODS:
         raise ValueError(f"method {method!r} is a set-aware agent's own policy: it needs the agent, not only scores "
                          "(tspo_ray.method.selection.select_positions)")
@@ -258,6 +280,6 @@ def select(method: str, num_candidates: int, k: int, scores: torch.Tensor | None
 METHODS = Registry("selection method")
 for _name, _method in (("top-k", select_topk), ("bin-max", select_binmax), ("aks", select_aks),
                        ("top-k+edges", select_topk_edges), ("events", select_events), ("anchors", select_anchors),
-                       ("uniform", select_uniform)):
+                       ("chain", select_chain), ("uniform", select_uniform)):
     METHODS.register(_name, _method)
 assert METHODS.names() == SELECTION_METHODS
