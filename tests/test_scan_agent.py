@@ -46,10 +46,11 @@ def random_policy(T, seed):
 
 
 class DenseKernel:
-    """A kernel given as matrices, with an adjacency matrix and its bonus mu (what SameEventKernel computes)."""
+    """A kernel given as matrices, with an adjacency matrix and its bonus mu (what SameEventKernel computes), and
+    optionally scores added to the first step only."""
 
-    def __init__(self, K, A, mu):
-        self.K, self.A, self.bonus = K, A, torch.as_tensor(mu, dtype=K.dtype)
+    def __init__(self, K, A, mu, opening=None):
+        self.K, self.A, self.bonus, self.opening = K, A, torch.as_tensor(mu, dtype=K.dtype), opening
 
     def __getitem__(self, idx):
         return self.K[idx]
@@ -94,7 +95,7 @@ def test_scan_agent_rebuilds_from_its_config_and_scores_alike():
 
 
 @pytest.mark.parametrize("options", [{}, {"grounding": True, "query_conditioned": True}, {"enhancer": False},
-                                     {"adjacency": True}])
+                                     {"adjacency": True}, {"adjacency": True, "opening": True}])
 def test_videos_of_one_length_scored_side_by_side_equal_one_at_a_time_values_and_gradients(options):
     torch.manual_seed(0)
     agent = EventScanAgent(D, heads=4, position_scale=5.0, **options)
@@ -130,6 +131,9 @@ def test_videos_of_one_length_scored_side_by_side_equal_one_at_a_time_values_and
         if K.bonus is not None:
             assert torch.allclose(K.bonus, K1.bonus, atol=1e-5)
             assert torch.allclose(K.adjacent(idx), K1.adjacent(idx), atol=1e-5)
+        assert (K.opening is None) == (K1.opening is None) == (not options.get("opening"))
+        if K.opening is not None:
+            assert torch.allclose(K.opening, K1.opening, atol=1e-5)
 
 
 # --- the scan ---------------------------------------------------------------------------------------------------
@@ -196,6 +200,29 @@ def test_sequential_likelihood_with_an_adjacency_bonus_is_exact_by_enumeration(m
     for order in itertools.permutations(range(4), 2):
         p = math.exp(loop_logprob(scores[:4], kernel[:4, :4], lam, tau, order, adjacent[:4, :4], mu))
         assert abs(counts.get(order, 0) / 40000 - p) < 0.012, (order, p)
+
+
+def test_opening_scores_change_the_first_step_only_exactly():
+    scores, kernel = random_policy(5, 9)
+    _, adjacent = random_policy(5, 10)
+    opening = torch.randn(5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    lam, tau, mu = 1.3, 0.7, 0.6
+    orders = torch.tensor(list(itertools.permutations(range(5), 3)))
+    logp = sequential_logprob(scores, DenseKernel(kernel, adjacent, mu, opening), torch.tensor(lam, dtype=torch.float64),
+                              tau, orders).squeeze(-1)
+    assert math.isclose(float(logp.exp().sum()), 1.0, rel_tol=1e-9)
+    for order, lp in zip(orders.tolist(), logp.tolist()):
+        first = math.log(sum(math.exp((float(scores[j]) + float(opening[j])) / tau) for j in range(5)))
+        plain_first = math.log(sum(math.exp(float(scores[j]) / tau) for j in range(5)))
+        # the first step's term with the opening, the later steps as without it
+        want = (loop_logprob(scores, kernel, lam, tau, order, adjacent, mu) + float(opening[order[0]]) / tau
+                - first + plain_first)
+        assert math.isclose(lp, want, rel_tol=1e-9, abs_tol=1e-12)
+    # the greedy decode: the opening picks the first frame, the rest follows the scores
+    K = DenseKernel(torch.eye(4, dtype=torch.float64), torch.zeros(4, 4, dtype=torch.float64), 0.0,
+                    torch.tensor([0.0, 0.0, 0.0, 5.0], dtype=torch.float64))
+    s = torch.tensor([1.0, 0.9, 0.2, 0.1], dtype=torch.float64)
+    assert sequential_greedy(s, K, 2.0, 2).tolist() == [0, 3]
 
 
 def test_greedy_with_an_adjacency_bonus_follows_a_chain_of_events():
@@ -277,7 +304,7 @@ def make_item(seed=0):
                        np.arange(T, dtype=float), "v.mp4")
 
 
-@pytest.mark.parametrize("options", [{}, {"adjacency": True}])
+@pytest.mark.parametrize("options", [{}, {"adjacency": True}, {"adjacency": True, "opening": True}])
 def test_every_trainable_parameter_changes_after_a_learner_step(options):
     from tspo_ray.method.rewards import RewardResult
     from tspo_ray.training.learner import learner_step
@@ -301,7 +328,8 @@ def test_every_trainable_parameter_changes_after_a_learner_step(options):
     assert not unchanged, unchanged
 
 
-@pytest.mark.parametrize("anchors,options", [(None, {}), (2, {}), (None, {"adjacency": True})])
+@pytest.mark.parametrize("anchors,options", [(None, {}), (2, {}), (None, {"adjacency": True}),
+                                             (None, {"adjacency": True, "opening": True})])
 def test_a_batch_drawn_together_equals_one_item_at_a_time(anchors, options):
     """sample_groups batches the set-aware agent's policies and draws; with the same generator the groups are those
     of sample_group called item by item (mixed lengths, haystack items of another budget, anchored sets)."""

@@ -28,6 +28,9 @@
   frame one event away from a frame taken is worth mu more (SameEventKernel.adjacent): a set can follow a chain of
   events (X, X + 1, X + 2), where the answer to "what comes two after X" needs all three and a skipped one makes
   the count wrong; a question that needs frames spread over the video can learn mu <= 0.
+- With `opening`, the head also gives each question a beta (its last output, starting near 0), and the policy's
+  first step alone adds beta * m (the standardised match): the set can open at what the question names (X) while
+  its scores point at the answer's event, two away, and the chain then grows from X.
 Videos of one length are scored side by side, every step one batched op over all of them (_same_length): a batch
 of 64 questions costs a few of one. Cost: O(T * R) for the neighbour matches, R the longest run of candidates
 within offsets + 3 events of one candidate (neighbour_matches), beside eq. 3's O(T * w); the policy reads K row by
@@ -149,10 +152,11 @@ class SameEventKernel:
     [B, T] (B videos of one length): K[idx] for idx [B, ...] is [B, ..., T], each video's rows of its own K.
     With a bonus (mu: a scalar per video, [] or [B]), adjacent(idx) gives the rows of
     A[i, j] = exp(-(|L_i - L_j| - 1)^2 / (2 SIGMA^2)), about 1 for candidates one event apart (either side) and 0
-    inside one event or two apart; the policy adds mu * max A to the frames taken (tspo_ray.method.sequential)."""
+    inside one event or two apart; the policy adds mu * max A to the frames taken (tspo_ray.method.sequential).
+    With opening scores ([T] or [B, T]), the policy adds them to its first step only."""
 
-    def __init__(self, index: torch.Tensor, bonus: torch.Tensor | None = None):
-        self.index, self.bonus = index, bonus
+    def __init__(self, index: torch.Tensor, bonus: torch.Tensor | None = None, opening: torch.Tensor | None = None):
+        self.index, self.bonus, self.opening = index, bonus, opening
 
     def _differences(self, idx: torch.Tensor) -> torch.Tensor:
         """L_c - L_j for the rows c of idx: [..., T] (index [T]) or [B, ..., T] (index [B, T])."""
@@ -171,10 +175,13 @@ class SameEventKernel:
     @classmethod
     def stack(cls, kernels: list["SameEventKernel"]) -> "SameEventKernel":
         """The kernels of videos of one length as one [B, T] kernel."""
-        bonuses = [k.bonus for k in kernels]
-        if any(b is None for b in bonuses) and not all(b is None for b in bonuses):
-            raise ValueError("kernels with and without an adjacency bonus cannot be stacked")
-        return cls(torch.stack([k.index for k in kernels]), None if bonuses[0] is None else torch.stack(bonuses))
+        def stacked(parts: list, what: str):
+            if any(p is None for p in parts) and not all(p is None for p in parts):
+                raise ValueError(f"kernels with and without {what} cannot be stacked")
+            return None if parts[0] is None else torch.stack(parts)
+
+        return cls(torch.stack([k.index for k in kernels]), stacked([k.bonus for k in kernels], "an adjacency bonus"),
+                   stacked([k.opening for k in kernels], "opening scores"))
 
 
 #: grounding_summary's length
@@ -206,7 +213,7 @@ class EventScanAgent(TemporalAgent):
                  query_conditioned: bool = False, position_scale: float = 1.0, max_count: int = 4,
                  offsets: int = 3, positions: int = 9, head_hidden: int = 64, penalty: float = 2.0,
                  enhancer: bool = True, grounding: bool = False, residual_text: bool = False,
-                 adjacency: bool = False, adjacency_init: float = 1.0):
+                 adjacency: bool = False, adjacency_init: float = 1.0, opening: bool = False):
         super().__init__(dim, window=window, heads=heads, hidden=hidden, query_conditioned=query_conditioned,
                          position_scale=position_scale)
         self.enhancer = bool(enhancer)
@@ -223,15 +230,16 @@ class EventScanAgent(TemporalAgent):
         self.threshold = nn.Parameter(torch.tensor(BOUNDARY_THRESHOLD))
         self.penalty_raw = nn.Parameter(torch.tensor(math.log(math.expm1(penalty))))  # softplus^-1
         self.grounding, self.residual_text = bool(grounding), bool(residual_text)
-        self.adjacency, self.adjacency_init = bool(adjacency), float(adjacency_init)
+        self.adjacency, self.adjacency_init, self.opening = bool(adjacency), float(adjacency_init), bool(opening)
         head_in = dim + (GROUNDING_FEATURES if self.grounding else 0) + (dim if self.residual_text else 0)
-        head_out = self.num_features + (1 if self.adjacency else 0)  # the last output: the question's mu
+        # after the features' weights: the question's mu (adjacency), then its beta (opening)
+        head_out = self.num_features + (1 if self.adjacency else 0) + (1 if self.opening else 0)
         self.head = nn.Sequential(nn.Linear(head_in, head_hidden), nn.ReLU(), nn.Linear(head_hidden, head_out))
         nn.init.normal_(self.head[2].weight, std=0.01)
         nn.init.zeros_(self.head[2].bias)
         if self.adjacency:
             with torch.no_grad():
-                self.head[2].bias[-1] = self.adjacency_init
+                self.head[2].bias[self.num_features] = self.adjacency_init
 
     @property
     def num_features(self) -> int:
@@ -276,21 +284,22 @@ class EventScanAgent(TemporalAgent):
             parts.append(F.normalize(text - (text * found).sum(-1, keepdim=True) * found, dim=-1))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else text
 
-    def _same_length(self, frame_features: torch.Tensor,
-                     text_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(S [..., T], L [..., T], mu [...] or None without `adjacency`): videos of one length side by side
-        ([..., T, D], their questions [..., D]), every step one batched op over all of them (a batch of 64 questions
-        costs a few of one: the per-op overhead, not the arithmetic, is what a video of 128 candidates spends)."""
+    def _same_length(self, frame_features: torch.Tensor, text_feature: torch.Tensor):
+        """(S [..., T], SameEventKernel parts: L [..., T], mu [...] or None without `adjacency`, the first step's
+        beta * m [..., T] or None without `opening`): videos of one length side by side ([..., T, D], their
+        questions [..., D]), every step one batched op over all of them (a batch of 64 questions costs a few of one:
+        the per-op overhead, not the arithmetic, is what a video of 128 candidates spends)."""
         phi, index, match = self._structure(frame_features, text_feature)
-        weights = self.head(self.head_input(text_feature, match, frame_features))
-        bonus = None
-        if self.adjacency:
-            weights, bonus = weights[..., :-1], weights[..., -1]
+        out = self.head(self.head_input(text_feature, match, frame_features))
+        weights = out[..., :self.num_features]
+        extra = out[..., self.num_features:].unbind(-1)
+        bonus = extra[0] if self.adjacency else None
+        opening = extra[-1][..., None] * match if self.opening else None
         if self.enhancer:
             base = super().forward(frame_features, text_feature)
         else:
             base = 2 * cosine_to_text(frame_features, text_feature)
-        return base + (phi @ weights.unsqueeze(-1)).squeeze(-1), index, bonus
+        return base + (phi @ weights.unsqueeze(-1)).squeeze(-1), index, bonus, opening
 
     def _packed(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
                 lengths: list[int]) -> tuple[list[torch.Tensor], list[SameEventKernel]]:
@@ -307,9 +316,10 @@ class EventScanAgent(TemporalAgent):
         for i, n in enumerate(lengths):
             by_length.setdefault(n, []).append(i)
         for members in by_length.values():
-            s, L, mu = self._same_length(torch.stack([parts[i] for i in members]), text_feature[members])
+            s, L, mu, opening = self._same_length(torch.stack([parts[i] for i in members]), text_feature[members])
             for row, i in enumerate(members):
-                scores[i], kernels[i] = s[row], SameEventKernel(L[row], None if mu is None else mu[row])
+                scores[i], kernels[i] = s[row], SameEventKernel(L[row], None if mu is None else mu[row],
+                                                                None if opening is None else opening[row])
         return scores, kernels
 
     def forward(self, frame_features: torch.Tensor, text_feature: torch.Tensor,
@@ -324,8 +334,8 @@ class EventScanAgent(TemporalAgent):
     def set_policy(self, frame_features: torch.Tensor, text_feature: torch.Tensor):
         """(S [T], K (rows on demand: SameEventKernel, with mu under `adjacency`), lambda) of the set-aware policy
         (tspo_ray.method.sequential)."""
-        scores, index, bonus = self._same_length(frame_features, text_feature)
-        return scores, SameEventKernel(index, bonus), self.penalty
+        scores, index, bonus, opening = self._same_length(frame_features, text_feature)
+        return scores, SameEventKernel(index, bonus, opening), self.penalty
 
     def set_policies(self, frame_features: list[torch.Tensor], text_features: list[torch.Tensor]):
         """set_policy of several videos ([T_i, D] each, one question [D] each) in one batched pass: a list of
@@ -339,4 +349,5 @@ class EventScanAgent(TemporalAgent):
                 "positions": self.positions, "head_hidden": self.head_hidden, "penalty": self.initial_penalty,
                 **({} if self.enhancer else {"enhancer": False}), **({"grounding": True} if self.grounding else {}),
                 **({"residual_text": True} if self.residual_text else {}),
-                **({"adjacency": True, "adjacency_init": self.adjacency_init} if self.adjacency else {})}
+                **({"adjacency": True, "adjacency_init": self.adjacency_init} if self.adjacency else {}),
+                **({"opening": True} if self.opening else {})}

@@ -9,8 +9,9 @@ where K [T, T] in [0, 1] says how much two candidates show the same thing (the s
 its boundary scan) and lambda >= 0 is how much a second frame of it is worth less. Both come from the agent and are
 learned with it. A kernel that also carries `bonus` (mu, one per question) and `adjacent(idx)` (A, rows of how much
 two candidates lie in neighbouring events) adds + mu * max_{c taken} A[j, c]: with mu > 0 a frame next to the frames
-taken is worth more, so a set can follow a chain of events (X, then X + 1, then X + 2) instead of scattering. The
-exact log-probability of an ordered draw is
+taken is worth more, so a set can follow a chain of events (X, then X + 1, then X + 2) instead of scattering. A
+kernel that carries `opening` ([T]) adds it to the first step's scores only: where the set opens. The exact
+log-probability of an ordered draw is
 
     log p(i_1..i_k) = sum_m [ l_m(i_m) - logsumexp_{j not taken} l_m(j) ],
 
@@ -43,6 +44,11 @@ def adjacency_bonus(kernel) -> torch.Tensor | None:
     return getattr(kernel, "bonus", None)
 
 
+def opening_scores(kernel) -> torch.Tensor | None:
+    """What the kernel adds to the first step's scores only ([T], or [B, T]), or None where it adds nothing."""
+    return getattr(kernel, "opening", None)
+
+
 def sequential_logprob(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor, tau,
                        ordered: torch.Tensor) -> torch.Tensor:
     """Exact log-probability of ordered draws under the set-aware policy: ordered [..., k] -> [..., 1].
@@ -54,6 +60,11 @@ def sequential_logprob(scores: torch.Tensor, kernel: torch.Tensor, penalty: torc
     if bonus is not None:
         near = _running_max(kernel.adjacent(ordered))
         logits = logits + bonus.reshape(*bonus.shape, *([1] * (near.dim() - bonus.dim()))) * near
+    opening = opening_scores(kernel)
+    if opening is not None:
+        first = torch.zeros(logits.shape[-2], 1, dtype=logits.dtype, device=logits.device)
+        first[0] = 1  # the first step only
+        logits = logits + first * opening.reshape(*opening.shape[:-1], *([1] * (logits.dim() - opening.dim())), T)
     logits = logits / tau
     onehot = torch.zeros(*ordered.shape, T, dtype=torch.bool, device=scores.device)
     onehot.scatter_(-1, ordered.unsqueeze(-1), True)
@@ -75,12 +86,17 @@ def _decode(scores: torch.Tensor, kernel, penalty: float, tau: float, k: int, ro
     if bonus is not None:
         bonus = bonus.detach().double().reshape(B, 1, 1)
         near = torch.zeros_like(worst)  # max A to the frames taken so far
+    opening = opening_scores(kernel)
+    if opening is not None:
+        opening = opening.detach().double().reshape(B, 1, T)
     taken = torch.zeros(B, rows, T, dtype=torch.bool, device=s.device)
     out = torch.empty(B, rows, k, dtype=torch.long, device=s.device)
     for m in range(k):
         logits = s - penalty * worst
         if bonus is not None:
             logits = logits + bonus * near
+        if m == 0 and opening is not None:
+            logits = logits + opening
         logits = logits / tau
         if uniforms is not None:
             u = uniforms[:, m]
@@ -136,6 +152,11 @@ class _Single:
 
     def adjacent(self, idx: torch.Tensor) -> torch.Tensor:
         return self.kernel.adjacent(idx[0])[None]
+
+    @property
+    def opening(self) -> torch.Tensor | None:
+        opening = opening_scores(self.kernel)
+        return None if opening is None else opening[None]
 
 
 def sequential_greedy(scores: torch.Tensor, kernel: torch.Tensor, penalty: torch.Tensor | float, k: int) -> torch.Tensor:
